@@ -1,0 +1,1 @@
+"""Triton kernels of seqbench. On a machine without CUDA set TRITON_INTERPRET=1 before importing them."""

@@ -1,0 +1,509 @@
+"""Fused scaled dot-product attention (flash-style), forward and backward, in Triton.
+
+    S = scale · Q Kᵀ,   P = softmax(S) (row-wise),   O = P V
+
+The forward streams K/V blocks past one block of queries and keeps a running max ``m`` and
+running sum ``l`` (online softmax), so the Nq×Nk matrix never exists in memory.  It saves the
+log-sum-exp per query row; the backward recomputes P from it (FlashAttention-2):
+
+    dV = Pᵀ dO,   dP = dO Vᵀ,   dS = P ∘ (dP − δ) with δ = rowsum(dO ∘ O),
+    dQ = scale · dS K,   dK = scale · dSᵀ Q
+
+Everything inside the kernels is in base 2: ``qk_scale = scale · log2(e)`` and the saved
+log-sum-exp is ``m + log2(l)`` in those units.
+
+Causal masking follows ``F.scaled_dot_product_attention(is_causal=True)``: query i sees keys
+j ≤ i (top-left aligned), also when Nq != Nk.  Grouped-query attention maps query head h to
+key/value head h // (H // Hkv).
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels._common import TL_DTYPE, check_same, check_tensor, cuda_arch, fp32_dot_precision, interpreting
+
+MAX_HEAD_DIM = 256
+
+
+@triton.jit
+def _dot(a, b, acc, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """acc + a @ b; UPCAST works around the interpreter's wrong bf16 tl.dot (triton #11584)."""
+    if UPCAST:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision=PREC)
+
+
+# ----------------------------------------------------------------------------------------------
+# forward
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd,
+                    offs_m, offs_n, offs_d, mask_d, lo, hi, N_K, qk_scale,
+                    CAUSAL: tl.constexpr, MASK: tl.constexpr, BLOCK_N: tl.constexpr,
+                    PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """Fold key/value blocks [lo, hi) into the running (acc, l, m). MASK: block may need masking."""
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + offs_n
+        if MASK:
+            in_k = cols < N_K
+            kt = tl.load(k_base + cols[None, :] * skn + offs_d[:, None] * skd,
+                         mask=in_k[None, :] & mask_d[:, None], other=0.0)
+        else:
+            kt = tl.load(k_base + cols[None, :] * skn + offs_d[:, None] * skd,
+                         mask=mask_d[:, None], other=0.0)
+        qk = _dot(q, kt, tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC, UPCAST) * qk_scale
+        if MASK:
+            keep = in_k[None, :]
+            if CAUSAL:
+                keep = keep & (cols[None, :] <= offs_m[:, None])
+            qk = tl.where(keep, qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        p = tl.math.exp2(qk - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if MASK:
+            v = tl.load(v_base + cols[:, None] * svn + offs_d[None, :] * svd,
+                        mask=in_k[:, None] & mask_d[None, :], other=0.0)
+        else:
+            v = tl.load(v_base + cols[:, None] * svn + offs_d[None, :] * svd,
+                        mask=mask_d[None, :], other=0.0)
+        acc = _dot(p.to(v.dtype), v, acc * alpha[:, None], PREC, UPCAST)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _attn_fwd(Q, K, V, O, LSE,
+              sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod,
+              H, GROUP, N_Q, N_K, HEAD_DIM, qk_scale,
+              CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+              BLOCK_D: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """One program: BLOCK_M query rows of one (batch, head) against all visible keys."""
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    hk = h // GROUP
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_m = offs_m < N_Q
+    mask_d = offs_d < HEAD_DIM
+
+    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd,
+                mask=mask_m[:, None] & mask_d[None, :], other=0.0)
+    k_base = K + b * skb + hk * skh
+    v_base = V + b * svb + hk * svh
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+
+    # Blocks below `full` need no mask at all; [full, hi) holds the causal diagonal and the Nk tail.
+    if CAUSAL:
+        hi = tl.minimum(N_K, m0 + BLOCK_M)
+        full = tl.minimum(N_K, m0 + 1) // BLOCK_N * BLOCK_N
+    else:
+        hi = N_K
+        full = N_K // BLOCK_N * BLOCK_N
+    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd,
+                                    offs_m, offs_n, offs_d, mask_d, 0, full, N_K, qk_scale,
+                                    CAUSAL, False, BLOCK_N, PREC, UPCAST)
+    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd,
+                                    offs_m, offs_n, offs_d, mask_d, full, hi, N_K, qk_scale,
+                                    CAUSAL, True, BLOCK_N, PREC, UPCAST)
+
+    acc = acc / l_i[:, None]
+    tl.store(O + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :] * sod,
+             acc.to(O.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
+    tl.store(LSE + bh.to(tl.int64) * N_Q + offs_m, m_i + tl.math.log2(l_i), mask=mask_m)
+
+
+# ----------------------------------------------------------------------------------------------
+# backward
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _attn_bwd_delta(O, DO, DELTA, sob, soh, som, sod, sdb, sdh, sdm, sdd, H, N_Q, HEAD_DIM,
+                    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """δ = rowsum(dO ∘ O) per query row, in fp32."""
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask = (offs_m < N_Q)[:, None] & (offs_d < HEAD_DIM)[None, :]
+    o = tl.load(O + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :] * sod, mask=mask, other=0.0)
+    do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdm + offs_d[None, :] * sdd, mask=mask, other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(DELTA + bh.to(tl.int64) * N_Q + offs_m, delta, mask=offs_m < N_Q)
+
+
+@triton.jit
+def _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
+                         sqm, sqd, sdm, sdd, offs_n, offs_d, mask_d, lo, hi, N_Q, qk_scale,
+                         CAUSAL: tl.constexpr, MASK: tl.constexpr, BLOCK_M: tl.constexpr,
+                         PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """Accumulate dK, dV of one key block over query blocks [lo, hi), working transposed (keys × queries)."""
+    offs_mb = tl.arange(0, BLOCK_M)
+    for start_m in range(lo, hi, BLOCK_M):
+        rows = start_m + offs_mb
+        in_q = rows < N_Q
+        qt = tl.load(q_base + rows[None, :] * sqm + offs_d[:, None] * sqd,
+                     mask=in_q[None, :] & mask_d[:, None], other=0.0)
+        do = tl.load(do_base + rows[:, None] * sdm + offs_d[None, :] * sdd,
+                     mask=in_q[:, None] & mask_d[None, :], other=0.0)
+        lse = tl.load(lse_base + rows, mask=in_q, other=0.0)
+        delta = tl.load(delta_base + rows, mask=in_q, other=0.0)
+        qkt = _dot(k, qt, tl.zeros([k.shape[0], BLOCK_M], tl.float32), PREC, UPCAST)
+        pt = tl.math.exp2(qkt * qk_scale - lse[None, :])
+        if MASK:
+            keep = in_q[None, :]
+            if CAUSAL:
+                keep = keep & (offs_n[:, None] <= rows[None, :])
+            pt = tl.where(keep, pt, 0.0)
+        dv = _dot(pt.to(do.dtype), do, dv, PREC, UPCAST)
+        dpt = _dot(v, tl.trans(do), tl.zeros([k.shape[0], BLOCK_M], tl.float32), PREC, UPCAST)
+        dst = pt * (dpt - delta[None, :])
+        dk = _dot(dst.to(qt.dtype), tl.trans(qt), dk, PREC, UPCAST)
+    return dk, dv
+
+
+@triton.jit
+def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA,
+                   sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd,
+                   sdb, sdh, sdm, sdd, sdkb, sdkh, sdkn, sdkd, sdvb, sdvh, sdvn, sdvd,
+                   H, HKV, GROUP, N_Q, N_K, HEAD_DIM, qk_scale, scale,
+                   CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                   BLOCK_D: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """One program: dK, dV of BLOCK_N keys of one (batch, kv head), summed over the query heads of its group."""
+    pid_n = tl.program_id(0)
+    bhk = tl.program_id(1)
+    b = (bhk // HKV).to(tl.int64)
+    hk = (bhk % HKV).to(tl.int64)
+    n0 = pid_n * BLOCK_N
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < HEAD_DIM
+    mask_kd = (offs_n < N_K)[:, None] & mask_d[None, :]
+
+    k = tl.load(K + b * skb + hk * skh + offs_n[:, None] * skn + offs_d[None, :] * skd, mask=mask_kd, other=0.0)
+    v = tl.load(V + b * svb + hk * svh + offs_n[:, None] * svn + offs_d[None, :] * svd, mask=mask_kd, other=0.0)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+
+    # Query blocks: [lo, diag) straddle the causal diagonal, [diag, tail) are full, [tail, end) hold the Nq edge.
+    if CAUSAL:
+        lo = n0 // BLOCK_M * BLOCK_M
+        diag = tl.minimum((n0 + BLOCK_N - 1 + BLOCK_M - 1) // BLOCK_M * BLOCK_M, N_Q)
+    else:
+        lo = 0
+        diag = 0
+    tail = tl.maximum(diag, N_Q // BLOCK_M * BLOCK_M)
+    for g in range(0, GROUP):
+        h = hk * GROUP + g
+        bh = b * H + h
+        q_base = Q + b * sqb + h * sqh
+        do_base = DO + b * sdb + h * sdh
+        lse_base = LSE + bh * N_Q
+        delta_base = DELTA + bh * N_Q
+        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
+                                      sqm, sqd, sdm, sdd, offs_n, offs_d, mask_d, lo, diag, N_Q, qk_scale,
+                                      CAUSAL, True, BLOCK_M, PREC, UPCAST)
+        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
+                                      sqm, sqd, sdm, sdd, offs_n, offs_d, mask_d, diag, tail, N_Q, qk_scale,
+                                      CAUSAL, False, BLOCK_M, PREC, UPCAST)
+        dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
+                                      sqm, sqd, sdm, sdd, offs_n, offs_d, mask_d, tail, N_Q, N_Q, qk_scale,
+                                      CAUSAL, True, BLOCK_M, PREC, UPCAST)
+
+    tl.store(DK + b * sdkb + hk * sdkh + offs_n[:, None] * sdkn + offs_d[None, :] * sdkd,
+             (dk * scale).to(DK.dtype.element_ty), mask=mask_kd)
+    tl.store(DV + b * sdvb + hk * sdvh + offs_n[:, None] * sdvn + offs_d[None, :] * sdvd,
+             dv.to(DV.dtype.element_ty), mask=mask_kd)
+
+
+@triton.jit
+def _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, skn, skd, svn, svd,
+                       offs_m, offs_n, offs_d, mask_d, lo, hi, N_K, qk_scale,
+                       CAUSAL: tl.constexpr, MASK: tl.constexpr, BLOCK_N: tl.constexpr,
+                       PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """Accumulate dQ of one query block over key blocks [lo, hi)."""
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + offs_n
+        in_k = cols < N_K
+        kt = tl.load(k_base + cols[None, :] * skn + offs_d[:, None] * skd,
+                     mask=in_k[None, :] & mask_d[:, None], other=0.0)
+        vt = tl.load(v_base + cols[None, :] * svn + offs_d[:, None] * svd,
+                     mask=in_k[None, :] & mask_d[:, None], other=0.0)
+        qk = _dot(q, kt, tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC, UPCAST)
+        p = tl.math.exp2(qk * qk_scale - lse[:, None])
+        if MASK:
+            keep = in_k[None, :]
+            if CAUSAL:
+                keep = keep & (cols[None, :] <= offs_m[:, None])
+            p = tl.where(keep, p, 0.0)
+        dp = _dot(do, vt, tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC, UPCAST)
+        ds = p * (dp - delta[:, None])
+        dq = _dot(ds.to(kt.dtype), tl.trans(kt), dq, PREC, UPCAST)
+    return dq
+
+
+@triton.jit
+def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA,
+                 sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd,
+                 sdb, sdh, sdm, sdd, sdqb, sdqh, sdqm, sdqd,
+                 H, GROUP, N_Q, N_K, HEAD_DIM, qk_scale, scale,
+                 CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 BLOCK_D: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """One program: dQ of BLOCK_M query rows of one (batch, head)."""
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    hk = h // GROUP
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_m = offs_m < N_Q
+    mask_d = offs_d < HEAD_DIM
+    mask_qd = mask_m[:, None] & mask_d[None, :]
+
+    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd, mask=mask_qd, other=0.0)
+    do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdm + offs_d[None, :] * sdd, mask=mask_qd, other=0.0)
+    lse = tl.load(LSE + bh.to(tl.int64) * N_Q + offs_m, mask=mask_m, other=0.0)
+    delta = tl.load(DELTA + bh.to(tl.int64) * N_Q + offs_m, mask=mask_m, other=0.0)
+    k_base = K + b * skb + hk * skh
+    v_base = V + b * svb + hk * svh
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+
+    if CAUSAL:
+        hi = tl.minimum(N_K, m0 + BLOCK_M)
+        full = tl.minimum(N_K, m0 + 1) // BLOCK_N * BLOCK_N
+    else:
+        hi = N_K
+        full = N_K // BLOCK_N * BLOCK_N
+    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, skn, skd, svn, svd,
+                            offs_m, offs_n, offs_d, mask_d, 0, full, N_K, qk_scale,
+                            CAUSAL, False, BLOCK_N, PREC, UPCAST)
+    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, skn, skd, svn, svd,
+                            offs_m, offs_n, offs_d, mask_d, full, hi, N_K, qk_scale,
+                            CAUSAL, True, BLOCK_N, PREC, UPCAST)
+    tl.store(DQ + b * sdqb + h * sdqh + offs_m[:, None] * sdqm + offs_d[None, :] * sdqd,
+             (dq * scale).to(DQ.dtype.element_ty), mask=mask_qd)
+
+
+# ----------------------------------------------------------------------------------------------
+# configurations
+# ----------------------------------------------------------------------------------------------
+
+def _cfg(bm, bn, warps, stages):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
+
+
+# CONFIGS[kernel][arch family][head-dim bucket] -> autotune candidates.  Buckets are BLOCK_D
+# (the head dim padded to a power of two >= 16).  "sm90" serves Hopper and newer, "sm80" Ampere/Ada.
+# The backward kernels keep fp32 accumulators of (BLOCK, BLOCK_D) per operand, so their tiles
+# shrink as the head dim grows; `seqbench inspect` checks every entry compiles without spills.
+CONFIGS = {
+    "fwd": {
+        "sm90": {
+            16: [_cfg(128, 128, 8, 3), _cfg(128, 64, 4, 4)],
+            32: [_cfg(128, 128, 8, 3), _cfg(128, 64, 4, 4)],
+            64: [_cfg(128, 128, 8, 3), _cfg(128, 64, 4, 4), _cfg(64, 64, 4, 4)],
+            128: [_cfg(128, 128, 8, 2), _cfg(128, 64, 8, 3), _cfg(128, 64, 4, 3)],
+            256: [_cfg(128, 64, 8, 2), _cfg(64, 64, 4, 2)],
+        },
+        "sm80": {
+            16: [_cfg(128, 64, 4, 3), _cfg(64, 64, 4, 3)],
+            32: [_cfg(128, 64, 4, 3), _cfg(64, 64, 4, 3)],
+            64: [_cfg(128, 64, 4, 3), _cfg(64, 64, 4, 3)],
+            128: [_cfg(128, 64, 8, 3), _cfg(128, 32, 4, 3), _cfg(64, 64, 4, 3)],
+            256: [_cfg(64, 32, 4, 2), _cfg(64, 64, 8, 2)],
+        },
+    },
+    # dK/dV: BLOCK_N keys per program, stepping BLOCK_M queries.
+    "dkdv": {
+        "sm90": {
+            16: [_cfg(64, 128, 8, 3), _cfg(32, 128, 4, 3)],
+            32: [_cfg(64, 128, 8, 3), _cfg(32, 128, 4, 3)],
+            64: [_cfg(64, 128, 8, 3), _cfg(32, 128, 4, 3), _cfg(64, 64, 4, 3)],
+            128: [_cfg(64, 128, 8, 2), _cfg(32, 128, 8, 3), _cfg(64, 64, 4, 2)],
+            256: [_cfg(32, 64, 4, 2), _cfg(64, 64, 8, 1)],
+        },
+        "sm80": {
+            16: [_cfg(64, 64, 4, 3), _cfg(32, 128, 4, 3)],
+            32: [_cfg(64, 64, 4, 3), _cfg(32, 128, 4, 3)],
+            64: [_cfg(64, 64, 4, 3), _cfg(32, 128, 4, 2)],
+            128: [_cfg(64, 64, 8, 2), _cfg(32, 64, 4, 2)],
+            256: [_cfg(32, 64, 4, 1), _cfg(32, 32, 4, 2)],
+        },
+    },
+    # dQ: BLOCK_M queries per program, stepping BLOCK_N keys.
+    "dq": {
+        "sm90": {
+            16: [_cfg(128, 64, 8, 3), _cfg(128, 32, 4, 3)],
+            32: [_cfg(128, 64, 8, 3), _cfg(128, 32, 4, 3)],
+            64: [_cfg(128, 64, 8, 3), _cfg(128, 32, 4, 3), _cfg(64, 64, 4, 3)],
+            128: [_cfg(128, 64, 8, 2), _cfg(128, 32, 8, 3), _cfg(64, 64, 4, 2)],
+            256: [_cfg(64, 32, 4, 2), _cfg(64, 64, 8, 1)],
+        },
+        "sm80": {
+            16: [_cfg(64, 64, 4, 3), _cfg(128, 32, 4, 3)],
+            32: [_cfg(64, 64, 4, 3), _cfg(128, 32, 4, 3)],
+            64: [_cfg(64, 64, 4, 3), _cfg(128, 32, 4, 2)],
+            128: [_cfg(64, 64, 8, 2), _cfg(64, 32, 4, 2)],
+            256: [_cfg(32, 64, 4, 1), _cfg(32, 32, 4, 2)],
+        },
+    },
+}
+
+KERNELS = {"fwd": _attn_fwd, "dkdv": _attn_bwd_dkdv, "dq": _attn_bwd_dq}
+
+# The interpreter runs one program at a time on the CPU: small, deliberately non-square tiles so
+# that tests with a few dozen tokens cross block edges, the causal diagonal and the ragged tail.
+INTERPRETER_CONFIG = {"fwd": (32, 16), "dkdv": (16, 32), "dq": (32, 16)}
+
+
+def _arch_family(arch: int) -> str:
+    return "sm90" if arch >= 90 else "sm80"
+
+
+def head_dim_block(d: int) -> int:
+    return max(16, triton.next_power_of_2(d))
+
+
+@functools.lru_cache(maxsize=None)
+def _tuned(kernel: str, family: str, block_d: int):
+    """An autotuner over this arch family's candidates for the head-dim bucket, keyed on the sequence lengths."""
+    return triton.autotune(configs=CONFIGS[kernel][family][block_d], key=["N_Q", "N_K", "CAUSAL"])(KERNELS[kernel])
+
+
+def _launcher(kernel: str, device: torch.device, block_d: int):
+    """(jit function, grid(meta), extra meta) for the device: autotuned on a GPU, fixed in the interpreter."""
+    if device.type != "cuda":
+        bm, bn = INTERPRETER_CONFIG[kernel]
+        return KERNELS[kernel], {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": 4}
+    return _tuned(kernel, _arch_family(cuda_arch(device)), block_d), {}
+
+
+def _dot_options(dtype: torch.dtype, device: torch.device) -> dict:
+    prec = fp32_dot_precision() if dtype == torch.float32 else "tf32"
+    upcast = device.type != "cuda" and dtype != torch.float32
+    return {"PREC": prec, "UPCAST": upcast}
+
+
+# ----------------------------------------------------------------------------------------------
+# launchers
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_inputs(q, k, v, causal, scale) -> None:
+    check_tensor("q", q, 4, "(B, H, Nq, D)")
+    check_tensor("k", k, 4, "(B, Hkv, Nk, D)")
+    check_tensor("v", v, 4, "(B, Hkv, Nk, D)")
+    check_same(("q", "k", "v"), (q, k, v))
+    B, H, Nq, D = q.shape
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have the same shape (B, Hkv, Nk, D), got {tuple(k.shape)} and {tuple(v.shape)}")
+    if k.shape[0] != B:
+        raise ValueError(f"k has batch {k.shape[0]} but q has batch {B}; expected equal batch sizes")
+    if k.shape[3] != D:
+        raise ValueError(f"k has head dim {k.shape[3]} but q has {D}; expected equal head dims")
+    Hkv = k.shape[1]
+    if Hkv < 1 or H % Hkv != 0:
+        raise ValueError(f"q has {H} heads, which is not a multiple of k's {Hkv} heads (grouped-query attention)")
+    if not 1 <= D <= MAX_HEAD_DIM:
+        raise ValueError(f"head dim D must be between 1 and {MAX_HEAD_DIM}, got {D}")
+    if B < 1 or Nq < 1 or k.shape[2] < 1:
+        raise ValueError(f"B, Nq and Nk must be >= 1, got q {tuple(q.shape)} and k {tuple(k.shape)}")
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    if scale is not None:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
+        if not (scale == scale and abs(scale) != float("inf")):
+            raise ValueError(f"scale must be finite, got {scale}")
+
+
+def _forward(q, k, v, causal: bool, scale: float):
+    B, H, Nq, D = q.shape
+    Hkv, Nk = k.shape[1], k.shape[2]
+    o = torch.empty((B, H, Nq, D), device=q.device, dtype=q.dtype)
+    lse = torch.empty((B, H, Nq), device=q.device, dtype=torch.float32)
+    block_d = head_dim_block(D)
+    fn, meta = _launcher("fwd", q.device, block_d)
+    grid = lambda m: (triton.cdiv(Nq, m["BLOCK_M"]), B * H)  # noqa: E731
+    fn[grid](q, k, v, o, lse, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
+             H, H // Hkv, Nq, Nk, D, scale * 1.4426950408889634,
+             CAUSAL=causal, BLOCK_D=block_d, **_dot_options(q.dtype, q.device), **meta)
+    return o, lse
+
+
+def _backward(do, q, k, v, o, lse, causal: bool, scale: float):
+    B, H, Nq, D = q.shape
+    Hkv, Nk = k.shape[1], k.shape[2]
+    block_d = head_dim_block(D)
+    dot = _dot_options(q.dtype, q.device)
+    qk_scale = scale * 1.4426950408889634
+
+    delta = torch.empty_like(lse)
+    _attn_bwd_delta[(triton.cdiv(Nq, 64), B * H)](o, do, delta, *o.stride(), *do.stride(), H, Nq, D,
+                                                   BLOCK_M=64, BLOCK_D=block_d)
+
+    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
+    dk = torch.empty_like(k, memory_format=torch.contiguous_format)
+    dv = torch.empty_like(v, memory_format=torch.contiguous_format)
+    fn, meta = _launcher("dkdv", q.device, block_d)
+    grid = lambda m: (triton.cdiv(Nk, m["BLOCK_N"]), B * Hkv)  # noqa: E731
+    fn[grid](q, k, v, do, dk, dv, lse, delta, *q.stride(), *k.stride(), *v.stride(), *do.stride(),
+             *dk.stride(), *dv.stride(), H, Hkv, H // Hkv, Nq, Nk, D, qk_scale, scale,
+             CAUSAL=causal, BLOCK_D=block_d, **dot, **meta)
+    fn, meta = _launcher("dq", q.device, block_d)
+    grid = lambda m: (triton.cdiv(Nq, m["BLOCK_M"]), B * H)  # noqa: E731
+    fn[grid](q, k, v, do, dq, lse, delta, *q.stride(), *k.stride(), *v.stride(), *do.stride(),
+             *dq.stride(), H, H // Hkv, Nq, Nk, D, qk_scale, scale,
+             CAUSAL=causal, BLOCK_D=block_d, **dot, **meta)
+    return dq, dk, dv
+
+
+class _Attention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, causal, scale):
+        o, lse = _forward(q, k, v, causal, scale)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.causal, ctx.scale = causal, scale
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse = ctx.saved_tensors
+        dq, dk, dv = _backward(do, q, k, v, o, lse, ctx.causal, ctx.scale)
+        return dq, dk, dv, None, None
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
+              scale: float | None = None) -> torch.Tensor:
+    """softmax(scale · Q Kᵀ) V, the result of ``F.scaled_dot_product_attention(..., enable_gqa=True)``.
+
+    q: (B, H, Nq, D); k, v: (B, Hkv, Nk, D) with H a multiple of Hkv; D in 1..256; float16,
+    bfloat16 or float32.  ``scale`` defaults to 1/sqrt(D).  Differentiable; the backward saves only
+    the per-row log-sum-exp.  fp32 inputs use exact fp32 dots unless torch allows TF32
+    (``torch.set_float32_matmul_precision("high")``).
+    """
+    _check_inputs(q, k, v, causal, scale)
+    scale = float(scale) if scale is not None else q.shape[-1] ** -0.5
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return _Attention.apply(q, k, v, causal, scale)
+    return _forward(q, k, v, causal, scale)[0]

@@ -1,0 +1,1 @@
+"""PyTorch references that the Triton kernels are verified against."""

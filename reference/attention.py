@@ -1,0 +1,60 @@
+"""PyTorch references for scaled dot-product attention.
+
+``naive_attention`` is the textbook formula with the Nq×Nk matrix materialised, in whatever
+dtype it is given (the version users write, and the float64 ground truth of the tests).
+``sdpa`` is ``F.scaled_dot_product_attention`` pinned to one backend by name.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+SDPA_BACKENDS = {
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "math": SDPBackend.MATH,
+}
+
+
+def causal_mask(n_q: int, n_k: int, device=None) -> torch.Tensor:
+    """SDPA's is_causal mask: query i sees key j iff j <= i (top-left aligned)."""
+    return torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril()
+
+
+def naive_attention(q, k, v, causal: bool = False, scale: float | None = None) -> torch.Tensor:
+    """softmax(scale · Q Kᵀ) V computed in the inputs' dtype; GQA by repeating k/v heads."""
+    group = q.shape[1] // k.shape[1]
+    if group > 1:
+        k = k.repeat_interleave(group, dim=1)
+        v = v.repeat_interleave(group, dim=1)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    s = (q @ k.transpose(-1, -2)) * scale
+    if causal:
+        s = s.masked_fill(~causal_mask(q.shape[2], k.shape[2], q.device), float("-inf"))
+    return torch.softmax(s, dim=-1) @ v
+
+
+def sdpa(q, k, v, causal: bool = False, scale: float | None = None, backend: str | None = None) -> torch.Tensor:
+    """F.scaled_dot_product_attention restricted to ``backend`` (flash, efficient, cudnn, math) or PyTorch's choice."""
+    if backend is not None and backend not in SDPA_BACKENDS:
+        raise ValueError(f"backend must be one of {sorted(SDPA_BACKENDS)} or None, got {backend!r}")
+    ctx = sdpa_kernel(SDPA_BACKENDS[backend]) if backend else contextlib.nullcontext()
+    with ctx:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale,
+                                              enable_gqa=q.shape[1] != k.shape[1])
+
+
+def available_backends(q, k, v, causal: bool = False) -> list[str]:
+    """The SDPA backends that accept these inputs on this machine (each tried once)."""
+    found = []
+    for name in SDPA_BACKENDS:
+        try:
+            sdpa(q, k, v, causal=causal, backend=name)
+        except RuntimeError:
+            continue
+        found.append(name)
+    return found
