@@ -82,7 +82,7 @@ def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd,
 @triton.jit
 def _attn_fwd(Q, K, V, O, LSE,
               sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod,
-              H, GROUP, N_Q, N_K, HEAD_DIM, qk_scale,
+              H, GROUP, N_Q, N_K, qk_scale, HEAD_DIM: tl.constexpr,
               CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
               BLOCK_D: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
     """One program: BLOCK_M query rows of one (batch, head) against all visible keys."""
@@ -133,7 +133,7 @@ def _attn_fwd(Q, K, V, O, LSE,
 
 
 @triton.jit
-def _attn_bwd_delta(O, DO, DELTA, sob, soh, som, sod, sdb, sdh, sdm, sdd, H, N_Q, HEAD_DIM,
+def _attn_bwd_delta(O, DO, DELTA, sob, soh, som, sod, sdb, sdh, sdm, sdd, H, N_Q, HEAD_DIM: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """δ = rowsum(dO ∘ O) per query row, in fp32."""
     pid_m = tl.program_id(0)
@@ -183,7 +183,7 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
 def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA,
                    sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd,
                    sdb, sdh, sdm, sdd, sdkb, sdkh, sdkn, sdkd, sdvb, sdvh, sdvn, sdvd,
-                   H, HKV, GROUP, N_Q, N_K, HEAD_DIM, qk_scale, scale,
+                   H, HKV, GROUP, N_Q, N_K, qk_scale, scale, HEAD_DIM: tl.constexpr,
                    CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    BLOCK_D: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
     """One program: dK, dV of BLOCK_N keys of one (batch, kv head), summed over the query heads of its group."""
@@ -263,7 +263,7 @@ def _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, skn, skd, svn, svd
 def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA,
                  sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd,
                  sdb, sdh, sdm, sdd, sdqb, sdqh, sdqm, sdqd,
-                 H, GROUP, N_Q, N_K, HEAD_DIM, qk_scale, scale,
+                 H, GROUP, N_Q, N_K, qk_scale, scale, HEAD_DIM: tl.constexpr,
                  CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                  BLOCK_D: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
     """One program: dQ of BLOCK_M query rows of one (batch, head)."""
@@ -437,17 +437,39 @@ def _check_inputs(q, k, v, causal, scale) -> None:
             raise ValueError(f"scale must be finite, got {scale}")
 
 
+def _strides(prefix: str, t: torch.Tensor, seq: str = "m") -> dict:
+    """The kernels' stride arguments of a (B, H, N, D) tensor: {prefix}b, {prefix}h, {prefix}{seq}, {prefix}d."""
+    return dict(zip((prefix + "b", prefix + "h", prefix + seq, prefix + "d"), t.stride()))
+
+
+def _common(q, k, causal: bool, scale: float) -> dict:
+    H, Nq, D = q.shape[1], q.shape[2], q.shape[3]
+    Hkv, Nk = k.shape[1], k.shape[2]
+    return dict(H=H, GROUP=H // Hkv, N_Q=Nq, N_K=Nk, qk_scale=scale * 1.4426950408889634,
+                HEAD_DIM=D, BLOCK_D=head_dim_block(D), CAUSAL=causal, **_dot_options(q.dtype, q.device))
+
+
+def fwd_args(q, k, v, o, lse, causal: bool, scale: float) -> dict:
+    """Every argument of ``_attn_fwd`` but the tuned BLOCK_M/BLOCK_N, by name."""
+    return dict(Q=q, K=k, V=v, O=o, LSE=lse, **_strides("sq", q), **_strides("sk", k, "n"), **_strides("sv", v, "n"),
+                **_strides("so", o), **_common(q, k, causal, scale))
+
+
+def bwd_args(q, k, v, do, dq, dk, dv, lse, delta, causal: bool, scale: float) -> tuple[dict, dict]:
+    """Arguments of ``_attn_bwd_dkdv`` and ``_attn_bwd_dq`` (tuned block sizes excluded)."""
+    shared = dict(Q=q, K=k, V=v, DO=do, LSE=lse, DELTA=delta, **_strides("sq", q), **_strides("sk", k, "n"),
+                  **_strides("sv", v, "n"), **_strides("sd", do), scale=scale, **_common(q, k, causal, scale))
+    dkdv = dict(shared, DK=dk, DV=dv, HKV=k.shape[1], **_strides("sdk", dk, "n"), **_strides("sdv", dv, "n"))
+    dq_ = dict(shared, DQ=dq, **_strides("sdq", dq))
+    return dkdv, dq_
+
+
 def _forward(q, k, v, causal: bool, scale: float):
     B, H, Nq, D = q.shape
-    Hkv, Nk = k.shape[1], k.shape[2]
     o = torch.empty((B, H, Nq, D), device=q.device, dtype=q.dtype)
     lse = torch.empty((B, H, Nq), device=q.device, dtype=torch.float32)
-    block_d = head_dim_block(D)
-    fn, meta = _launcher("fwd", q.device, block_d)
-    grid = lambda m: (triton.cdiv(Nq, m["BLOCK_M"]), B * H)  # noqa: E731
-    fn[grid](q, k, v, o, lse, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
-             H, H // Hkv, Nq, Nk, D, scale * 1.4426950408889634,
-             CAUSAL=causal, BLOCK_D=block_d, **_dot_options(q.dtype, q.device), **meta)
+    fn, meta = _launcher("fwd", q.device, head_dim_block(D))
+    fn[lambda m: (triton.cdiv(Nq, m["BLOCK_M"]), B * H)](**fwd_args(q, k, v, o, lse, causal, scale), **meta)
     return o, lse
 
 
@@ -455,26 +477,19 @@ def _backward(do, q, k, v, o, lse, causal: bool, scale: float):
     B, H, Nq, D = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
     block_d = head_dim_block(D)
-    dot = _dot_options(q.dtype, q.device)
-    qk_scale = scale * 1.4426950408889634
 
     delta = torch.empty_like(lse)
-    _attn_bwd_delta[(triton.cdiv(Nq, 64), B * H)](o, do, delta, *o.stride(), *do.stride(), H, Nq, D,
-                                                   BLOCK_M=64, BLOCK_D=block_d)
+    _attn_bwd_delta[(triton.cdiv(Nq, 64), B * H)](o, do, delta, *o.stride(), *do.stride(), H, Nq,
+                                                   HEAD_DIM=D, BLOCK_M=64, BLOCK_D=block_d)
 
     dq = torch.empty_like(q, memory_format=torch.contiguous_format)
     dk = torch.empty_like(k, memory_format=torch.contiguous_format)
     dv = torch.empty_like(v, memory_format=torch.contiguous_format)
+    dkdv_args, dq_args = bwd_args(q, k, v, do, dq, dk, dv, lse, delta, causal, scale)
     fn, meta = _launcher("dkdv", q.device, block_d)
-    grid = lambda m: (triton.cdiv(Nk, m["BLOCK_N"]), B * Hkv)  # noqa: E731
-    fn[grid](q, k, v, do, dk, dv, lse, delta, *q.stride(), *k.stride(), *v.stride(), *do.stride(),
-             *dk.stride(), *dv.stride(), H, Hkv, H // Hkv, Nq, Nk, D, qk_scale, scale,
-             CAUSAL=causal, BLOCK_D=block_d, **dot, **meta)
+    fn[lambda m: (triton.cdiv(Nk, m["BLOCK_N"]), B * Hkv)](**dkdv_args, **meta)
     fn, meta = _launcher("dq", q.device, block_d)
-    grid = lambda m: (triton.cdiv(Nq, m["BLOCK_M"]), B * H)  # noqa: E731
-    fn[grid](q, k, v, do, dq, lse, delta, *q.stride(), *k.stride(), *v.stride(), *do.stride(),
-             *dq.stride(), H, H // Hkv, Nq, Nk, D, qk_scale, scale,
-             CAUSAL=causal, BLOCK_D=block_d, **dot, **meta)
+    fn[lambda m: (triton.cdiv(Nq, m["BLOCK_M"]), B * H)](**dq_args, **meta)
     return dq, dk, dv
 
 
@@ -507,3 +522,22 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         return _Attention.apply(q, k, v, causal, scale)
     return _forward(q, k, v, causal, scale)[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# compile-only builds for `seqbench inspect`
+# ----------------------------------------------------------------------------------------------
+
+def compile_builds(family: str, dtypes=(torch.float16,)):
+    """(name, jit fn, args, tuned config) for every shipped config of ``family`` ('sm80' or 'sm90'),
+    with arguments as a real launch at B=2, H=8, N=1024 and D equal to the bucket would pass them."""
+    for dtype in dtypes:
+        for block_d in sorted(CONFIGS["fwd"][family]):
+            q, k, v, o, do, dq, dk, dv = (torch.empty(2, 8, 1024, block_d, device="meta", dtype=dtype) for _ in range(8))
+            lse, delta = (torch.empty(2, 8, 1024, device="meta", dtype=torch.float32) for _ in range(2))
+            dkdv_args, dq_args = bwd_args(q, k, v, do, dq, dk, dv, lse, delta, False, block_d ** -0.5)
+            per_kernel = {"fwd": fwd_args(q, k, v, o, lse, False, block_d ** -0.5), "dkdv": dkdv_args, "dq": dq_args}
+            for kernel, args in per_kernel.items():
+                args.update(UPCAST=False, PREC="ieee" if dtype == torch.float32 else "tf32")
+                for cfg in CONFIGS[kernel][family][block_d]:
+                    yield f"attention.{kernel}", KERNELS[kernel], args, cfg

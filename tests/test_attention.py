@@ -1,0 +1,232 @@
+"""kernels.attention against float64 attention, with FlashAttention's rule: the kernel's error is at
+most twice PyTorch's own error in the same dtype (plus the dtype's rounding step)."""
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kernels.attention import attention
+from reference.attention import causal_mask, naive_attention, sdpa
+from tests.conftest import DEVICE
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def rounding_atol(ref: torch.Tensor, dtype: torch.dtype) -> float:
+    """Two rounding steps of ``dtype`` at the reference's largest magnitude: the floor under the
+    2x rule where PyTorch's own error happens to be near zero (a few elements, lucky rounding)."""
+    return 2 * torch.finfo(dtype).eps * ref.abs().max().item() + 1e-6
+
+
+def gradient_term_scales(q, k, v, do, causal, scale):
+    """Largest sum of |terms| behind each gradient, in float64.
+
+    dV = Pᵀ dO, dQ = scale·dS K and dK = scale·dSᵀ Q with dS = P∘(dP − δ): a rounding error in
+    any term (dS rounded to the dtype before its matmul, δ taken as rowsum(dO∘O)) is bounded by
+    eps × these sums, which do not cancel the way the gradients themselves can (a one-hot softmax
+    has dS = 0 exactly in float64).  The backward also recomputes P from fp32 logits in another
+    summation order than the forward, so P carries a relative error of fp32 eps × max|S|: the
+    returned ``rel`` folds that in beside the dtype's eps."""
+    q, k, v, do = (t.detach().double() for t in (q, k, v, do))
+    group = q.shape[1] // k.shape[1]
+    kr, vr = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    s = q @ kr.transpose(-1, -2) * scale
+    if causal:
+        s = s.masked_fill(~causal_mask(q.shape[2], k.shape[2]), float("-inf"))
+    p = torch.softmax(s, -1)
+    dp = do @ vr.transpose(-1, -2)
+    delta = (p * dp).sum(-1, keepdim=True)
+    ds_terms = p * (dp.abs() + delta.abs())
+
+    def per_kv_head(x):
+        return x.unflatten(1, (k.shape[1], group)).sum(2)
+
+    rel = torch.finfo(torch.float32).eps * s[torch.isfinite(s)].abs().max().item()
+    return rel, {
+        "q": (scale * ds_terms @ kr.abs()).max().item(),
+        "k": per_kv_head(scale * ds_terms.transpose(-1, -2) @ q.abs()).max().item(),
+        "v": per_kv_head(p.transpose(-1, -2) @ do.abs()).max().item(),
+    }
+
+
+def make_qkv(B, H, Hkv, Nq, Nk, D, dtype, scale=1.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, H, Nq, D, generator=g) * scale
+    k = torch.randn(B, Hkv, Nk, D, generator=g) * scale
+    v = torch.randn(B, Hkv, Nk, D, generator=g)
+    return [t.to(device=DEVICE, dtype=dtype) for t in (q, k, v)]
+
+
+def check_against_reference(q, k, v, causal=False, scale=None, grads=True):
+    """Forward (and gradients) of the kernel vs float64, bounded by 2x the error of naive PyTorch in q's dtype."""
+    leaves = [t.detach().clone().requires_grad_(grads) for t in (q, k, v)]
+    ref_leaves = [t.detach().double().requires_grad_(grads) for t in (q, k, v)]
+    pt_leaves = [t.detach().clone().requires_grad_(grads) for t in (q, k, v)]
+
+    out = attention(*leaves, causal=causal, scale=scale)
+    ref = naive_attention(*ref_leaves, causal=causal, scale=scale)
+    pt = naive_attention(*pt_leaves, causal=causal, scale=scale)
+    assert out.shape == ref.shape and out.dtype == q.dtype
+    err, pt_err = (out.double() - ref).abs().max().item(), (pt.double() - ref).abs().max().item()
+    assert err <= 2 * pt_err + rounding_atol(ref, q.dtype), f"output: kernel {err:.3g} vs torch {pt_err:.3g}"
+    if not grads:
+        return
+    do = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out)
+    out.backward(do)
+    ref.backward(do.double())
+    pt.backward(do)
+    rel, terms = gradient_term_scales(q.cpu(), k.cpu(), v.cpu(), do.cpu(), causal, scale)
+    eps = torch.finfo(q.dtype).eps + rel
+    for name, a, r, p in zip("qkv", leaves, ref_leaves, pt_leaves):
+        assert a.grad.shape == a.shape and a.grad.dtype == a.dtype
+        err, pt_err = (a.grad.double() - r.grad).abs().max().item(), (p.grad.double() - r.grad).abs().max().item()
+        bound = 2 * pt_err + 2 * eps * terms[name] + 1e-6
+        assert err <= bound, f"d{name}: kernel {err:.3g} vs torch {pt_err:.3g}, term scale {terms[name]:.3g}"
+
+
+# (B, H, Hkv, Nq, Nk, D): each row breaks a naive tiling somewhere.
+SHAPES = [
+    (1, 1, 1, 1, 1, 16),     # one token
+    (2, 2, 2, 17, 17, 32),   # ragged tail, smaller than a block
+    (1, 2, 1, 37, 53, 40),   # Nq != Nk, D = 40, GQA 2:1
+    (1, 4, 2, 53, 37, 96),   # Nk < Nq (causal rows past Nk see every key), D = 96
+    (1, 1, 1, 64, 64, 64),   # exact multiples of the blocks, B·H = 1
+    (1, 6, 2, 33, 70, 8),    # GQA 3:1, tiny head dim
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_matches_reference(shape, causal, dtype):
+    B, H, Hkv, Nq, Nk, D = shape
+    check_against_reference(*make_qkv(B, H, Hkv, Nq, Nk, D, dtype), causal=causal)
+
+
+@pytest.mark.parametrize("D", [1, 3, 24, 128, 200, 256])
+def test_head_dims(D):
+    check_against_reference(*make_qkv(1, 2, 2, 19, 21, D, torch.float16), causal=True)
+
+
+def test_explicit_scale_and_sdpa_semantics():
+    q, k, v = make_qkv(2, 4, 2, 23, 31, 48, torch.float32)
+    for causal in (False, True):
+        out = attention(q, k, v, causal=causal, scale=0.3)
+        ref = sdpa(q, k, v, causal=causal, scale=0.3, backend="math")
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    check_against_reference(q, k, v, causal=True, scale=0.3)
+
+
+def test_non_contiguous_inputs():
+    """(B, N, H, D) storage viewed as (B, H, N, D), and a strided head dim."""
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(2, 29, 4, 32, generator=g).to(DEVICE, torch.float16).transpose(1, 2)
+    k = torch.randn(2, 35, 2, 64, generator=g).to(DEVICE, torch.float16).transpose(1, 2)[..., ::2]
+    v = torch.randn(2, 2, 32, 35, generator=g).to(DEVICE, torch.float16).transpose(2, 3)
+    assert not (q.is_contiguous() or k.is_contiguous() or v.is_contiguous())
+    check_against_reference(q, k, v, causal=True)
+
+
+def test_no_grad_path_returns_same_values():
+    q, k, v = make_qkv(1, 2, 2, 20, 20, 16, torch.float32)
+    with torch.no_grad():
+        a = attention(q, k, v, causal=True)
+    b = attention(q.requires_grad_(), k, v, causal=True)
+    assert b.requires_grad and not a.requires_grad
+    torch.testing.assert_close(a, b.detach(), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_huge_logits_are_stable(dtype):
+    """Logits of magnitude ~1e4: no overflow, the reference's answer."""
+    q, k, v = make_qkv(1, 2, 2, 24, 40, 16, dtype, scale=25.0)
+    logits = (q.double() @ k.double().transpose(-1, -2))
+    assert logits.abs().max() > 5e3
+    out = attention(q, k, v, scale=1.0)
+    assert torch.isfinite(out).all()
+    check_against_reference(q, k, v, scale=1.0, causal=True)
+    check_against_reference(q, k, v, scale=1.0)
+
+
+@pytest.mark.parametrize("where", ["q", "k", "v"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_nan_propagates_like_reference(where, causal):
+    """A NaN poisons exactly the outputs it poisons in PyTorch. For causal masks the NaN sits in
+    key 0, which every query sees, since SDPA backends disagree on NaNs behind the mask."""
+    q, k, v = make_qkv(1, 2, 2, 20, 20, 16, torch.float32)
+    t = {"q": q, "k": k, "v": v}[where]
+    t[0, 1, 0 if causal or where != "q" else 7, 5] = float("nan")
+    out = attention(q, k, v, causal=causal)
+    ref = naive_attention(q, k, v, causal=causal)
+    assert torch.isnan(ref).any()
+    assert torch.equal(torch.isnan(out), torch.isnan(ref))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5, equal_nan=True)
+
+
+@given(
+    B=st.integers(1, 2), Hkv=st.integers(1, 2), group=st.integers(1, 3),
+    Nq=st.integers(1, 48), Nk=st.integers(1, 48), D=st.integers(1, 80),
+    causal=st.booleans(), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16),
+)
+def test_random_shapes(B, Hkv, group, Nq, Nk, D, causal, dtype, seed):
+    check_against_reference(*make_qkv(B, Hkv * group, Hkv, Nq, Nk, D, dtype, seed=seed), causal=causal)
+
+
+# --------------------------------------------------------------------------------------- bad input
+
+def _ok(**over):
+    args = dict(q=torch.randn(1, 4, 8, 16), k=torch.randn(1, 2, 8, 16), v=torch.randn(1, 2, 8, 16))
+    args.update(over)
+    return args
+
+
+BAD_INPUTS = {
+    "q rank 3": (_ok(q=torch.randn(4, 8, 16)), ValueError, "q must have rank 4"),
+    "k rank 5": (_ok(k=torch.randn(1, 1, 2, 8, 16)), ValueError, "k must have rank 4"),
+    "batch mismatch": (_ok(k=torch.randn(2, 2, 8, 16), v=torch.randn(2, 2, 8, 16)), ValueError, "batch"),
+    "head dim mismatch": (_ok(k=torch.randn(1, 2, 8, 32), v=torch.randn(1, 2, 8, 32)), ValueError, "head dim"),
+    "k v mismatch": (_ok(v=torch.randn(1, 2, 9, 16)), ValueError, "k and v must have the same shape"),
+    "H not multiple": (_ok(k=torch.randn(1, 3, 8, 16), v=torch.randn(1, 3, 8, 16)), ValueError, "not a multiple"),
+    "D > 256": (_ok(q=torch.randn(1, 2, 4, 257), k=torch.randn(1, 2, 4, 257), v=torch.randn(1, 2, 4, 257)),
+                ValueError, "between 1 and 256"),
+    "empty sequence": (_ok(k=torch.randn(1, 2, 0, 16), v=torch.randn(1, 2, 0, 16)), ValueError, ">= 1"),
+    "integer dtype": (_ok(q=torch.ones(1, 4, 8, 16, dtype=torch.int32)), TypeError, "q must be float16"),
+    "float64": (_ok(v=torch.randn(1, 2, 8, 16, dtype=torch.float64)), TypeError, "v must be float16"),
+    "mixed dtypes": (_ok(k=torch.randn(1, 2, 8, 16).half()), TypeError, "k has dtype torch.float16"),
+    "not a tensor": (_ok(q=[[1.0]]), TypeError, "q must be a torch.Tensor"),
+    "meta device": (_ok(v=torch.randn(1, 2, 8, 16, device="meta")), ValueError, "v is on meta"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input(case):
+    args, exc, msg = BAD_INPUTS[case]
+    args = {n: t.to(DEVICE) if isinstance(t, torch.Tensor) and t.device.type == "cpu" else t for n, t in args.items()}
+    with pytest.raises(exc, match=msg):
+        attention(**args)
+
+
+@pytest.mark.parametrize("kwargs, exc", [({"causal": 1}, TypeError), ({"scale": "0.1"}, TypeError),
+                                         ({"scale": math.inf}, ValueError), ({"scale": True}, TypeError)])
+def test_bad_options(kwargs, exc):
+    q, k, v = make_qkv(1, 1, 1, 4, 4, 16, torch.float32)
+    with pytest.raises(exc):
+        attention(q, k, v, **kwargs)
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="mixed devices need a GPU")
+def test_mixed_devices():
+    q, k, v = make_qkv(1, 1, 1, 4, 4, 16, torch.float32)
+    with pytest.raises(ValueError, match="same device"):
+        attention(q, k.cpu(), v)
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="only meaningful without a GPU")
+def test_cpu_tensor_without_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    q, k, v = make_qkv(1, 1, 1, 4, 4, 16, torch.float32)
+    with pytest.raises(ValueError, match="expected a CUDA tensor"):
+        attention(q, k, v)
