@@ -1,0 +1,240 @@
+"""Compile every shipped kernel configuration for a GPU architecture on this (CPU) machine and read
+what the compiler decided: registers, spills, shared memory, occupancy and the SASS that matters.
+
+``triton.compile(ASTSource(...), target=GPUTarget("cuda", cap, 32))`` needs no GPU; the cubin is
+read with the ``cuobjdump`` shipped in the triton wheel.  The Triton interpreter replaces
+``@triton.jit`` functions at import, so when TRITON_INTERPRET is set this module re-runs itself in
+a child process without it.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import importlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+
+# name -> (compute capability, config family in the kernel tables, per-SM limits)
+ARCHS = {
+    "sm_80": dict(cap=80, family="sm80", smem_per_sm=167936, smem_per_block=166912),
+    "sm_90a": dict(cap=90, family="sm90", smem_per_sm=233472, smem_per_block=232448),
+}
+REGS_PER_SM = 65536
+MAX_THREADS_PER_SM = 2048
+MAX_BLOCKS_PER_SM = 32
+SMEM_RESERVED_PER_BLOCK = 1024
+
+# Kernel families with compile_builds(family); adding a kernel module means adding its name here.
+KERNEL_MODULES = ("attention",)
+
+SASS_COUNTED = ("HGMMA", "HMMA", "LDGSTS", "UTMALDG", "LDG", "LDSM", "LDL", "STL")
+_SASS_OP = re.compile(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_]*)", re.M)
+_RES = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
+
+
+@dataclass
+class Row:
+    kernel: str
+    config: str
+    arch: str
+    dtype: str
+    head_dim: int
+    uses_dot: bool
+    ok: bool = True
+    error: str = ""
+    registers: int = 0
+    spill_bytes: int = 0          # stack frame + local memory: nonzero means registers spilled
+    shared_bytes: int = 0
+    threads: int = 0
+    blocks_per_sm: int = 0
+    occupancy: float = 0.0        # resident warps / 64
+    sass: dict = field(default_factory=dict)
+
+
+def _tool(name: str) -> str:
+    import triton
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+
+
+def specialize(fn, args: dict):
+    """Signature, constexprs and attributes the JIT would derive from these arguments.
+
+    Mirrors Triton's launch-time specialisation: tensors become pointers aligned to 16 bytes,
+    an int equal to 1 becomes the constant 1, an int divisible by 16 is marked so.
+    """
+    import torch
+    from kernels._common import TL_DTYPE
+
+    signature, constexprs, attrs = {}, {}, {}
+    for i, p in enumerate(fn.params):
+        value = args[p.name]
+        if p.is_constexpr:
+            signature[p.name], constexprs[p.name] = "constexpr", value
+        elif isinstance(value, torch.Tensor):
+            signature[p.name] = "*" + TL_DTYPE[value.dtype].name if value.dtype in TL_DTYPE else "*fp32"
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif isinstance(value, bool):
+            signature[p.name] = "i1"
+        elif isinstance(value, int):
+            if value == 1:
+                signature[p.name], constexprs[p.name] = "constexpr", 1
+            else:
+                signature[p.name] = "i64" if abs(value) >= 2**31 else "i32"
+                if value % 16 == 0:
+                    attrs[(i,)] = [["tt.divisibility", 16]]
+        elif isinstance(value, float):
+            signature[p.name] = "fp32"
+        else:
+            raise TypeError(f"cannot specialise argument {p.name}={value!r}")
+    return signature, constexprs, attrs
+
+
+def occupancy(regs: int, shared: int, threads: int, arch: dict) -> tuple[int, float]:
+    """Resident blocks per SM and warp occupancy from registers, shared memory and threads."""
+    warps = threads // 32
+    regs_per_warp = -(-regs * 32 // 256) * 256
+    limits = [MAX_BLOCKS_PER_SM, MAX_THREADS_PER_SM // threads]
+    if regs:
+        limits.append(REGS_PER_SM // (regs_per_warp * warps))
+    if shared:
+        limits.append(arch["smem_per_sm"] // (shared + SMEM_RESERVED_PER_BLOCK))
+    blocks = max(0, min(limits))
+    return blocks, round(blocks * warps / (MAX_THREADS_PER_SM // 32), 3)
+
+
+def compile_one(name: str, fn, args: dict, config, arch_name: str) -> Row:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    arch = ARCHS[arch_name]
+    args = dict(args, **config.kwargs)
+    row = Row(kernel=name, arch=arch_name,
+              config=" ".join(f"{k}={v}" for k, v in config.kwargs.items()) + f" warps={config.num_warps} stages={config.num_stages}",
+              dtype=str(next(v.dtype for v in args.values() if hasattr(v, "dtype"))).replace("torch.", ""),
+              head_dim=int(args.get("HEAD_DIM", 0)), uses_dot="tl.dot" in fn.src)
+    try:
+        sig, constexprs, attrs = specialize(fn, args)
+        kernel = triton.compile(ASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", arch["cap"], 32),
+                                options=dict(num_warps=config.num_warps, num_stages=config.num_stages))
+    except Exception as exc:  # a config that does not compile is a finding, not a crash
+        row.ok, row.error = False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        return row
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(kernel.asm["cubin"])
+        f.flush()
+        res = subprocess.run([_tool("cuobjdump"), "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+        sass = subprocess.run([_tool("cuobjdump"), "-sass", f.name], capture_output=True, text=True, check=True).stdout
+    regs, stack, shared_static, local = map(int, _RES.search(res).groups())
+    ops = collections.Counter(_SASS_OP.findall(sass))
+    row.registers = regs
+    row.spill_bytes = stack + local
+    row.shared_bytes = max(kernel.metadata.shared, shared_static)
+    row.threads = config.num_warps * 32
+    row.blocks_per_sm, row.occupancy = occupancy(regs, row.shared_bytes, row.threads, arch)
+    row.sass = {op: ops.get(op, 0) for op in SASS_COUNTED}
+    if row.shared_bytes > arch["smem_per_block"]:
+        row.ok, row.error = False, f"shared memory {row.shared_bytes} B > {arch['smem_per_block']} B per block"
+    return row
+
+
+def _builds(kernels, archs, dtypes):
+    import torch
+
+    dts = tuple(getattr(torch, d) for d in dtypes)
+    for mod_name in kernels:
+        mod = importlib.import_module(f"kernels.{mod_name}")
+        for arch_name in archs:
+            for name, fn, args, cfg in mod.compile_builds(ARCHS[arch_name]["family"], dts):
+                yield name, fn, args, cfg, arch_name
+
+
+def _compile_task(task) -> dict:
+    mod_name, index, arch_name, dtypes = task
+    for i, (name, fn, args, cfg, arch) in enumerate(_builds((mod_name,), (arch_name,), dtypes)):
+        if i == index:
+            return asdict(compile_one(name, fn, args, cfg, arch))
+    raise IndexError(index)
+
+
+def inspect_kernels(kernels=KERNEL_MODULES, archs=tuple(ARCHS), dtypes=("float16",), jobs=None) -> list[dict]:
+    """Compile every (kernel config, arch) pair; one dict per pair, in a stable order."""
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        return _in_child(kernels, archs, dtypes, jobs)
+    tasks = []
+    for mod_name in kernels:
+        for arch_name in archs:
+            n = sum(1 for _ in _builds((mod_name,), (arch_name,), dtypes))
+            tasks += [(mod_name, i, arch_name, tuple(dtypes)) for i in range(n)]
+    jobs = jobs or os.cpu_count() or 1
+    if jobs == 1:
+        return [_compile_task(t) for t in tasks]
+    with concurrent.futures.ProcessPoolExecutor(jobs) as pool:
+        return list(pool.map(_compile_task, tasks))
+
+
+def _in_child(kernels, archs, dtypes, jobs) -> list[dict]:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cmd = [sys.executable, "-m", "bench.inspect", "--json", "-", "--kernel", ",".join(kernels),
+           "--arch", ",".join(archs), "--dtype", ",".join(dtypes)] + (["--jobs", str(jobs)] if jobs else [])
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"inspect child failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout)
+
+
+def to_table(rows: list[dict]):
+    import pandas as pd
+
+    flat = [{**{k: v for k, v in r.items() if k != "sass"}, **r["sass"]} for r in rows]
+    return pd.DataFrame(flat)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="seqbench inspect", description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default=",".join(ARCHS), help=f"comma list from {list(ARCHS)}")
+    ap.add_argument("--kernel", default=",".join(KERNEL_MODULES), help=f"comma list from {list(KERNEL_MODULES)}")
+    ap.add_argument("--dtype", default="float16", help="comma list of float16, bfloat16, float32")
+    ap.add_argument("--jobs", type=int, default=None)
+    ap.add_argument("--json", metavar="FILE", help="write the rows as JSON ('-' for stdout, nothing else printed)")
+    ap.add_argument("--out", metavar="DIR", help="also save inspect.csv and inspect.md there")
+    a = ap.parse_args(argv)
+    archs = [x for x in a.arch.split(",") if x]
+    kernels = [x for x in a.kernel.split(",") if x]
+    dtypes = [x for x in a.dtype.split(",") if x]
+    for value, allowed, what in ((archs, ARCHS, "--arch"), (kernels, KERNEL_MODULES, "--kernel"),
+                                 (dtypes, ("float16", "bfloat16", "float32"), "--dtype")):
+        bad = [x for x in value if x not in allowed]
+        if bad:
+            ap.error(f"{what}: unknown {bad}; expected some of {list(allowed)}")
+    rows = inspect_kernels(kernels, archs, dtypes, a.jobs)
+    if a.json == "-":
+        json.dump(rows, sys.stdout)
+        return 0
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    table = to_table(rows)
+    md = table.drop(columns=["uses_dot"]).to_markdown(index=False)
+    print(md)
+    if a.out:
+        os.makedirs(a.out, exist_ok=True)
+        table.to_csv(os.path.join(a.out, "inspect.csv"), index=False)
+        with open(os.path.join(a.out, "inspect.md"), "w") as f:
+            f.write(md + "\n")
+    failed = [r for r in rows if not r["ok"] or r["spill_bytes"]]
+    if failed:
+        print(f"\n{len(failed)} of {len(rows)} configurations failed to compile, overflowed shared memory or spilled",
+              file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
