@@ -24,18 +24,10 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import TL_DTYPE, check_same, check_tensor, cuda_arch, fp32_dot_precision, interpreting
+from kernels._common import check_same, check_tensor, cuda_arch, fp32_dot_precision
+from kernels._tl import cast, dot_acc
 
 MAX_HEAD_DIM = 256
-
-
-@triton.jit
-def _dot(a, b, acc, PREC: tl.constexpr, UPCAST: tl.constexpr):
-    """acc + a @ b; UPCAST works around the interpreter's wrong bf16 tl.dot (triton #11584)."""
-    if UPCAST:
-        a = a.to(tl.float32)
-        b = b.to(tl.float32)
-    return tl.dot(a, b, acc, input_precision=PREC)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -47,7 +39,7 @@ def _dot(a, b, acc, PREC: tl.constexpr, UPCAST: tl.constexpr):
 def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd,
                     offs_m, offs_n, offs_d, mask_d, lo, hi, N_K, qk_scale,
                     CAUSAL: tl.constexpr, MASK: tl.constexpr, BLOCK_N: tl.constexpr,
-                    PREC: tl.constexpr, UPCAST: tl.constexpr):
+                    PREC: tl.constexpr, INTERP: tl.constexpr):
     """Fold key/value blocks [lo, hi) into the running (acc, l, m). MASK: block may need masking."""
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
@@ -58,7 +50,7 @@ def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd,
         else:
             kt = tl.load(k_base + cols[None, :] * skn + offs_d[:, None] * skd,
                          mask=mask_d[:, None], other=0.0)
-        qk = _dot(q, kt, tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC, UPCAST) * qk_scale
+        qk = dot_acc(q, kt, tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC, INTERP) * qk_scale
         if MASK:
             keep = in_k[None, :]
             if CAUSAL:
@@ -74,7 +66,7 @@ def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd,
         else:
             v = tl.load(v_base + cols[:, None] * svn + offs_d[None, :] * svd,
                         mask=mask_d[None, :], other=0.0)
-        acc = _dot(p.to(v.dtype), v, acc * alpha[:, None], PREC, UPCAST)
+        acc = dot_acc(cast(p, v.dtype, INTERP), v, acc * alpha[:, None], PREC, INTERP)
         m_i = m_new
     return acc, l_i, m_i
 
@@ -84,7 +76,7 @@ def _attn_fwd(Q, K, V, O, LSE,
               sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod,
               H, GROUP, N_Q, N_K, qk_scale, HEAD_DIM: tl.constexpr,
               CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-              BLOCK_D: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+              BLOCK_D: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr):
     """One program: BLOCK_M query rows of one (batch, head) against all visible keys."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -116,14 +108,14 @@ def _attn_fwd(Q, K, V, O, LSE,
         full = N_K // BLOCK_N * BLOCK_N
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd,
                                     offs_m, offs_n, offs_d, mask_d, 0, full, N_K, qk_scale,
-                                    CAUSAL, False, BLOCK_N, PREC, UPCAST)
+                                    CAUSAL, False, BLOCK_N, PREC, INTERP)
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd,
                                     offs_m, offs_n, offs_d, mask_d, full, hi, N_K, qk_scale,
-                                    CAUSAL, True, BLOCK_N, PREC, UPCAST)
+                                    CAUSAL, True, BLOCK_N, PREC, INTERP)
 
     acc = acc / l_i[:, None]
     tl.store(O + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :] * sod,
-             acc.to(O.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
+             cast(acc, O.dtype.element_ty, INTERP), mask=mask_m[:, None] & mask_d[None, :])
     tl.store(LSE + bh.to(tl.int64) * N_Q + offs_m, m_i + tl.math.log2(l_i), mask=mask_m)
 
 
@@ -153,7 +145,7 @@ def _attn_bwd_delta(O, DO, DELTA, sob, soh, som, sod, sdb, sdh, sdm, sdd, H, N_Q
 def _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
                          sqm, sqd, sdm, sdd, offs_n, offs_d, mask_d, lo, hi, N_Q, qk_scale,
                          CAUSAL: tl.constexpr, MASK: tl.constexpr, BLOCK_M: tl.constexpr,
-                         PREC: tl.constexpr, UPCAST: tl.constexpr):
+                         PREC: tl.constexpr, INTERP: tl.constexpr):
     """Accumulate dK, dV of one key block over query blocks [lo, hi), working transposed (keys × queries)."""
     offs_mb = tl.arange(0, BLOCK_M)
     for start_m in range(lo, hi, BLOCK_M):
@@ -165,17 +157,17 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
                      mask=in_q[:, None] & mask_d[None, :], other=0.0)
         lse = tl.load(lse_base + rows, mask=in_q, other=0.0)
         delta = tl.load(delta_base + rows, mask=in_q, other=0.0)
-        qkt = _dot(k, qt, tl.zeros([k.shape[0], BLOCK_M], tl.float32), PREC, UPCAST)
+        qkt = dot_acc(k, qt, tl.zeros([k.shape[0], BLOCK_M], tl.float32), PREC, INTERP)
         pt = tl.math.exp2(qkt * qk_scale - lse[None, :])
         if MASK:
             keep = in_q[None, :]
             if CAUSAL:
                 keep = keep & (offs_n[:, None] <= rows[None, :])
             pt = tl.where(keep, pt, 0.0)
-        dv = _dot(pt.to(do.dtype), do, dv, PREC, UPCAST)
-        dpt = _dot(v, tl.trans(do), tl.zeros([k.shape[0], BLOCK_M], tl.float32), PREC, UPCAST)
+        dv = dot_acc(cast(pt, do.dtype, INTERP), do, dv, PREC, INTERP)
+        dpt = dot_acc(v, tl.trans(do), tl.zeros([k.shape[0], BLOCK_M], tl.float32), PREC, INTERP)
         dst = pt * (dpt - delta[None, :])
-        dk = _dot(dst.to(qt.dtype), tl.trans(qt), dk, PREC, UPCAST)
+        dk = dot_acc(cast(dst, qt.dtype, INTERP), tl.trans(qt), dk, PREC, INTERP)
     return dk, dv
 
 
@@ -185,7 +177,7 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA,
                    sdb, sdh, sdm, sdd, sdkb, sdkh, sdkn, sdkd, sdvb, sdvh, sdvn, sdvd,
                    H, HKV, GROUP, N_Q, N_K, qk_scale, scale, HEAD_DIM: tl.constexpr,
                    CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   BLOCK_D: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+                   BLOCK_D: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr):
     """One program: dK, dV of BLOCK_N keys of one (batch, kv head), summed over the query heads of its group."""
     pid_n = tl.program_id(0)
     bhk = tl.program_id(1)
@@ -219,25 +211,25 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA,
         delta_base = DELTA + bh * N_Q
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
                                       sqm, sqd, sdm, sdd, offs_n, offs_d, mask_d, lo, diag, N_Q, qk_scale,
-                                      CAUSAL, True, BLOCK_M, PREC, UPCAST)
+                                      CAUSAL, True, BLOCK_M, PREC, INTERP)
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
                                       sqm, sqd, sdm, sdd, offs_n, offs_d, mask_d, diag, tail, N_Q, qk_scale,
-                                      CAUSAL, False, BLOCK_M, PREC, UPCAST)
+                                      CAUSAL, False, BLOCK_M, PREC, INTERP)
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
                                       sqm, sqd, sdm, sdd, offs_n, offs_d, mask_d, tail, N_Q, N_Q, qk_scale,
-                                      CAUSAL, True, BLOCK_M, PREC, UPCAST)
+                                      CAUSAL, True, BLOCK_M, PREC, INTERP)
 
     tl.store(DK + b * sdkb + hk * sdkh + offs_n[:, None] * sdkn + offs_d[None, :] * sdkd,
-             (dk * scale).to(DK.dtype.element_ty), mask=mask_kd)
+             cast(dk * scale, DK.dtype.element_ty, INTERP), mask=mask_kd)
     tl.store(DV + b * sdvb + hk * sdvh + offs_n[:, None] * sdvn + offs_d[None, :] * sdvd,
-             dv.to(DV.dtype.element_ty), mask=mask_kd)
+             cast(dv, DV.dtype.element_ty, INTERP), mask=mask_kd)
 
 
 @triton.jit
 def _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, skn, skd, svn, svd,
                        offs_m, offs_n, offs_d, mask_d, lo, hi, N_K, qk_scale,
                        CAUSAL: tl.constexpr, MASK: tl.constexpr, BLOCK_N: tl.constexpr,
-                       PREC: tl.constexpr, UPCAST: tl.constexpr):
+                       PREC: tl.constexpr, INTERP: tl.constexpr):
     """Accumulate dQ of one query block over key blocks [lo, hi)."""
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
@@ -246,16 +238,16 @@ def _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, skn, skd, svn, svd
                      mask=in_k[None, :] & mask_d[:, None], other=0.0)
         vt = tl.load(v_base + cols[None, :] * svn + offs_d[:, None] * svd,
                      mask=in_k[None, :] & mask_d[:, None], other=0.0)
-        qk = _dot(q, kt, tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC, UPCAST)
+        qk = dot_acc(q, kt, tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC, INTERP)
         p = tl.math.exp2(qk * qk_scale - lse[:, None])
         if MASK:
             keep = in_k[None, :]
             if CAUSAL:
                 keep = keep & (cols[None, :] <= offs_m[:, None])
             p = tl.where(keep, p, 0.0)
-        dp = _dot(do, vt, tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC, UPCAST)
+        dp = dot_acc(do, vt, tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC, INTERP)
         ds = p * (dp - delta[:, None])
-        dq = _dot(ds.to(kt.dtype), tl.trans(kt), dq, PREC, UPCAST)
+        dq = dot_acc(cast(ds, kt.dtype, INTERP), tl.trans(kt), dq, PREC, INTERP)
     return dq
 
 
@@ -265,7 +257,7 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA,
                  sdb, sdh, sdm, sdd, sdqb, sdqh, sdqm, sdqd,
                  H, GROUP, N_Q, N_K, qk_scale, scale, HEAD_DIM: tl.constexpr,
                  CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 BLOCK_D: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+                 BLOCK_D: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr):
     """One program: dQ of BLOCK_M query rows of one (batch, head)."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -296,12 +288,12 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA,
         full = N_K // BLOCK_N * BLOCK_N
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, skn, skd, svn, svd,
                             offs_m, offs_n, offs_d, mask_d, 0, full, N_K, qk_scale,
-                            CAUSAL, False, BLOCK_N, PREC, UPCAST)
+                            CAUSAL, False, BLOCK_N, PREC, INTERP)
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, skn, skd, svn, svd,
                             offs_m, offs_n, offs_d, mask_d, full, hi, N_K, qk_scale,
-                            CAUSAL, True, BLOCK_N, PREC, UPCAST)
+                            CAUSAL, True, BLOCK_N, PREC, INTERP)
     tl.store(DQ + b * sdqb + h * sdqh + offs_m[:, None] * sdqm + offs_d[None, :] * sdqd,
-             (dq * scale).to(DQ.dtype.element_ty), mask=mask_qd)
+             cast(dq * scale, DQ.dtype.element_ty, INTERP), mask=mask_qd)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -319,57 +311,60 @@ def _cfg(bm, bn, warps, stages):
 CONFIGS = {
     "fwd": {
         "sm90": {
-            16: [_cfg(128, 128, 8, 3), _cfg(128, 64, 4, 4)],
-            32: [_cfg(128, 128, 8, 3), _cfg(128, 64, 4, 4)],
-            64: [_cfg(128, 128, 8, 3), _cfg(128, 64, 4, 4), _cfg(64, 64, 4, 4)],
-            128: [_cfg(128, 128, 8, 2), _cfg(128, 64, 8, 3), _cfg(128, 64, 4, 3)],
-            256: [_cfg(128, 64, 8, 2), _cfg(64, 64, 4, 2)],
+            16: [_cfg(128, 128, 8, 3), _cfg(128, 64, 8, 4)],
+            32: [_cfg(128, 128, 8, 3), _cfg(128, 64, 8, 4)],
+            64: [_cfg(128, 128, 8, 3), _cfg(128, 64, 8, 4), _cfg(64, 128, 8, 4)],
+            128: [_cfg(128, 128, 8, 2), _cfg(128, 64, 8, 3), _cfg(64, 128, 8, 3)],
+            256: [_cfg(128, 64, 8, 2), _cfg(64, 64, 8, 3), _cfg(128, 32, 8, 3)],
         },
         "sm80": {
-            16: [_cfg(128, 64, 4, 3), _cfg(64, 64, 4, 3)],
-            32: [_cfg(128, 64, 4, 3), _cfg(64, 64, 4, 3)],
-            64: [_cfg(128, 64, 4, 3), _cfg(64, 64, 4, 3)],
-            128: [_cfg(128, 64, 8, 3), _cfg(128, 32, 4, 3), _cfg(64, 64, 4, 3)],
-            256: [_cfg(64, 32, 4, 2), _cfg(64, 64, 8, 2)],
+            16: [_cfg(128, 128, 8, 3), _cfg(128, 128, 8, 2)],
+            32: [_cfg(128, 128, 8, 3), _cfg(128, 64, 8, 4)],
+            64: [_cfg(128, 128, 8, 3), _cfg(128, 64, 8, 4), _cfg(64, 128, 8, 4)],
+            128: [_cfg(128, 128, 8, 2), _cfg(128, 64, 8, 3), _cfg(64, 128, 8, 3)],
+            256: [_cfg(64, 64, 8, 2), _cfg(64, 32, 8, 3)],
         },
     },
     # dK/dV: BLOCK_N keys per program, stepping BLOCK_M queries.
     "dkdv": {
         "sm90": {
-            16: [_cfg(64, 128, 8, 3), _cfg(32, 128, 4, 3)],
-            32: [_cfg(64, 128, 8, 3), _cfg(32, 128, 4, 3)],
-            64: [_cfg(64, 128, 8, 3), _cfg(32, 128, 4, 3), _cfg(64, 64, 4, 3)],
-            128: [_cfg(64, 128, 8, 2), _cfg(32, 128, 8, 3), _cfg(64, 64, 4, 2)],
-            256: [_cfg(32, 64, 4, 2), _cfg(64, 64, 8, 1)],
+            16: [_cfg(64, 128, 8, 3), _cfg(32, 128, 8, 4)],
+            32: [_cfg(64, 128, 8, 3), _cfg(32, 128, 8, 4)],
+            64: [_cfg(64, 128, 8, 3), _cfg(32, 128, 8, 4), _cfg(64, 64, 8, 4)],
+            128: [_cfg(64, 128, 8, 3), _cfg(32, 128, 8, 3), _cfg(64, 64, 8, 3)],
+            256: [_cfg(64, 32, 8, 3), _cfg(32, 64, 8, 3), _cfg(32, 32, 8, 3)],
         },
         "sm80": {
-            16: [_cfg(64, 64, 4, 3), _cfg(32, 128, 4, 3)],
-            32: [_cfg(64, 64, 4, 3), _cfg(32, 128, 4, 3)],
-            64: [_cfg(64, 64, 4, 3), _cfg(32, 128, 4, 2)],
-            128: [_cfg(64, 64, 8, 2), _cfg(32, 64, 4, 2)],
-            256: [_cfg(32, 64, 4, 1), _cfg(32, 32, 4, 2)],
+            16: [_cfg(64, 128, 8, 3), _cfg(64, 128, 8, 2)],
+            32: [_cfg(64, 128, 8, 3), _cfg(32, 128, 8, 4)],
+            64: [_cfg(32, 128, 8, 3), _cfg(64, 32, 8, 4)],
+            128: [_cfg(64, 64, 8, 2), _cfg(32, 64, 8, 3), _cfg(64, 32, 8, 3)],
+            256: [_cfg(64, 32, 8, 3), _cfg(32, 32, 8, 3)],
         },
     },
     # dQ: BLOCK_M queries per program, stepping BLOCK_N keys.
     "dq": {
         "sm90": {
-            16: [_cfg(128, 64, 8, 3), _cfg(128, 32, 4, 3)],
-            32: [_cfg(128, 64, 8, 3), _cfg(128, 32, 4, 3)],
-            64: [_cfg(128, 64, 8, 3), _cfg(128, 32, 4, 3), _cfg(64, 64, 4, 3)],
-            128: [_cfg(128, 64, 8, 2), _cfg(128, 32, 8, 3), _cfg(64, 64, 4, 2)],
-            256: [_cfg(64, 32, 4, 2), _cfg(64, 64, 8, 1)],
+            16: [_cfg(128, 64, 8, 3), _cfg(128, 64, 8, 2)],
+            32: [_cfg(128, 64, 8, 3), _cfg(128, 64, 8, 2)],
+            64: [_cfg(128, 64, 8, 3), _cfg(64, 64, 8, 4), _cfg(128, 32, 8, 4)],
+            128: [_cfg(128, 64, 8, 2), _cfg(64, 64, 8, 3), _cfg(128, 32, 8, 3)],
+            256: [_cfg(64, 64, 8, 2), _cfg(64, 32, 8, 3), _cfg(32, 64, 8, 3)],
         },
         "sm80": {
-            16: [_cfg(64, 64, 4, 3), _cfg(128, 32, 4, 3)],
-            32: [_cfg(64, 64, 4, 3), _cfg(128, 32, 4, 3)],
-            64: [_cfg(64, 64, 4, 3), _cfg(128, 32, 4, 2)],
-            128: [_cfg(64, 64, 8, 2), _cfg(64, 32, 4, 2)],
-            256: [_cfg(32, 64, 4, 1), _cfg(32, 32, 4, 2)],
+            16: [_cfg(128, 64, 8, 3), _cfg(128, 64, 8, 2)],
+            32: [_cfg(128, 64, 8, 3), _cfg(128, 64, 8, 2)],
+            64: [_cfg(128, 32, 8, 3), _cfg(128, 32, 8, 2)],
+            128: [_cfg(64, 64, 8, 3), _cfg(64, 64, 8, 2), _cfg(32, 64, 8, 3)],
+            256: [_cfg(32, 64, 8, 3), _cfg(64, 32, 8, 3), _cfg(32, 64, 8, 2)],
         },
     },
 }
 
 KERNELS = {"fwd": _attn_fwd, "dkdv": _attn_bwd_dkdv, "dq": _attn_bwd_dq}
+
+# δ = rowsum(dO ∘ O) is a plain streaming reduction: one fixed config everywhere.
+DELTA_CONFIG = triton.Config({"BLOCK_M": 64}, num_warps=4, num_stages=1)
 
 # The interpreter runs one program at a time on the CPU: small, deliberately non-square tiles so
 # that tests with a few dozen tokens cross block edges, the causal diagonal and the ragged tail.
@@ -401,7 +396,7 @@ def _launcher(kernel: str, device: torch.device, block_d: int):
 def _dot_options(dtype: torch.dtype, device: torch.device) -> dict:
     prec = fp32_dot_precision() if dtype == torch.float32 else "tf32"
     upcast = device.type != "cuda" and dtype != torch.float32
-    return {"PREC": prec, "UPCAST": upcast}
+    return {"PREC": prec, "INTERP": upcast}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -455,6 +450,12 @@ def fwd_args(q, k, v, o, lse, causal: bool, scale: float) -> dict:
                 **_strides("so", o), **_common(q, k, causal, scale))
 
 
+def delta_args(o, do, delta) -> dict:
+    D = o.shape[3]
+    return dict(O=o, DO=do, DELTA=delta, **_strides("so", o), **_strides("sd", do), H=o.shape[1], N_Q=o.shape[2],
+                HEAD_DIM=D, BLOCK_D=head_dim_block(D))
+
+
 def bwd_args(q, k, v, do, dq, dk, dv, lse, delta, causal: bool, scale: float) -> tuple[dict, dict]:
     """Arguments of ``_attn_bwd_dkdv`` and ``_attn_bwd_dq`` (tuned block sizes excluded)."""
     shared = dict(Q=q, K=k, V=v, DO=do, LSE=lse, DELTA=delta, **_strides("sq", q), **_strides("sk", k, "n"),
@@ -479,8 +480,9 @@ def _backward(do, q, k, v, o, lse, causal: bool, scale: float):
     block_d = head_dim_block(D)
 
     delta = torch.empty_like(lse)
-    _attn_bwd_delta[(triton.cdiv(Nq, 64), B * H)](o, do, delta, *o.stride(), *do.stride(), H, Nq,
-                                                   HEAD_DIM=D, BLOCK_M=64, BLOCK_D=block_d)
+    bm = DELTA_CONFIG.kwargs["BLOCK_M"]
+    _attn_bwd_delta[(triton.cdiv(Nq, bm), B * H)](**delta_args(o, do, delta), BLOCK_M=bm,
+                                                   num_warps=DELTA_CONFIG.num_warps, num_stages=DELTA_CONFIG.num_stages)
 
     dq = torch.empty_like(q, memory_format=torch.contiguous_format)
     dk = torch.empty_like(k, memory_format=torch.contiguous_format)
@@ -538,6 +540,7 @@ def compile_builds(family: str, dtypes=(torch.float16,)):
             dkdv_args, dq_args = bwd_args(q, k, v, do, dq, dk, dv, lse, delta, False, block_d ** -0.5)
             per_kernel = {"fwd": fwd_args(q, k, v, o, lse, False, block_d ** -0.5), "dkdv": dkdv_args, "dq": dq_args}
             for kernel, args in per_kernel.items():
-                args.update(UPCAST=False, PREC="ieee" if dtype == torch.float32 else "tf32")
+                args.update(INTERP=False, PREC="ieee" if dtype == torch.float32 else "tf32")
                 for cfg in CONFIGS[kernel][family][block_d]:
                     yield f"attention.{kernel}", KERNELS[kernel], args, cfg
+            yield "attention.delta", _attn_bwd_delta, delta_args(o, do, delta), DELTA_CONFIG

@@ -1,0 +1,434 @@
+"""Fused LSTM cell step, an LSTM layer and ``FusedLSTM`` (a drop-in ``nn.LSTM``), in Triton.
+
+One step, with ``torch.nn.LSTMCell``'s weight layout and gate order (i, f, g, o):
+
+    a = x W_ihᵀ + b_ih + h W_hhᵀ + b_hh          (B × 4H, never written to memory)
+    i, f, o = σ(a_i), σ(a_f), σ(a_o);  g = tanh(a_g)
+    c' = f ∘ c + i ∘ g;                h' = o ∘ tanh(c')
+
+The forward kernel does both matmuls, the biases, the gates and the c/h update in one launch.
+When a gradient is needed it also stores the activated gates (what cuDNN keeps as reserve
+space); the backward is one fused pointwise kernel giving ∂a, then matmuls:
+
+    dc = dc' + dh' ∘ o ∘ (1 − tanh²c'),   ∂a_i = dc∘g∘i(1−i),  ∂a_f = dc∘c∘f(1−f),
+    ∂a_g = dc∘i∘(1−g²),  ∂a_o = dh'∘tanh c'∘o(1−o),  dc_prev = dc∘f,
+    dx = ∂a W_ih,  dh = ∂a W_hh,  dW_ih = ∂aᵀ x,  dW_hh = ∂aᵀ h,  db = Σ_batch ∂a
+
+The layer runs the input projection of all T steps as one GEMM, then one fused recurrent step
+per time step; its backward runs the pointwise kernel per step in reverse and forms dW_hh with a
+single GEMM over all steps.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+from torch import nn
+
+from kernels._common import check_same, check_tensor, fp32_dot_precision
+from kernels._rnn import gate_matmul, split4, step_config, tanh
+from kernels._tl import cast
+
+
+@triton.jit
+def _lstm_step_fwd(X, WIH, XW, H0, C0, WHH, BIH, BHH, H1, C1, GATES,
+                   B, IN, HID,
+                   sxb, sxk, swir, swik, sxwb, sxwg, shb, shk, scb, sch, swhr, swhk,
+                   sh1b, sh1h, sc1b, sc1h, sgb, sgh,
+                   HAS_X: tl.constexpr, HAS_XW: tl.constexpr, HAS_H: tl.constexpr, HAS_C: tl.constexpr,
+                   HAS_BIH: tl.constexpr, HAS_BHH: tl.constexpr, STORE_GATES: tl.constexpr,
+                   BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
+                   PREC: tl.constexpr, INTERP: tl.constexpr):
+    """One program: BLOCK_H hidden units × BLOCK_B batch rows of one time step, all four gates."""
+    pid_h = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    r = tl.arange(0, 4 * BLOCK_H)
+    j = pid_h * BLOCK_H + r % BLOCK_H
+    rows = (r // BLOCK_H) * HID + j          # row of W / column of the gate vector, gate-major
+    row_ok = j < HID
+    offs_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    b_ok = offs_b < B
+
+    acc = tl.zeros([4 * BLOCK_H, BLOCK_B], tl.float32)
+    if HAS_X:
+        acc = gate_matmul(acc, WIH, X, swir, swik, sxb, sxk, rows, row_ok, offs_b, b_ok, IN, BLOCK_K, PREC, INTERP)
+    if HAS_H:
+        acc = gate_matmul(acc, WHH, H0, swhr, swhk, shb, shk, rows, row_ok, offs_b, b_ok, HID, BLOCK_K, PREC, INTERP)
+    if HAS_XW:
+        acc += tl.load(XW + offs_b[None, :] * sxwb + rows[:, None] * sxwg,
+                       mask=row_ok[:, None] & b_ok[None, :], other=0.0).to(tl.float32)
+    if HAS_BIH:
+        acc += tl.load(BIH + rows, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+    if HAS_BHH:
+        acc += tl.load(BHH + rows, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+
+    a_i, a_f, a_g, a_o = split4(acc, BLOCK_H, BLOCK_B)
+    i = tl.sigmoid(a_i)
+    f = tl.sigmoid(a_f)
+    g = tanh(a_g)
+    o = tl.sigmoid(a_o)
+
+    hj = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
+    mask = (hj < HID)[:, None] & b_ok[None, :]
+    if HAS_C:
+        c = tl.load(C0 + offs_b[None, :] * scb + hj[:, None] * sch, mask=mask, other=0.0).to(tl.float32)
+        c1 = f * c + i * g
+    else:
+        c1 = i * g
+    h1 = o * tanh(c1)
+    tl.store(C1 + offs_b[None, :] * sc1b + hj[:, None] * sc1h, cast(c1, C1.dtype.element_ty, INTERP), mask=mask)
+    tl.store(H1 + offs_b[None, :] * sh1b + hj[:, None] * sh1h, cast(h1, H1.dtype.element_ty, INTERP), mask=mask)
+    if STORE_GATES:
+        gp = GATES + offs_b[None, :] * sgb + hj[:, None] * sgh
+        tl.store(gp, cast(i, GATES.dtype.element_ty, INTERP), mask=mask)
+        tl.store(gp + HID * sgh, cast(f, GATES.dtype.element_ty, INTERP), mask=mask)
+        tl.store(gp + 2 * HID * sgh, cast(g, GATES.dtype.element_ty, INTERP), mask=mask)
+        tl.store(gp + 3 * HID * sgh, cast(o, GATES.dtype.element_ty, INTERP), mask=mask)
+
+
+@triton.jit
+def _lstm_step_bwd(GATES, C0, C1, DH1, DC1, DGATES, DC0, B, HID,
+                   sgb, sgh, scb, sch, sc1b, sc1h, sdhb, sdhh, sdcb, sdch, sdgb, sdgh, sdc0b, sdc0h,
+                   HAS_C: tl.constexpr, HAS_DC1: tl.constexpr, INTERP: tl.constexpr,
+                   BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """Pointwise backward of one step: (dh', dc') -> (∂a for all four gates, dc_prev)."""
+    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_h = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
+    mask = (offs_b < B)[:, None] & (offs_h < HID)[None, :]
+    gp = GATES + offs_b[:, None] * sgb + offs_h[None, :] * sgh
+    i = tl.load(gp, mask=mask, other=0.0).to(tl.float32)
+    f = tl.load(gp + HID * sgh, mask=mask, other=0.0).to(tl.float32)
+    g = tl.load(gp + 2 * HID * sgh, mask=mask, other=0.0).to(tl.float32)
+    o = tl.load(gp + 3 * HID * sgh, mask=mask, other=0.0).to(tl.float32)
+    c1 = tl.load(C1 + offs_b[:, None] * sc1b + offs_h[None, :] * sc1h, mask=mask, other=0.0).to(tl.float32)
+    dh1 = tl.load(DH1 + offs_b[:, None] * sdhb + offs_h[None, :] * sdhh, mask=mask, other=0.0).to(tl.float32)
+
+    tc = tanh(c1)
+    dc = dh1 * o * (1.0 - tc * tc)
+    if HAS_DC1:
+        dc += tl.load(DC1 + offs_b[:, None] * sdcb + offs_h[None, :] * sdch, mask=mask, other=0.0).to(tl.float32)
+    if HAS_C:
+        c = tl.load(C0 + offs_b[:, None] * scb + offs_h[None, :] * sch, mask=mask, other=0.0).to(tl.float32)
+    else:
+        c = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
+    dp = DGATES + offs_b[:, None] * sdgb + offs_h[None, :] * sdgh
+    ty = DGATES.dtype.element_ty
+    tl.store(dp, cast(dc * g * i * (1.0 - i), ty, INTERP), mask=mask)
+    tl.store(dp + HID * sdgh, cast(dc * c * f * (1.0 - f), ty, INTERP), mask=mask)
+    tl.store(dp + 2 * HID * sdgh, cast(dc * i * (1.0 - g * g), ty, INTERP), mask=mask)
+    tl.store(dp + 3 * HID * sdgh, cast(dh1 * tc * o * (1.0 - o), ty, INTERP), mask=mask)
+    tl.store(DC0 + offs_b[:, None] * sdc0b + offs_h[None, :] * sdc0h, cast(dc * f, DC0.dtype.element_ty, INTERP), mask=mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# launchers
+# ----------------------------------------------------------------------------------------------
+
+BWD_BLOCK = dict(BLOCK_B=16, BLOCK_H=64)
+
+
+def _dot_options(dtype, device):
+    return {"PREC": fp32_dot_precision() if dtype == torch.float32 else "tf32",
+            "INTERP": device.type != "cuda" and dtype != torch.float32}
+
+
+def _s(t):
+    return t.stride() if t is not None else (0, 0)
+
+
+def step_fwd_args(x, xw, h, c, w_ih, w_hh, b_ih, b_hh, h1, c1, gates) -> dict:
+    """Arguments of ``_lstm_step_fwd`` by name; any of x/xw/h/c/biases/gates may be None."""
+    ref = h1
+    B, HID = h1.shape
+    return dict(X=x, WIH=w_ih, XW=xw, H0=h, C0=c, WHH=w_hh, BIH=b_ih, BHH=b_hh, H1=h1, C1=c1, GATES=gates,
+                B=B, IN=x.shape[1] if x is not None else 0, HID=HID,
+                **dict(zip(("sxb", "sxk"), _s(x))), **dict(zip(("swir", "swik"), _s(w_ih))),
+                **dict(zip(("sxwb", "sxwg"), _s(xw))), **dict(zip(("shb", "shk"), _s(h))),
+                **dict(zip(("scb", "sch"), _s(c))), **dict(zip(("swhr", "swhk"), _s(w_hh))),
+                **dict(zip(("sh1b", "sh1h"), h1.stride())), **dict(zip(("sc1b", "sc1h"), c1.stride())),
+                **dict(zip(("sgb", "sgh"), _s(gates))),
+                HAS_X=x is not None, HAS_XW=xw is not None, HAS_H=h is not None, HAS_C=c is not None,
+                HAS_BIH=b_ih is not None, HAS_BHH=b_hh is not None, STORE_GATES=gates is not None,
+                **_dot_options(ref.dtype, ref.device))
+
+
+def step_bwd_args(gates, c, c1, dh1, dc1, dgates, dc0) -> dict:
+    B, HID = c1.shape
+    return dict(GATES=gates, C0=c, C1=c1, DH1=dh1, DC1=dc1, DGATES=dgates, DC0=dc0, B=B, HID=HID,
+                **dict(zip(("sgb", "sgh"), gates.stride())), **dict(zip(("scb", "sch"), _s(c))),
+                **dict(zip(("sc1b", "sc1h"), c1.stride())), **dict(zip(("sdhb", "sdhh"), dh1.stride())),
+                **dict(zip(("sdcb", "sdch"), _s(dc1))), **dict(zip(("sdgb", "sdgh"), dgates.stride())),
+                **dict(zip(("sdc0b", "sdc0h"), dc0.stride())), HAS_C=c is not None, HAS_DC1=dc1 is not None,
+                INTERP=_dot_options(c1.dtype, c1.device)["INTERP"])
+
+
+def _step_fwd(x, xw, h, c, w_ih, w_hh, b_ih, b_hh, out_h=None, out_c=None, gates=None):
+    """Launch one fused step; writes into out_h/out_c when given (views into the layer's outputs)."""
+    ref = h if h is not None else (x if x is not None else xw)
+    B, HID = ref.shape[0], w_hh.shape[1]
+    h1 = out_h if out_h is not None else torch.empty(B, HID, device=ref.device, dtype=w_hh.dtype)
+    c1 = out_c if out_c is not None else torch.empty(B, HID, device=ref.device, dtype=w_hh.dtype)
+    cfg = step_config(ref.device.type == "cuda", B)
+    grid = (triton.cdiv(HID, cfg["BLOCK_H"]), triton.cdiv(B, cfg["BLOCK_B"]))
+    _lstm_step_fwd[grid](**step_fwd_args(x, xw, h, c, w_ih, w_hh, b_ih, b_hh, h1, c1, gates), **cfg)
+    return h1, c1
+
+
+def _step_bwd(gates, c, c1, dh1, dc1):
+    B, HID = c1.shape
+    dgates = torch.empty(B, 4 * HID, device=c1.device, dtype=gates.dtype)
+    dc0 = torch.empty(B, HID, device=c1.device, dtype=c1.dtype)
+    grid = (triton.cdiv(HID, BWD_BLOCK["BLOCK_H"]), triton.cdiv(B, BWD_BLOCK["BLOCK_B"]))
+    _lstm_step_bwd[grid](**step_bwd_args(gates, c, c1, dh1, dc1, dgates, dc0), **BWD_BLOCK)
+    return dgates, dc0
+
+
+# ----------------------------------------------------------------------------------------------
+# autograd
+# ----------------------------------------------------------------------------------------------
+
+
+class _LSTMCell(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, h, c, w_ih, w_hh, b_ih, b_hh):
+        gates = torch.empty(x.shape[0], 4 * w_hh.shape[1], device=x.device, dtype=x.dtype)
+        h1, c1 = _step_fwd(x, None, h, c, w_ih, w_hh, b_ih, b_hh, gates=gates)
+        ctx.save_for_backward(x, h, c, w_ih, w_hh, gates, c1)
+        ctx.has_bias = (b_ih is not None, b_hh is not None)
+        return h1, c1
+
+    @staticmethod
+    def backward(ctx, dh1, dc1):
+        x, h, c, w_ih, w_hh, gates, c1 = ctx.saved_tensors
+        if dh1 is None:
+            dh1 = torch.zeros_like(c1)
+        da, dc = _step_bwd(gates, c, c1, dh1, dc1)
+        need = ctx.needs_input_grad
+        dx = da @ w_ih if need[0] else None
+        dh = da @ w_hh if need[1] and h is not None else None
+        dc = dc if need[2] and c is not None else None
+        dw_ih = da.t() @ x if need[3] else None
+        dw_hh = (da.t() @ h if h is not None else torch.zeros_like(w_hh)) if need[4] else None
+        db = da.sum(0) if (need[5] or need[6]) else None
+        return dx, dh, dc, dw_ih, dw_hh, db if need[5] else None, db if need[6] else None
+
+
+def _layer_forward(xw, h0, c0, w_hh, store_gates: bool):
+    """Run the recurrence over xw (T, B, 4H): returns every h (T, B, H), every c, and the gates if asked."""
+    T, B = xw.shape[0], xw.shape[1]
+    HID = w_hh.shape[1]
+    out = torch.empty(T, B, HID, device=xw.device, dtype=xw.dtype)
+    cs = torch.empty(T, B, HID, device=xw.device, dtype=xw.dtype)
+    gates = torch.empty(T, B, 4 * HID, device=xw.device, dtype=xw.dtype) if store_gates else None
+    h, c = h0, c0
+    for t in range(T):
+        _step_fwd(None, xw[t], h, c, None, w_hh, None, None, out_h=out[t], out_c=cs[t],
+                  gates=gates[t] if store_gates else None)
+        h, c = out[t], cs[t]
+    return out, cs, gates
+
+
+class _LSTMLayer(torch.autograd.Function):
+    """The recurrence of one layer over precomputed input projections xw (T, B, 4H), biases included."""
+
+    @staticmethod
+    def forward(ctx, xw, h0, c0, w_hh):
+        out, cs, gates = _layer_forward(xw, h0, c0, w_hh, store_gates=True)
+        ctx.save_for_backward(h0, c0, w_hh, out, cs, gates)
+        return out, out[-1].clone(), cs[-1].clone()
+
+    @staticmethod
+    def backward(ctx, dout, dhn, dcn):
+        h0, c0, w_hh, out, cs, gates = ctx.saved_tensors
+        T, B, HID = out.shape
+        dgates = torch.empty_like(gates)
+        dout = dout if dout is not None else torch.zeros_like(out)
+        dh = dhn
+        dc = dcn
+        for t in range(T - 1, -1, -1):
+            dh_t = dout[t] if dh is None else dout[t] + dh
+            c_prev = cs[t - 1] if t > 0 else c0
+            da, dc = _step_bwd(gates[t], c_prev, cs[t], dh_t, dc)
+            dgates[t] = da
+            dh = da @ w_hh
+        h_prev = torch.cat([h0.unsqueeze(0) if h0 is not None else torch.zeros_like(out[:1]), out[:-1]])
+        dw_hh = dgates.reshape(T * B, 4 * HID).t() @ h_prev.reshape(T * B, HID)
+        return dgates, (dh if h0 is not None else None), (dc if c0 is not None else None), dw_hh
+
+
+# ----------------------------------------------------------------------------------------------
+# public API
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, n_gates: int):
+    check_tensor("x", x, 2, "(B, input_size)")
+    check_tensor("w_ih", w_ih, 2, f"({n_gates}*hidden_size, input_size)")
+    check_tensor("w_hh", w_hh, 2, f"({n_gates}*hidden_size, hidden_size)")
+    B, IN = x.shape
+    HID = w_hh.shape[1]
+    if w_hh.shape[0] != n_gates * HID:
+        raise ValueError(f"w_hh must have shape ({n_gates}*hidden_size, hidden_size), got {tuple(w_hh.shape)}")
+    if w_ih.shape != (n_gates * HID, IN):
+        raise ValueError(f"w_ih must have shape ({n_gates * HID}, {IN}) to match x and w_hh, got {tuple(w_ih.shape)}")
+    named = [("x", x), ("w_ih", w_ih), ("w_hh", w_hh)]
+    for name, t, shape in (("h", h, (B, HID)), ("c", c, (B, HID)),
+                           ("b_ih", b_ih, (n_gates * HID,)), ("b_hh", b_hh, (n_gates * HID,))):
+        if t is None:
+            continue
+        check_tensor(name, t, len(shape), str(shape))
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+        named.append((name, t))
+    check_same(tuple(n for n, _ in named), tuple(t for _, t in named))
+    if B < 1 or IN < 1 or HID < 1:
+        raise ValueError(f"batch, input_size and hidden_size must be >= 1, got x {tuple(x.shape)}, w_hh {tuple(w_hh.shape)}")
+
+
+def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
+    """One LSTM step with ``nn.LSTMCell`` semantics: returns (h1, c1).
+
+    x: (B, I) or (I,); h, c: (B, H) or (H,), None for zeros; w_ih: (4H, I); w_hh: (4H, H);
+    biases (4H,) or None.  Differentiable.
+    """
+    unbatched = isinstance(x, torch.Tensor) and x.ndim == 1
+    if unbatched:
+        x = x.unsqueeze(0)
+        h = h.unsqueeze(0) if isinstance(h, torch.Tensor) and h.ndim == 1 else h
+        c = c.unsqueeze(0) if isinstance(c, torch.Tensor) and c.ndim == 1 else c
+    _check_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, 4)
+    args = (x, h, c, w_ih, w_hh, b_ih, b_hh)
+    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in args):
+        h1, c1 = _LSTMCell.apply(*args)
+    else:
+        h1, c1 = _step_fwd(x, None, h, c, w_ih, w_hh, b_ih, b_hh)
+    return (h1[0], c1[0]) if unbatched else (h1, c1)
+
+
+def lstm(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_first: bool = False):
+    """One unidirectional LSTM layer over a sequence, ``nn.LSTM`` semantics for one layer.
+
+    x: (T, B, I), or (B, T, I) with batch_first; hx: (h0, c0) each (B, H), or None for zeros.
+    Returns (out (T, B, H) or (B, T, H), (h_n, c_n) each (B, H)).
+    """
+    check_tensor("x", x, 3, "(B, T, input_size)" if batch_first else "(T, B, input_size)")
+    if batch_first:
+        x = x.transpose(0, 1)
+    T, B, IN = x.shape
+    if T < 1:
+        raise ValueError(f"x must hold at least one time step, got shape {tuple(x.shape)}")
+    h0, c0 = (None, None) if hx is None else hx
+    _check_cell(x[0], h0, c0, w_ih, w_hh, b_ih, b_hh, 4)
+    xw = (x.reshape(T * B, IN) @ w_ih.t()).reshape(T, B, -1)
+    if b_ih is not None:
+        xw = xw + b_ih
+    if b_hh is not None:
+        xw = xw + b_hh
+    xw = xw.contiguous()
+    args = (xw, h0, c0, w_hh)
+    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in args):
+        out, hn, cn = _LSTMLayer.apply(*args)
+    else:
+        out, cs, _ = _layer_forward(*args, store_gates=False)
+        hn, cn = out[-1], cs[-1]
+    if batch_first:
+        out = out.transpose(0, 1)
+    return out, (hn, cn)
+
+
+class FusedLSTM(nn.Module):
+    """Drop-in for ``torch.nn.LSTM`` whose recurrence runs on the fused Triton step.
+
+    Same parameters (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), shapes and outputs; no
+    ``proj_size``.  ``FusedLSTM.from_torch(lstm)`` copies an ``nn.LSTM``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 device=None, dtype=None):
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"dropout must be in [0, 1], got {dropout}")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout, self.bidirectional = bias, batch_first, float(dropout), bidirectional
+        dirs = 2 if bidirectional else 1
+        factory = dict(device=device, dtype=dtype)
+        for layer in range(num_layers):
+            layer_in = input_size if layer == 0 else hidden_size * dirs
+            for suffix in ("", "_reverse")[:dirs]:
+                setattr(self, f"weight_ih_l{layer}{suffix}", nn.Parameter(torch.empty(4 * hidden_size, layer_in, **factory)))
+                setattr(self, f"weight_hh_l{layer}{suffix}", nn.Parameter(torch.empty(4 * hidden_size, hidden_size, **factory)))
+                if bias:
+                    setattr(self, f"bias_ih_l{layer}{suffix}", nn.Parameter(torch.empty(4 * hidden_size, **factory)))
+                    setattr(self, f"bias_hh_l{layer}{suffix}", nn.Parameter(torch.empty(4 * hidden_size, **factory)))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    @classmethod
+    def from_torch(cls, lstm: nn.LSTM) -> "FusedLSTM":
+        """A FusedLSTM holding a copy of ``lstm``'s weights, on its device and dtype."""
+        if not isinstance(lstm, nn.LSTM):
+            raise TypeError(f"from_torch expects an nn.LSTM, got {type(lstm).__name__}")
+        if lstm.proj_size:
+            raise ValueError("FusedLSTM does not support proj_size > 0")
+        w = lstm.weight_ih_l0
+        new = cls(lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias, lstm.batch_first,
+                  lstm.dropout, lstm.bidirectional, device=w.device, dtype=w.dtype)
+        new.load_state_dict(lstm.state_dict())
+        return new
+
+    def _weights(self, layer: int, suffix: str):
+        get = lambda n: getattr(self, f"{n}_l{layer}{suffix}", None)  # noqa: E731
+        return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
+
+    def forward(self, input, hx=None):
+        dirs = 2 if self.bidirectional else 1
+        unbatched = isinstance(input, torch.Tensor) and input.ndim == 2
+        check_tensor("input", input, 2 if unbatched else 3,
+                     "(B, T, input_size)" if self.batch_first else "(T, B, input_size)")
+        x = input.unsqueeze(1 if not self.batch_first else 0) if unbatched else input
+        if self.batch_first:
+            x = x.transpose(0, 1)
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"input must have {self.input_size} features in its last dim, got {tuple(input.shape)}")
+        B = x.shape[1]
+        if hx is not None:
+            h0, c0 = hx
+            if unbatched:
+                h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
+            expect = (self.num_layers * dirs, B, self.hidden_size)
+            for name, t in (("h0", h0), ("c0", c0)):
+                if not isinstance(t, torch.Tensor) or tuple(t.shape) != expect:
+                    raise ValueError(f"{name} must have shape {expect}, got {getattr(t, 'shape', type(t).__name__)}")
+        h_n, c_n = [], []
+        for layer in range(self.num_layers):
+            outs = []
+            for d, suffix in enumerate(("", "_reverse")[:dirs]):
+                idx = layer * dirs + d
+                state = (h0[idx], c0[idx]) if hx is not None else None
+                seq = x.flip(0) if d else x
+                out, (hn, cn) = lstm(seq, state, *self._weights(layer, suffix))
+                outs.append(out.flip(0) if d else out)
+                h_n.append(hn)
+                c_n.append(cn)
+            x = torch.cat(outs, -1) if dirs == 2 else outs[0]
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                x = nn.functional.dropout(x, self.dropout, training=True)
+        out = x.transpose(0, 1) if self.batch_first else x
+        h_n, c_n = torch.stack(h_n), torch.stack(c_n)
+        if unbatched:
+            return out.squeeze(1 if not self.batch_first else 0), (h_n.squeeze(1), c_n.squeeze(1))
+        return out, (h_n, c_n)
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, bias={self.bias}, "
+                f"batch_first={self.batch_first}, dropout={self.dropout}, bidirectional={self.bidirectional}")

@@ -1,0 +1,71 @@
+"""kernels.gru.gru_cell against the textbook GRU in float64 (2x rule per dtype) and nn.GRUCell."""
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from kernels.gru import gru_cell
+from reference import gru as ref
+from tests.conftest import DEVICE
+from tests.test_lstm import DTYPES, check_fn
+
+
+def make(B, I, H, dtype, seed=0, bias=True, state=True):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: (torch.rand(*s, generator=g) * 2 - 1).to(DEVICE, dtype)  # noqa: E731
+    x = r(B, I)
+    h = r(B, H) if state else None
+    w_ih, w_hh = r(3 * H, I) * H ** -0.5 * 2, r(3 * H, H) * H ** -0.5 * 2
+    b_ih, b_hh = (r(3 * H), r(3 * H)) if bias else (None, None)
+    return x, h, w_ih, w_hh, b_ih, b_hh
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("B, I, H", [(1, 24, 50), (3, 50, 24), (17, 16, 16), (2, 33, 100)])
+def test_matches_textbook(B, I, H, dtype):
+    check_fn(gru_cell, ref.gru_cell, make(B, I, H, dtype), 1)
+
+
+@pytest.mark.parametrize("bias, state", [(False, True), (True, False), (False, False)])
+def test_optional_bias_and_state(bias, state):
+    check_fn(gru_cell, ref.gru_cell, make(4, 20, 30, torch.float32, bias=bias, state=state), 1)
+
+
+def test_equals_nn_grucell():
+    cell = nn.GRUCell(24, 50, device=DEVICE)
+    x, h = torch.randn(5, 24, device=DEVICE), torch.randn(5, 50, device=DEVICE)
+    torch.testing.assert_close(gru_cell(x, h, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh),
+                               cell(x, h), atol=2e-6, rtol=1e-5)
+    got = gru_cell(x[0], h[0], cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    assert got.shape == (50,)
+    torch.testing.assert_close(got, cell(x[0], h[0]), atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(gru_cell(x, None, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh),
+                               cell(x), atol=2e-6, rtol=1e-5)
+
+
+def test_large_hidden():
+    check_fn(gru_cell, ref.gru_cell, make(2, 64, 768, torch.float16), 1)
+
+
+@given(B=st.integers(1, 20), I=st.integers(1, 40), H=st.integers(1, 40),
+       dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+def test_random_shapes(B, I, H, dtype, seed):
+    check_fn(gru_cell, ref.gru_cell, make(B, I, H, dtype, seed=seed), 1)
+
+
+@pytest.mark.parametrize("over, exc, msg", [
+    (dict(w_hh=torch.randn(16, 4)), ValueError, "w_hh must have shape"),
+    (dict(w_ih=torch.randn(12, 9)), ValueError, "w_ih must have shape"),
+    (dict(h=torch.randn(3, 4)), ValueError, "h must have shape"),
+    (dict(b_hh=torch.randn(16)), ValueError, "b_hh must have shape"),
+    (dict(x=torch.ones(2, 8, dtype=torch.int32)), TypeError, "x must be float16"),
+    (dict(h=torch.randn(2, 4, dtype=torch.float64)), TypeError, "h must be float16"),
+    (dict(x=torch.randn(2, 8, 1)), ValueError, "x must have rank 2"),
+], ids=["w_hh", "w_ih", "h", "b_hh", "int x", "float64 h", "rank"])
+def test_bad_input(over, exc, msg):
+    x, h, w_ih, w_hh, b_ih, b_hh = make(2, 8, 4, torch.float32)
+    args = dict(x=x, h=h, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+    args.update({k: v.to(DEVICE) for k, v in over.items()})
+    with pytest.raises(exc, match=msg):
+        gru_cell(**args)

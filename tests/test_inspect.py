@@ -1,0 +1,83 @@
+"""Every shipped kernel configuration compiles for sm_80 and sm_90a on this CPU, fits shared
+memory, keeps everything in registers, and uses the tensor cores where it has a dot."""
+import pytest
+import torch
+import triton.language as tl
+from triton.runtime.jit import JITFunction
+
+from bench import inspect as ins
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return ins.inspect_kernels(kernels=ins.KERNEL_MODULES, archs=("sm_80", "sm_90a"), dtypes=("float16",))
+
+
+def _label(r):
+    return f"{r['kernel']} {r['arch']} D={r['head_dim']} {r['config']}"
+
+
+def test_every_shipped_config_is_compiled(rows):
+    from kernels.attention import CONFIGS
+    expected = {("attention." + k, arch, bd, len(cfgs))
+                for k, fams in CONFIGS.items() for arch, fam in (("sm_80", "sm80"), ("sm_90a", "sm90"))
+                for bd, cfgs in fams[fam].items()}
+    seen = {}
+    for r in rows:
+        if r["kernel"] != "attention.delta":
+            key = (r["kernel"], r["arch"], r["head_dim"])
+            seen[key] = seen.get(key, 0) + 1
+    assert {(k, a, d, n) for (k, a, d), n in seen.items()} == expected
+    assert sum(r["kernel"] == "attention.delta" for r in rows) == 2 * 5
+
+
+def test_all_compile_and_fit(rows):
+    bad = [f"{_label(r)}: {r['error']}" for r in rows if not r["ok"]]
+    assert not bad, "\n".join(bad)
+
+
+def test_no_register_spills(rows):
+    spilled = [f"{_label(r)}: {r['spill_bytes']} B, LDL {r['sass']['LDL']} STL {r['sass']['STL']}"
+               for r in rows if r["spill_bytes"] or r["sass"]["LDL"] or r["sass"]["STL"]]
+    assert not spilled, "\n".join(spilled)
+
+
+def test_tensor_cores_where_there_is_a_dot(rows):
+    for r in rows:
+        if not r["uses_dot"]:
+            continue
+        op = "HGMMA" if r["arch"] == "sm_90a" else "HMMA"
+        assert r["sass"][op] > 0, f"{_label(r)} has no {op}"
+
+
+def test_occupancy_is_positive(rows):
+    assert all(r["blocks_per_sm"] >= 1 for r in rows)
+
+
+def _kernel(X, n, m, one, f, C: tl.constexpr):
+    pass
+
+
+def test_specialize_follows_triton_rules():
+    k = JITFunction(_kernel)  # not triton.jit: that yields the interpreter's stand-in under TRITON_INTERPRET
+    sig, consts, attrs = ins.specialize(k, dict(X=torch.empty(4, device="meta", dtype=torch.bfloat16), n=48, m=7,
+                                                one=1, f=0.5, C=3))
+    assert sig == {"X": "*bf16", "n": "i32", "m": "i32", "one": "constexpr", "f": "fp32", "C": "constexpr"}
+    assert consts == {"one": 1, "C": 3}
+    assert attrs == {(0,): [["tt.divisibility", 16]], (1,): [["tt.divisibility", 16]]}
+
+
+@pytest.mark.parametrize("regs, shared, threads, arch, blocks, occ", [
+    # 128 regs x 256 threads = 32768 regs per block -> 2 blocks; 16 warps of 64 resident.
+    (128, 0, 256, "sm_90a", 2, 0.25),
+    # 255 regs round to 256 per thread -> 65536 / (256*32*4) = 2 blocks of 4 warps.
+    (255, 0, 128, "sm_90a", 2, 0.125),
+    # shared memory bound: 163840 + 1024 reserved fits once in 233472.
+    (64, 163840, 128, "sm_90a", 1, 0.0625),
+    # 100 KB does not fit twice in sm_80's 164 KB.
+    (32, 102400, 128, "sm_80", 1, 0.0625),
+    # thread bound: 32 regs, 1024 threads -> 2 blocks, full occupancy.
+    (32, 0, 1024, "sm_80", 2, 1.0),
+])
+def test_occupancy_hand_computed(regs, shared, threads, arch, blocks, occ):
+    assert ins.occupancy(regs, shared, threads, ins.ARCHS[arch]) == (blocks, occ)

@@ -1,0 +1,226 @@
+"""kernels.lstm against the textbook equations in float64 (FlashAttention's 2x rule per dtype),
+nn.LSTMCell and nn.LSTM, forward and gradients."""
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from kernels.lstm import FusedLSTM, lstm, lstm_cell
+from reference import lstm as ref
+from tests.conftest import DEVICE
+from tests.tolerance import assert_within_2x
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def make(B, I, H, dtype, seed=0, bias=True, state=True):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: (torch.rand(*s, generator=g) * 2 - 1).to(DEVICE, dtype)  # noqa: E731
+    x = r(B, I)
+    h, c = (r(B, H), r(B, H) * 2) if state else (None, None)
+    w_ih, w_hh = r(4 * H, I) * H ** -0.5 * 2, r(4 * H, H) * H ** -0.5 * 2
+    b_ih, b_hh = (r(4 * H), r(4 * H)) if bias else (None, None)
+    return x, h, c, w_ih, w_hh, b_ih, b_hh
+
+
+def _leaves(args, dtype=None):
+    return [None if t is None else t.detach().to(dtype or t.dtype).requires_grad_() for t in args]
+
+
+def check_fn(kernel_fn, ref_fn, args, n_out, weight=None):
+    """Outputs and gradients of kernel_fn vs ref_fn in float64, bounded by 2x ref_fn's own error in the dtype."""
+    ours, ref64, same = _leaves(args), _leaves(args, torch.float64), _leaves(args)
+    outs = [kernel_fn(*ours), ref_fn(*ref64), ref_fn(*same)]
+    flat = [list(o) if isinstance(o, tuple) else [o] for o in outs]
+    flat = [[t for t in f] for f in flat]
+    for i in range(n_out):
+        assert_within_2x(f"output {i}", flat[0][i], flat[1][i], flat[2][i])
+    gen = torch.Generator().manual_seed(7)
+    weights = [torch.randn(t.shape, generator=gen) for t in flat[1][:n_out]]
+    for f, leaves in zip(flat, (ours, ref64, same)):
+        sum((t * w.to(t)).sum() for t, w in zip(f[:n_out], weights)).backward()
+    for i, (a, r, p) in enumerate(zip(ours, ref64, same)):
+        if a is not None:
+            assert a.grad is not None, f"no gradient for argument {i}"
+            assert_within_2x(f"grad of argument {i}", a.grad, r.grad, p.grad)
+
+
+def _layer(x, h, c, *w, batch_first=False):
+    out, (hn, cn) = lstm(x, None if h is None else (h, c), *w, batch_first=batch_first)
+    return out, hn, cn
+
+
+def _ref_layer(x, h, c, *w, batch_first=False):
+    out, (hn, cn) = ref.lstm(x, None if h is None else (h, c), *w, batch_first=batch_first)
+    return out, hn, cn
+
+
+# ------------------------------------------------------------------------------------------ cell
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("B, I, H", [(1, 24, 50), (3, 50, 24), (17, 16, 16), (2, 33, 100)])
+def test_cell_matches_textbook(B, I, H, dtype):
+    check_fn(lstm_cell, ref.lstm_cell, make(B, I, H, dtype), 2)
+
+
+@pytest.mark.parametrize("bias, state", [(False, True), (True, False), (False, False)])
+def test_cell_optional_bias_and_state(bias, state):
+    check_fn(lstm_cell, ref.lstm_cell, make(4, 20, 30, torch.float32, bias=bias, state=state), 2)
+
+
+def test_cell_equals_nn_lstmcell():
+    cell = nn.LSTMCell(24, 50, device=DEVICE)
+    x, h, c = (torch.randn(5, n, device=DEVICE) for n in (24, 50, 50))
+    got = lstm_cell(x, h, c, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    want = cell(x, (h, c))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=2e-6, rtol=1e-5)
+    # unbatched, as nn.LSTMCell accepts it
+    got = lstm_cell(x[0], h[0], c[0], cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+    want = cell(x[0], (h[0], c[0]))
+    assert got[0].shape == (50,)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=2e-6, rtol=1e-5)
+
+
+def test_cell_large_hidden():
+    """Hidden 768 (a realistic size, many programs and K blocks), fp16."""
+    check_fn(lstm_cell, ref.lstm_cell, make(2, 64, 768, torch.float16), 2)
+
+
+# ----------------------------------------------------------------------------------------- layer
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("T", [1, 37])
+def test_layer_matches_textbook(T, dtype):
+    x, h, c, *w = make(3, 24, 50, dtype)
+    xs = torch.rand(T, 3, 24, generator=torch.Generator().manual_seed(2)).to(x) * 2 - 1
+    check_fn(_layer, _ref_layer, (xs, h, c, *w), 3)
+
+
+@pytest.mark.parametrize("bias, state", [(False, True), (True, False)])
+def test_layer_optional_bias_and_state(bias, state):
+    x, h, c, *w = make(2, 16, 20, torch.float32, bias=bias, state=state)
+    xs = torch.randn(9, 2, 16, device=DEVICE)
+    check_fn(_layer, _ref_layer, (xs, h, c, *w), 3)
+
+
+def test_layer_batch_first_equals_nn_lstm():
+    x, h, c, *w = make(4, 24, 50, torch.float32)
+    xs = torch.randn(4, 11, 24, device=DEVICE)
+    out, (hn, cn) = lstm(xs, (h, c), *w, batch_first=True)
+    rout, (rh, rc) = ref.torch_lstm(xs, (h, c), *w, batch_first=True)
+    for a, b in ((out, rout), (hn, rh), (cn, rc)):
+        torch.testing.assert_close(a, b, atol=2e-6, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------ FusedLSTM
+
+@pytest.mark.parametrize("layers, bidirectional, batch_first", [(1, False, False), (2, False, True), (2, True, False),
+                                                               (3, True, True)])
+def test_fused_lstm_from_torch(layers, bidirectional, batch_first):
+    torch.manual_seed(0)
+    m = nn.LSTM(24, 50, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first, device=DEVICE)
+    f = FusedLSTM.from_torch(m)
+    x = torch.randn(3, 7, 24, device=DEVICE)
+    dirs = 2 if bidirectional else 1
+    hx = (torch.randn(layers * dirs, 3 if batch_first else 7, 50, device=DEVICE),
+          torch.randn(layers * dirs, 3 if batch_first else 7, 50, device=DEVICE))
+    for state in (None, hx):
+        got, (gh, gc) = f(x, state)
+        want, (wh, wc) = m(x, state)
+        for a, b in ((got, want), (gh, wh), (gc, wc)):
+            torch.testing.assert_close(a, b, atol=5e-6, rtol=1e-5)
+    (got * want.detach()).sum().backward()
+    (want * want.detach()).sum().backward()
+    for (name, p), q in zip(f.named_parameters(), m.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=5e-5, rtol=1e-4, msg=f"grad of {name}")
+
+
+def test_fused_lstm_unbatched_and_no_bias():
+    m = nn.LSTM(10, 20, bias=False, device=DEVICE)
+    f = FusedLSTM.from_torch(m)
+    x = torch.randn(6, 10, device=DEVICE)
+    got, (gh, gc) = f(x)
+    want, (wh, wc) = m(x)
+    assert got.shape == want.shape == (6, 20) and gh.shape == wh.shape == (1, 20)
+    torch.testing.assert_close(got, want, atol=2e-6, rtol=1e-5)
+    assert [n for n, _ in f.named_parameters()] == [n for n, _ in m.named_parameters()]
+
+
+def test_fused_lstm_dtype_and_repr():
+    f = FusedLSTM(8, 16, num_layers=2, dtype=torch.bfloat16, device=DEVICE)
+    out, _ = f(torch.randn(5, 2, 8, device=DEVICE, dtype=torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and out.shape == (5, 2, 16)
+    assert "num_layers=2" in repr(f)
+
+
+# -------------------------------------------------------------------------------------- hypothesis
+
+@given(B=st.integers(1, 20), I=st.integers(1, 40), H=st.integers(1, 40), T=st.integers(1, 6),
+       dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+def test_random_shapes(B, I, H, T, dtype, seed):
+    x, h, c, *w = make(B, I, H, dtype, seed=seed)
+    check_fn(lstm_cell, ref.lstm_cell, (x, h, c, *w), 2)
+    xs = (torch.rand(T, B, I, generator=torch.Generator().manual_seed(seed)) * 2 - 1).to(x)
+    check_fn(_layer, _ref_layer, (xs, h, c, *w), 3)
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+def _cell_args(**over):
+    x, h, c, w_ih, w_hh, b_ih, b_hh = make(2, 8, 4, torch.float32)
+    args = dict(x=x, h=h, c=c, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
+    args.update({k: (v.to(DEVICE) if isinstance(v, torch.Tensor) and v.device.type == "cpu" else v)
+                 for k, v in over.items()})
+    return args
+
+
+BAD_CELL = {
+    "x rank 3": (dict(x=torch.randn(2, 2, 8)), ValueError, "x must have rank 2"),
+    "w_hh not 4H": (dict(w_hh=torch.randn(15, 4)), ValueError, "w_hh must have shape"),
+    "w_ih wrong input size": (dict(w_ih=torch.randn(16, 9)), ValueError, "w_ih must have shape"),
+    "h wrong batch": (dict(h=torch.randn(3, 4)), ValueError, "h must have shape"),
+    "c wrong hidden": (dict(c=torch.randn(2, 5)), ValueError, "c must have shape"),
+    "bias wrong size": (dict(b_ih=torch.randn(15)), ValueError, "b_ih must have shape"),
+    "integer x": (dict(x=torch.ones(2, 8, dtype=torch.int64)), TypeError, "x must be float16"),
+    "mixed dtypes": (dict(w_hh=torch.randn(16, 4).half()), TypeError, "w_hh has dtype torch.float16"),
+    "not a tensor": (dict(w_ih="weights"), TypeError, "w_ih must be a torch.Tensor"),
+    "meta device": (dict(h=torch.randn(2, 4, device="meta")), ValueError, "h is on meta"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CELL))
+def test_bad_cell_input(case):
+    over, exc, msg = BAD_CELL[case]
+    with pytest.raises(exc, match=msg):
+        lstm_cell(**_cell_args(**over))
+
+
+def test_bad_layer_input():
+    x, h, c, *w = make(2, 8, 4, torch.float32)
+    with pytest.raises(ValueError, match="x must have rank 3"):
+        lstm(x, None, *w)
+    with pytest.raises(ValueError, match="at least one time step"):
+        lstm(torch.randn(0, 2, 8, device=DEVICE), None, *w)
+    with pytest.raises(ValueError, match="w_ih must have shape"):
+        lstm(torch.randn(3, 2, 9, device=DEVICE), None, *w)
+
+
+def test_bad_module_input():
+    with pytest.raises(ValueError, match="hidden_size must be a positive int"):
+        FusedLSTM(4, 0)
+    with pytest.raises(ValueError, match="dropout"):
+        FusedLSTM(4, 4, dropout=1.5)
+    f = FusedLSTM(4, 6, device=DEVICE)
+    with pytest.raises(ValueError, match="4 features"):
+        f(torch.randn(3, 2, 5, device=DEVICE))
+    with pytest.raises(ValueError, match="h0 must have shape"):
+        f(torch.randn(3, 2, 4, device=DEVICE), (torch.randn(1, 3, 6, device=DEVICE), torch.randn(1, 2, 6, device=DEVICE)))
+    with pytest.raises(ValueError, match="input must have rank 3"):
+        f(torch.randn(4, device=DEVICE))
+    with pytest.raises(ValueError, match="proj_size"):
+        FusedLSTM.from_torch(nn.LSTM(4, 6, proj_size=3))
+    with pytest.raises(TypeError, match="nn.LSTM"):
+        FusedLSTM.from_torch(nn.GRU(4, 6))
