@@ -31,7 +31,7 @@ MAX_BLOCKS_PER_SM = 32
 SMEM_RESERVED_PER_BLOCK = 1024
 
 # Kernel families with compile_builds(family); adding a kernel module means adding its name here.
-KERNEL_MODULES = ("attention",)
+KERNEL_MODULES = ("attention", "lstm", "gru")
 
 SASS_COUNTED = ("HGMMA", "HMMA", "LDGSTS", "UTMALDG", "LDG", "LDSM", "LDL", "STL")
 _SASS_OP = re.compile(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_]*)", re.M)
@@ -45,7 +45,7 @@ class Row:
     arch: str
     dtype: str
     head_dim: int
-    uses_dot: bool
+    uses_dot: bool                # the kernel's Triton IR holds a tt.dot
     ok: bool = True
     error: str = ""
     registers: int = 0
@@ -66,7 +66,7 @@ def specialize(fn, args: dict):
     """Signature, constexprs and attributes the JIT would derive from these arguments.
 
     Mirrors Triton's launch-time specialisation: tensors become pointers aligned to 16 bytes,
-    an int equal to 1 becomes the constant 1, an int divisible by 16 is marked so.
+    None and an int equal to 1 become constants, an int divisible by 16 is marked so.
     """
     import torch
     from kernels._common import TL_DTYPE
@@ -74,7 +74,7 @@ def specialize(fn, args: dict):
     signature, constexprs, attrs = {}, {}, {}
     for i, p in enumerate(fn.params):
         value = args[p.name]
-        if p.is_constexpr:
+        if p.is_constexpr or value is None:
             signature[p.name], constexprs[p.name] = "constexpr", value
         elif isinstance(value, torch.Tensor):
             signature[p.name] = "*" + TL_DTYPE[value.dtype].name if value.dtype in TL_DTYPE else "*fp32"
@@ -105,7 +105,7 @@ def occupancy(regs: int, shared: int, threads: int, arch: dict) -> tuple[int, fl
     if shared:
         limits.append(arch["smem_per_sm"] // (shared + SMEM_RESERVED_PER_BLOCK))
     blocks = max(0, min(limits))
-    return blocks, round(blocks * warps / (MAX_THREADS_PER_SM // 32), 3)
+    return blocks, round(blocks * warps / (MAX_THREADS_PER_SM // 32), 4)
 
 
 def compile_one(name: str, fn, args: dict, config, arch_name: str) -> Row:
@@ -118,7 +118,7 @@ def compile_one(name: str, fn, args: dict, config, arch_name: str) -> Row:
     row = Row(kernel=name, arch=arch_name,
               config=" ".join(f"{k}={v}" for k, v in config.kwargs.items()) + f" warps={config.num_warps} stages={config.num_stages}",
               dtype=str(next(v.dtype for v in args.values() if hasattr(v, "dtype"))).replace("torch.", ""),
-              head_dim=int(args.get("HEAD_DIM", 0)), uses_dot="tl.dot" in fn.src)
+              head_dim=int(args.get("HEAD_DIM", 0)), uses_dot=False)
     try:
         sig, constexprs, attrs = specialize(fn, args)
         kernel = triton.compile(ASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", arch["cap"], 32),
@@ -133,6 +133,7 @@ def compile_one(name: str, fn, args: dict, config, arch_name: str) -> Row:
         sass = subprocess.run([_tool("cuobjdump"), "-sass", f.name], capture_output=True, text=True, check=True).stdout
     regs, stack, shared_static, local = map(int, _RES.search(res).groups())
     ops = collections.Counter(_SASS_OP.findall(sass))
+    row.uses_dot = "tt.dot" in kernel.asm["ttir"]
     row.registers = regs
     row.spill_bytes = stack + local
     row.shared_bytes = max(kernel.metadata.shared, shared_static)

@@ -5,6 +5,8 @@ tile so a single dot per K block has M = 4·BLOCK_H rows (64 or 128: Hopper's wg
 per warpgroup) and the batch is the N dimension, which suits the small batches RNNs run at.
 Row r of the stacked tile is slot r // BLOCK_H (a gate) of hidden unit r % BLOCK_H.
 """
+import functools
+
 import triton
 import triton.language as tl
 
@@ -41,9 +43,45 @@ def tanh(x):
     return 2.0 * tl.sigmoid(2.0 * x) - 1.0
 
 
-def step_config(device_is_cuda: bool, batch: int):
-    """Tile sizes of a step kernel: hidden units per program, batch columns, K block, warps."""
-    if not device_is_cuda:
-        return dict(BLOCK_H=16, BLOCK_B=16, BLOCK_K=32, num_warps=4)
-    block_b = min(64, max(16, triton.next_power_of_2(batch)))
-    return dict(BLOCK_H=16, BLOCK_B=block_b, BLOCK_K=64, num_warps=4, num_stages=3)
+def _cfg(bh, bb, bk, warps, stages):
+    return triton.Config({"BLOCK_H": bh, "BLOCK_B": bb, "BLOCK_K": bk}, num_warps=warps, num_stages=stages)
+
+
+# Autotune candidates of the step kernels (the same on sm_80 and sm_90; `seqbench inspect` shows
+# each compiles to HMMA/HGMMA without spills).  BLOCK_H = 16 gives M = 64 stacked gate rows and
+# the most programs per step, which small-batch steps need to spread W_hh over the SMs.
+STEP_CONFIGS = [
+    _cfg(16, 16, 64, 4, 3),
+    _cfg(16, 16, 128, 4, 3),
+    _cfg(16, 32, 128, 4, 3),
+    _cfg(32, 16, 128, 8, 3),
+    _cfg(32, 32, 64, 4, 3),
+]
+
+# The interpreter runs one program at a time: small tiles so tests cross tile edges.
+INTERPRETER_STEP = dict(BLOCK_H=16, BLOCK_B=16, BLOCK_K=32, num_warps=4)
+
+# Pointwise backward kernels: one fixed tile.
+BWD_CONFIG = triton.Config({"BLOCK_B": 16, "BLOCK_H": 64}, num_warps=4, num_stages=1)
+
+
+@functools.lru_cache(maxsize=None)
+def _tuned(kernel):
+    return triton.autotune(configs=STEP_CONFIGS, key=["B", "IN", "HID"])(kernel)
+
+
+def step_launcher(kernel, device):
+    """(kernel to index with a grid, extra launch kwargs): autotuned on a GPU, fixed in the interpreter."""
+    if device.type == "cuda":
+        return _tuned(kernel), {}
+    return kernel, dict(INTERPRETER_STEP)
+
+
+def step_grid(B: int, HID: int):
+    return lambda m: (triton.cdiv(HID, m["BLOCK_H"]), triton.cdiv(B, m["BLOCK_B"]))
+
+
+def launch_bwd(kernel, B: int, HID: int, args: dict):
+    bb, bh = BWD_CONFIG.kwargs["BLOCK_B"], BWD_CONFIG.kwargs["BLOCK_H"]
+    kernel[(triton.cdiv(HID, bh), triton.cdiv(B, bb))](**args, BLOCK_B=bb, BLOCK_H=bh,
+                                                      num_warps=BWD_CONFIG.num_warps, num_stages=BWD_CONFIG.num_stages)

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._rnn import gate_matmul, split4, step_config, tanh
+from kernels._rnn import gate_matmul, launch_bwd, split4, step_grid, step_launcher, tanh
 from kernels._tl import cast
 from kernels.lstm import _check_cell, _dot_options, _s
 
@@ -105,9 +105,6 @@ def _gru_step_bwd(GATES, H0, DH1, DGX, DGH, DHD, B, HID,
     tl.store(DHD + offs_b[:, None] * sdhb + offs_h[None, :] * sdhh, cast(dh1 * z, DHD.dtype.element_ty, INTERP), mask=mask)
 
 
-BWD_BLOCK = dict(BLOCK_B=16, BLOCK_H=64)
-
-
 def step_fwd_args(x, h, w_ih, w_hh, b_ih, b_hh, h1, gates) -> dict:
     B, IN = x.shape
     return dict(X=x, WIH=w_ih, H0=h, WHH=w_hh, BIH=b_ih, BHH=b_hh, H1=h1, GATES=gates, B=B, IN=IN, HID=h1.shape[1],
@@ -130,9 +127,8 @@ def step_bwd_args(gates, h, dh1, dgx, dgh, dhd) -> dict:
 def _step_fwd(x, h, w_ih, w_hh, b_ih, b_hh, gates=None):
     B, HID = x.shape[0], w_hh.shape[1]
     h1 = torch.empty(B, HID, device=x.device, dtype=x.dtype)
-    cfg = step_config(x.device.type == "cuda", B)
-    grid = (triton.cdiv(HID, cfg["BLOCK_H"]), triton.cdiv(B, cfg["BLOCK_B"]))
-    _gru_step_fwd[grid](**step_fwd_args(x, h, w_ih, w_hh, b_ih, b_hh, h1, gates), **cfg)
+    fn, meta = step_launcher(_gru_step_fwd, x.device)
+    fn[step_grid(B, HID)](**step_fwd_args(x, h, w_ih, w_hh, b_ih, b_hh, h1, gates), **meta)
     return h1
 
 
@@ -151,8 +147,7 @@ class _GRUCell(torch.autograd.Function):
         dgx = torch.empty(B, 3 * HID, device=x.device, dtype=x.dtype)
         dgh = torch.empty_like(dgx)
         dhd = torch.empty(B, HID, device=x.device, dtype=x.dtype)
-        grid = (triton.cdiv(HID, BWD_BLOCK["BLOCK_H"]), triton.cdiv(B, BWD_BLOCK["BLOCK_B"]))
-        _gru_step_bwd[grid](**step_bwd_args(gates, h, dh1, dgx, dgh, dhd), **BWD_BLOCK)
+        launch_bwd(_gru_step_bwd, B, HID, step_bwd_args(gates, h, dh1, dgx, dgh, dhd))
         need = ctx.needs_input_grad
         dx = dgx @ w_ih if need[0] else None
         dh = dgh @ w_hh + dhd if need[1] and h is not None else None
@@ -178,3 +173,20 @@ def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
     else:
         h1 = _step_fwd(*args)
     return h1[0] if unbatched else h1
+
+
+def compile_builds(family: str, dtypes=(torch.float16,)):
+    """Every step config as launched at batch 16, input = hidden = 1024, and the pointwise backward."""
+    from kernels._rnn import BWD_CONFIG, STEP_CONFIGS
+
+    for dtype in dtypes:
+        t = lambda *s: torch.empty(*s, device="meta", dtype=dtype)  # noqa: E731
+        B, H = 16, 1024
+        x, h, gates, w, b, g3 = t(B, H), t(B, H), t(B, 4 * H), t(3 * H, H), t(3 * H), t(B, 3 * H)
+        args = step_fwd_args(x, h, w, w, b, b, h, gates)
+        args["INTERP"] = False
+        for cfg in STEP_CONFIGS:
+            yield "gru.cell", _gru_step_fwd, args, cfg
+        args = step_bwd_args(gates, h, h, g3, g3, h)
+        args["INTERP"] = False
+        yield "gru.step_bwd", _gru_step_bwd, args, BWD_CONFIG

@@ -28,7 +28,7 @@ import triton.language as tl
 from torch import nn
 
 from kernels._common import check_same, check_tensor, fp32_dot_precision
-from kernels._rnn import gate_matmul, split4, step_config, tanh
+from kernels._rnn import gate_matmul, launch_bwd, split4, step_grid, step_launcher, tanh
 from kernels._tl import cast
 
 
@@ -126,9 +126,6 @@ def _lstm_step_bwd(GATES, C0, C1, DH1, DC1, DGATES, DC0, B, HID,
 # launchers
 # ----------------------------------------------------------------------------------------------
 
-BWD_BLOCK = dict(BLOCK_B=16, BLOCK_H=64)
-
-
 def _dot_options(dtype, device):
     return {"PREC": fp32_dot_precision() if dtype == torch.float32 else "tf32",
             "INTERP": device.type != "cuda" and dtype != torch.float32}
@@ -170,9 +167,8 @@ def _step_fwd(x, xw, h, c, w_ih, w_hh, b_ih, b_hh, out_h=None, out_c=None, gates
     B, HID = ref.shape[0], w_hh.shape[1]
     h1 = out_h if out_h is not None else torch.empty(B, HID, device=ref.device, dtype=w_hh.dtype)
     c1 = out_c if out_c is not None else torch.empty(B, HID, device=ref.device, dtype=w_hh.dtype)
-    cfg = step_config(ref.device.type == "cuda", B)
-    grid = (triton.cdiv(HID, cfg["BLOCK_H"]), triton.cdiv(B, cfg["BLOCK_B"]))
-    _lstm_step_fwd[grid](**step_fwd_args(x, xw, h, c, w_ih, w_hh, b_ih, b_hh, h1, c1, gates), **cfg)
+    fn, meta = step_launcher(_lstm_step_fwd, ref.device)
+    fn[step_grid(B, HID)](**step_fwd_args(x, xw, h, c, w_ih, w_hh, b_ih, b_hh, h1, c1, gates), **meta)
     return h1, c1
 
 
@@ -180,8 +176,7 @@ def _step_bwd(gates, c, c1, dh1, dc1):
     B, HID = c1.shape
     dgates = torch.empty(B, 4 * HID, device=c1.device, dtype=gates.dtype)
     dc0 = torch.empty(B, HID, device=c1.device, dtype=c1.dtype)
-    grid = (triton.cdiv(HID, BWD_BLOCK["BLOCK_H"]), triton.cdiv(B, BWD_BLOCK["BLOCK_B"]))
-    _lstm_step_bwd[grid](**step_bwd_args(gates, c, c1, dh1, dc1, dgates, dc0), **BWD_BLOCK)
+    launch_bwd(_lstm_step_bwd, B, HID, step_bwd_args(gates, c, c1, dh1, dc1, dgates, dc0))
     return dgates, dc0
 
 
@@ -432,3 +427,28 @@ class FusedLSTM(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, bias={self.bias}, "
                 f"batch_first={self.batch_first}, dropout={self.dropout}, bidirectional={self.bidirectional}")
+
+
+# ----------------------------------------------------------------------------------------------
+# compile-only builds for `seqbench inspect`
+# ----------------------------------------------------------------------------------------------
+
+def compile_builds(family: str, dtypes=(torch.float16,)):
+    """Every step config as launched at batch 16, input = hidden = 1024: the cell (both matmuls),
+    the layer's recurrent step (precomputed input projection) and the pointwise backward."""
+    from kernels._rnn import BWD_CONFIG, STEP_CONFIGS
+
+    for dtype in dtypes:
+        t = lambda *s: torch.empty(*s, device="meta", dtype=dtype)  # noqa: E731
+        B, H = 16, 1024
+        x, h, c, gates = t(B, H), t(B, H), t(B, H), t(B, 4 * H)
+        w, b, xw = t(4 * H, H), t(4 * H), t(B, 4 * H)
+        builds = {"lstm.cell": step_fwd_args(x, None, h, c, w, w, b, b, h, c, gates),
+                  "lstm.layer_step": step_fwd_args(None, xw, h, c, None, w, None, None, h, c, gates)}
+        for name, args in builds.items():
+            args["INTERP"] = False
+            for cfg in STEP_CONFIGS:
+                yield name, _lstm_step_fwd, args, cfg
+        args = step_bwd_args(gates, c, c, h, c, gates, c)
+        args["INTERP"] = False
+        yield "lstm.step_bwd", _lstm_step_bwd, args, BWD_CONFIG
