@@ -1,0 +1,129 @@
+"""The ``seqbench`` command: run, report, compare, inspect."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+DTYPES = ("bfloat16", "float16", "float32")
+
+
+def _positive_ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    values = _positive_ints(text)
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"expected one positive integer, got {text!r}")
+    return values[0]
+
+
+def cmd_run(a) -> int:
+    import torch
+
+    from bench.registry import MODES, WORKLOADS
+    from bench.report import write_report
+    from bench.run import sweep
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    from bench.env import device_slug
+    unknown = [w for w in a.workload if w not in WORKLOADS]
+    if unknown:
+        print(f"seqbench run: unknown workload(s) {unknown}; expected some of {sorted(WORKLOADS)}", file=sys.stderr)
+        return 2
+    out = a.out or os.path.join("results", f"{time.strftime('%Y-%m-%d')}-{device_slug()}")
+    gpu = torch.cuda.is_available()
+    print(f"seqbench run -> {out}")
+    if not gpu:
+        print("No CUDA GPU here: the Triton kernels are checked through the interpreter, and the timings below are "
+              "CPU timings of the PyTorch implementations at small sizes (not GPU numbers).")
+    modes = MODES if a.mode == "both" else (a.mode,)
+    try:
+        meta = sweep(out, [WORKLOADS[w] for w in a.workload], getattr(torch, a.dtype), a.quick, a.seq_lens, a.batch,
+                     modes, a.resume, a.cuda_graph, progress=not a.no_progress)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished rows are in {out}/results.csv; rerun with --resume to go on", file=sys.stderr)
+        return 130
+    report = write_report(out)
+    bad = [c for c in meta.get("checks", []) if not c["ok"]]
+    for c in meta.get("checks", []):
+        print(f"  check {'ok  ' if c['ok'] else 'FAIL'} {c['kernel']}: max error {c['max_abs_err']}")
+    print(f"wrote {out}/results.csv, run.json, {os.path.basename(report)} and plots")
+    return 1 if bad else 0
+
+
+def cmd_report(a) -> int:
+    from bench.report import write_report
+    try:
+        print(write_report(a.dir))
+    except FileNotFoundError as exc:
+        print(f"seqbench report: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_compare(a) -> int:
+    from bench.report import compare
+    try:
+        table, regressed = compare(a.dir_a, a.dir_b, a.threshold)
+    except FileNotFoundError as exc:
+        print(f"seqbench compare: {exc}", file=sys.stderr)
+        return 2
+    if table.empty:
+        print("no points in common")
+        return 0
+    print(table.to_markdown(index=False, floatfmt=".4g"))
+    if regressed:
+        print(f"\nregression: {int(table.regressed.sum())} point(s) slower by more than {a.threshold:.0%}")
+    return 1 if regressed else 0
+
+
+def main(argv=None) -> int:
+    from bench.registry import WORKLOADS
+
+    ap = argparse.ArgumentParser(prog="seqbench", description="RNN vs attention kernels: tokens/s, utilisation, energy")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="check the kernels and sweep the workloads (the main job)")
+    r.add_argument("--quick", action="store_true", help="fewer sequence lengths")
+    r.add_argument("--workload", type=lambda s: [x for x in s.split(",") if x], default=list(WORKLOADS),
+                   help=f"comma list from {', '.join(WORKLOADS)}")
+    r.add_argument("--seq-lens", type=_positive_ints, help="comma list of sequence lengths (replaces the defaults)")
+    r.add_argument("--batch", type=_positive_int, help="batch size for every workload")
+    r.add_argument("--dtype", choices=DTYPES, default="bfloat16")
+    r.add_argument("--mode", choices=("fwd", "fwd+bwd", "both"), default="both")
+    r.add_argument("--out", help="output folder (default results/<date>-<device>)")
+    r.add_argument("--resume", action="store_true", help="keep finished rows of --out and skip them")
+    r.add_argument("--cuda-graph", action="store_true", help="time with CUDA graphs (no L2 flush)")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(fn=cmd_run)
+    p = sub.add_parser("report", help="rebuild REPORT.md and the plots of a run folder")
+    p.add_argument("dir")
+    p.set_defaults(fn=cmd_report)
+    c = sub.add_parser("compare", help="side-by-side tokens/s of two runs; exit 1 on a regression")
+    c.add_argument("dir_a")
+    c.add_argument("dir_b")
+    c.add_argument("--threshold", type=float, default=0.10, help="allowed slowdown as a fraction (default 0.10)")
+    c.set_defaults(fn=cmd_compare)
+    i = sub.add_parser("inspect", help="compile every kernel config for sm_80/sm_90a and show registers, spills, SASS",
+                       add_help=False)
+    i.set_defaults(fn=None)
+    args, rest = ap.parse_known_args(argv)
+    if args.cmd == "inspect":
+        from bench.inspect import main as inspect_main
+        return inspect_main(rest)
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Environment metadata recorded with every run: hardware, software versions, commit."""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+
+import torch
+
+
+def git_commit() -> str:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except Exception:
+        return "unknown"
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU {platform.processor() or platform.machine()}"
+
+
+def device_slug() -> str:
+    """A folder-safe device name: 'nvidia-h100-80gb-hbm3', 'cpu-x86_64'."""
+    name = device_name() if torch.cuda.is_available() else f"cpu-{platform.machine()}"
+    return re.sub(r"[^a-z0-9_]+", "-", name.lower()).strip("-")
+
+
+def environment(nvml_info: dict | None = None) -> dict:
+    import triton
+    env = {
+        "device": device_name(),
+        "gpu": torch.cuda.is_available(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "seqbench_commit": git_commit(),
+        "host": platform.node(),
+        "cpu_threads": torch.get_num_threads(),
+        "triton_interpret": os.environ.get("TRITON_INTERPRET", ""),
+    }
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        env.update({
+            "sm_count": p.multi_processor_count,
+            "compute_capability": f"{p.major}.{p.minor}",
+            "gpu_memory_gib": round(p.total_memory / 2**30, 1),
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "sdpa_backends_enabled": {
+                "flash": torch.backends.cuda.flash_sdp_enabled(),
+                "efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),
+                "cudnn": torch.backends.cuda.cudnn_sdp_enabled(),
+                "math": torch.backends.cuda.math_sdp_enabled(),
+            },
+        })
+    env["nvml"] = nvml_info or {}
+    return env

@@ -1,0 +1,200 @@
+"""Timing and GPU telemetry.
+
+On a GPU: ``triton.testing.do_bench`` (CUDA events, L2 flushed before every repetition, quantiles)
+or ``do_bench_cudagraph``; then an NVML sampler watches a sustained window (>= 1 s) of back-to-back
+runs for utilisation, SM clock, power, energy, throttle reasons and, on Hopper, GPM's SM activity,
+occupancy and tensor-core activity.  On a CPU: a host timer, and every NVML field is empty with
+the reason.
+"""
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+
+import torch
+
+NVML_FIELDS = ("nvml_util_pct", "nvml_mem_util_pct", "sm_clock_mhz", "power_w", "energy_j", "joules_per_token",
+               "throttle_reasons", "gpm_sm_util_pct", "gpm_sm_occupancy_pct", "gpm_tensor_util_pct",
+               "gpm_dram_bw_util_pct")
+
+
+def time_cpu(fn, warmup_s: float = 0.2, reps: int = 10, max_seconds: float = 5.0) -> dict:
+    """Host-timer median and p20/p80 (ms) after >= 3 warm-up calls and warmup_s; stops early past max_seconds."""
+    t0, n = time.perf_counter(), 0
+    while n < 3 or (time.perf_counter() - t0 < warmup_s and n < 50):
+        fn()
+        n += 1
+    times, start = [], time.perf_counter()
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+        if time.perf_counter() - start > max_seconds and len(times) >= 3:
+            break
+    q = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else [times[0]] * 9
+    return {"ms": statistics.median(times), "ms_p20": q[1], "ms_p80": q[7], "reps": len(times), "timer": "host"}
+
+
+def time_gpu(fn, cuda_graph: bool = False) -> dict:
+    """Device-event timing through triton.testing (L2 flushed between repetitions unless graphs)."""
+    import triton.testing as tt
+    if cuda_graph:
+        stream = torch.cuda.Stream()
+        with torch.cuda.stream(stream):
+            q = tt.do_bench_cudagraph(fn, rep=100, quantiles=[0.5, 0.2, 0.8])
+        timer = "cuda-graph (no L2 flush)"
+    else:
+        q = tt.do_bench(fn, warmup=25, rep=100, quantiles=[0.5, 0.2, 0.8])
+        timer = "cuda-events, L2 flushed"
+    return {"ms": q[0], "ms_p20": q[1], "ms_p80": q[2], "reps": None, "timer": timer}
+
+
+class NVMLSampler:
+    """Samples one GPU through NVML in a background thread; ``reason`` says why a field is empty."""
+
+    def __init__(self, device_index: int = 0, interval_s: float = 0.02):
+        self.interval, self.reason, self.handle, self.nvml, self.gpm = interval_s, "", None, None, False
+        try:
+            import pynvml
+            pynvml.nvmlInit()
+            self.nvml = pynvml
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+        except Exception as exc:  # missing library, no driver, refused
+            self.reason = f"NVML unavailable: {type(exc).__name__}: {exc}"
+            return
+        try:
+            self.gpm = bool(pynvml.nvmlGpmQueryDeviceSupport(self.handle).isSupportedDevice)
+        except Exception:
+            self.gpm = False
+
+    @property
+    def ok(self) -> bool:
+        return self.handle is not None
+
+    def static_info(self) -> dict:
+        if not self.ok:
+            return {"nvml": self.reason}
+        n, h = self.nvml, self.handle
+        info = {}
+        for key, call in (("driver", lambda: n.nvmlSystemGetDriverVersion()),
+                          ("max_sm_clock_mhz", lambda: n.nvmlDeviceGetMaxClockInfo(h, n.NVML_CLOCK_SM)),
+                          ("max_mem_clock_mhz", lambda: n.nvmlDeviceGetMaxClockInfo(h, n.NVML_CLOCK_MEM)),
+                          ("power_limit_w", lambda: n.nvmlDeviceGetEnforcedPowerLimit(h) / 1e3),
+                          ("gpm_supported", lambda: self.gpm)):
+            try:
+                info[key] = call()
+            except Exception as exc:
+                info[key] = f"unavailable: {exc}"
+        return info
+
+    def measure(self, fn, tokens_per_call: int, min_seconds: float = 1.0) -> dict:
+        """Run fn back to back for >= min_seconds while sampling; NVML_FIELDS plus the call count."""
+        if not self.ok:
+            return {k: None for k in NVML_FIELDS} | {"nvml_reason": self.reason}
+        n, h = self.nvml, self.handle
+        samples, stop = [], threading.Event()
+
+        def poll():
+            while not stop.is_set():
+                try:
+                    u = n.nvmlDeviceGetUtilizationRates(h)
+                    samples.append((u.gpu, u.memory, n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM),
+                                    n.nvmlDeviceGetPowerUsage(h) / 1e3))
+                except Exception:
+                    pass
+                stop.wait(self.interval)
+
+        gpm = self._gpm_start()
+        e0 = self._energy_mj()
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+        calls, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            calls += 1
+            if calls % 8 == 0:
+                torch.cuda.synchronize()
+                if time.perf_counter() - t0 >= min_seconds:
+                    break
+        torch.cuda.synchronize()
+        elapsed = time.perf_counter() - t0
+        stop.set()
+        thread.join()
+        e1 = self._energy_mj()
+        row = {k: None for k in NVML_FIELDS}
+        reasons = []
+        if samples:
+            row["nvml_util_pct"] = statistics.mean(s[0] for s in samples)
+            row["nvml_mem_util_pct"] = statistics.mean(s[1] for s in samples)
+            row["sm_clock_mhz"] = statistics.mean(s[2] for s in samples)
+            row["power_w"] = statistics.mean(s[3] for s in samples)
+        else:
+            reasons.append("no NVML samples")
+        if e0 is not None and e1 is not None:
+            row["energy_j"] = (e1 - e0) / 1e3
+            row["joules_per_token"] = row["energy_j"] / (calls * tokens_per_call)
+        else:
+            reasons.append("energy counter unavailable")
+        try:
+            row["throttle_reasons"] = self._throttle_names(n.nvmlDeviceGetCurrentClocksEventReasons(h))
+        except Exception as exc:
+            reasons.append(f"throttle reasons: {exc}")
+        row.update(self._gpm_finish(gpm, reasons))
+        row["nvml_window_s"] = elapsed
+        row["nvml_reason"] = "; ".join(reasons)
+        return row
+
+    def _energy_mj(self):
+        try:
+            return self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
+        except Exception:
+            return None
+
+    def _throttle_names(self, mask: int) -> str:
+        names = [name.removeprefix("nvmlClocksEventReason").removeprefix("nvmlClocksThrottleReason")
+                 for name in dir(self.nvml)
+                 if name.startswith(("nvmlClocksEventReason", "nvmlClocksThrottleReason")) and not name.endswith("All")
+                 and isinstance(getattr(self.nvml, name), int) and getattr(self.nvml, name) and mask & getattr(self.nvml, name)]
+        return "|".join(sorted(set(names))) or "none"
+
+    def _gpm_start(self):
+        if not self.gpm:
+            return None
+        try:
+            s = self.nvml.nvmlGpmSampleAlloc()
+            self.nvml.nvmlGpmSampleGet(self.handle, s)
+            return s
+        except Exception:
+            return None
+
+    def _gpm_finish(self, first, reasons) -> dict:
+        out = {}
+        if first is None:
+            reasons.append("GPM unsupported" if not self.gpm else "GPM sample failed")
+            return out
+        n = self.nvml
+        try:
+            second = n.nvmlGpmSampleAlloc()
+            n.nvmlGpmSampleGet(self.handle, second)
+            ids = {"gpm_sm_util_pct": n.NVML_GPM_METRIC_SM_UTIL, "gpm_sm_occupancy_pct": n.NVML_GPM_METRIC_SM_OCCUPANCY,
+                   "gpm_tensor_util_pct": n.NVML_GPM_METRIC_ANY_TENSOR_UTIL,
+                   "gpm_dram_bw_util_pct": n.NVML_GPM_METRIC_DRAM_BW_UTIL}
+            m = n.c_nvmlGpmMetricsGet_t()
+            m.version = n.NVML_GPM_METRICS_GET_VERSION
+            m.numMetrics = len(ids)
+            m.sample1, m.sample2 = first, second
+            for i, metric in enumerate(ids.values()):
+                m.metrics[i].metricId = metric
+            n.nvmlGpmMetricsGet(m)
+            for i, key in enumerate(ids):
+                out[key] = m.metrics[i].value
+            n.nvmlGpmSampleFree(second)
+        except Exception as exc:
+            reasons.append(f"GPM metrics failed: {exc}")
+        finally:
+            try:
+                n.nvmlGpmSampleFree(first)
+            except Exception:
+                pass
+        return out

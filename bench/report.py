@@ -1,0 +1,182 @@
+"""Tables, plots and comparisons from a run folder (results.csv + run.json)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+
+from bench.registry import WORKLOADS
+from bench.run import KEY, device_peaks
+
+# The textbook table (V100, claimed; ../shared/notes/anchors.md) and which of our rows stand for each line.
+TEXTBOOK = [
+    ("LSTM (sequential)", "15-25%", "~8,000", ("model_lstm", "lstm_torch")),
+    ("LSTM (optimized)", "30-40%", "~15,000", ("model_lstm", "lstm_triton")),
+    ("Transformer", "80-95%", "~50,000+", ("model_transformer", "transformer_torch")),
+]
+
+
+def load(run_dir: str) -> tuple[pd.DataFrame, dict]:
+    csv_path = os.path.join(run_dir, "results.csv")
+    if not os.path.exists(csv_path):
+        raise FileNotFoundError(f"{run_dir} has no results.csv (is it a seqbench run folder?)")
+    df = pd.read_csv(csv_path)
+    meta_path = os.path.join(run_dir, "run.json")
+    meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {}
+    return df, meta
+
+
+def _fmt(x, digits=3):
+    if x is None or (isinstance(x, float) and pd.isna(x)):
+        return ""
+    if isinstance(x, float):
+        return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.{digits}g}"
+    return str(x)
+
+
+def workload_table(df: pd.DataFrame, workload: str, mode: str, value: str = "tokens_per_s") -> pd.DataFrame:
+    """impl × sequence length, one value per cell (ok rows only)."""
+    d = df[(df.workload == workload) & (df["mode"] == mode) & (df.status == "ok")]
+    if d.empty:
+        return d
+    return d.pivot_table(index="impl", columns="seq_len", values=value, aggfunc="first")
+
+
+def textbook_rows(df: pd.DataFrame, mode: str = "fwd") -> list[list[str]]:
+    """Our numbers beside the textbook's: at the longest sequence measured for each stand-in."""
+    rows = []
+    for label, util, toks, (wl, impl) in TEXTBOOK:
+        d = df[(df.workload == wl) & (df.impl == impl) & (df["mode"] == mode) & (df.status == "ok")]
+        if d.empty:
+            rows.append([label, util, toks, f"{wl}/{impl}", "", "", "", "", "not measured"])
+            continue
+        r = d.sort_values("seq_len").iloc[-1]
+        rows.append([label, util, toks, f"{wl}/{impl} ({r['shape']})", _fmt(r.get("nvml_util_pct")),
+                     _fmt(r.get("gpm_sm_util_pct")), _fmt(r["tokens_per_s"]), _fmt(r.get("pct_peak_flops")),
+                     r.get("nvml_reason") if isinstance(r.get("nvml_reason"), str) else ""])
+    return rows
+
+
+def write_report(run_dir: str) -> str:
+    """Rebuild REPORT.md and the PNG plots of a run folder; returns the report's path."""
+    df, meta = load(run_dir)
+    env = meta.get("environment", {})
+    plots = make_plots(df, run_dir, env.get("device", ""))
+    lines = [f"# seqbench report — {env.get('device', 'unknown device')}", ""]
+    if meta.get("cpu_only"):
+        lines += [f"> **{meta.get('note', 'CPU timings only.')}**", ""]
+    lines += ["| | |", "|---|---|"]
+    for k in ("device", "sm_count", "compute_capability", "cuda", "cudnn", "torch", "triton", "seqbench_commit", "python"):
+        if k in env:
+            lines.append(f"| {k} | {env[k]} |")
+    for k, v in (env.get("nvml") or {}).items():
+        lines.append(f"| nvml {k} | {v} |")
+    lines += [f"| dtype | {meta.get('dtype', '')} |", f"| started | {meta.get('started', '')} |", ""]
+
+    if meta.get("checks"):
+        lines += ["## Kernel checks (Triton interpreter against the PyTorch references)", "",
+                  "| kernel | max abs error | tolerance | ok | seconds |", "|---|---|---|---|---|"]
+        for c in meta["checks"]:
+            lines.append(f"| {c['kernel']} | {_fmt(c['max_abs_err'])} | {c['tolerance']} | "
+                         f"{'yes' if c['ok'] else 'NO ' + c.get('reason', '')} | {c['seconds']:.1f} |")
+        lines.append("")
+
+    lines += ["## The textbook table, with our measurements", "",
+              "Textbook: V100, claimed, no public source; ours: forward, longest sequence measured. NVML "
+              "utilisation is the share of time any kernel ran; SM activity (GPM) and % of peak FLOP/s say how "
+              "much of the GPU that kernel used.", "",
+              "| model | textbook util | textbook tokens/s | our row | NVML util % | SM activity % | tokens/s | % peak FLOP/s | note |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in textbook_rows(df)]
+    lines.append("")
+
+    for name, w in WORKLOADS.items():
+        if name not in set(df.workload):
+            continue
+        lines += [f"## {name}: {w.description}", ""]
+        for mode in ("fwd", "fwd+bwd"):
+            t = workload_table(df, name, mode)
+            if t.empty:
+                continue
+            lines += [f"**tokens/s, {mode}** (columns: {w.seq_key})", "",
+                      t.map(_fmt).to_markdown(), ""]
+            tf = workload_table(df, name, mode, "tflops")
+            lines += [f"**TFLOP/s, {mode}**", "", tf.map(_fmt).to_markdown(), ""]
+        failed = df[(df.workload == name) & (df.status != "ok")]
+        if not failed.empty:
+            lines += ["Points not measured:", "", failed[["impl", "mode", "shape", "status", "reason"]]
+                      .drop_duplicates(["impl", "status", "reason"]).to_markdown(index=False), ""]
+    ok = df[df.status == "ok"]
+    cols = [c for c in ("workload", "impl", "mode", "shape", "ms", "ms_p20", "ms_p80", "tokens_per_s", "tflops",
+                        "pct_peak_flops", "nvml_util_pct", "gpm_sm_util_pct", "power_w", "joules_per_token",
+                        "kernels_ran") if c in ok.columns and ok[c].notna().any()]
+    lines += ["## All measured points", "", ok[cols].map(_fmt).to_markdown(index=False), ""]
+    lines += ["## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots] + [""]
+    path = os.path.join(run_dir, "REPORT.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path
+
+
+def make_plots(df: pd.DataFrame, run_dir: str, device: str) -> list[str]:
+    """tokens/s, utilisation and TFLOP/s against sequence length, one panel per workload."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = df[(df.status == "ok") & (df["mode"] == "fwd")]
+    names = [n for n in WORKLOADS if n in set(ok.workload)]
+    out = []
+    if not names:
+        return out
+    peaks = device_peaks(device)
+    specs = [("tokens_per_s", "tokens/s", "tokens_per_s.png", True),
+             ("tflops", "TFLOP/s", "tflops.png", True),
+             ("nvml_util_pct", "% (NVML util solid, GPM SM activity dashed)", "utilisation.png", False)]
+    for col, ylabel, fname, loglog in specs:
+        cols = min(2, len(names))
+        rows = -(-len(names) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4 * rows), squeeze=False)
+        for ax in axes.flat[len(names):]:
+            ax.set_visible(False)
+        for ax, name in zip(axes.flat, names):
+            d = ok[ok.workload == name]
+            for impl, g in d.groupby("impl"):
+                g = g.sort_values("seq_len")
+                if col in g and g[col].notna().any():
+                    ax.plot(g.seq_len, g[col], marker="o", label=impl)
+                if col == "nvml_util_pct" and "gpm_sm_util_pct" in g and g["gpm_sm_util_pct"].notna().any():
+                    ax.plot(g.seq_len, g["gpm_sm_util_pct"], ls="--", marker="x", label=f"{impl} SM activity")
+            if col == "tflops" and peaks:
+                ax.axhline(peaks[0], color="k", ls=":", label=f"dense 16-bit peak {peaks[0]} TFLOP/s")
+            if col == "nvml_util_pct" and not d["nvml_util_pct"].notna().any():
+                ax.text(0.5, 0.5, "no NVML on this machine\n(" + device + ")", ha="center", va="center",
+                        transform=ax.transAxes)
+            ax.set_xscale("log", base=2)
+            if loglog:
+                ax.set_yscale("log")
+            ax.set_title(name)
+            ax.set_xlabel(WORKLOADS[name].seq_key + " (sequence length)")
+            ax.set_ylabel(ylabel)
+            ax.grid(True, which="both", alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+        fig.suptitle(f"seqbench, forward — {device}")
+        fig.tight_layout()
+        path = os.path.join(run_dir, fname)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        out.append(path)
+    return out
+
+
+def compare(dir_a: str, dir_b: str, threshold: float = 0.10) -> tuple[pd.DataFrame, bool]:
+    """B against A on shared points: tokens/s ratio B/A; regressed when B is slower by more than threshold."""
+    a, _ = load(dir_a)
+    b, _ = load(dir_b)
+    a, b = a[a.status == "ok"], b[b.status == "ok"]
+    m = a[list(KEY) + ["tokens_per_s"]].merge(b[list(KEY) + ["tokens_per_s"]], on=list(KEY), suffixes=("_a", "_b"))
+    m["ratio_b_over_a"] = m.tokens_per_s_b / m.tokens_per_s_a
+    m["regressed"] = m.ratio_b_over_a < 1 - threshold
+    return m, bool(m.regressed.any())

@@ -1,0 +1,215 @@
+"""``seqbench run``: check the kernels, sweep the workloads, write rows as they finish.
+
+Every (workload, impl, shape, mode) point becomes one row of results.csv, appended and flushed
+as soon as it is measured, so an interrupted run keeps what it finished and ``--resume`` skips it.
+A point that fails (out of memory, unsupported, compile error) is a row with its status and
+reason; the sweep goes on.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+
+import torch
+
+from bench import measure
+from bench.env import environment
+from bench.registry import MODES, WORKLOADS, shape_label
+
+COLUMNS = ["workload", "impl", "mode", "dtype", "shape", "seq_len", "batch", "tokens", "status", "reason",
+           "ms", "ms_p20", "ms_p80", "timer", "tokens_per_s", "tflops", "gbps", "pct_peak_flops", "pct_peak_bw",
+           "peak_mem_mib", *measure.NVML_FIELDS, "nvml_window_s", "nvml_reason", "kernels_ran", "device"]
+KEY = ("workload", "impl", "mode", "dtype", "shape")
+
+# Dense datasheet peaks (TFLOP/s for 16-bit tensor-core math, TB/s HBM), by device-name fragment;
+# see ../shared/notes/anchors.md for the sources.
+PEAKS = {"H100 SXM": (989, 3.35), "H100 80GB HBM3": (989, 3.35), "H100 PCIe": (756, 2.0), "H200": (989, 4.8),
+         "A100": (312, 2.04)}
+
+
+def device_peaks(name: str):
+    for frag, peaks in PEAKS.items():
+        if frag in name:
+            return peaks
+    return None
+
+
+def read_rows(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class RowWriter:
+    """Appends rows to results.csv, flushing each one to disk."""
+
+    def __init__(self, path: str):
+        new = not os.path.exists(path) or os.path.getsize(path) == 0
+        self.f = open(path, "a", newline="")
+        self.w = csv.DictWriter(self.f, fieldnames=COLUMNS, extrasaction="ignore")
+        if new:
+            self.w.writeheader()
+            self.f.flush()
+
+    def write(self, row: dict) -> None:
+        self.w.writerow(row)
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def close(self):
+        self.f.close()
+
+
+def _kernels_ran(fn) -> str:
+    """Names of the GPU kernels one call launches, longest first (which SDPA/cuDNN path really ran)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, "device_time_total", 0), reverse=True)
+    return "; ".join(e.key[:80] for e in events[:3])
+
+
+def measure_point(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False) -> dict:
+    """One row: timing, derived throughput and telemetry, or a failure status with its reason."""
+    row = {"workload": workload.name, "impl": impl.name, "mode": mode, "dtype": str(dtype).removeprefix("torch."),
+           "shape": shape_label(workload, shape), "seq_len": shape[workload.seq_key], "batch": shape["B"],
+           "tokens": workload.tokens(shape), "device": str(device)}
+    gpu = device.type == "cuda"
+    if impl.needs_cuda and not gpu:
+        return row | {"status": "skipped", "reason": "needs a CUDA GPU"}
+    if impl.triton and not gpu:
+        return row | {"status": "skipped", "reason": "Triton kernel: timed on a GPU only (checked on the CPU through the interpreter)"}
+    try:
+        if gpu:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        fn = impl.build(shape, dtype, device, mode)
+        fn()
+        t = measure.time_gpu(fn, cuda_graph) if gpu else measure.time_cpu(fn)
+        row.update(t)
+        if gpu:
+            row["peak_mem_mib"] = torch.cuda.max_memory_allocated() / 2**20
+            row.update(sampler.measure(fn, workload.tokens(shape)))
+            row["kernels_ran"] = _kernels_ran(fn)
+        else:
+            row["nvml_reason"] = "no GPU on this machine"
+    except torch.cuda.OutOfMemoryError as exc:
+        return row | {"status": "oom", "reason": str(exc).splitlines()[0][:300]}
+    except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
+        msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        status = "unsupported" if "No available kernel" in str(exc) or isinstance(exc, (ValueError, TypeError)) else "error"
+        return row | {"status": status, "reason": f"{type(exc).__name__}: {msg}"}
+    except Exception as exc:  # a Triton compile error or anything else: recorded, the sweep goes on
+        return row | {"status": "error", "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
+    ms = row["ms"]
+    flops = workload.flops(shape, mode)
+    nbytes = workload.min_bytes(shape, dtype, mode)
+    row.update(status="ok", reason="", tokens_per_s=workload.tokens(shape) / (ms / 1e3),
+               tflops=flops / (ms / 1e3) / 1e12, gbps=nbytes / (ms / 1e3) / 1e9)
+    peaks = device_peaks(torch.cuda.get_device_name(0)) if gpu else None
+    if peaks:
+        row["pct_peak_flops"] = 100 * row["tflops"] / peaks[0]
+        row["pct_peak_bw"] = 100 * row["gbps"] / 1e3 / peaks[1]
+    return row
+
+
+def run_checks(device) -> list[dict]:
+    """Every Triton kernel against its PyTorch reference at small shapes (the interpreter on a CPU)."""
+    from kernels.attention import attention
+    from kernels.gru import gru_cell
+    from kernels.lstm import lstm
+    from reference.attention import naive_attention
+    from reference.gru import gru_cell as ref_gru
+    from reference.lstm import lstm as ref_lstm
+
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s: (torch.rand(*s, generator=g) * 2 - 1).to(device)  # noqa: E731
+    checks = []
+
+    def check(name, fn, ref, args, tol):
+        t0 = time.perf_counter()
+        try:
+            got = fn(*args)
+            want = ref(*[a.double() if isinstance(a, torch.Tensor) else a for a in args])
+            got = got[0] if isinstance(got, tuple) else got
+            want = want[0] if isinstance(want, tuple) else want
+            err = (got.double() - want).abs().max().item()
+            checks.append({"kernel": name, "max_abs_err": err, "tolerance": tol, "ok": err <= tol,
+                           "seconds": time.perf_counter() - t0, "reason": ""})
+        except Exception as exc:
+            checks.append({"kernel": name, "max_abs_err": None, "tolerance": tol, "ok": False,
+                           "seconds": time.perf_counter() - t0, "reason": f"{type(exc).__name__}: {exc}"})
+
+    q, k, v = r(1, 4, 37, 40), r(1, 2, 53, 40), r(1, 2, 53, 40)
+    check("attention fwd (GQA, Nq != Nk, D=40)", lambda *a: attention(*a, causal=True),
+          lambda *a: naive_attention(*a, causal=True), (q, k, v), 1e-5)
+    x, W, U, b = r(9, 3, 24), r(200, 24) * 0.3, r(200, 50) * 0.3, r(200)
+    check("LSTM layer fwd (T=9, hidden 50)", lambda *a: lstm(a[0], None, *a[1:]),
+          lambda *a: ref_lstm(a[0], None, *a[1:]), (x, W, U, b, b), 1e-5)
+    xg, Wg, Ug, bg, hg = r(3, 24), r(150, 24) * 0.3, r(150, 50) * 0.3, r(150), r(3, 50)
+    check("GRU cell fwd (hidden 50)", gru_cell, ref_gru, (xg, hg, Wg, Ug, bg, bg), 1e-5)
+    return checks
+
+
+def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None, modes=MODES,
+          resume: bool = False, cuda_graph: bool = False, progress=True) -> dict:
+    """Run every point into out_dir/results.csv and write run.json; returns the run's metadata."""
+    os.makedirs(out_dir, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    csv_path = os.path.join(out_dir, "results.csv")
+    if not resume and os.path.exists(csv_path):
+        os.remove(csv_path)
+    done = {tuple(r[k] for k in KEY) for r in read_rows(csv_path) if r["status"] == "ok"} if resume else set()
+    sampler = measure.NVMLSampler() if device.type == "cuda" else None
+    meta = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick, "dtype": str(dtype), "modes": list(modes),
+            "workloads": [w.name for w in workloads],
+            "environment": environment(sampler.static_info() if sampler else {"nvml": "no GPU on this machine"}),
+            "cpu_only": device.type != "cuda"}
+    if device.type != "cuda":
+        meta["note"] = ("CPU-only machine: Triton kernels were checked through the interpreter, and the timings "
+                        "are CPU timings of the PyTorch implementations at small sizes - not GPU numbers.")
+        meta["checks"] = run_checks(device)
+    points = []
+    for w in workloads:
+        shapes = w.default_shapes(quick, device.type == "cuda")
+        if seq_lens:
+            shapes = [dict(shapes[0], **{w.seq_key: n}) for n in seq_lens]
+        if batch:
+            shapes = [dict(s, B=batch) for s in shapes]
+        points += [(w, impl, s, mode) for s in shapes for mode in modes for impl in w.impls.values()]
+    writer = RowWriter(csv_path)
+    bar = _progress(len(points), progress)
+    try:
+        for w, impl, s, mode in points:
+            key = (w.name, impl.name, mode, str(dtype).removeprefix("torch."), shape_label(w, s))
+            bar(f"{w.name} {impl.name} {shape_label(w, s)} {mode}")
+            if key in done:
+                continue
+            writer.write(measure_point(w, impl, s, mode, dtype, device, sampler, cuda_graph))
+    finally:
+        writer.close()
+        bar(None)
+        meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        with open(os.path.join(out_dir, "run.json"), "w") as f:
+            json.dump(meta, f, indent=1, default=str)
+    return meta
+
+
+def _progress(total: int, enabled: bool):
+    """A callable advancing a tqdm bar (stderr) with a label; None closes it."""
+    if not enabled:
+        return lambda label: None
+    from tqdm import tqdm
+    bar = tqdm(total=total, unit="point", dynamic_ncols=True)
+
+    def step(label):
+        if label is None:
+            bar.close()
+            return
+        bar.set_description_str(label[:60])
+        bar.update(1)
+    return step
