@@ -223,7 +223,9 @@ def main(argv=None) -> int:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
     table = to_table(rows)
-    md = table.drop(columns=["uses_dot"]).to_markdown(index=False)
+    shown = table.drop(columns=["uses_dot"])
+    shown = shown.loc[:, [c for c in shown.columns if shown[c].astype(bool).any() or c in ("ok", "spill_bytes")]]
+    md = shown.to_markdown(index=False)
     print(md)
     if a.out:
         os.makedirs(a.out, exist_ok=True)

@@ -7,7 +7,8 @@ import os
 import pandas as pd
 
 from bench.registry import WORKLOADS
-from bench.run import KEY, device_peaks
+from bench.roofline import gpu_spec
+from bench.run import KEY
 
 # The textbook table (V100, claimed; ../shared/notes/anchors.md) and which of our rows stand for each line.
 TEXTBOOK = [
@@ -109,9 +110,14 @@ def write_report(run_dir: str) -> str:
                       .drop_duplicates(["impl", "status", "reason"]).to_markdown(index=False), ""]
     ok = df[df.status == "ok"]
     cols = [c for c in ("workload", "impl", "mode", "shape", "ms", "ms_p20", "ms_p80", "tokens_per_s", "tflops",
-                        "pct_peak_flops", "nvml_util_pct", "gpm_sm_util_pct", "power_w", "joules_per_token",
+                        "pct_peak_flops", "floor_ms", "floor_bound", "measured_over_floor", "peak_tokens_per_s",
+                        "nvml_util_pct", "gpm_sm_util_pct", "power_w", "joules_per_token",
                         "kernels_ran") if c in ok.columns and ok[c].notna().any()]
-    lines += ["## All measured points", "", ok[cols].map(_fmt).to_markdown(index=False), ""]
+    model = ok["roofline_gpu"].dropna().iloc[0] if "roofline_gpu" in ok and ok["roofline_gpu"].notna().any() else "none"
+    lines += ["## All measured points", "",
+              f"Roofline: floor_ms = max(FLOPs / peak, minimum bytes / HBM bandwidth), or T dependent steps for an "
+              f"LSTM when that is longer; measured_over_floor = ms / floor_ms. Roofline GPU: {model}.", "",
+              ok[cols].map(_fmt).to_markdown(index=False), ""]
     lines += ["## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots] + [""]
     path = os.path.join(run_dir, "REPORT.md")
     with open(path, "w") as f:
@@ -130,7 +136,8 @@ def make_plots(df: pd.DataFrame, run_dir: str, device: str) -> list[str]:
     out = []
     if not names:
         return out
-    peaks = device_peaks(device)
+    spec = gpu_spec(device)
+    peak = spec.tflops["bf16"] if spec else None
     specs = [("tokens_per_s", "tokens/s", "tokens_per_s.png", True),
              ("tflops", "TFLOP/s", "tflops.png", True),
              ("nvml_util_pct", "% (NVML util solid, GPM SM activity dashed)", "utilisation.png", False)]
@@ -148,8 +155,8 @@ def make_plots(df: pd.DataFrame, run_dir: str, device: str) -> list[str]:
                     ax.plot(g.seq_len, g[col], marker="o", label=impl)
                 if col == "nvml_util_pct" and "gpm_sm_util_pct" in g and g["gpm_sm_util_pct"].notna().any():
                     ax.plot(g.seq_len, g["gpm_sm_util_pct"], ls="--", marker="x", label=f"{impl} SM activity")
-            if col == "tflops" and peaks:
-                ax.axhline(peaks[0], color="k", ls=":", label=f"dense 16-bit peak {peaks[0]} TFLOP/s")
+            if col == "tflops" and peak:
+                ax.axhline(peak, color="k", ls=":", label=f"dense 16-bit peak {peak} TFLOP/s ({spec.name})")
             if col == "nvml_util_pct" and not d["nvml_util_pct"].notna().any():
                 ax.text(0.5, 0.5, "no NVML on this machine\n(" + device + ")", ha="center", va="center",
                         transform=ax.transAxes)

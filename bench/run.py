@@ -14,27 +14,15 @@ import time
 
 import torch
 
-from bench import measure
+from bench import measure, roofline
 from bench.env import environment
 from bench.registry import MODES, WORKLOADS, shape_label
 
 COLUMNS = ["workload", "impl", "mode", "dtype", "shape", "seq_len", "batch", "tokens", "status", "reason",
            "ms", "ms_p20", "ms_p80", "timer", "tokens_per_s", "tflops", "gbps", "pct_peak_flops", "pct_peak_bw",
-           "peak_mem_mib", *measure.NVML_FIELDS, "nvml_window_s", "nvml_reason", "kernels_ran", "device"]
+           "peak_mem_mib", "roofline_gpu", "floor_ms", "floor_bound", "measured_over_floor", "peak_tokens_per_s",
+           *measure.NVML_FIELDS, "nvml_window_s", "nvml_reason", "kernels_ran", "device"]
 KEY = ("workload", "impl", "mode", "dtype", "shape")
-
-# Dense datasheet peaks (TFLOP/s for 16-bit tensor-core math, TB/s HBM), by device-name fragment;
-# see ../shared/notes/anchors.md for the sources.
-PEAKS = {"H100 SXM": (989, 3.35), "H100 80GB HBM3": (989, 3.35), "H100 PCIe": (756, 2.0), "H200": (989, 4.8),
-         "A100": (312, 2.04)}
-
-
-def device_peaks(name: str):
-    for frag, peaks in PEAKS.items():
-        if frag in name:
-            return peaks
-    return None
-
 
 def read_rows(path: str) -> list[dict]:
     if not os.path.exists(path):
@@ -55,7 +43,7 @@ class RowWriter:
             self.f.flush()
 
     def write(self, row: dict) -> None:
-        self.w.writerow(row)
+        self.w.writerow({k: ("" if v is None else v) for k, v in row.items()})
         self.f.flush()
         os.fsync(self.f.fileno())
 
@@ -79,6 +67,10 @@ def measure_point(workload, impl, shape, mode, dtype, device, sampler, cuda_grap
            "shape": shape_label(workload, shape), "seq_len": shape[workload.seq_key], "batch": shape["B"],
            "tokens": workload.tokens(shape), "device": str(device)}
     gpu = device.type == "cuda"
+    spec = roofline.gpu_spec(torch.cuda.get_device_name(device)) if gpu else roofline.GPUS[roofline.MODEL_GPU]
+    if spec is not None:
+        row["roofline_gpu"] = spec.name + ("" if gpu else " (model: no GPU here)")
+        row.update(roofline.floor_ms(workload, shape, mode, dtype, spec))
     if impl.needs_cuda and not gpu:
         return row | {"status": "skipped", "reason": "needs a CUDA GPU"}
     if impl.triton and not gpu:
@@ -110,10 +102,11 @@ def measure_point(workload, impl, shape, mode, dtype, device, sampler, cuda_grap
     nbytes = workload.min_bytes(shape, dtype, mode)
     row.update(status="ok", reason="", tokens_per_s=workload.tokens(shape) / (ms / 1e3),
                tflops=flops / (ms / 1e3) / 1e12, gbps=nbytes / (ms / 1e3) / 1e9)
-    peaks = device_peaks(torch.cuda.get_device_name(0)) if gpu else None
-    if peaks:
-        row["pct_peak_flops"] = 100 * row["tflops"] / peaks[0]
-        row["pct_peak_bw"] = 100 * row["gbps"] / 1e3 / peaks[1]
+    if spec is not None:
+        row["measured_over_floor"] = ms / row["floor_ms"]
+        if gpu:
+            row["pct_peak_flops"] = 100 * row["tflops"] / roofline.peak_tflops(spec, dtype)
+            row["pct_peak_bw"] = 100 * row["gbps"] / 1e3 / spec.hbm_tbs
     return row
 
 
@@ -161,9 +154,10 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     os.makedirs(out_dir, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     csv_path = os.path.join(out_dir, "results.csv")
-    if not resume and os.path.exists(csv_path):
+    kept = [r for r in read_rows(csv_path) if r["status"] == "ok"] if resume else []
+    if os.path.exists(csv_path):
         os.remove(csv_path)
-    done = {tuple(r[k] for k in KEY) for r in read_rows(csv_path) if r["status"] == "ok"} if resume else set()
+    done = {tuple(r[k] for k in KEY) for r in kept}
     sampler = measure.NVMLSampler() if device.type == "cuda" else None
     meta = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick, "dtype": str(dtype), "modes": list(modes),
             "workloads": [w.name for w in workloads],
@@ -182,6 +176,8 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
             shapes = [dict(s, B=batch) for s in shapes]
         points += [(w, impl, s, mode) for s in shapes for mode in modes for impl in w.impls.values()]
     writer = RowWriter(csv_path)
+    for r in kept:  # resume: finished points stay, failed ones are tried again
+        writer.write(r)
     bar = _progress(len(points), progress)
     try:
         for w, impl, s, mode in points:

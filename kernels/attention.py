@@ -362,6 +362,19 @@ CONFIGS = {
     },
 }
 
+# fp32 inputs take exact (IEEE) dots on CUDA cores by default: tiles four times smaller in
+# shared memory and registers, one config per head-dim bucket for both arch families.  The fp32
+# path is the accuracy reference, not the performance path: at head dim >= 128 these tiles still
+# spill on sm_90a (`seqbench inspect --dtype float32` shows it).
+FP32_CONFIGS = {
+    "fwd": {16: [_cfg(64, 32, 4, 1)], 32: [_cfg(64, 32, 4, 1)], 64: [_cfg(32, 32, 4, 1)],
+            128: [_cfg(32, 32, 4, 2)], 256: [_cfg(32, 32, 4, 1)]},
+    "dkdv": {16: [_cfg(32, 64, 4, 1)], 32: [_cfg(32, 32, 4, 1)], 64: [_cfg(32, 64, 4, 1)],
+             128: [_cfg(32, 32, 4, 1)], 256: [_cfg(32, 32, 4, 1)]},
+    "dq": {16: [_cfg(64, 32, 4, 1)], 32: [_cfg(64, 32, 4, 1)], 64: [_cfg(32, 32, 4, 2)],
+           128: [_cfg(32, 32, 4, 2)], 256: [_cfg(32, 32, 4, 1)]},
+}
+
 KERNELS = {"fwd": _attn_fwd, "dkdv": _attn_bwd_dkdv, "dq": _attn_bwd_dq}
 
 # δ = rowsum(dO ∘ O) is a plain streaming reduction: one fixed config everywhere.
@@ -380,18 +393,23 @@ def head_dim_block(d: int) -> int:
     return max(16, triton.next_power_of_2(d))
 
 
+def configs_for(kernel: str, family: str, block_d: int, dtype: torch.dtype) -> list:
+    return FP32_CONFIGS[kernel][block_d] if dtype == torch.float32 else CONFIGS[kernel][family][block_d]
+
+
 @functools.lru_cache(maxsize=None)
-def _tuned(kernel: str, family: str, block_d: int):
-    """An autotuner over this arch family's candidates for the head-dim bucket, keyed on the sequence lengths."""
-    return triton.autotune(configs=CONFIGS[kernel][family][block_d], key=["N_Q", "N_K", "CAUSAL"])(KERNELS[kernel])
+def _tuned(kernel: str, family: str, block_d: int, dtype: torch.dtype):
+    """An autotuner over the candidates for this arch family, head-dim bucket and dtype, keyed on the lengths."""
+    return triton.autotune(configs=configs_for(kernel, family, block_d, dtype),
+                           key=["N_Q", "N_K", "CAUSAL"])(KERNELS[kernel])
 
 
-def _launcher(kernel: str, device: torch.device, block_d: int):
-    """(jit function, grid(meta), extra meta) for the device: autotuned on a GPU, fixed in the interpreter."""
-    if device.type != "cuda":
+def _launcher(kernel: str, q: torch.Tensor, block_d: int):
+    """(jit function to index with a grid, extra launch kwargs): autotuned on a GPU, fixed in the interpreter."""
+    if q.device.type != "cuda":
         bm, bn = INTERPRETER_CONFIG[kernel]
         return KERNELS[kernel], {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": 4}
-    return _tuned(kernel, _arch_family(cuda_arch(device)), block_d), {}
+    return _tuned(kernel, _arch_family(cuda_arch(q.device)), block_d, q.dtype), {}
 
 
 def _dot_options(dtype: torch.dtype, device: torch.device) -> dict:
@@ -470,7 +488,7 @@ def _forward(q, k, v, causal: bool, scale: float):
     B, H, Nq, D = q.shape
     o = torch.empty((B, H, Nq, D), device=q.device, dtype=q.dtype)
     lse = torch.empty((B, H, Nq), device=q.device, dtype=torch.float32)
-    fn, meta = _launcher("fwd", q.device, head_dim_block(D))
+    fn, meta = _launcher("fwd", q, head_dim_block(D))
     fn[lambda m: (triton.cdiv(Nq, m["BLOCK_M"]), B * H)](**fwd_args(q, k, v, o, lse, causal, scale), **meta)
     return o, lse
 
@@ -489,9 +507,9 @@ def _backward(do, q, k, v, o, lse, causal: bool, scale: float):
     dk = torch.empty_like(k, memory_format=torch.contiguous_format)
     dv = torch.empty_like(v, memory_format=torch.contiguous_format)
     dkdv_args, dq_args = bwd_args(q, k, v, do, dq, dk, dv, lse, delta, causal, scale)
-    fn, meta = _launcher("dkdv", q.device, block_d)
+    fn, meta = _launcher("dkdv", q, block_d)
     fn[lambda m: (triton.cdiv(Nk, m["BLOCK_N"]), B * Hkv)](**dkdv_args, **meta)
-    fn, meta = _launcher("dq", q.device, block_d)
+    fn, meta = _launcher("dq", q, block_d)
     fn[lambda m: (triton.cdiv(Nq, m["BLOCK_M"]), B * H)](**dq_args, **meta)
     return dq, dk, dv
 
@@ -542,6 +560,6 @@ def compile_builds(family: str, dtypes=(torch.float16,)):
             per_kernel = {"fwd": fwd_args(q, k, v, o, lse, False, block_d ** -0.5), "dkdv": dkdv_args, "dq": dq_args}
             for kernel, args in per_kernel.items():
                 args.update(INTERP=False, PREC="ieee" if dtype == torch.float32 else "tf32")
-                for cfg in CONFIGS[kernel][family][block_d]:
+                for cfg in configs_for(kernel, family, block_d, dtype):
                     yield f"attention.{kernel}", KERNELS[kernel], args, cfg
             yield "attention.delta", _attn_bwd_delta, delta_args(o, do, delta), DELTA_CONFIG

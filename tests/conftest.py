@@ -14,3 +14,34 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 settings.register_profile("ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--benchmark", action="store_true", default=False,
+                     help="run the benchmarks in tests/bench through pytest-benchmark")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "benchmark_gpu: a seqbench benchmark, run only with --benchmark")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--benchmark"):
+        return
+    import pytest
+    skip = pytest.mark.skip(reason="benchmark: run with --benchmark")
+    for item in items:
+        if "benchmark_gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    import triton
+    machine_info["torch"] = torch.__version__
+    machine_info["triton"] = triton.__version__
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        machine_info["gpu"] = {"name": p.name, "sm_count": p.multi_processor_count,
+                               "capability": f"{p.major}.{p.minor}", "cuda": torch.version.cuda}
+    else:
+        machine_info["gpu"] = None

@@ -1,0 +1,59 @@
+"""The whole GPU job in one command, for a lent GPU with a 10-minute limit per call:
+
+    python -m bench.gpu_suite --out results/<date>-<gpu>
+
+1. the test suite on the GPU (kernels against the references at GPU scale of the same tests);
+2. ``seqbench run`` (the full sweep, or --quick), with its report and plots;
+3. ``pytest --benchmark`` with pytest-benchmark's JSON;
+4. ``seqbench inspect`` for the record.
+Each step has a time budget and logs to the folder; a step that fails or overruns is noted in
+SUITE.md and the next one still runs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+
+def _step(name, cmd, out, budget_s, log):
+    t0 = time.time()
+    with open(os.path.join(out, f"{name}.log"), "w") as f:
+        try:
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=budget_s).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    log.append(f"| {name} | `{' '.join(cmd)}` | {rc} | {time.time() - t0:.0f} s |")
+    print(log[-1], flush=True)
+    return rc
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.gpu_suite")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--quick", action="store_true", help="the quick sweep instead of the full one")
+    ap.add_argument("--budget", type=int, default=520, help="seconds for the whole suite (default 520)")
+    a = ap.parse_args(argv)
+    os.makedirs(a.out, exist_ok=True)
+    py = sys.executable
+    start, log = time.time(), ["| step | command | exit | time |", "|---|---|---|---|"]
+
+    def left(frac):
+        return max(30, int((a.budget - (time.time() - start)) * frac))
+
+    _step("tests", [py, "-m", "pytest", "-q", "-x", "--ignore=tests/test_inspect.py", "-p", "no:cacheprovider"],
+          a.out, left(0.25), log)
+    _step("sweep", [py, "-m", "bench", "run", "--out", a.out, "--no-progress"] + (["--quick"] if a.quick else []),
+          a.out, left(0.7), log)
+    _step("benchmarks", [py, "-m", "pytest", "-q", "tests/bench", "--benchmark", "-p", "no:cacheprovider",
+                         f"--benchmark-json={os.path.join(a.out, 'pytest-benchmark.json')}"], a.out, left(0.6), log)
+    _step("inspect", [py, "-m", "bench", "inspect", "--arch", "sm_90a", "--out", a.out], a.out, left(0.9), log)
+    with open(os.path.join(a.out, "SUITE.md"), "w") as f:
+        f.write("# GPU suite\n\n" + "\n".join(log) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

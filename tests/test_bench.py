@@ -1,0 +1,248 @@
+"""The harness: registry formulas against hand-computed values, CSV/JSON schema, failure rows,
+resume, report, compare, CLI errors and the NVML sampler's degraded paths."""
+import csv
+import json
+import os
+import sys
+import types
+
+import pytest
+import torch
+
+from bench import measure
+from bench import run as brun
+from bench.cli import main as cli
+from bench.registry import MODES, WORKLOADS, Impl, Workload, shape_label
+from bench.report import compare, write_report
+
+
+# ------------------------------------------------------------------------------------- registry
+
+def test_registry_lists_the_workloads_and_impls():
+    assert set(WORKLOADS) == {"lstm_layer", "attention", "model_lstm", "model_transformer"}
+    assert {"torch_loop", "nn.LSTM", "triton_step"} <= set(WORKLOADS["lstm_layer"].impls)
+    assert {"naive", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math", "triton"} == set(WORKLOADS["attention"].impls)
+    for w in WORKLOADS.values():
+        for quick in (True, False):
+            for gpu in (True, False):
+                shapes = w.default_shapes(quick, gpu)
+                assert shapes and all(set(w.shape_keys) <= set(s) for s in shapes)
+
+
+def test_flop_byte_token_formulas_hand_computed():
+    lstm = WORKLOADS["lstm_layer"]
+    s = dict(B=16, T=1024, H=1024)
+    # per step: x·W_ihᵀ and h·W_hhᵀ, each 2·16·4096·1024 FLOPs -> 1024 steps
+    assert lstm.flops(s, "fwd") == 1024 * 2 * (2 * 16 * 4096 * 1024)
+    assert lstm.flops(s, "fwd+bwd") == 3 * lstm.flops(s, "fwd")
+    # bf16: weights 4096·2048 + 8192 biases, x and out 1024·16·1024 each, 2 bytes apiece
+    assert lstm.min_bytes(s, torch.bfloat16, "fwd") == (4096 * 2048 + 8192) * 2 + 2 * 1024 * 16 * 1024 * 2
+    assert lstm.tokens(s) == 16 * 1024
+
+    attn = WORKLOADS["attention"]
+    s = dict(B=8, H=16, N=8192, D=128)
+    assert attn.flops(s, "fwd") == 4 * 8 * 16 * 8192 ** 2 * 128       # 549.8 TFLOP, FA's convention
+    assert attn.flops(s, "fwd+bwd") == 3.5 * attn.flops(s, "fwd")
+    assert attn.min_bytes(s, torch.float16, "fwd") == 4 * 8 * 16 * 8192 * 128 * 2
+    assert attn.tokens(s) == 8 * 8192
+
+    blk = WORKLOADS["model_transformer"]
+    s = dict(B=2, T=512, d=1024)
+    dense = 24 * 2 * 512 * 1024 ** 2   # QKV 6, out-proj 2, MLP 16 (× B·T·d²)
+    assert blk.flops(s, "fwd") == dense + 4 * 2 * 512 ** 2 * 1024
+    assert WORKLOADS["model_lstm"].flops(s, "fwd") == 16 * 2 * 512 * 1024 ** 2
+
+
+def test_runner_fwd_and_training_closures():
+    w = WORKLOADS["attention"]
+    s = dict(B=1, H=2, N=8, D=16)
+    for mode in MODES:
+        fn = w.impls["sdpa_math"].build(s, torch.float32, torch.device("cpu"), mode)
+        out = fn()
+        if mode == "fwd":
+            assert out.shape == (1, 2, 8, 16) and not out.requires_grad
+
+
+# ----------------------------------------------------------------------------------- the sweep
+
+def _toy_workload(fail_on=None, calls=None):
+    w = Workload("toy", "toy", ("B", "T"), "T", lambda s, m: 1e9 * s["T"], lambda s, d, m: 1e6 * s["T"],
+                 lambda s: s["B"] * s["T"], lambda quick, gpu: [dict(B=2, T=4), dict(B=2, T=8)])
+
+    def build(kind):
+        def b(s, dtype, device, mode):
+            if calls is not None:
+                calls.append((kind, s["T"], mode))
+            if kind == fail_on == "boom":
+                raise RuntimeError("compile failed: too many registers")
+            if kind == fail_on == "oom":
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80 GiB")
+            x = torch.randn(s["T"], 8)
+            return lambda: x @ x.t()
+        return b
+    w.add(Impl("good", build("good")))
+    w.add(Impl("boom", build("boom")))
+    w.add(Impl("oom", build("oom")))
+    w.add(Impl("gpu_kernel", build("gpu_kernel"), triton=True))
+    return w
+
+
+def test_sweep_rows_schema_and_failures(tmp_path, monkeypatch):
+    monkeypatch.setattr(brun, "run_checks", lambda device: [])
+    w = _toy_workload(fail_on="boom")
+    meta = brun.sweep(str(tmp_path), [w], torch.float32, quick=True, modes=("fwd",), progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert list(rows[0].keys()) == brun.COLUMNS
+    by = {(r["impl"], r["seq_len"]): r for r in rows}
+    assert len(rows) == 8
+    good = by[("good", "8")]
+    assert good["status"] == "ok" and float(good["ms"]) > 0
+    assert float(good["ms_p20"]) <= float(good["ms"]) <= float(good["ms_p80"])
+    ms = float(good["ms"])
+    assert float(good["tokens_per_s"]) == pytest.approx(16 / (ms / 1e3))
+    assert float(good["tflops"]) == pytest.approx(8e9 / (ms / 1e3) / 1e12)
+    assert float(good["gbps"]) == pytest.approx(8e6 / (ms / 1e3) / 1e9)
+    assert good["nvml_util_pct"] == "" and "no GPU" in good["nvml_reason"]
+    assert by[("boom", "4")]["status"] == "error" and "too many registers" in by[("boom", "4")]["reason"]
+    assert by[("gpu_kernel", "4")]["status"] == "skipped"
+    run = json.load(open(tmp_path / "run.json"))
+    assert run["cpu_only"] and "CPU timings" in run["note"]
+    for key in ("device", "torch", "triton", "seqbench_commit", "python"):
+        assert run["environment"][key]
+    assert meta["workloads"] == ["toy"]
+
+
+def test_oom_is_a_row(tmp_path, monkeypatch):
+    monkeypatch.setattr(brun, "run_checks", lambda device: [])
+    brun.sweep(str(tmp_path), [_toy_workload(fail_on="oom")], torch.float32, True, modes=("fwd",), progress=False)
+    rows = [r for r in csv.DictReader(open(tmp_path / "results.csv")) if r["impl"] == "oom"]
+    assert rows and all(r["status"] == "oom" and "out of memory" in r["reason"] for r in rows)
+
+
+def test_interrupted_sweep_keeps_rows_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setattr(brun, "run_checks", lambda device: [])
+    calls = []
+    w = _toy_workload(calls=calls)
+    real = brun.measure_point
+    seen = []
+
+    def flaky(*a, **k):
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+        seen.append(1)
+        return real(*a, **k)
+    monkeypatch.setattr(brun, "measure_point", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert len(rows) == 3                      # every finished row is on disk
+    assert os.path.exists(tmp_path / "run.json")
+    monkeypatch.setattr(brun, "measure_point", real)
+    calls.clear()
+    brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), resume=True, progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert len(rows) == 8
+    keys = [tuple(r[k] for k in brun.KEY) for r in rows]
+    assert len(set(keys)) == 8                 # nothing measured twice
+    assert ("good", 4, "fwd") not in calls     # the finished ok point was skipped
+
+
+# ------------------------------------------------------------------------------ report, compare
+
+def _fake_run(path, factor=1.0, gpu=False):
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "results.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=brun.COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for wl, impl, keys in (("model_lstm", "lstm_torch", "B=16 T={} d=1024"),
+                               ("model_transformer", "transformer_torch", "B=16 T={} d=1024"),
+                               ("attention", "triton", "B=8 H=16 N={} D=128")):
+            for t in (128, 512):
+                w.writerow(dict(workload=wl, impl=impl, mode="fwd", dtype="bfloat16", shape=keys.format(t), seq_len=t,
+                                batch=16, tokens=16 * t, status="ok", ms=1.0 * factor, ms_p20=0.9, ms_p80=1.1,
+                                tokens_per_s=16 * t * 1000 / factor, tflops=100.0, pct_peak_flops=10.1,
+                                nvml_util_pct=97.0 if gpu else "", gpm_sm_util_pct=20.0 if gpu else ""))
+        w.writerow(dict(workload="attention", impl="sdpa_flash", mode="fwd", dtype="bfloat16", shape="B=8 H=16 N=512 D=128",
+                        seq_len=512, status="unsupported", reason="No available kernel"))
+    json.dump({"environment": {"device": "NVIDIA H100 80GB HBM3" if gpu else "CPU"}, "cpu_only": not gpu,
+               "note": "CPU timings"}, open(os.path.join(path, "run.json"), "w"))
+
+
+def test_report_tables_and_plots(tmp_path):
+    _fake_run(tmp_path, gpu=True)
+    path = write_report(str(tmp_path))
+    text = open(path).read()
+    assert "The textbook table" in text and "15-25%" in text and "| 97 |" in text
+    assert "## attention" in text and "No available kernel" in text
+    for png in ("tokens_per_s.png", "tflops.png", "utilisation.png"):
+        assert os.path.getsize(tmp_path / png) > 5000
+
+
+def test_compare_ratios_and_regression(tmp_path):
+    _fake_run(tmp_path / "a")
+    _fake_run(tmp_path / "b", factor=1.05)
+    table, regressed = compare(str(tmp_path / "a"), str(tmp_path / "b"), threshold=0.10)
+    assert len(table) == 6 and not regressed
+    assert table.ratio_b_over_a.iloc[0] == pytest.approx(1 / 1.05)
+    _fake_run(tmp_path / "c", factor=1.5)
+    assert cli(["compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 1
+    assert cli(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+
+
+@pytest.mark.parametrize("argv", [["run", "--batch", "0"], ["run", "--seq-lens", "12,x"], ["run", "--dtype", "int8"],
+                                  ["run", "--bogus"], ["frobnicate"]])
+def test_cli_bad_arguments(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "error" in err[-1]
+
+
+def test_cli_unknown_workload_and_missing_dir(tmp_path, capsys):
+    assert cli(["run", "--workload", "nope", "--out", str(tmp_path)]) == 2
+    assert cli(["report", str(tmp_path / "missing")]) == 2
+    assert "no results.csv" in capsys.readouterr().err
+
+
+def test_cli_run_end_to_end(tmp_path):
+    """The main job on a CPU: checks, one small point per workload, report and plots."""
+    out = tmp_path / "run"
+    assert cli(["run", "--quick", "--seq-lens", "8", "--mode", "fwd", "--out", str(out), "--no-progress"]) == 0
+    files = set(os.listdir(out))
+    assert {"results.csv", "run.json", "REPORT.md", "tokens_per_s.png", "tflops.png", "utilisation.png"} <= files
+    run = json.load(open(out / "run.json"))
+    assert run["checks"] and all(c["ok"] for c in run["checks"])
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert {r["workload"] for r in rows if r["status"] == "ok"} == set(WORKLOADS)
+    report = open(out / "REPORT.md").read()
+    assert "CPU-only machine" in report
+    assert "floor_ms" in report and "measured_over_floor" in report and "H100 SXM (model: no GPU here)" in report
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert all(float(r["floor_ms"]) > 0 and float(r["measured_over_floor"]) > 0 for r in ok)
+
+
+# ---------------------------------------------------------------------------------------- NVML
+
+def test_nvml_missing_gives_empty_fields_with_reason(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    s = measure.NVMLSampler()
+    assert not s.ok and "NVML unavailable" in s.reason
+    row = s.measure(lambda: None, 10)
+    assert all(row[k] is None for k in measure.NVML_FIELDS) and row["nvml_reason"] == s.reason
+    assert s.static_info() == {"nvml": s.reason}
+
+
+def test_nvml_refused_init(monkeypatch):
+    class Refused(Exception):
+        pass
+
+    def init():
+        raise Refused("Insufficient Permissions")
+    monkeypatch.setitem(sys.modules, "pynvml", types.SimpleNamespace(nvmlInit=init))
+    s = measure.NVMLSampler()
+    assert not s.ok and "Insufficient Permissions" in s.reason
+
+
+def test_shape_label():
+    assert shape_label(WORKLOADS["attention"], dict(B=1, H=2, N=3, D=4)) == "B=1 H=2 N=3 D=4"
