@@ -26,6 +26,13 @@ def _positive_int(text: str) -> int:
     return values[0]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments get one line on stderr (no usage dump) and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def cmd_run(a) -> int:
     import torch
 
@@ -90,8 +97,8 @@ def cmd_compare(a) -> int:
 def main(argv=None) -> int:
     from bench.registry import WORKLOADS
 
-    ap = argparse.ArgumentParser(prog="seqbench", description="RNN vs attention kernels: tokens/s, utilisation, energy")
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = _Parser(prog="seqbench", description="RNN vs attention kernels: tokens/s, utilisation, energy")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     r = sub.add_parser("run", help="check the kernels and sweep the workloads (the main job)")
     r.add_argument("--quick", action="store_true", help="fewer sequence lengths")
     r.add_argument("--workload", type=lambda s: [x for x in s.split(",") if x], default=list(WORKLOADS),

@@ -200,12 +200,14 @@ def to_table(rows: list[dict]):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="seqbench inspect", description=__doc__.splitlines()[0])
+    ap.error = lambda message: ap.exit(2, f"seqbench inspect: error: {message}\n")
     ap.add_argument("--arch", default=",".join(ARCHS), help=f"comma list from {list(ARCHS)}")
     ap.add_argument("--kernel", default=",".join(KERNEL_MODULES), help=f"comma list from {list(KERNEL_MODULES)}")
     ap.add_argument("--dtype", default="float16", help="comma list of float16, bfloat16, float32")
     ap.add_argument("--jobs", type=int, default=None)
     ap.add_argument("--json", metavar="FILE", help="write the rows as JSON ('-' for stdout, nothing else printed)")
-    ap.add_argument("--out", metavar="DIR", help="also save inspect.csv and inspect.md there")
+    ap.add_argument("--out", metavar="DIR", default="seqbench-inspect",
+                    help="folder for inspect.csv and inspect.md (default ./seqbench-inspect)")
     a = ap.parse_args(argv)
     archs = [x for x in a.arch.split(",") if x]
     kernels = [x for x in a.kernel.split(",") if x]
@@ -229,6 +231,7 @@ def main(argv=None) -> int:
     print(md)
     if a.out:
         os.makedirs(a.out, exist_ok=True)
+        print(f"\nsaved {a.out}/inspect.csv and {a.out}/inspect.md", file=sys.stderr)
         table.to_csv(os.path.join(a.out, "inspect.csv"), index=False)
         with open(os.path.join(a.out, "inspect.md"), "w") as f:
             f.write(md + "\n")

@@ -16,7 +16,7 @@ import torch
 
 from bench import measure, roofline
 from bench.env import environment
-from bench.registry import MODES, WORKLOADS, shape_label
+from bench.registry import MODES, shape_label
 
 COLUMNS = ["workload", "impl", "mode", "dtype", "shape", "seq_len", "batch", "tokens", "status", "reason",
            "ms", "ms_p20", "ms_p80", "timer", "tokens_per_s", "tflops", "gbps", "pct_peak_flops", "pct_peak_bw",

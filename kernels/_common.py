@@ -56,3 +56,9 @@ def fp32_dot_precision() -> str:
     """'ieee' unless the caller allowed TF32 through torch's matmul precision setting."""
     allow = torch.get_float32_matmul_precision() != "highest" or torch.backends.cuda.matmul.allow_tf32
     return "tf32" if allow else "ieee"
+
+
+def dot_options(dtype: torch.dtype, device: torch.device) -> dict:
+    """The PREC and INTERP constexprs every kernel with a dot takes (see kernels/_tl.py)."""
+    return {"PREC": fp32_dot_precision() if dtype == torch.float32 else "tf32",
+            "INTERP": device.type != "cuda" and dtype != torch.float32}

@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import check_same, check_tensor, cuda_arch, fp32_dot_precision
+from kernels._common import check_same, check_tensor, cuda_arch, dot_options
 from kernels._tl import cast, dot_acc
 
 MAX_HEAD_DIM = 256
@@ -412,12 +412,6 @@ def _launcher(kernel: str, q: torch.Tensor, block_d: int):
     return _tuned(kernel, _arch_family(cuda_arch(q.device)), block_d, q.dtype), {}
 
 
-def _dot_options(dtype: torch.dtype, device: torch.device) -> dict:
-    prec = fp32_dot_precision() if dtype == torch.float32 else "tf32"
-    upcast = device.type != "cuda" and dtype != torch.float32
-    return {"PREC": prec, "INTERP": upcast}
-
-
 # ----------------------------------------------------------------------------------------------
 # launchers
 # ----------------------------------------------------------------------------------------------
@@ -460,7 +454,7 @@ def _common(q, k, causal: bool, scale: float) -> dict:
     H, Nq, D = q.shape[1], q.shape[2], q.shape[3]
     Hkv, Nk = k.shape[1], k.shape[2]
     return dict(H=H, GROUP=H // Hkv, N_Q=Nq, N_K=Nk, qk_scale=scale * 1.4426950408889634,
-                HEAD_DIM=D, BLOCK_D=head_dim_block(D), CAUSAL=causal, **_dot_options(q.dtype, q.device))
+                HEAD_DIM=D, BLOCK_D=head_dim_block(D), CAUSAL=causal, **dot_options(q.dtype, q.device))
 
 
 def fwd_args(q, k, v, o, lse, causal: bool, scale: float) -> dict:

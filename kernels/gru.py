@@ -19,7 +19,8 @@ import triton.language as tl
 
 from kernels._rnn import gate_matmul, launch_bwd, split4, step_grid, step_launcher, tanh
 from kernels._tl import cast
-from kernels.lstm import _check_cell, _dot_options, _s
+from kernels._common import dot_options
+from kernels.lstm import _check_cell, _s
 
 
 @triton.jit
@@ -112,7 +113,7 @@ def step_fwd_args(x, h, w_ih, w_hh, b_ih, b_hh, h1, gates) -> dict:
                 **dict(zip(("shb", "shk"), _s(h))), **dict(zip(("swhr", "swhk"), w_hh.stride())),
                 **dict(zip(("sh1b", "sh1h"), h1.stride())), **dict(zip(("sgb", "sgh"), _s(gates))),
                 HAS_H=h is not None, HAS_BIH=b_ih is not None, HAS_BHH=b_hh is not None,
-                STORE_GATES=gates is not None, **_dot_options(x.dtype, x.device))
+                STORE_GATES=gates is not None, **dot_options(x.dtype, x.device))
 
 
 def step_bwd_args(gates, h, dh1, dgx, dgh, dhd) -> dict:
@@ -121,7 +122,7 @@ def step_bwd_args(gates, h, dh1, dgx, dgh, dhd) -> dict:
                 **dict(zip(("sgb", "sgh"), gates.stride())), **dict(zip(("shb", "shk"), _s(h))),
                 **dict(zip(("sdb", "sdh"), dh1.stride())), **dict(zip(("sxb", "sxg"), dgx.stride())),
                 **dict(zip(("syb", "syg"), dgh.stride())), **dict(zip(("sdhb", "sdhh"), dhd.stride())),
-                HAS_H=h is not None, INTERP=_dot_options(dh1.dtype, dh1.device)["INTERP"])
+                HAS_H=h is not None, INTERP=dot_options(dh1.dtype, dh1.device)["INTERP"])
 
 
 def _step_fwd(x, h, w_ih, w_hh, b_ih, b_hh, gates=None):

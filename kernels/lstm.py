@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 from torch import nn
 
-from kernels._common import check_same, check_tensor, fp32_dot_precision
+from kernels._common import check_same, check_tensor, dot_options
 from kernels._rnn import gate_matmul, launch_bwd, split4, step_grid, step_launcher, tanh
 from kernels._tl import cast
 
@@ -126,11 +126,6 @@ def _lstm_step_bwd(GATES, C0, C1, DH1, DC1, DGATES, DC0, B, HID,
 # launchers
 # ----------------------------------------------------------------------------------------------
 
-def _dot_options(dtype, device):
-    return {"PREC": fp32_dot_precision() if dtype == torch.float32 else "tf32",
-            "INTERP": device.type != "cuda" and dtype != torch.float32}
-
-
 def _s(t):
     return t.stride() if t is not None else (0, 0)
 
@@ -148,7 +143,7 @@ def step_fwd_args(x, xw, h, c, w_ih, w_hh, b_ih, b_hh, h1, c1, gates) -> dict:
                 **dict(zip(("sgb", "sgh"), _s(gates))),
                 HAS_X=x is not None, HAS_XW=xw is not None, HAS_H=h is not None, HAS_C=c is not None,
                 HAS_BIH=b_ih is not None, HAS_BHH=b_hh is not None, STORE_GATES=gates is not None,
-                **_dot_options(ref.dtype, ref.device))
+                **dot_options(ref.dtype, ref.device))
 
 
 def step_bwd_args(gates, c, c1, dh1, dc1, dgates, dc0) -> dict:
@@ -158,7 +153,7 @@ def step_bwd_args(gates, c, c1, dh1, dc1, dgates, dc0) -> dict:
                 **dict(zip(("sc1b", "sc1h"), c1.stride())), **dict(zip(("sdhb", "sdhh"), dh1.stride())),
                 **dict(zip(("sdcb", "sdch"), _s(dc1))), **dict(zip(("sdgb", "sdgh"), dgates.stride())),
                 **dict(zip(("sdc0b", "sdc0h"), dc0.stride())), HAS_C=c is not None, HAS_DC1=dc1 is not None,
-                INTERP=_dot_options(c1.dtype, c1.device)["INTERP"])
+                INTERP=dot_options(c1.dtype, c1.device)["INTERP"])
 
 
 def _step_fwd(x, xw, h, c, w_ih, w_hh, b_ih, b_hh, out_h=None, out_c=None, gates=None):

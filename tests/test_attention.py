@@ -220,3 +220,18 @@ def test_cpu_tensor_without_interpreter(monkeypatch):
     q, k, v = make_qkv(1, 1, 1, 4, 4, 16, torch.float32)
     with pytest.raises(ValueError, match="expected a CUDA tensor"):
         attention(q, k, v)
+
+
+def test_fp32_dots_are_exact_unless_tf32_is_allowed():
+    from kernels._common import dot_options
+    cuda = torch.device("cuda")
+    previous = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert dot_options(torch.float32, cuda)["PREC"] == "ieee"
+        torch.set_float32_matmul_precision("high")
+        assert dot_options(torch.float32, cuda)["PREC"] == "tf32"
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    assert dot_options(torch.bfloat16, torch.device("cpu"))["INTERP"] is True
+    assert dot_options(torch.bfloat16, cuda)["INTERP"] is False

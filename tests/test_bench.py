@@ -196,7 +196,7 @@ def test_cli_bad_arguments(argv, capsys):
         cli(argv)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err and "error" in err[-1]
+    assert len(err) == 1 and "error" in err[0]
 
 
 def test_cli_unknown_workload_and_missing_dir(tmp_path, capsys):

@@ -28,17 +28,16 @@ def _leaves(args, dtype=None):
     return [None if t is None else t.detach().to(dtype or t.dtype).requires_grad_() for t in args]
 
 
-def check_fn(kernel_fn, ref_fn, args, n_out, weight=None):
+def check_fn(kernel_fn, ref_fn, args, n_out):
     """Outputs and gradients of kernel_fn vs ref_fn in float64, bounded by 2x ref_fn's own error in the dtype."""
     ours, ref64, same = _leaves(args), _leaves(args, torch.float64), _leaves(args)
     outs = [kernel_fn(*ours), ref_fn(*ref64), ref_fn(*same)]
     flat = [list(o) if isinstance(o, tuple) else [o] for o in outs]
-    flat = [[t for t in f] for f in flat]
     for i in range(n_out):
         assert_within_2x(f"output {i}", flat[0][i], flat[1][i], flat[2][i])
     gen = torch.Generator().manual_seed(7)
     weights = [torch.randn(t.shape, generator=gen) for t in flat[1][:n_out]]
-    for f, leaves in zip(flat, (ours, ref64, same)):
+    for f in flat:
         sum((t * w.to(t)).sum() for t, w in zip(f[:n_out], weights)).backward()
     for i, (a, r, p) in enumerate(zip(ours, ref64, same)):
         if a is not None:
