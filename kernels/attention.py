@@ -362,17 +362,16 @@ CONFIGS = {
     },
 }
 
-# fp32 inputs take exact (IEEE) dots on CUDA cores by default: tiles four times smaller in
-# shared memory and registers, one config per head-dim bucket for both arch families.  The fp32
-# path is the accuracy reference, not the performance path: at head dim >= 128 these tiles still
-# spill on sm_90a (`seqbench inspect --dtype float32` shows it).
+# fp32 inputs take exact (IEEE) dots on CUDA cores by default, which hold whole tiles in registers:
+# small tiles, one config per head-dim bucket for both arch families, picked from a compile sweep
+# like the 16-bit ones (no spills, fits shared memory).  fp32 is the accuracy path, not the fast one.
 FP32_CONFIGS = {
     "fwd": {16: [_cfg(64, 32, 4, 1)], 32: [_cfg(64, 32, 4, 1)], 64: [_cfg(32, 32, 4, 1)],
-            128: [_cfg(32, 32, 4, 2)], 256: [_cfg(32, 32, 4, 1)]},
+            128: [_cfg(32, 32, 8, 1)], 256: [_cfg(32, 32, 8, 1)]},
     "dkdv": {16: [_cfg(32, 64, 4, 1)], 32: [_cfg(32, 32, 4, 1)], 64: [_cfg(32, 64, 4, 1)],
-             128: [_cfg(32, 32, 4, 1)], 256: [_cfg(32, 32, 4, 1)]},
+             128: [_cfg(16, 32, 8, 1)], 256: [_cfg(32, 32, 8, 1)]},
     "dq": {16: [_cfg(64, 32, 4, 1)], 32: [_cfg(64, 32, 4, 1)], 64: [_cfg(32, 32, 4, 2)],
-           128: [_cfg(32, 32, 4, 2)], 256: [_cfg(32, 32, 4, 1)]},
+           128: [_cfg(16, 32, 8, 1)], 256: [_cfg(32, 32, 8, 1)]},
 }
 
 KERNELS = {"fwd": _attn_fwd, "dkdv": _attn_bwd_dkdv, "dq": _attn_bwd_dq}

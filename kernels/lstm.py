@@ -132,7 +132,6 @@ def _s(t):
 
 def step_fwd_args(x, xw, h, c, w_ih, w_hh, b_ih, b_hh, h1, c1, gates) -> dict:
     """Arguments of ``_lstm_step_fwd`` by name; any of x/xw/h/c/biases/gates may be None."""
-    ref = h1
     B, HID = h1.shape
     return dict(X=x, WIH=w_ih, XW=xw, H0=h, C0=c, WHH=w_hh, BIH=b_ih, BHH=b_hh, H1=h1, C1=c1, GATES=gates,
                 B=B, IN=x.shape[1] if x is not None else 0, HID=HID,
@@ -143,7 +142,7 @@ def step_fwd_args(x, xw, h, c, w_ih, w_hh, b_ih, b_hh, h1, c1, gates) -> dict:
                 **dict(zip(("sgb", "sgh"), _s(gates))),
                 HAS_X=x is not None, HAS_XW=xw is not None, HAS_H=h is not None, HAS_C=c is not None,
                 HAS_BIH=b_ih is not None, HAS_BHH=b_hh is not None, STORE_GATES=gates is not None,
-                **dot_options(ref.dtype, ref.device))
+                **dot_options(h1.dtype, h1.device))
 
 
 def step_bwd_args(gates, c, c1, dh1, dc1, dgates, dc0) -> dict:
@@ -167,9 +166,11 @@ def _step_fwd(x, xw, h, c, w_ih, w_hh, b_ih, b_hh, out_h=None, out_c=None, gates
     return h1, c1
 
 
-def _step_bwd(gates, c, c1, dh1, dc1):
+def _step_bwd(gates, c, c1, dh1, dc1, dgates=None):
+    """Gate-gradient (B, 4H) and dc_prev of one step; writes into ``dgates`` when given."""
     B, HID = c1.shape
-    dgates = torch.empty(B, 4 * HID, device=c1.device, dtype=gates.dtype)
+    if dgates is None:
+        dgates = torch.empty(B, 4 * HID, device=c1.device, dtype=gates.dtype)
     dc0 = torch.empty(B, HID, device=c1.device, dtype=c1.dtype)
     launch_bwd(_lstm_step_bwd, B, HID, step_bwd_args(gates, c, c1, dh1, dc1, dgates, dc0))
     return dgates, dc0
@@ -186,7 +187,6 @@ class _LSTMCell(torch.autograd.Function):
         gates = torch.empty(x.shape[0], 4 * w_hh.shape[1], device=x.device, dtype=x.dtype)
         h1, c1 = _step_fwd(x, None, h, c, w_ih, w_hh, b_ih, b_hh, gates=gates)
         ctx.save_for_backward(x, h, c, w_ih, w_hh, gates, c1)
-        ctx.has_bias = (b_ih is not None, b_hh is not None)
         return h1, c1
 
     @staticmethod
@@ -240,8 +240,7 @@ class _LSTMLayer(torch.autograd.Function):
         for t in range(T - 1, -1, -1):
             dh_t = dout[t] if dh is None else dout[t] + dh
             c_prev = cs[t - 1] if t > 0 else c0
-            da, dc = _step_bwd(gates[t], c_prev, cs[t], dh_t, dc)
-            dgates[t] = da
+            da, dc = _step_bwd(gates[t], c_prev, cs[t], dh_t, dc, dgates[t])
             dh = da @ w_hh
         h_prev = torch.cat([h0.unsqueeze(0) if h0 is not None else torch.zeros_like(out[:1]), out[:-1]])
         dw_hh = dgates.reshape(T * B, 4 * HID).t() @ h_prev.reshape(T * B, HID)

@@ -1,5 +1,6 @@
-"""Every shipped kernel configuration compiles for sm_80 and sm_90a on this CPU, fits shared
-memory, keeps everything in registers, and uses the tensor cores where it has a dot."""
+"""Every shipped kernel configuration (the 16-bit tables and the fp32 ones) compiles for sm_80 and
+sm_90a on this CPU, fits shared memory, keeps everything in registers, and uses the tensor cores
+(HGMMA on sm_90a) where a 16-bit kernel has a dot.  bf16 shares the fp16 tables and code path."""
 import pytest
 import torch
 import triton.language as tl
@@ -10,34 +11,38 @@ from bench import inspect as ins
 
 @pytest.fixture(scope="module")
 def rows():
-    return ins.inspect_kernels(kernels=ins.KERNEL_MODULES, archs=("sm_80", "sm_90a"), dtypes=("float16",))
+    return ins.inspect_kernels(kernels=ins.KERNEL_MODULES, archs=("sm_80", "sm_90a"), dtypes=("float16", "float32"))
 
 
 def _label(r):
-    return f"{r['kernel']} {r['arch']} D={r['head_dim']} {r['config']}"
+    return f"{r['kernel']} {r['arch']} {r['dtype']} D={r['head_dim']} {r['config']}"
 
 
 def test_every_shipped_config_is_compiled(rows):
-    from kernels.attention import CONFIGS
-    expected = {("attention." + k, arch, bd, len(cfgs))
+    from kernels.attention import CONFIGS, FP32_CONFIGS
+    expected = {("attention." + k, arch, "float16", bd, len(cfgs))
                 for k, fams in CONFIGS.items() for arch, fam in (("sm_80", "sm80"), ("sm_90a", "sm90"))
                 for bd, cfgs in fams[fam].items()}
+    expected |= {("attention." + k, arch, "float32", bd, len(cfgs))
+                 for k, buckets in FP32_CONFIGS.items() for arch in ("sm_80", "sm_90a") for bd, cfgs in buckets.items()}
     seen = {}
     for r in rows:
-        if r["kernel"] != "attention.delta":
-            key = (r["kernel"], r["arch"], r["head_dim"])
+        if r["kernel"].startswith("attention.") and r["kernel"] != "attention.delta":
+            key = (r["kernel"], r["arch"], r["dtype"], r["head_dim"])
             seen[key] = seen.get(key, 0) + 1
-    assert {(k, a, d, n) for (k, a, d), n in seen.items() if k.startswith("attention.")} == expected
-    assert sum(r["kernel"] == "attention.delta" for r in rows) == 2 * 5
+    assert {(*key, n) for key, n in seen.items()} == expected
+    assert sum(r["kernel"] == "attention.delta" for r in rows) == 2 * 2 * 5
 
 
 def test_every_step_config_is_compiled(rows):
     from kernels._rnn import STEP_CONFIGS
     for kernel in ("lstm.cell", "lstm.layer_step", "gru.cell"):
         for arch in ("sm_80", "sm_90a"):
-            assert sum(r["kernel"] == kernel and r["arch"] == arch for r in rows) == len(STEP_CONFIGS)
+            for dtype in ("float16", "float32"):
+                n = sum(r["kernel"] == kernel and r["arch"] == arch and r["dtype"] == dtype for r in rows)
+                assert n == len(STEP_CONFIGS)
     for kernel in ("lstm.step_bwd", "gru.step_bwd"):
-        assert sum(r["kernel"] == kernel for r in rows) == 2
+        assert sum(r["kernel"] == kernel for r in rows) == 2 * 2
 
 
 def test_all_compile_and_fit(rows):
@@ -55,7 +60,7 @@ def test_tensor_cores_where_there_is_a_dot(rows):
     with_dot = {r["kernel"] for r in rows if r["uses_dot"]}
     assert with_dot == {"attention.fwd", "attention.dkdv", "attention.dq", "lstm.cell", "lstm.layer_step", "gru.cell"}
     for r in rows:
-        if not r["uses_dot"]:
+        if not r["uses_dot"] or r["dtype"] != "float16":  # fp32 dots are exact IEEE: CUDA cores by design
             continue
         op = "HGMMA" if r["arch"] == "sm_90a" else "HMMA"
         assert r["sass"][op] > 0, f"{_label(r)} has no {op}"
