@@ -31,7 +31,7 @@ MAX_BLOCKS_PER_SM = 32
 SMEM_RESERVED_PER_BLOCK = 1024
 
 # Kernel families with compile_builds(family); adding a kernel module means adding its name here.
-KERNEL_MODULES = ("attention", "lstm", "gru")
+KERNEL_MODULES = ("attention", "lstm", "gru", "lstm_persistent")
 
 SASS_COUNTED = ("HGMMA", "HMMA", "LDGSTS", "UTMALDG", "LDG", "LDSM", "LDL", "STL")
 _SASS_OP = re.compile(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_]*)", re.M)

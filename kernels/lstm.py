@@ -252,14 +252,21 @@ class _LSTMLayer(torch.autograd.Function):
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, n_gates: int):
+def _check_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, n_gates: int, heads: int = 1):
+    """Shapes, dtypes and devices of a step's arguments; ``heads > 1`` means w_hh is (heads, n·DH, DH)."""
     check_tensor("x", x, 2, "(B, input_size)")
     check_tensor("w_ih", w_ih, 2, f"({n_gates}*hidden_size, input_size)")
-    check_tensor("w_hh", w_hh, 2, f"({n_gates}*hidden_size, hidden_size)")
     B, IN = x.shape
-    HID = w_hh.shape[1]
-    if w_hh.shape[0] != n_gates * HID:
-        raise ValueError(f"w_hh must have shape ({n_gates}*hidden_size, hidden_size), got {tuple(w_hh.shape)}")
+    if heads == 1:
+        check_tensor("w_hh", w_hh, 2, f"({n_gates}*hidden_size, hidden_size)")
+        HID = w_hh.shape[1]
+        if w_hh.shape[0] != n_gates * HID:
+            raise ValueError(f"w_hh must have shape ({n_gates}*hidden_size, hidden_size), got {tuple(w_hh.shape)}")
+    else:
+        check_tensor("w_hh", w_hh, 3, f"(heads, {n_gates}*head_size, head_size)")
+        if w_hh.shape[0] != heads or w_hh.shape[1] != n_gates * w_hh.shape[2]:
+            raise ValueError(f"w_hh must have shape ({heads}, {n_gates}*head_size, head_size), got {tuple(w_hh.shape)}")
+        HID = heads * w_hh.shape[2]
     if w_ih.shape != (n_gates * HID, IN):
         raise ValueError(f"w_ih must have shape ({n_gates * HID}, {IN}) to match x and w_hh, got {tuple(w_ih.shape)}")
     named = [("x", x), ("w_ih", w_ih), ("w_hh", w_hh)]
@@ -274,6 +281,7 @@ def _check_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, n_gates: int):
     check_same(tuple(n for n, _ in named), tuple(t for _, t in named))
     if B < 1 or IN < 1 or HID < 1:
         raise ValueError(f"batch, input_size and hidden_size must be >= 1, got x {tuple(x.shape)}, w_hh {tuple(w_hh.shape)}")
+    return HID
 
 
 def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):

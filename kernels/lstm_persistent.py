@@ -1,0 +1,371 @@
+"""Persistent LSTM layer: the time loop runs inside the kernel (Persistent RNNs, Diamos et al. 2016;
+cuDNN's PERSIST_STATIC; FlashRNN), forward and backward.
+
+Hidden size H = heads × DH.  With ``heads > 1`` the recurrent matrix is block-diagonal (FlashRNN's
+NH × DH): ``w_hh`` has shape (heads, 4·DH, DH) and head n's gates see only head n's hidden units.
+With ``heads == 1`` it is ``nn.LSTM``'s (4H, H) matrix.  The gate vector keeps ``nn.LSTM``'s layout
+(i, f, g, o blocks of H), head n owning columns n·DH … n·DH + DH − 1 of each block.
+
+A program owns BLOCK_H hidden units of one head (all four gates) for BLOCK_B batch rows:
+
+* one program per head (BLOCK_H >= DH): it depends on no other program, so one launch runs all T
+  steps (also in the interpreter), W_hh's slice loaded once when it fits one K block;
+* a head split over several programs (up to H = 1024 as one head): after each step every program
+  must see the others' h.  On a GPU, when the grid fits on the SMs at once, one launch runs all
+  steps with a grid-wide barrier (an atomic counter) between steps; otherwise — and always in the
+  interpreter, where programs run one after another — one launch per step, the barrier compiled out.
+
+Step t (forward):  a = xw[t] + W h[t-1];  c = f∘c + i∘g;  h[t] = o∘tanh(c)   (xw holds x W_ihᵀ + biases)
+Step t (backward, reverse time):  dh[t] = dout[t] + Wᵀ ∂a[t+1];  the pointwise backward gives ∂a[t]
+and the carried dc;  after t = 0, dh0 = Wᵀ ∂a[0].  dW_hh = Σ ∂aᵀ h[t-1] is one batched GEMM.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels._common import check_tensor, dot_options
+from kernels._rnn import split4, tanh
+from kernels._tl import cast, dot_acc
+from kernels.lstm import _check_cell
+
+
+@triton.jit
+def _grid_barrier(BAR, target):
+    """Wait until every program of the grid has arrived `target` times in total (co-resident grid only)."""
+    tl.debug_barrier()
+    tl.atomic_add(BAR, 1, sem="release", scope="gpu")
+    seen = tl.atomic_add(BAR, 0, sem="acquire", scope="gpu")
+    while seen < target:
+        seen = tl.atomic_add(BAR, 0, sem="acquire", scope="gpu")
+    tl.debug_barrier()
+
+
+@triton.jit
+def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, t_lo, t_hi, B, H, DH, TILES,
+                      sxt, sxb, sxg, sht, shb, shh, swn, swr, swk, sct, scb, sch, sgt, sgb, sgh,
+                      STORE_GATES: tl.constexpr, BARRIER: tl.constexpr, HOIST_W: tl.constexpr,
+                      BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
+                      PREC: tl.constexpr, INTERP: tl.constexpr):
+    """Steps t_lo … t_hi−1.  HS is (T+1, B, H) with HS[0] = h0; c enters and leaves through CCARRY."""
+    pid = tl.program_id(0)
+    n = pid // TILES
+    j0 = (pid % TILES) * BLOCK_H
+    r = tl.arange(0, 4 * BLOCK_H)
+    jj = j0 + r % BLOCK_H
+    row_ok = jj < DH
+    w_rows = (r // BLOCK_H) * DH + jj              # row of W[n]
+    g_cols = (r // BLOCK_H) * H + n * DH + jj      # column of the gate vector
+    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    b_ok = offs_b < B
+    hj = j0 + tl.arange(0, BLOCK_H)
+    mask = (hj < DH)[:, None] & b_ok[None, :]
+    hcol = n * DH + hj
+    offs_k = tl.arange(0, BLOCK_K)
+    w_base = W + n * swn
+    if HOIST_W:  # the whole slice of W_hh in one K block: load it once, keep it on chip for every step
+        w = tl.load(w_base + w_rows[:, None] * swr + offs_k[None, :] * swk,
+                    mask=row_ok[:, None] & (offs_k < DH)[None, :], other=0.0)
+    c = tl.load(CCARRY + offs_b[None, :] * scb + hcol[:, None] * sch, mask=mask, other=0.0).to(tl.float32)
+    for t in range(t_lo, t_hi):
+        acc = tl.load(XW + t * sxt + offs_b[None, :] * sxb + g_cols[:, None] * sxg,
+                      mask=row_ok[:, None] & b_ok[None, :], other=0.0).to(tl.float32)
+        h_prev = HS + t * sht + n * DH * shh
+        for k0 in range(0, DH, BLOCK_K):
+            kk = k0 + offs_k
+            k_ok = kk < DH
+            if not HOIST_W:
+                w = tl.load(w_base + w_rows[:, None] * swr + kk[None, :] * swk,
+                            mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+            hk = tl.load(h_prev + offs_b[None, :] * shb + kk[:, None] * shh, mask=b_ok[None, :] & k_ok[:, None], other=0.0)
+            acc = dot_acc(w, hk, acc, PREC, INTERP)
+        a_i, a_f, a_g, a_o = split4(acc, BLOCK_H, BLOCK_B)
+        i = tl.sigmoid(a_i)
+        f = tl.sigmoid(a_f)
+        g = tanh(a_g)
+        o = tl.sigmoid(a_o)
+        c = f * c + i * g
+        h = o * tanh(c)
+        ty = HS.dtype.element_ty
+        tl.store(HS + (t + 1) * sht + offs_b[None, :] * shb + hcol[:, None] * shh, cast(h, ty, INTERP), mask=mask)
+        tl.store(CS + t * sct + offs_b[None, :] * scb + hcol[:, None] * sch, cast(c, ty, INTERP), mask=mask)
+        if STORE_GATES:
+            gp = GATES + t * sgt + offs_b[None, :] * sgb + hcol[:, None] * sgh
+            tl.store(gp, cast(i, ty, INTERP), mask=mask)
+            tl.store(gp + H * sgh, cast(f, ty, INTERP), mask=mask)
+            tl.store(gp + 2 * H * sgh, cast(g, ty, INTERP), mask=mask)
+            tl.store(gp + 3 * H * sgh, cast(o, ty, INTERP), mask=mask)
+        if BARRIER:
+            _grid_barrier(BAR, (t - t_lo + 1) * tl.num_programs(0) * tl.num_programs(1))
+        else:
+            tl.debug_barrier()  # this program's h[t] stores are visible to all its threads
+    tl.store(CCARRY + offs_b[None, :] * scb + hcol[:, None] * sch, c, mask=mask)
+
+
+@triton.jit
+def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, t_lo, t_hi, T, B, H, DH, TILES,
+                      sot, sob, soh, sdt, sdb, sdg, sgt, sgb, sgh, sct, scb, sch, swn, swr, swk,
+                      HAS_C0: tl.constexpr, HAS_DHN: tl.constexpr, FINAL: tl.constexpr, BARRIER: tl.constexpr,
+                      BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
+                      PREC: tl.constexpr, INTERP: tl.constexpr):
+    """Steps t_hi−1 down to t_lo; with FINAL, then dh0 = Wᵀ ∂a[0].  dc enters and leaves through DCCARRY.
+
+    B-major tiles here: (BLOCK_B, BLOCK_H) for this program's units, dh = ∂a[t+1] W restricted to them.
+    """
+    pid = tl.program_id(0)
+    n = pid // TILES
+    j0 = (pid % TILES) * BLOCK_H
+    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    b_ok = offs_b < B
+    hj = j0 + tl.arange(0, BLOCK_H)
+    h_ok = hj < DH
+    mask = b_ok[:, None] & h_ok[None, :]
+    hcol = n * DH + hj
+    offs_k = tl.arange(0, BLOCK_K)
+    w_base = W + n * swn
+    dc = tl.load(DCCARRY + offs_b[:, None] * scb + hcol[None, :] * sch, mask=mask, other=0.0).to(tl.float32)
+    for s in range(0, t_hi - t_lo):
+        t = t_hi - 1 - s
+        # dh[t] for this program's units: dout[t] + (∂a[t+1] of the whole head) W[n][:, units]
+        dh = tl.load(DOUT + t * sot + offs_b[:, None] * sob + hcol[None, :] * soh, mask=mask, other=0.0).to(tl.float32)
+        if t + 1 < T:
+            dh = _dh_from_next(dh, DG + (t + 1) * sdt, w_base, offs_b, b_ok, hj, h_ok, offs_k, n, H, DH,
+                               sdb, sdg, swr, swk, BLOCK_K, PREC, INTERP)
+        elif HAS_DHN:
+            dh += tl.load(DHN + offs_b[:, None] * scb + hcol[None, :] * sch, mask=mask, other=0.0).to(tl.float32)
+        gp = GATES + t * sgt + offs_b[:, None] * sgb + hcol[None, :] * sgh
+        i = tl.load(gp, mask=mask, other=0.0).to(tl.float32)
+        f = tl.load(gp + H * sgh, mask=mask, other=0.0).to(tl.float32)
+        g = tl.load(gp + 2 * H * sgh, mask=mask, other=0.0).to(tl.float32)
+        o = tl.load(gp + 3 * H * sgh, mask=mask, other=0.0).to(tl.float32)
+        c1 = tl.load(CS + t * sct + offs_b[:, None] * scb + hcol[None, :] * sch, mask=mask, other=0.0).to(tl.float32)
+        if t > 0:
+            c = tl.load(CS + (t - 1) * sct + offs_b[:, None] * scb + hcol[None, :] * sch, mask=mask,
+                        other=0.0).to(tl.float32)
+        elif HAS_C0:
+            c = tl.load(C0 + offs_b[:, None] * scb + hcol[None, :] * sch, mask=mask, other=0.0).to(tl.float32)
+        else:
+            c = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
+        tc = tanh(c1)
+        dc = dc + dh * o * (1.0 - tc * tc)
+        ty = DG.dtype.element_ty
+        dp = DG + t * sdt + offs_b[:, None] * sdb + hcol[None, :] * sdg
+        tl.store(dp, cast(dc * g * i * (1.0 - i), ty, INTERP), mask=mask)
+        tl.store(dp + H * sdg, cast(dc * c * f * (1.0 - f), ty, INTERP), mask=mask)
+        tl.store(dp + 2 * H * sdg, cast(dc * i * (1.0 - g * g), ty, INTERP), mask=mask)
+        tl.store(dp + 3 * H * sdg, cast(dh * tc * o * (1.0 - o), ty, INTERP), mask=mask)
+        dc = dc * f
+        if BARRIER:
+            _grid_barrier(BAR, (s + 1) * tl.num_programs(0) * tl.num_programs(1))
+        else:
+            tl.debug_barrier()
+    tl.store(DCCARRY + offs_b[:, None] * scb + hcol[None, :] * sch, dc, mask=mask)
+    if FINAL:
+        dh0 = _dh_from_next(tl.zeros([BLOCK_B, BLOCK_H], tl.float32), DG, w_base, offs_b, b_ok, hj, h_ok, offs_k,
+                            n, H, DH, sdb, sdg, swr, swk, BLOCK_K, PREC, INTERP)
+        tl.store(DH0 + offs_b[:, None] * scb + hcol[None, :] * sch, dh0, mask=mask)
+
+
+@triton.jit
+def _dh_from_next(dh, DG_T, w_base, offs_b, b_ok, hj, h_ok, offs_k, n, H, DH, sdb, sdg, swr, swk,
+                  BLOCK_K: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr):
+    """dh (BLOCK_B × units) += ∂a_t[:, head n's 4·DH gate columns] @ W[n][:, units], K over the 4·DH rows."""
+    for k0 in range(0, 4 * DH, BLOCK_K):
+        rr = k0 + offs_k
+        r_ok = rr < 4 * DH
+        cols = (rr // DH) * H + n * DH + rr % DH
+        da = tl.load(DG_T + offs_b[:, None] * sdb + cols[None, :] * sdg, mask=b_ok[:, None] & r_ok[None, :], other=0.0)
+        w = tl.load(w_base + rr[:, None] * swr + hj[None, :] * swk, mask=r_ok[:, None] & h_ok[None, :], other=0.0)
+        dh = dot_acc(da, w, dh, PREC, INTERP)
+    return dh
+
+
+# ----------------------------------------------------------------------------------------------
+# launchers
+# ----------------------------------------------------------------------------------------------
+
+# A head up to this size is one program (forward / backward); larger heads are split over programs.
+# The backward holds twice the live tiles (gates, c, dc, dh), so it splits heads above 128.
+MAX_HEAD_PER_PROGRAM = {False: 256, True: 128}
+SPLIT_BLOCK_H = 16
+
+
+def plan(H: int, heads: int, B: int, dtype: torch.dtype, sms: int, block_h: int | None = None,
+         backward: bool = False) -> dict:
+    """Tiles and launch mode for a layer on a GPU with ``sms`` SMs (0: the interpreter)."""
+    dh = H // heads
+    gpu = sms > 0
+    if block_h is None:
+        limit = MAX_HEAD_PER_PROGRAM[backward]
+        if dh <= limit:
+            block_h = max(16, triton.next_power_of_2(dh))
+        else:
+            block_h = SPLIT_BLOCK_H if dh > 256 or not gpu else limit
+    tiles = triton.cdiv(dh, block_h)
+    block_b = 16 if not gpu else min(32, max(16, triton.next_power_of_2(B)))
+    rows = 4 * block_h
+    if backward:
+        block_k = 16 if dtype == torch.float32 else 32
+    else:
+        block_k = max(16, min(64, triton.next_power_of_2(dh), 16384 // (rows * 2)))
+    hoist = not backward and block_k >= dh and rows * block_k * torch.finfo(dtype).bits // 8 <= 64 * 1024
+    grid = (heads * tiles, triton.cdiv(B, block_b))
+    # One launch for all steps when no program waits on another, or (GPU) when the grid is co-resident.
+    single = tiles == 1 or (gpu and grid[0] * grid[1] <= sms)
+    return dict(BLOCK_H=block_h, BLOCK_B=block_b, BLOCK_K=block_k, TILES=tiles, HOIST_W=hoist, grid=grid,
+                single_launch=single, barrier=single and tiles > 1, num_warps=8 if backward or rows >= 512 else 4)
+
+
+def fwd_args(xw, hs, ccarry, w, cs, gates, bar, H, DH, p) -> dict:
+    T, B = xw.shape[0], xw.shape[1]
+    return dict(XW=xw, HS=hs, CCARRY=ccarry, W=w, CS=cs, GATES=gates, BAR=bar, B=B, H=H, DH=DH, TILES=p["TILES"],
+                **dict(zip(("sxt", "sxb", "sxg"), xw.stride())), **dict(zip(("sht", "shb", "shh"), hs.stride())),
+                **dict(zip(("swn", "swr", "swk"), w.stride())), **dict(zip(("sct", "scb", "sch"), cs.stride())),
+                **dict(zip(("sgt", "sgb", "sgh"), gates.stride() if gates is not None else (0, 0, 0))),
+                STORE_GATES=gates is not None, HOIST_W=p["HOIST_W"], BLOCK_H=p["BLOCK_H"], BLOCK_B=p["BLOCK_B"],
+                BLOCK_K=p["BLOCK_K"], **dot_options(xw.dtype, xw.device))
+
+
+def bwd_args(dout, dg, gates, cs, c0, w, dccarry, dhn, dh0, bar, H, DH, p) -> dict:
+    T, B = dout.shape[0], dout.shape[1]
+    return dict(DOUT=dout, DG=dg, GATES=gates, CS=cs, C0=c0, W=w, DCCARRY=dccarry, DHN=dhn, DH0=dh0, BAR=bar,
+                T=T, B=B, H=H, DH=DH, TILES=p["TILES"],
+                **dict(zip(("sot", "sob", "soh"), dout.stride())), **dict(zip(("sdt", "sdb", "sdg"), dg.stride())),
+                **dict(zip(("sgt", "sgb", "sgh"), gates.stride())), **dict(zip(("sct", "scb", "sch"), cs.stride())),
+                **dict(zip(("swn", "swr", "swk"), w.stride())), HAS_C0=c0 is not None, HAS_DHN=dhn is not None,
+                BLOCK_H=p["BLOCK_H"], BLOCK_B=p["BLOCK_B"], BLOCK_K=p["BLOCK_K"], **dot_options(dout.dtype, dout.device))
+
+
+def _sms(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 0
+
+
+def _forward(xw, h0, c0, w, heads, store_gates, block_h=None):
+    T, B, H4 = xw.shape
+    H, DH = H4 // 4, H4 // 4 // heads
+    p = plan(H, heads, B, xw.dtype, _sms(xw.device), block_h)
+    hs = torch.empty(T + 1, B, H, device=xw.device, dtype=xw.dtype)
+    hs[0] = h0 if h0 is not None else 0
+    ccarry = c0.to(torch.float32, copy=True).contiguous() if c0 is not None else torch.zeros(B, H, device=xw.device)
+    cs = torch.empty(T, B, H, device=xw.device, dtype=xw.dtype)
+    gates = torch.empty(T, B, H4, device=xw.device, dtype=xw.dtype) if store_gates else None
+    bar = torch.zeros(1, device=xw.device, dtype=torch.int32)
+    args = fwd_args(xw, hs, ccarry, w, cs, gates, bar, H, DH, p)
+    spans = [(0, T)] if p["single_launch"] else [(t, t + 1) for t in range(T)]
+    for lo, hi in spans:
+        _lstm_persist_fwd[p["grid"]](**args, t_lo=lo, t_hi=hi, BARRIER=p["barrier"], num_warps=p["num_warps"])
+    return hs, cs, gates, ccarry
+
+
+def _backward(dout, dhn, dcn, hs, cs, gates, c0, w, heads, block_h=None):
+    T, B, H = dout.shape
+    DH = H // heads
+    p = plan(H, heads, B, dout.dtype, _sms(dout.device), block_h, backward=True)
+    dg = torch.empty_like(gates)
+    dccarry = dcn.to(torch.float32, copy=True).contiguous() if dcn is not None else torch.zeros(B, H, device=dout.device)
+    dh0 = torch.empty(B, H, device=dout.device, dtype=torch.float32)
+    bar = torch.zeros(1, device=dout.device, dtype=torch.int32)
+    args = bwd_args(dout, dg, gates, cs, c0, w, dccarry, dhn, dh0, bar, H, DH, p)
+    if p["single_launch"]:
+        launches = [(0, T, True)]
+    else:
+        launches = [(t, t + 1, False) for t in range(T - 1, -1, -1)] + [(0, 0, True)]
+    for lo, hi, final in launches:
+        _lstm_persist_bwd[p["grid"]](**args, t_lo=lo, t_hi=hi, FINAL=final, BARRIER=p["barrier"],
+                                     num_warps=p["num_warps"])
+    # dW_hh[n] = Σ_(t,b) ∂a[t][head n rows]ᵀ h[t-1][head n units]: one batched GEMM over the heads
+    da = dg.reshape(T * B, 4, heads, DH).permute(2, 0, 1, 3).reshape(heads, T * B, 4 * DH)
+    hp = hs[:-1].reshape(T * B, heads, DH).permute(1, 0, 2)
+    dw = torch.bmm(da.transpose(1, 2), hp)
+    return dg, dh0, dccarry, dw
+
+
+class _PersistentLSTM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xw, h0, c0, w, heads, block_h):
+        hs, cs, gates, ccarry = _forward(xw, h0, c0, w, heads, True, block_h)
+        ctx.save_for_backward(c0, w, hs, cs, gates)
+        ctx.heads, ctx.block_h, ctx.has_h0 = heads, block_h, h0 is not None
+        return hs[1:], hs[-1].clone(), ccarry.to(xw.dtype)
+
+    @staticmethod
+    def backward(ctx, dout, dhn, dcn):
+        c0, w, hs, cs, gates = ctx.saved_tensors
+        dout = dout.contiguous() if dout is not None else torch.zeros_like(hs[1:])
+        dhn = dhn.contiguous() if dhn is not None else None
+        dg, dh0, dc0, dw = _backward(dout, dhn, dcn, hs, cs, gates, c0, w, ctx.heads, ctx.block_h)
+        return (dg, dh0.to(dout.dtype) if ctx.has_h0 else None, dc0.to(dout.dtype) if c0 is not None else None,
+                dw, None, None)
+
+
+def _check(x, h0, c0, w_ih, w_hh, b_ih, b_hh, heads):
+    check_tensor("x", x, 3, "(T, B, input_size)")
+    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
+        raise ValueError(f"heads must be a positive int, got {heads!r}")
+    _check_cell(x[0], h0, c0, w_ih, w_hh, b_ih, b_hh, 4, heads)
+
+
+def lstm_persistent(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, heads: int = 1, batch_first: bool = False,
+                    _block_h: int | None = None):
+    """One LSTM layer with the time loop inside the kernel; ``nn.LSTM`` semantics for heads=1.
+
+    x: (T, B, I) or (B, T, I) with batch_first; hx: (h0, c0) each (B, H) or None;
+    w_ih: (4H, I); w_hh: (4H, H) for heads=1, (heads, 4·DH, DH) block-diagonal for heads>1.
+    Returns (out, (h_n, c_n)).  Differentiable (persistent backward too).
+    """
+    if batch_first and isinstance(x, torch.Tensor):
+        x = x.transpose(0, 1)
+    h0, c0 = (None, None) if hx is None else hx
+    _check(x, h0, c0, w_ih, w_hh, b_ih, b_hh, heads)
+    T, B, IN = x.shape
+    if T < 1:
+        raise ValueError(f"x must hold at least one time step, got shape {tuple(x.shape)}")
+    xw = (x.reshape(T * B, IN) @ w_ih.t()).reshape(T, B, -1)
+    if b_ih is not None:
+        xw = xw + b_ih
+    if b_hh is not None:
+        xw = xw + b_hh
+    w = w_hh.unsqueeze(0) if heads == 1 else w_hh
+    args = (xw.contiguous(), h0.contiguous() if h0 is not None else None,
+            c0.contiguous() if c0 is not None else None, w)
+    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in args):
+        out, hn, cn = _PersistentLSTM.apply(*args, heads, _block_h)
+    else:
+        hs, _, _, ccarry = _forward(*args, heads, False, _block_h)
+        out, hn, cn = hs[1:], hs[-1], ccarry.to(xw.dtype)
+    if batch_first:
+        out = out.transpose(0, 1)
+    return out, (hn, cn)
+
+
+# ----------------------------------------------------------------------------------------------
+# compile-only builds for `seqbench inspect`
+# ----------------------------------------------------------------------------------------------
+
+# (label, hidden, heads): FlashRNN's 12 × 64 heads, one 768 and one 1024 head split over programs
+# with the grid barrier, and 256-wide heads (FlashRNN's Triton kernel stops below 256).
+INSPECTED_LAYOUTS = (("heads12x64", 768, 12), ("h768", 768, 1), ("h1024", 1024, 1), ("heads4x256", 1024, 4))
+INSPECT_SMS = {"sm80": 108, "sm90": 132}
+
+
+def compile_builds(family: str, dtypes=(torch.float16,)):
+    """Forward and backward of each inspected layout at batch 16, as the launcher would run them."""
+    for dtype in dtypes:
+        for label, H, heads in INSPECTED_LAYOUTS:
+            T, B, DH = 1024, 16, H // heads
+            p = plan(H, heads, B, dtype, INSPECT_SMS[family])
+            t = lambda *s: torch.empty(*s, device="meta", dtype=dtype)  # noqa: E731
+            f32 = lambda *s: torch.empty(*s, device="meta", dtype=torch.float32)  # noqa: E731
+            bar = torch.empty(1, device="meta", dtype=torch.int32)
+            xw, hs, cs, w = t(T, B, 4 * H), t(T + 1, B, H), t(T, B, H), t(heads, 4 * DH, DH)
+            cfg = triton.Config({"BARRIER": p["barrier"]}, num_warps=p["num_warps"], num_stages=1)
+            args = fwd_args(xw, hs, f32(B, H), w, cs, t(T, B, 4 * H), bar, H, DH, p)
+            args.update(t_lo=0, t_hi=T, INTERP=False)
+            yield f"lstm_persistent.fwd.{label}", _lstm_persist_fwd, args, cfg
+            p = plan(H, heads, B, dtype, INSPECT_SMS[family], backward=True)
+            args = bwd_args(t(T, B, H), t(T, B, 4 * H), t(T, B, 4 * H), cs, t(B, H), w, f32(B, H), t(B, H), f32(B, H),
+                            bar, H, DH, p)
+            args.update(t_lo=0, t_hi=T, INTERP=False)
+            cfg = triton.Config({"BARRIER": p["barrier"], "FINAL": True}, num_warps=p["num_warps"], num_stages=1)
+            yield f"lstm_persistent.bwd.{label}", _lstm_persist_bwd, args, cfg
