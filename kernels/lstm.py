@@ -336,16 +336,23 @@ def lstm(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_first: bool = False):
 
 
 class FusedLSTM(nn.Module):
-    """Drop-in for ``torch.nn.LSTM`` whose recurrence runs on the fused Triton step.
+    """Drop-in for ``torch.nn.LSTM`` whose recurrence runs on Triton kernels.
 
     Same parameters (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), shapes and outputs; no
-    ``proj_size``.  ``FusedLSTM.from_torch(lstm)`` copies an ``nn.LSTM``.
+    ``proj_size``.  ``kernel="step"`` runs one fused step per time step (``lstm``);
+    ``kernel="persistent"`` runs the time loop inside one kernel (``kernels.lstm_persistent``).
+    ``FusedLSTM.from_torch(lstm)`` copies an ``nn.LSTM``.
     """
+
+    KERNELS = ("step", "persistent")
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 device=None, dtype=None):
+                 device=None, dtype=None, kernel: str = "step"):
         super().__init__()
+        if kernel not in self.KERNELS:
+            raise ValueError(f"kernel must be one of {self.KERNELS}, got {kernel!r}")
+        self.kernel = kernel
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -371,7 +378,7 @@ class FusedLSTM(nn.Module):
             nn.init.uniform_(p, -bound, bound)
 
     @classmethod
-    def from_torch(cls, lstm: nn.LSTM) -> "FusedLSTM":
+    def from_torch(cls, lstm: nn.LSTM, kernel: str = "step") -> "FusedLSTM":
         """A FusedLSTM holding a copy of ``lstm``'s weights, on its device and dtype."""
         if not isinstance(lstm, nn.LSTM):
             raise TypeError(f"from_torch expects an nn.LSTM, got {type(lstm).__name__}")
@@ -379,7 +386,7 @@ class FusedLSTM(nn.Module):
             raise ValueError("FusedLSTM does not support proj_size > 0")
         w = lstm.weight_ih_l0
         new = cls(lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias, lstm.batch_first,
-                  lstm.dropout, lstm.bidirectional, device=w.device, dtype=w.dtype)
+                  lstm.dropout, lstm.bidirectional, device=w.device, dtype=w.dtype, kernel=kernel)
         new.load_state_dict(lstm.state_dict())
         return new
 
@@ -406,6 +413,10 @@ class FusedLSTM(nn.Module):
             for name, t in (("h0", h0), ("c0", c0)):
                 if not isinstance(t, torch.Tensor) or tuple(t.shape) != expect:
                     raise ValueError(f"{name} must have shape {expect}, got {getattr(t, 'shape', type(t).__name__)}")
+        if self.kernel == "persistent":
+            from kernels.lstm_persistent import lstm_persistent as run_layer
+        else:
+            run_layer = lstm
         h_n, c_n = [], []
         for layer in range(self.num_layers):
             outs = []
@@ -413,7 +424,7 @@ class FusedLSTM(nn.Module):
                 idx = layer * dirs + d
                 state = (h0[idx], c0[idx]) if hx is not None else None
                 seq = x.flip(0) if d else x
-                out, (hn, cn) = lstm(seq, state, *self._weights(layer, suffix))
+                out, (hn, cn) = run_layer(seq, state, *self._weights(layer, suffix))
                 outs.append(out.flip(0) if d else out)
                 h_n.append(hn)
                 c_n.append(cn)
@@ -428,7 +439,8 @@ class FusedLSTM(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, bias={self.bias}, "
-                f"batch_first={self.batch_first}, dropout={self.dropout}, bidirectional={self.bidirectional}")
+                f"batch_first={self.batch_first}, dropout={self.dropout}, bidirectional={self.bidirectional}, "
+                f"kernel={self.kernel!r}")
 
 
 # ----------------------------------------------------------------------------------------------

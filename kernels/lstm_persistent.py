@@ -192,7 +192,7 @@ SPLIT_BLOCK_H = 16
 
 
 def plan(H: int, heads: int, B: int, dtype: torch.dtype, sms: int, block_h: int | None = None,
-         backward: bool = False) -> dict:
+         backward: bool = False, hopper: bool = True) -> dict:
     """Tiles and launch mode for a layer on a GPU with ``sms`` SMs (0: the interpreter)."""
     dh = H // heads
     gpu = sms > 0
@@ -205,16 +205,24 @@ def plan(H: int, heads: int, B: int, dtype: torch.dtype, sms: int, block_h: int 
     tiles = triton.cdiv(dh, block_h)
     block_b = 16 if not gpu else min(32, max(16, triton.next_power_of_2(B)))
     rows = 4 * block_h
+    elt = torch.finfo(dtype).bits // 8
+    whole = max(16, triton.next_power_of_2(dh))
+    # W_hh's slice stays on chip for all steps when it fits: 32 KiB in general, 128 KiB for the slice of
+    # a split head on Hopper, where wgmma reads it from shared memory (8 warps; on sm_80 it would spill).
+    budget = 128 * 1024 if tiles > 1 and hopper else 32 * 1024
     if backward:
         block_k = 16 if dtype == torch.float32 else 32
+    elif rows * whole * elt <= budget:
+        block_k = whole
     else:
-        block_k = max(16, min(64, triton.next_power_of_2(dh), 16384 // (rows * 2)))
-    hoist = not backward and block_k >= dh and rows * block_k * torch.finfo(dtype).bits // 8 <= 64 * 1024
+        block_k = max(16, min(64, 8192 // rows))      # streamed in K blocks (from L2) every step
+    hoist = not backward and block_k >= dh
     grid = (heads * tiles, triton.cdiv(B, block_b))
     # One launch for all steps when no program waits on another, or (GPU) when the grid is co-resident.
     single = tiles == 1 or (gpu and grid[0] * grid[1] <= sms)
     return dict(BLOCK_H=block_h, BLOCK_B=block_b, BLOCK_K=block_k, TILES=tiles, HOIST_W=hoist, grid=grid,
-                single_launch=single, barrier=single and tiles > 1, num_warps=8 if backward or rows >= 512 else 4)
+                single_launch=single, barrier=single and tiles > 1,
+                num_warps=8 if backward or rows >= 512 or (hoist and tiles > 1) else 4)
 
 
 def fwd_args(xw, hs, ccarry, w, cs, gates, bar, H, DH, p) -> dict:
@@ -237,14 +245,17 @@ def bwd_args(dout, dg, gates, cs, c0, w, dccarry, dhn, dh0, bar, H, DH, p) -> di
                 BLOCK_H=p["BLOCK_H"], BLOCK_B=p["BLOCK_B"], BLOCK_K=p["BLOCK_K"], **dot_options(dout.dtype, dout.device))
 
 
-def _sms(device: torch.device) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 0
+def _device_plan(H, heads, B, dtype, device, block_h, backward=False) -> dict:
+    if device.type != "cuda":
+        return plan(H, heads, B, dtype, 0, block_h, backward)
+    props = torch.cuda.get_device_properties(device)
+    return plan(H, heads, B, dtype, props.multi_processor_count, block_h, backward, hopper=props.major >= 9)
 
 
 def _forward(xw, h0, c0, w, heads, store_gates, block_h=None):
     T, B, H4 = xw.shape
     H, DH = H4 // 4, H4 // 4 // heads
-    p = plan(H, heads, B, xw.dtype, _sms(xw.device), block_h)
+    p = _device_plan(H, heads, B, xw.dtype, xw.device, block_h)
     hs = torch.empty(T + 1, B, H, device=xw.device, dtype=xw.dtype)
     hs[0] = h0 if h0 is not None else 0
     ccarry = c0.to(torch.float32, copy=True).contiguous() if c0 is not None else torch.zeros(B, H, device=xw.device)
@@ -261,7 +272,7 @@ def _forward(xw, h0, c0, w, heads, store_gates, block_h=None):
 def _backward(dout, dhn, dcn, hs, cs, gates, c0, w, heads, block_h=None):
     T, B, H = dout.shape
     DH = H // heads
-    p = plan(H, heads, B, dout.dtype, _sms(dout.device), block_h, backward=True)
+    p = _device_plan(H, heads, B, dout.dtype, dout.device, block_h, backward=True)
     dg = torch.empty_like(gates)
     dccarry = dcn.to(torch.float32, copy=True).contiguous() if dcn is not None else torch.zeros(B, H, device=dout.device)
     dh0 = torch.empty(B, H, device=dout.device, dtype=torch.float32)
@@ -354,7 +365,7 @@ def compile_builds(family: str, dtypes=(torch.float16,)):
     for dtype in dtypes:
         for label, H, heads in INSPECTED_LAYOUTS:
             T, B, DH = 1024, 16, H // heads
-            p = plan(H, heads, B, dtype, INSPECT_SMS[family])
+            p = plan(H, heads, B, dtype, INSPECT_SMS[family], hopper=family == "sm90")
             t = lambda *s: torch.empty(*s, device="meta", dtype=dtype)  # noqa: E731
             f32 = lambda *s: torch.empty(*s, device="meta", dtype=torch.float32)  # noqa: E731
             bar = torch.empty(1, device="meta", dtype=torch.int32)
@@ -363,7 +374,7 @@ def compile_builds(family: str, dtypes=(torch.float16,)):
             args = fwd_args(xw, hs, f32(B, H), w, cs, t(T, B, 4 * H), bar, H, DH, p)
             args.update(t_lo=0, t_hi=T, INTERP=False)
             yield f"lstm_persistent.fwd.{label}", _lstm_persist_fwd, args, cfg
-            p = plan(H, heads, B, dtype, INSPECT_SMS[family], backward=True)
+            p = plan(H, heads, B, dtype, INSPECT_SMS[family], backward=True, hopper=family == "sm90")
             args = bwd_args(t(T, B, H), t(T, B, 4 * H), t(T, B, 4 * H), cs, t(B, H), w, f32(B, H), t(B, H), f32(B, H),
                             bar, H, DH, p)
             args.update(t_lo=0, t_hi=T, INTERP=False)

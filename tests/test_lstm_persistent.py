@@ -1,0 +1,128 @@
+"""kernels.lstm_persistent against the textbook LSTM in float64 (2x rule per dtype) and nn.LSTM:
+one program per head (a single launch over all steps, also in the interpreter) and a head split
+over programs (one launch per step here; on a GPU one launch with a grid barrier)."""
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from kernels.lstm import FusedLSTM
+from kernels.lstm_persistent import lstm_persistent, plan
+from reference import lstm as ref
+from tests.conftest import DEVICE
+from tests.test_lstm import DTYPES, check_fn, make
+
+
+def _persistent(block_h=None, heads=1):
+    def run(x, h, c, *w):
+        out, (hn, cn) = lstm_persistent(x, None if h is None else (h, c), *w, heads=heads, _block_h=block_h)
+        return out, hn, cn
+    return run
+
+
+def _ref(heads=1):
+    def run(x, h, c, w_ih, w_hh, *b):
+        w_hh = ref.block_diagonal(w_hh) if heads > 1 else w_hh
+        out, (hn, cn) = ref.lstm(x, None if h is None else (h, c), w_ih, w_hh, *b)
+        return out, hn, cn
+    return run
+
+
+def _seq(T, B, I, dtype, seed=2):
+    return (torch.rand(T, B, I, generator=torch.Generator().manual_seed(seed)) * 2 - 1).to(DEVICE, dtype)
+
+
+def test_plans():
+    one = plan(768, 12, 16, torch.float16, sms=132)
+    assert one["TILES"] == 1 and one["single_launch"] and not one["barrier"] and one["HOIST_W"]
+    split = plan(768, 1, 16, torch.float16, sms=132)
+    assert split["TILES"] == 48 and split["single_launch"] and split["barrier"]
+    too_big = plan(1024, 1, 256, torch.float16, sms=132)      # 64 × 8 programs cannot all be resident
+    assert not too_big["single_launch"] and not too_big["barrier"]
+    interp = plan(768, 1, 16, torch.float16, sms=0)
+    assert not interp["single_launch"]                           # the interpreter cannot wait on programs
+    assert plan(1024, 4, 16, torch.float16, sms=132)["TILES"] == 1   # a 256-wide head is one program
+    assert plan(1024, 4, 16, torch.float16, sms=132, backward=True)["TILES"] == 2
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("block_h", [None, 16], ids=["one-program", "split-head"])
+@pytest.mark.parametrize("T", [1, 37])
+def test_matches_textbook(T, block_h, dtype):
+    x, h, c, *w = make(3, 24, 50, dtype)
+    check_fn(_persistent(block_h), _ref(), (_seq(T, 3, 24, dtype), h, c, *w), 3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_multi_head_block_diagonal(dtype):
+    g = torch.Generator().manual_seed(5)
+    heads, dh, I, B, T = 3, 20, 16, 5, 9
+    r = lambda *s: ((torch.rand(*s, generator=g) * 2 - 1) * 0.4).to(DEVICE, dtype)  # noqa: E731
+    args = (_seq(T, B, I, dtype), r(B, heads * dh), r(B, heads * dh), r(4 * heads * dh, I), r(heads, 4 * dh, dh),
+            r(4 * heads * dh), r(4 * heads * dh))
+    check_fn(_persistent(heads=heads), _ref(heads), args, 3)
+
+
+@pytest.mark.parametrize("bias, state", [(False, True), (True, False)])
+def test_optional_bias_and_state(bias, state):
+    x, h, c, *w = make(2, 16, 20, torch.float32, bias=bias, state=state)
+    for block_h in (None, 16):
+        check_fn(_persistent(block_h), _ref(), (_seq(6, 2, 16, torch.float32), h, c, *w), 3)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_does_not_modify_inputs(grad):
+    x, h, c, *w = make(2, 8, 12, torch.float32)
+    args = [t.requires_grad_(grad) for t in (_seq(4, 2, 8, torch.float32), h, c, *w)]
+    before = [t.detach().clone() for t in args]
+    out, (hn, cn) = lstm_persistent(args[0], (args[1], args[2]), *args[3:])
+    if grad:
+        dcn = torch.ones_like(cn)
+        saved = dcn.clone()
+        torch.autograd.backward([out.sum(), cn], [None, dcn])
+        assert torch.equal(dcn, saved)
+    for a, b in zip(before, args):
+        assert torch.equal(a, b.detach())
+
+
+def test_fused_lstm_persistent_equals_nn_lstm():
+    torch.manual_seed(0)
+    m = nn.LSTM(12, 40, num_layers=2, bidirectional=True, batch_first=True, device=DEVICE)
+    f = FusedLSTM.from_torch(m, kernel="persistent")
+    assert "kernel='persistent'" in repr(f)
+    x = torch.randn(3, 6, 12, device=DEVICE)
+    got, (gh, gc) = f(x)
+    want, (wh, wc) = m(x)
+    for a, b in ((got, want), (gh, wh), (gc, wc)):
+        torch.testing.assert_close(a, b, atol=5e-6, rtol=1e-5)
+    (got * want.detach()).sum().backward()
+    (want * want.detach()).sum().backward()
+    for (name, p), q in zip(f.named_parameters(), m.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=5e-5, rtol=1e-4, msg=f"grad of {name}")
+
+
+@given(B=st.integers(1, 20), I=st.integers(1, 24), H=st.integers(1, 40), T=st.integers(1, 5),
+       split=st.booleans(), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+def test_random_shapes(B, I, H, T, split, dtype, seed):
+    x, h, c, *w = make(B, I, H, dtype, seed=seed)
+    check_fn(_persistent(16 if split else None), _ref(), (_seq(T, B, I, dtype, seed), h, c, *w), 3)
+
+
+def test_bad_input():
+    x, h, c, *w = make(2, 8, 12, torch.float32)
+    xs = _seq(3, 2, 8, torch.float32)
+    with pytest.raises(ValueError, match="heads must be a positive int"):
+        lstm_persistent(xs, None, *w, heads=0)
+    with pytest.raises(ValueError, match=r"w_hh must have shape \(3, 4\*head_size, head_size\)"):
+        lstm_persistent(xs, None, w[0], torch.randn(2, 16, 4, device=DEVICE), heads=3)
+    with pytest.raises(ValueError, match="w_hh must have rank 3"):
+        lstm_persistent(xs, None, *w, heads=3)
+    with pytest.raises(ValueError, match="x must have rank 3"):
+        lstm_persistent(xs[0], None, *w)
+    with pytest.raises(ValueError, match="h must have shape"):
+        lstm_persistent(xs, (h[:1], c), *w)
+    with pytest.raises(TypeError, match="w_ih has dtype"):
+        lstm_persistent(xs, None, w[0].double().half(), *w[1:])
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        FusedLSTM(4, 4, kernel="fast")
