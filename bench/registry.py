@@ -130,7 +130,8 @@ def _lstm_build(kind):
                 for p, src in zip((m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0), w):
                     p.copy_(src)
             return _runner(lambda x: m(x)[0], (x,), mode)
-        fn = {"torch_loop": rl.lstm, "triton_step": kl.lstm}[kind]
+        from kernels.lstm_persistent import lstm_persistent
+        fn = {"torch_loop": rl.lstm, "triton_step": kl.lstm, "triton_persistent": lstm_persistent}[kind]
         return _runner(lambda x, *w: fn(x, None, *w)[0], (x, *w), mode)
     return build
 
@@ -138,6 +139,57 @@ def _lstm_build(kind):
 LSTM.add(Impl("torch_loop", _lstm_build("torch_loop"), note="textbook equations, one torch op per gate per step"))
 LSTM.add(Impl("nn.LSTM", _lstm_build("nn.LSTM"), note="cuDNN on a GPU, ATen's CPU kernel otherwise"))
 LSTM.add(Impl("triton_step", _lstm_build("triton_step"), triton=True, note="input GEMM + one fused Triton step per time step"))
+LSTM.add(Impl("triton_persistent", _lstm_build("triton_persistent"), triton=True,
+              note="input GEMM + one kernel looping over time (grid barrier between steps)"))
+
+
+# ----------------------------------------------------------------------------------- lstm_heads
+# FlashRNN's layout: NH heads of DH units, block-diagonal W_hh; same counts as lstm_layer with the
+# recurrent matmul per head (2·B·4DH·DH per head per step).
+
+def _heads_flops(s, mode):
+    H = s["NH"] * s["DH"]
+    f = s["T"] * 2 * s["B"] * 4 * (H * H + s["NH"] * s["DH"] ** 2)
+    return f * (3 if mode == "fwd+bwd" else 1)
+
+
+def _heads_bytes(s, dtype, mode):
+    e = dtype_bytes(dtype)
+    H = s["NH"] * s["DH"]
+    weights = (4 * H * H + 4 * s["NH"] * s["DH"] ** 2 + 8 * H) * e
+    io = 2 * s["T"] * s["B"] * H * e
+    return weights + io if mode == "fwd" else 2 * weights + 3 * io
+
+
+def _heads_shapes(quick, gpu):
+    if not gpu:
+        return [dict(B=4, T=t, NH=2, DH=16) for t in ((8, 32) if quick else (8, 32, 128))]
+    return [dict(B=16, T=t, NH=12, DH=64) for t in ((256, 1024) if quick else (128, 256, 512, 1024, 2048))]
+
+
+HEADS = register(Workload(
+    "lstm_heads", "multi-head LSTM layer, block-diagonal W_hh (FlashRNN's 12 x 64 layout)", ("B", "T", "NH", "DH"), "T",
+    _heads_flops, _heads_bytes, lambda s: s["B"] * s["T"], _heads_shapes))
+
+
+def _heads_build(kind):
+    def build(s, dtype, device, mode):
+        from kernels.lstm_persistent import lstm_persistent
+        from reference import lstm as rl
+        grad = mode == "fwd+bwd"
+        NH, DH = s["NH"], s["DH"]
+        H = NH * DH
+        x = _randn(s["T"], s["B"], H, dtype=dtype, device=device, requires_grad=grad)
+        mk = lambda *shape: ((torch.rand(*shape, device=device) * 2 - 1) / math.sqrt(DH)).to(dtype).requires_grad_(grad)  # noqa: E731
+        w = (mk(4 * H, H), mk(NH, 4 * DH, DH), mk(4 * H), mk(4 * H))
+        if kind == "torch_loop":
+            return _runner(lambda x, wi, wh, bi, bh: rl.lstm(x, None, wi, rl.block_diagonal(wh), bi, bh)[0], (x, *w), mode)
+        return _runner(lambda x, *w: lstm_persistent(x, None, *w, heads=NH)[0], (x, *w), mode)
+    return build
+
+
+HEADS.add(Impl("torch_loop", _heads_build("torch_loop"), note="textbook loop with the block-diagonal matrix"))
+HEADS.add(Impl("triton_persistent", _heads_build("triton_persistent"), triton=True, note="one program per head, all steps"))
 
 
 # ------------------------------------------------------------------------------------- attention
@@ -249,8 +301,8 @@ def _model_build(kind):
         x = _randn(s["B"], s["T"], s["d"], dtype=dtype, device=device, requires_grad=grad)
         if kind.startswith("lstm"):
             m = torch.nn.LSTM(s["d"], s["d"], batch_first=True, device=device, dtype=dtype)
-            if kind == "lstm_triton":
-                m = FusedLSTM.from_torch(m)
+            if kind != "lstm_torch":
+                m = FusedLSTM.from_torch(m, kernel="persistent" if kind.endswith("persistent") else "step")
             return _runner(lambda x: m(x)[0], (x,), mode)
         attn = attention if kind == "transformer_triton" else (lambda q, k, v: sdpa(q, k, v))
         m = TransformerBlock(s["d"], attn, device, dtype)
@@ -267,7 +319,9 @@ def _pair_workload(name, arch, desc):
 
 LSTM_MODEL = _pair_workload("model_lstm", "lstm", "one LSTM layer at d_model (the textbook's LSTM side)")
 LSTM_MODEL.add(Impl("lstm_torch", _model_build("lstm_torch"), note="nn.LSTM (cuDNN on a GPU)"))
-LSTM_MODEL.add(Impl("lstm_triton", _model_build("lstm_triton"), triton=True, note="FusedLSTM"))
+LSTM_MODEL.add(Impl("lstm_triton", _model_build("lstm_triton"), triton=True, note="FusedLSTM, fused step kernel"))
+LSTM_MODEL.add(Impl("lstm_triton_persistent", _model_build("lstm_triton_persistent"), triton=True,
+                    note="FusedLSTM(kernel='persistent')"))
 BLOCK_MODEL = _pair_workload("model_transformer", "transformer", "one Transformer block at d_model (the textbook's Transformer side)")
 BLOCK_MODEL.add(Impl("transformer_torch", _model_build("transformer_torch"), note="SDPA, PyTorch's pick of backend"))
 BLOCK_MODEL.add(Impl("transformer_triton", _model_build("transformer_triton"), triton=True,

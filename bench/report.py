@@ -13,7 +13,7 @@ from bench.run import KEY
 # The textbook table (V100, claimed; ../shared/notes/anchors.md) and which of our rows stand for each line.
 TEXTBOOK = [
     ("LSTM (sequential)", "15-25%", "~8,000", ("model_lstm", "lstm_torch")),
-    ("LSTM (optimized)", "30-40%", "~15,000", ("model_lstm", "lstm_triton")),
+    ("LSTM (optimized)", "30-40%", "~15,000", ("model_lstm", "lstm_triton_persistent")),
     ("Transformer", "80-95%", "~50,000+", ("model_transformer", "transformer_torch")),
 ]
 

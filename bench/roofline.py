@@ -67,13 +67,16 @@ def floor_ms(w: Workload, shape: dict, mode: str, dtype: torch.dtype, spec: GPUS
 
 def sequential_floor_ms(workload: str, shape: dict, mode: str, dtype: torch.dtype, spec: GPUSpec):
     """T × the least time of one dependent step, for the LSTM workloads; None for the others."""
-    if workload not in ("lstm_layer", "model_lstm"):
+    if workload not in ("lstm_layer", "model_lstm", "lstm_heads"):
         return None
     B, T = shape["B"], shape["T"]
-    H = shape.get("H", shape.get("d"))
-    step_flops = 2 * B * 4 * H * H
-    step = step_flops / (peak_tflops(spec, dtype) * 1e12)
-    w_hh = 4 * H * H * dtype_bytes(dtype)
+    if workload == "lstm_heads":     # block-diagonal: NH matrices of 4·DH × DH
+        recurrent = shape["NH"] * 4 * shape["DH"] ** 2
+    else:
+        H = shape.get("H", shape.get("d"))
+        recurrent = 4 * H * H
+    step = 2 * B * recurrent / (peak_tflops(spec, dtype) * 1e12)
+    w_hh = recurrent * dtype_bytes(dtype)
     if w_hh > spec.sms * spec.onchip_kib_per_sm * 1024:
         step = max(step, w_hh / (spec.hbm_tbs * 1e12))
     steps = T * (2 if mode == "fwd+bwd" else 1)   # the backward recurrence is sequential too

@@ -115,6 +115,7 @@ def run_checks(device) -> list[dict]:
     from kernels.attention import attention
     from kernels.gru import gru_cell
     from kernels.lstm import lstm
+    from kernels.lstm_persistent import lstm_persistent
     from reference.attention import naive_attention
     from reference.gru import gru_cell as ref_gru
     from reference.lstm import lstm as ref_lstm
@@ -143,6 +144,9 @@ def run_checks(device) -> list[dict]:
     x, W, U, b = r(9, 3, 24), r(200, 24) * 0.3, r(200, 50) * 0.3, r(200)
     check("LSTM layer fwd (T=9, hidden 50)", lambda *a: lstm(a[0], None, *a[1:]),
           lambda *a: ref_lstm(a[0], None, *a[1:]), (x, W, U, b, b), 1e-5)
+    check("persistent LSTM fwd, split head (T=9, hidden 50)",
+          lambda *a: lstm_persistent(a[0], None, *a[1:], _block_h=16), lambda *a: ref_lstm(a[0], None, *a[1:]),
+          (x, W, U, b, b), 1e-5)
     xg, Wg, Ug, bg, hg = r(3, 24), r(150, 24) * 0.3, r(150, 50) * 0.3, r(150), r(3, 50)
     check("GRU cell fwd (hidden 50)", gru_cell, ref_gru, (xg, hg, Wg, Ug, bg, bg), 1e-5)
     return checks

@@ -19,8 +19,8 @@ from bench.report import compare, write_report
 # ------------------------------------------------------------------------------------- registry
 
 def test_registry_lists_the_workloads_and_impls():
-    assert set(WORKLOADS) == {"lstm_layer", "attention", "model_lstm", "model_transformer"}
-    assert {"torch_loop", "nn.LSTM", "triton_step"} <= set(WORKLOADS["lstm_layer"].impls)
+    assert set(WORKLOADS) == {"lstm_layer", "lstm_heads", "attention", "model_lstm", "model_transformer"}
+    assert {"torch_loop", "nn.LSTM", "triton_step", "triton_persistent"} <= set(WORKLOADS["lstm_layer"].impls)
     assert {"naive", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math", "triton"} == set(WORKLOADS["attention"].impls)
     for w in WORKLOADS.values():
         for quick in (True, False):
@@ -51,6 +51,10 @@ def test_flop_byte_token_formulas_hand_computed():
     dense = 24 * 2 * 512 * 1024 ** 2   # QKV 6, out-proj 2, MLP 16 (× B·T·d²)
     assert blk.flops(s, "fwd") == dense + 4 * 2 * 512 ** 2 * 1024
     assert WORKLOADS["model_lstm"].flops(s, "fwd") == 16 * 2 * 512 * 1024 ** 2
+    heads = WORKLOADS["lstm_heads"]
+    s = dict(B=16, T=1024, NH=12, DH=64)
+    # input projection 2·16·3072·768 plus 12 heads × 2·16·256·64 per step
+    assert heads.flops(s, "fwd") == 1024 * (2 * 16 * 3072 * 768 + 12 * 2 * 16 * 256 * 64)
 
 
 def test_runner_fwd_and_training_closures():

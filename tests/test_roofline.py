@@ -54,3 +54,10 @@ def test_fp32_peaks():
     assert roofline.peak_tflops(H100, torch.float32) == 67
     assert roofline.peak_tflops(H100, torch.float32, tf32=True) == 495
     assert roofline.peak_tflops(roofline.GPUS["A100 80GB SXM"], torch.bfloat16) == 312
+
+
+def test_multi_head_sequential_floor():
+    s = dict(B=16, T=1024, NH=12, DH=64)
+    # 12 heads × 4·64·64 recurrent weights: 2·16·196608 FLOPs per step at 989e12
+    assert roofline.sequential_floor_ms("lstm_heads", s, "fwd", torch.float16, H100) == pytest.approx(
+        1024 * 2 * 16 * 196608 / 989e12 * 1e3, rel=1e-9)
