@@ -69,7 +69,8 @@ def specialize(fn, args: dict):
     None and an int equal to 1 become constants, an int divisible by 16 is marked so.
     """
     import torch
-    from kernels._common import TL_DTYPE
+    pointer = {torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float32: "*fp32", torch.float64: "*fp64",
+               torch.int8: "*i8", torch.int16: "*i16", torch.int32: "*i32", torch.int64: "*i64", torch.bool: "*i1"}
 
     signature, constexprs, attrs = {}, {}, {}
     for i, p in enumerate(fn.params):
@@ -77,7 +78,7 @@ def specialize(fn, args: dict):
         if p.is_constexpr or value is None:
             signature[p.name], constexprs[p.name] = "constexpr", value
         elif isinstance(value, torch.Tensor):
-            signature[p.name] = "*" + TL_DTYPE[value.dtype].name if value.dtype in TL_DTYPE else "*fp32"
+            signature[p.name] = pointer[value.dtype]
             attrs[(i,)] = [["tt.divisibility", 16]]
         elif isinstance(value, bool):
             signature[p.name] = "i1"

@@ -4,11 +4,8 @@ from __future__ import annotations
 import os
 
 import torch
-import triton.language as tl
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-
-TL_DTYPE = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}
 
 
 def interpreting() -> bool:

@@ -226,7 +226,7 @@ def plan(H: int, heads: int, B: int, dtype: torch.dtype, sms: int, block_h: int 
 
 
 def fwd_args(xw, hs, ccarry, w, cs, gates, bar, H, DH, p) -> dict:
-    T, B = xw.shape[0], xw.shape[1]
+    B = xw.shape[1]
     return dict(XW=xw, HS=hs, CCARRY=ccarry, W=w, CS=cs, GATES=gates, BAR=bar, B=B, H=H, DH=DH, TILES=p["TILES"],
                 **dict(zip(("sxt", "sxb", "sxg"), xw.stride())), **dict(zip(("sht", "shb", "shh"), hs.stride())),
                 **dict(zip(("swn", "swr", "swk"), w.stride())), **dict(zip(("sct", "scb", "sch"), cs.stride())),

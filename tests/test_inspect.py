@@ -90,18 +90,19 @@ def test_occupancy_is_positive(rows):
     assert all(r["blocks_per_sm"] >= 1 for r in rows)
 
 
-def _kernel(X, n, m, one, f, absent, C: tl.constexpr):
+def _kernel(X, CNT, n, m, one, f, absent, C: tl.constexpr):
     pass
 
 
 def test_specialize_follows_triton_rules():
     k = JITFunction(_kernel)  # not triton.jit: that yields the interpreter's stand-in under TRITON_INTERPRET
-    sig, consts, attrs = ins.specialize(k, dict(X=torch.empty(4, device="meta", dtype=torch.bfloat16), n=48, m=7,
+    sig, consts, attrs = ins.specialize(k, dict(X=torch.empty(4, device="meta", dtype=torch.bfloat16),
+                                                CNT=torch.empty(1, device="meta", dtype=torch.int32), n=48, m=7,
                                                 one=1, f=0.5, absent=None, C=3))
-    assert sig == {"X": "*bf16", "n": "i32", "m": "i32", "one": "constexpr", "f": "fp32", "absent": "constexpr",
+    assert sig == {"X": "*bf16", "CNT": "*i32", "n": "i32", "m": "i32", "one": "constexpr", "f": "fp32", "absent": "constexpr",
                    "C": "constexpr"}
     assert consts == {"one": 1, "absent": None, "C": 3}
-    assert attrs == {(0,): [["tt.divisibility", 16]], (1,): [["tt.divisibility", 16]]}
+    assert attrs == {(0,): [["tt.divisibility", 16]], (1,): [["tt.divisibility", 16]], (2,): [["tt.divisibility", 16]]}
 
 
 @pytest.mark.parametrize("regs, shared, threads, arch, blocks, occ", [
