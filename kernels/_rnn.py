@@ -10,7 +10,7 @@ import functools
 import triton
 import triton.language as tl
 
-from kernels._tl import dot_acc
+from kernels._tl import cast, dot_acc
 
 
 @triton.jit
@@ -35,6 +35,34 @@ def split4(t, BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr):
     s0, s2 = tl.split(even)
     s1, s3 = tl.split(odd)
     return s0, s1, s2, s3
+
+
+@triton.jit
+def load4(ptr, step, mask):
+    """Four same-shaped tiles at ptr, ptr + step, ptr + 2·step, ptr + 3·step (the gate blocks), in fp32."""
+    a = tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
+    b = tl.load(ptr + step, mask=mask, other=0.0).to(tl.float32)
+    c = tl.load(ptr + 2 * step, mask=mask, other=0.0).to(tl.float32)
+    d = tl.load(ptr + 3 * step, mask=mask, other=0.0).to(tl.float32)
+    return a, b, c, d
+
+
+@triton.jit
+def store4(ptr, step, a, b, c, d, mask, INTERP: tl.constexpr):
+    """Store four tiles to the gate blocks at ptr + k·step, cast to the pointer's dtype."""
+    ty = ptr.dtype.element_ty
+    tl.store(ptr, cast(a, ty, INTERP), mask=mask)
+    tl.store(ptr + step, cast(b, ty, INTERP), mask=mask)
+    tl.store(ptr + 2 * step, cast(c, ty, INTERP), mask=mask)
+    tl.store(ptr + 3 * step, cast(d, ty, INTERP), mask=mask)
+
+
+@triton.jit
+def lstm_pointwise_bwd(i, f, g, o, c_prev, c1, dh, dc):
+    """One LSTM step backwards from dh' and the incoming dc': (∂a_i, ∂a_f, ∂a_g, ∂a_o, dc_prev)."""
+    tc = tanh(c1)
+    dc = dc + dh * o * (1.0 - tc * tc)
+    return dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f), dc * i * (1.0 - g * g), dh * tc * o * (1.0 - o), dc * f
 
 
 @triton.jit

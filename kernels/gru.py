@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._rnn import gate_matmul, launch_bwd, split4, step_grid, step_launcher, tanh
+from kernels._rnn import gate_matmul, launch_bwd, load4, split4, step_grid, step_launcher, store4, tanh
 from kernels._tl import cast
 from kernels._common import dot_options
 from kernels.lstm import _check_cell, _s
@@ -65,12 +65,7 @@ def _gru_step_fwd(X, WIH, H0, WHH, BIH, BHH, H1, GATES, B, IN, HID,
         h1 = (1.0 - z) * n
     tl.store(H1 + offs_b[None, :] * sh1b + hj[:, None] * sh1h, cast(h1, H1.dtype.element_ty, INTERP), mask=mask)
     if STORE_GATES:
-        gp = GATES + offs_b[None, :] * sgb + hj[:, None] * sgh
-        ty = GATES.dtype.element_ty
-        tl.store(gp, cast(rg, ty, INTERP), mask=mask)
-        tl.store(gp + HID * sgh, cast(z, ty, INTERP), mask=mask)
-        tl.store(gp + 2 * HID * sgh, cast(n, ty, INTERP), mask=mask)
-        tl.store(gp + 3 * HID * sgh, cast(a_hn, ty, INTERP), mask=mask)
+        store4(GATES + offs_b[None, :] * sgb + hj[:, None] * sgh, HID * sgh, rg, z, n, a_hn, mask, INTERP)
 
 
 @triton.jit
@@ -81,11 +76,7 @@ def _gru_step_bwd(GATES, H0, DH1, DGX, DGH, DHD, B, HID,
     offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
     offs_h = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
     mask = (offs_b < B)[:, None] & (offs_h < HID)[None, :]
-    gp = GATES + offs_b[:, None] * sgb + offs_h[None, :] * sgh
-    rg = tl.load(gp, mask=mask, other=0.0).to(tl.float32)
-    z = tl.load(gp + HID * sgh, mask=mask, other=0.0).to(tl.float32)
-    n = tl.load(gp + 2 * HID * sgh, mask=mask, other=0.0).to(tl.float32)
-    a_hn = tl.load(gp + 3 * HID * sgh, mask=mask, other=0.0).to(tl.float32)
+    rg, z, n, a_hn = load4(GATES + offs_b[:, None] * sgb + offs_h[None, :] * sgh, HID * sgh, mask)
     dh1 = tl.load(DH1 + offs_b[:, None] * sdb + offs_h[None, :] * sdh, mask=mask, other=0.0).to(tl.float32)
     if HAS_H:
         h = tl.load(H0 + offs_b[:, None] * shb + offs_h[None, :] * shk, mask=mask, other=0.0).to(tl.float32)

@@ -28,7 +28,7 @@ import triton.language as tl
 from torch import nn
 
 from kernels._common import check_same, check_tensor, dot_options
-from kernels._rnn import gate_matmul, launch_bwd, split4, step_grid, step_launcher, tanh
+from kernels._rnn import gate_matmul, launch_bwd, load4, lstm_pointwise_bwd, split4, step_grid, step_launcher, store4, tanh
 from kernels._tl import cast
 
 
@@ -81,11 +81,7 @@ def _lstm_step_fwd(X, WIH, XW, H0, C0, WHH, BIH, BHH, H1, C1, GATES,
     tl.store(C1 + offs_b[None, :] * sc1b + hj[:, None] * sc1h, cast(c1, C1.dtype.element_ty, INTERP), mask=mask)
     tl.store(H1 + offs_b[None, :] * sh1b + hj[:, None] * sh1h, cast(h1, H1.dtype.element_ty, INTERP), mask=mask)
     if STORE_GATES:
-        gp = GATES + offs_b[None, :] * sgb + hj[:, None] * sgh
-        tl.store(gp, cast(i, GATES.dtype.element_ty, INTERP), mask=mask)
-        tl.store(gp + HID * sgh, cast(f, GATES.dtype.element_ty, INTERP), mask=mask)
-        tl.store(gp + 2 * HID * sgh, cast(g, GATES.dtype.element_ty, INTERP), mask=mask)
-        tl.store(gp + 3 * HID * sgh, cast(o, GATES.dtype.element_ty, INTERP), mask=mask)
+        store4(GATES + offs_b[None, :] * sgb + hj[:, None] * sgh, HID * sgh, i, f, g, o, mask, INTERP)
 
 
 @triton.jit
@@ -97,29 +93,21 @@ def _lstm_step_bwd(GATES, C0, C1, DH1, DC1, DGATES, DC0, B, HID,
     offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
     offs_h = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
     mask = (offs_b < B)[:, None] & (offs_h < HID)[None, :]
-    gp = GATES + offs_b[:, None] * sgb + offs_h[None, :] * sgh
-    i = tl.load(gp, mask=mask, other=0.0).to(tl.float32)
-    f = tl.load(gp + HID * sgh, mask=mask, other=0.0).to(tl.float32)
-    g = tl.load(gp + 2 * HID * sgh, mask=mask, other=0.0).to(tl.float32)
-    o = tl.load(gp + 3 * HID * sgh, mask=mask, other=0.0).to(tl.float32)
+    i, f, g, o = load4(GATES + offs_b[:, None] * sgb + offs_h[None, :] * sgh, HID * sgh, mask)
     c1 = tl.load(C1 + offs_b[:, None] * sc1b + offs_h[None, :] * sc1h, mask=mask, other=0.0).to(tl.float32)
     dh1 = tl.load(DH1 + offs_b[:, None] * sdhb + offs_h[None, :] * sdhh, mask=mask, other=0.0).to(tl.float32)
 
-    tc = tanh(c1)
-    dc = dh1 * o * (1.0 - tc * tc)
     if HAS_DC1:
-        dc += tl.load(DC1 + offs_b[:, None] * sdcb + offs_h[None, :] * sdch, mask=mask, other=0.0).to(tl.float32)
+        dc = tl.load(DC1 + offs_b[:, None] * sdcb + offs_h[None, :] * sdch, mask=mask, other=0.0).to(tl.float32)
+    else:
+        dc = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
     if HAS_C:
         c = tl.load(C0 + offs_b[:, None] * scb + offs_h[None, :] * sch, mask=mask, other=0.0).to(tl.float32)
     else:
         c = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
-    dp = DGATES + offs_b[:, None] * sdgb + offs_h[None, :] * sdgh
-    ty = DGATES.dtype.element_ty
-    tl.store(dp, cast(dc * g * i * (1.0 - i), ty, INTERP), mask=mask)
-    tl.store(dp + HID * sdgh, cast(dc * c * f * (1.0 - f), ty, INTERP), mask=mask)
-    tl.store(dp + 2 * HID * sdgh, cast(dc * i * (1.0 - g * g), ty, INTERP), mask=mask)
-    tl.store(dp + 3 * HID * sdgh, cast(dh1 * tc * o * (1.0 - o), ty, INTERP), mask=mask)
-    tl.store(DC0 + offs_b[:, None] * sdc0b + offs_h[None, :] * sdc0h, cast(dc * f, DC0.dtype.element_ty, INTERP), mask=mask)
+    da_i, da_f, da_g, da_o, dc = lstm_pointwise_bwd(i, f, g, o, c, c1, dh1, dc)
+    store4(DGATES + offs_b[:, None] * sdgb + offs_h[None, :] * sdgh, HID * sdgh, da_i, da_f, da_g, da_o, mask, INTERP)
+    tl.store(DC0 + offs_b[:, None] * sdc0b + offs_h[None, :] * sdc0h, cast(dc, DC0.dtype.element_ty, INTERP), mask=mask)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 from kernels._common import check_tensor, dot_options
-from kernels._rnn import split4, tanh
+from kernels._rnn import load4, lstm_pointwise_bwd, split4, store4, tanh
 from kernels._tl import cast, dot_acc
 from kernels.lstm import _check_cell
 
@@ -91,11 +91,7 @@ def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, t_lo, t_hi, B, H, DH, T
         tl.store(HS + (t + 1) * sht + offs_b[None, :] * shb + hcol[:, None] * shh, cast(h, ty, INTERP), mask=mask)
         tl.store(CS + t * sct + offs_b[None, :] * scb + hcol[:, None] * sch, cast(c, ty, INTERP), mask=mask)
         if STORE_GATES:
-            gp = GATES + t * sgt + offs_b[None, :] * sgb + hcol[:, None] * sgh
-            tl.store(gp, cast(i, ty, INTERP), mask=mask)
-            tl.store(gp + H * sgh, cast(f, ty, INTERP), mask=mask)
-            tl.store(gp + 2 * H * sgh, cast(g, ty, INTERP), mask=mask)
-            tl.store(gp + 3 * H * sgh, cast(o, ty, INTERP), mask=mask)
+            store4(GATES + t * sgt + offs_b[None, :] * sgb + hcol[:, None] * sgh, H * sgh, i, f, g, o, mask, INTERP)
         if BARRIER:
             _grid_barrier(BAR, (t - t_lo + 1) * tl.num_programs(0) * tl.num_programs(1))
         else:
@@ -134,11 +130,7 @@ def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, t_lo, 
                                sdb, sdg, swr, swk, BLOCK_K, PREC, INTERP)
         elif HAS_DHN:
             dh += tl.load(DHN + offs_b[:, None] * scb + hcol[None, :] * sch, mask=mask, other=0.0).to(tl.float32)
-        gp = GATES + t * sgt + offs_b[:, None] * sgb + hcol[None, :] * sgh
-        i = tl.load(gp, mask=mask, other=0.0).to(tl.float32)
-        f = tl.load(gp + H * sgh, mask=mask, other=0.0).to(tl.float32)
-        g = tl.load(gp + 2 * H * sgh, mask=mask, other=0.0).to(tl.float32)
-        o = tl.load(gp + 3 * H * sgh, mask=mask, other=0.0).to(tl.float32)
+        i, f, g, o = load4(GATES + t * sgt + offs_b[:, None] * sgb + hcol[None, :] * sgh, H * sgh, mask)
         c1 = tl.load(CS + t * sct + offs_b[:, None] * scb + hcol[None, :] * sch, mask=mask, other=0.0).to(tl.float32)
         if t > 0:
             c = tl.load(CS + (t - 1) * sct + offs_b[:, None] * scb + hcol[None, :] * sch, mask=mask,
@@ -147,15 +139,8 @@ def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, t_lo, 
             c = tl.load(C0 + offs_b[:, None] * scb + hcol[None, :] * sch, mask=mask, other=0.0).to(tl.float32)
         else:
             c = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
-        tc = tanh(c1)
-        dc = dc + dh * o * (1.0 - tc * tc)
-        ty = DG.dtype.element_ty
-        dp = DG + t * sdt + offs_b[:, None] * sdb + hcol[None, :] * sdg
-        tl.store(dp, cast(dc * g * i * (1.0 - i), ty, INTERP), mask=mask)
-        tl.store(dp + H * sdg, cast(dc * c * f * (1.0 - f), ty, INTERP), mask=mask)
-        tl.store(dp + 2 * H * sdg, cast(dc * i * (1.0 - g * g), ty, INTERP), mask=mask)
-        tl.store(dp + 3 * H * sdg, cast(dh * tc * o * (1.0 - o), ty, INTERP), mask=mask)
-        dc = dc * f
+        da_i, da_f, da_g, da_o, dc = lstm_pointwise_bwd(i, f, g, o, c, c1, dh, dc)
+        store4(DG + t * sdt + offs_b[:, None] * sdb + hcol[None, :] * sdg, H * sdg, da_i, da_f, da_g, da_o, mask, INTERP)
         if BARRIER:
             _grid_barrier(BAR, (s + 1) * tl.num_programs(0) * tl.num_programs(1))
         else:
