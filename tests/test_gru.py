@@ -9,16 +9,12 @@ from kernels.gru import gru_cell
 from reference import gru as ref
 from tests.conftest import DEVICE
 from tests.test_lstm import DTYPES, check_fn
+from tests.test_lstm import make as make_cell
 
 
 def make(B, I, H, dtype, seed=0, bias=True, state=True):
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *s: (torch.rand(*s, generator=g) * 2 - 1).to(DEVICE, dtype)  # noqa: E731
-    x = r(B, I)
-    h = r(B, H) if state else None
-    w_ih, w_hh = r(3 * H, I) * H ** -0.5 * 2, r(3 * H, H) * H ** -0.5 * 2
-    b_ih, b_hh = (r(3 * H), r(3 * H)) if bias else (None, None)
-    return x, h, w_ih, w_hh, b_ih, b_hh
+    x, h, _, *w = make_cell(B, I, H, dtype, seed, bias, state, gates=3)
+    return (x, h, *w)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

@@ -14,13 +14,14 @@ from tests.tolerance import assert_within_2x
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
-def make(B, I, H, dtype, seed=0, bias=True, state=True):
+def make(B, I, H, dtype, seed=0, bias=True, state=True, gates=4):
+    """x, h, c, w_ih, w_hh, b_ih, b_hh of a cell with ``gates`` gates (4: LSTM, 3: GRU), uniform in ±1 scaled."""
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: (torch.rand(*s, generator=g) * 2 - 1).to(DEVICE, dtype)  # noqa: E731
     x = r(B, I)
     h, c = (r(B, H), r(B, H) * 2) if state else (None, None)
-    w_ih, w_hh = r(4 * H, I) * H ** -0.5 * 2, r(4 * H, H) * H ** -0.5 * 2
-    b_ih, b_hh = (r(4 * H), r(4 * H)) if bias else (None, None)
+    w_ih, w_hh = r(gates * H, I) * H ** -0.5 * 2, r(gates * H, H) * H ** -0.5 * 2
+    b_ih, b_hh = (r(gates * H), r(gates * H)) if bias else (None, None)
     return x, h, c, w_ih, w_hh, b_ih, b_hh
 
 
@@ -116,6 +117,20 @@ def test_layer_batch_first_equals_nn_lstm():
 
 # ------------------------------------------------------------------------------------ FusedLSTM
 
+def assert_module_matches(fused, torch_lstm, x, hx=None):
+    """Outputs, final states and every parameter gradient of a FusedLSTM equal nn.LSTM's."""
+    got, (gh, gc) = fused(x, hx)
+    want, (wh, wc) = torch_lstm(x, hx)
+    for a, b in ((got, want), (gh, wh), (gc, wc)):
+        torch.testing.assert_close(a, b, atol=5e-6, rtol=1e-5)
+    fused.zero_grad()
+    torch_lstm.zero_grad()
+    (got * want.detach()).sum().backward()
+    (want * want.detach()).sum().backward()
+    for (name, p), q in zip(fused.named_parameters(), torch_lstm.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=5e-5, rtol=1e-4, msg=f"grad of {name}")
+
+
 @pytest.mark.parametrize("layers, bidirectional, batch_first", [(1, False, False), (2, False, True), (2, True, False),
                                                                (3, True, True)])
 def test_fused_lstm_from_torch(layers, bidirectional, batch_first):
@@ -127,14 +142,7 @@ def test_fused_lstm_from_torch(layers, bidirectional, batch_first):
     hx = (torch.randn(layers * dirs, 3 if batch_first else 7, 50, device=DEVICE),
           torch.randn(layers * dirs, 3 if batch_first else 7, 50, device=DEVICE))
     for state in (None, hx):
-        got, (gh, gc) = f(x, state)
-        want, (wh, wc) = m(x, state)
-        for a, b in ((got, want), (gh, wh), (gc, wc)):
-            torch.testing.assert_close(a, b, atol=5e-6, rtol=1e-5)
-    (got * want.detach()).sum().backward()
-    (want * want.detach()).sum().backward()
-    for (name, p), q in zip(f.named_parameters(), m.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, atol=5e-5, rtol=1e-4, msg=f"grad of {name}")
+        assert_module_matches(f, m, x, state)
 
 
 def test_fused_lstm_unbatched_and_no_bias():

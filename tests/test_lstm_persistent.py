@@ -11,7 +11,7 @@ from kernels.lstm import FusedLSTM
 from kernels.lstm_persistent import lstm_persistent, plan
 from reference import lstm as ref
 from tests.conftest import DEVICE
-from tests.test_lstm import DTYPES, check_fn, make
+from tests.test_lstm import DTYPES, assert_module_matches, check_fn, make
 
 
 def _persistent(block_h=None, heads=1):
@@ -91,15 +91,7 @@ def test_fused_lstm_persistent_equals_nn_lstm():
     m = nn.LSTM(12, 40, num_layers=2, bidirectional=True, batch_first=True, device=DEVICE)
     f = FusedLSTM.from_torch(m, kernel="persistent")
     assert "kernel='persistent'" in repr(f)
-    x = torch.randn(3, 6, 12, device=DEVICE)
-    got, (gh, gc) = f(x)
-    want, (wh, wc) = m(x)
-    for a, b in ((got, want), (gh, wh), (gc, wc)):
-        torch.testing.assert_close(a, b, atol=5e-6, rtol=1e-5)
-    (got * want.detach()).sum().backward()
-    (want * want.detach()).sum().backward()
-    for (name, p), q in zip(f.named_parameters(), m.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, atol=5e-5, rtol=1e-4, msg=f"grad of {name}")
+    assert_module_matches(f, m, torch.randn(3, 6, 12, device=DEVICE))
 
 
 @given(B=st.integers(1, 20), I=st.integers(1, 24), H=st.integers(1, 40), T=st.integers(1, 5),
