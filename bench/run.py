@@ -111,7 +111,7 @@ def measure_point(workload, impl, shape, mode, dtype, device, sampler, cuda_grap
 
 
 def run_checks(device) -> list[dict]:
-    """Every Triton kernel against its PyTorch reference at small shapes (the interpreter on a CPU)."""
+    """Every Triton kernel against its PyTorch reference at small fp32 shapes (the interpreter on a CPU)."""
     from kernels.attention import attention
     from kernels.gru import gru_cell
     from kernels.lstm import lstm
@@ -153,10 +153,10 @@ def run_checks(device) -> list[dict]:
 
 
 def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None, modes=MODES,
-          resume: bool = False, cuda_graph: bool = False, progress=True) -> dict:
+          resume: bool = False, cuda_graph: bool = False, progress=True, device=None) -> dict:
     """Run every point into out_dir/results.csv and write run.json; returns the run's metadata."""
     os.makedirs(out_dir, exist_ok=True)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     csv_path = os.path.join(out_dir, "results.csv")
     kept = [r for r in read_rows(csv_path) if r["status"] == "ok"] if resume else []
     if os.path.exists(csv_path):
@@ -170,7 +170,7 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     if device.type != "cuda":
         meta["note"] = ("CPU-only machine: Triton kernels were checked through the interpreter, and the timings "
                         "are CPU timings of the PyTorch implementations at small sizes - not GPU numbers.")
-        meta["checks"] = run_checks(device)
+    meta["checks"] = run_checks(device)
     points = []
     for w in workloads:
         shapes = w.default_shapes(quick, device.type == "cuda")
