@@ -188,7 +188,10 @@ def plan(H: int, heads: int, B: int, dtype: torch.dtype, sms: int, block_h: int 
         else:
             block_h = SPLIT_BLOCK_H if dh > 256 or not gpu else limit
     tiles = triton.cdiv(dh, block_h)
-    block_b = 16 if not gpu else min(32, max(16, triton.next_power_of_2(B)))
+    # 32-row batch tiles only for 16-bit one-program heads: fp32 tiles and the shared-memory W_hh slices
+    # of split heads leave no registers for them (`seqbench inspect` shows the spills).
+    wide_b = gpu and dtype != torch.float32 and not (tiles > 1 and hopper)
+    block_b = min(32, max(16, triton.next_power_of_2(B))) if wide_b else 16
     rows = 4 * block_h
     elt = torch.finfo(dtype).bits // 8
     whole = max(16, triton.next_power_of_2(dh))
@@ -196,7 +199,7 @@ def plan(H: int, heads: int, B: int, dtype: torch.dtype, sms: int, block_h: int 
     # a split head on Hopper, where wgmma reads it from shared memory (8 warps; on sm_80 it would spill).
     budget = 128 * 1024 if tiles > 1 and hopper else 32 * 1024
     if backward:
-        block_k = 16 if dtype == torch.float32 else 32
+        block_k = 16       # wider K blocks leave ptxas spilling a register in some layouts
     elif rows * whole * elt <= budget:
         block_k = whole
     else:
@@ -339,17 +342,20 @@ def lstm_persistent(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, heads: int = 1, 
 # compile-only builds for `seqbench inspect`
 # ----------------------------------------------------------------------------------------------
 
-# (label, hidden, heads): FlashRNN's 12 × 64 heads, one 768 and one 1024 head split over programs
-# with the grid barrier, and 256-wide heads (FlashRNN's Triton kernel stops below 256).
-INSPECTED_LAYOUTS = (("heads12x64", 768, 12), ("h768", 768, 1), ("h1024", 1024, 1), ("heads4x256", 1024, 4))
+# (label, hidden, heads, batch): FlashRNN's 12 × 64 heads, one 768 and one 1024 head split over
+# programs with the grid barrier, 128- and 256-wide heads (FlashRNN's Triton kernel stops below 256),
+# and batch 64 (32-row batch tiles).  Each plan() branch is among them.
+INSPECTED_LAYOUTS = (("heads12x64", 768, 12, 16), ("h768", 768, 1, 16), ("h1024", 1024, 1, 16),
+                     ("heads8x128", 1024, 8, 16), ("heads4x256", 1024, 4, 16), ("heads12x64_b64", 768, 12, 64),
+                     ("h1024_b64", 1024, 1, 64))
 INSPECT_SMS = {"sm80": 108, "sm90": 132}
 
 
 def compile_builds(family: str, dtypes=(torch.float16,)):
     """Forward and backward of each inspected layout at batch 16, as the launcher would run them."""
     for dtype in dtypes:
-        for label, H, heads in INSPECTED_LAYOUTS:
-            T, B, DH = 1024, 16, H // heads
+        for label, H, heads, B in INSPECTED_LAYOUTS:
+            T, DH = 1024, H // heads
             p = plan(H, heads, B, dtype, INSPECT_SMS[family], hopper=family == "sm90")
             t = lambda *s: torch.empty(*s, device="meta", dtype=dtype)  # noqa: E731
             f32 = lambda *s: torch.empty(*s, device="meta", dtype=torch.float32)  # noqa: E731

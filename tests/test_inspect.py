@@ -79,7 +79,7 @@ def test_tensor_cores_where_there_is_a_dot(rows):
 
 def test_persistent_layouts_are_compiled(rows):
     from kernels.lstm_persistent import INSPECTED_LAYOUTS
-    for label, _, _ in INSPECTED_LAYOUTS:
+    for label, *_ in INSPECTED_LAYOUTS:
         for part in ("fwd", "bwd"):
             assert sum(r["kernel"] == f"lstm_persistent.{part}.{label}" for r in rows) == 2 * 2  # archs × dtypes
     barrier = {r["kernel"] for r in rows if "BARRIER=True" in r["config"]}
