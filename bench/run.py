@@ -57,8 +57,9 @@ def _kernels_ran(fn) -> str:
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
-    events = sorted(prof.key_averages(), key=lambda e: getattr(e, "device_time_total", 0), reverse=True)
-    return "; ".join(e.key[:80] for e in events[:3])
+    kernels = [e for e in prof.key_averages() if str(getattr(e, "device_type", "")).endswith("CUDA")]
+    kernels.sort(key=lambda e: getattr(e, "device_time_total", 0), reverse=True)
+    return "; ".join(e.key[:80] for e in kernels[:3])
 
 
 def measure_point(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False) -> dict:
