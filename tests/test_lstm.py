@@ -40,10 +40,15 @@ def check_fn(kernel_fn, ref_fn, args, n_out):
     weights = [torch.randn(t.shape, generator=gen) for t in flat[1][:n_out]]
     for f in flat:
         sum((t * w.to(t)).sum() for t, w in zip(f[:n_out], weights)).backward()
+    # A gradient that is a short sum cancelling to near zero (hypothesis finds them at B = I = 1) can leave
+    # PyTorch's own error ~0 by luck; the floor is then two rounding steps at the scale of the largest
+    # gradient in the problem, which is the size of the terms being summed.
+    scale = max(r.grad.abs().max().item() for r in ref64 if r is not None)
+    floor = 2 * torch.finfo(args[0].dtype).eps * scale
     for i, (a, r, p) in enumerate(zip(ours, ref64, same)):
         if a is not None:
             assert a.grad is not None, f"no gradient for argument {i}"
-            assert_within_2x(f"grad of argument {i}", a.grad, r.grad, p.grad)
+            assert_within_2x(f"grad of argument {i}", a.grad, r.grad, p.grad, extra_atol=floor)
 
 
 def _layer(x, h, c, *w, batch_first=False):
