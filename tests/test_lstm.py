@@ -34,8 +34,11 @@ def check_fn(kernel_fn, ref_fn, args, n_out):
     ours, ref64, same = _leaves(args), _leaves(args, torch.float64), _leaves(args)
     outs = [kernel_fn(*ours), ref_fn(*ref64), ref_fn(*same)]
     flat = [list(o) if isinstance(o, tuple) else [o] for o in outs]
+    # h and c are sums of products of O(1) gates: one rounding step at scale 1 is the floor when a state
+    # cancels to near zero and PyTorch's own error on a one-element output is ~0 by luck (B = H = T = 1).
+    out_floor = torch.finfo(args[0].dtype).eps
     for i in range(n_out):
-        assert_within_2x(f"output {i}", flat[0][i], flat[1][i], flat[2][i])
+        assert_within_2x(f"output {i}", flat[0][i], flat[1][i], flat[2][i], extra_atol=out_floor)
     gen = torch.Generator().manual_seed(7)
     weights = [torch.randn(t.shape, generator=gen) for t in flat[1][:n_out]]
     for f in flat:
