@@ -32,20 +32,31 @@ from kernels.lstm import _check_cell
 
 
 @triton.jit
-def _grid_barrier(BAR, target):
-    """Wait until every program of the grid has arrived `target` times in total (co-resident grid only)."""
+def grid_barrier(BAR, target, MAX_SPIN: tl.constexpr):
+    """Wait until the programs of the grid have arrived `target` times in total (BAR[0] counts them).
+
+    Only for a co-resident grid.  If it is not (another kernel holds SMs), a program gives up after
+    MAX_SPIN polls and raises BAR[1]; every program then stops waiting, and the launcher raises an
+    error instead of the GPU hanging."""
     tl.debug_barrier()
     tl.atomic_add(BAR, 1, sem="release", scope="gpu")
     seen = tl.atomic_add(BAR, 0, sem="acquire", scope="gpu")
-    while seen < target:
+    stuck = tl.atomic_add(BAR + 1, 0, sem="relaxed", scope="gpu")
+    spins = 0
+    while (seen < target) & (stuck == 0):
         seen = tl.atomic_add(BAR, 0, sem="acquire", scope="gpu")
+        stuck = tl.atomic_add(BAR + 1, 0, sem="relaxed", scope="gpu")
+        spins += 1
+        if spins >= MAX_SPIN:
+            stuck = tl.atomic_max(BAR + 1, 1, sem="relaxed", scope="gpu") + 1
     tl.debug_barrier()
 
 
 @triton.jit
 def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, t_lo, t_hi, B, H, DH, TILES,
                       sxt, sxb, sxg, sht, shb, shh, swn, swr, swk, sct, scb, sch, sgt, sgb, sgh,
-                      STORE_GATES: tl.constexpr, BARRIER: tl.constexpr, HOIST_W: tl.constexpr,
+                      STORE_GATES: tl.constexpr, BARRIER: tl.constexpr, MAX_SPIN: tl.constexpr,
+                      HOIST_W: tl.constexpr,
                       BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
                       PREC: tl.constexpr, INTERP: tl.constexpr):
     """Steps t_lo … t_hi−1.  HS is (T+1, B, H) with HS[0] = h0; c enters and leaves through CCARRY."""
@@ -93,7 +104,7 @@ def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, t_lo, t_hi, B, H, DH, T
         if STORE_GATES:
             store4(GATES + t * sgt + offs_b[None, :] * sgb + hcol[:, None] * sgh, H * sgh, i, f, g, o, mask, INTERP)
         if BARRIER:
-            _grid_barrier(BAR, (t - t_lo + 1) * tl.num_programs(0) * tl.num_programs(1))
+            grid_barrier(BAR, (t - t_lo + 1) * tl.num_programs(0) * tl.num_programs(1), MAX_SPIN)
         else:
             tl.debug_barrier()  # this program's h[t] stores are visible to all its threads
     tl.store(CCARRY + offs_b[None, :] * scb + hcol[:, None] * sch, c, mask=mask)
@@ -103,6 +114,7 @@ def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, t_lo, t_hi, B, H, DH, T
 def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, t_lo, t_hi, T, B, H, DH, TILES,
                       sot, sob, soh, sdt, sdb, sdg, sgt, sgb, sgh, sct, scb, sch, swn, swr, swk,
                       HAS_C0: tl.constexpr, HAS_DHN: tl.constexpr, FINAL: tl.constexpr, BARRIER: tl.constexpr,
+                      MAX_SPIN: tl.constexpr,
                       BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
                       PREC: tl.constexpr, INTERP: tl.constexpr):
     """Steps t_hi−1 down to t_lo; with FINAL, then dh0 = Wᵀ ∂a[0].  dc enters and leaves through DCCARRY.
@@ -142,7 +154,7 @@ def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, t_lo, 
         da_i, da_f, da_g, da_o, dc = lstm_pointwise_bwd(i, f, g, o, c, c1, dh, dc)
         store4(DG + t * sdt + offs_b[:, None] * sdb + hcol[None, :] * sdg, H * sdg, da_i, da_f, da_g, da_o, mask, INTERP)
         if BARRIER:
-            _grid_barrier(BAR, (s + 1) * tl.num_programs(0) * tl.num_programs(1))
+            grid_barrier(BAR, (s + 1) * tl.num_programs(0) * tl.num_programs(1), MAX_SPIN)
         else:
             tl.debug_barrier()
     tl.store(DCCARRY + offs_b[:, None] * scb + hcol[None, :] * sch, dc, mask=mask)
@@ -174,6 +186,8 @@ def _dh_from_next(dh, DG_T, w_base, offs_b, b_ok, hj, h_ok, offs_k, n, H, DH, sd
 # The backward holds twice the live tiles (gates, c, dc, dh), so it splits heads above 128.
 MAX_HEAD_PER_PROGRAM = {False: 256, True: 128}
 SPLIT_BLOCK_H = 16
+# Polls of the barrier counter before a program declares the grid stuck (~1 s at ~0.5 us a poll).
+MAX_SPIN = 1 << 21
 
 
 def plan(H: int, heads: int, B: int, dtype: torch.dtype, sms: int, block_h: int | None = None,
@@ -199,7 +213,8 @@ def plan(H: int, heads: int, B: int, dtype: torch.dtype, sms: int, block_h: int 
     # a split head on Hopper, where wgmma reads it from shared memory (8 warps; on sm_80 it would spill).
     budget = 128 * 1024 if tiles > 1 and hopper else 32 * 1024
     if backward:
-        block_k = 16       # wider K blocks leave ptxas spilling a register in some layouts
+        # (warps, K block) per tile size from a compile sweep: other pairs leave ptxas spilling a register
+        block_k = 32 if rows < 256 else 16
     elif rows * whole * elt <= budget:
         block_k = whole
     else:
@@ -210,7 +225,7 @@ def plan(H: int, heads: int, B: int, dtype: torch.dtype, sms: int, block_h: int 
     single = tiles == 1 or (gpu and grid[0] * grid[1] <= sms)
     return dict(BLOCK_H=block_h, BLOCK_B=block_b, BLOCK_K=block_k, TILES=tiles, HOIST_W=hoist, grid=grid,
                 single_launch=single, barrier=single and tiles > 1,
-                num_warps=8 if backward or rows >= 512 or (hoist and tiles > 1) else 4)
+                num_warps=8 if rows >= 256 and backward or rows >= 512 or (hoist and tiles > 1) else 4)
 
 
 def fwd_args(xw, hs, ccarry, w, cs, gates, bar, H, DH, p) -> dict:
@@ -219,8 +234,8 @@ def fwd_args(xw, hs, ccarry, w, cs, gates, bar, H, DH, p) -> dict:
                 **dict(zip(("sxt", "sxb", "sxg"), xw.stride())), **dict(zip(("sht", "shb", "shh"), hs.stride())),
                 **dict(zip(("swn", "swr", "swk"), w.stride())), **dict(zip(("sct", "scb", "sch"), cs.stride())),
                 **dict(zip(("sgt", "sgb", "sgh"), gates.stride() if gates is not None else (0, 0, 0))),
-                STORE_GATES=gates is not None, HOIST_W=p["HOIST_W"], BLOCK_H=p["BLOCK_H"], BLOCK_B=p["BLOCK_B"],
-                BLOCK_K=p["BLOCK_K"], **dot_options(xw.dtype, xw.device))
+                STORE_GATES=gates is not None, MAX_SPIN=MAX_SPIN, HOIST_W=p["HOIST_W"], BLOCK_H=p["BLOCK_H"],
+                BLOCK_B=p["BLOCK_B"], BLOCK_K=p["BLOCK_K"], **dot_options(xw.dtype, xw.device))
 
 
 def bwd_args(dout, dg, gates, cs, c0, w, dccarry, dhn, dh0, bar, H, DH, p) -> dict:
@@ -230,6 +245,7 @@ def bwd_args(dout, dg, gates, cs, c0, w, dccarry, dhn, dh0, bar, H, DH, p) -> di
                 **dict(zip(("sot", "sob", "soh"), dout.stride())), **dict(zip(("sdt", "sdb", "sdg"), dg.stride())),
                 **dict(zip(("sgt", "sgb", "sgh"), gates.stride())), **dict(zip(("sct", "scb", "sch"), cs.stride())),
                 **dict(zip(("swn", "swr", "swk"), w.stride())), HAS_C0=c0 is not None, HAS_DHN=dhn is not None,
+                MAX_SPIN=MAX_SPIN,
                 BLOCK_H=p["BLOCK_H"], BLOCK_B=p["BLOCK_B"], BLOCK_K=p["BLOCK_K"], **dot_options(dout.dtype, dout.device))
 
 
@@ -249,12 +265,20 @@ def _forward(xw, h0, c0, w, heads, store_gates, block_h=None):
     ccarry = c0.to(torch.float32, copy=True).contiguous() if c0 is not None else torch.zeros(B, H, device=xw.device)
     cs = torch.empty(T, B, H, device=xw.device, dtype=xw.dtype)
     gates = torch.empty(T, B, H4, device=xw.device, dtype=xw.dtype) if store_gates else None
-    bar = torch.zeros(1, device=xw.device, dtype=torch.int32)
+    bar = torch.zeros(2, device=xw.device, dtype=torch.int32)
     args = fwd_args(xw, hs, ccarry, w, cs, gates, bar, H, DH, p)
     spans = [(0, T)] if p["single_launch"] else [(t, t + 1) for t in range(T)]
     for lo, hi in spans:
         _lstm_persist_fwd[p["grid"]](**args, t_lo=lo, t_hi=hi, BARRIER=p["barrier"], num_warps=p["num_warps"])
+    _check_barrier(bar, p)
     return hs, cs, gates, ccarry
+
+
+def _check_barrier(bar, p):
+    """Raise if a grid barrier timed out (a sync, paid only by barrier launches)."""
+    if p["barrier"] and bar[1].item():
+        raise RuntimeError("the persistent LSTM's grid barrier timed out: its programs were not all resident at "
+                           "once (another kernel on the GPU?); results are invalid")
 
 
 def _backward(dout, dhn, dcn, hs, cs, gates, c0, w, heads, block_h=None):
@@ -264,7 +288,7 @@ def _backward(dout, dhn, dcn, hs, cs, gates, c0, w, heads, block_h=None):
     dg = torch.empty_like(gates)
     dccarry = dcn.to(torch.float32, copy=True).contiguous() if dcn is not None else torch.zeros(B, H, device=dout.device)
     dh0 = torch.empty(B, H, device=dout.device, dtype=torch.float32)
-    bar = torch.zeros(1, device=dout.device, dtype=torch.int32)
+    bar = torch.zeros(2, device=dout.device, dtype=torch.int32)
     args = bwd_args(dout, dg, gates, cs, c0, w, dccarry, dhn, dh0, bar, H, DH, p)
     if p["single_launch"]:
         launches = [(0, T, True)]
@@ -273,6 +297,7 @@ def _backward(dout, dhn, dcn, hs, cs, gates, c0, w, heads, block_h=None):
     for lo, hi, final in launches:
         _lstm_persist_bwd[p["grid"]](**args, t_lo=lo, t_hi=hi, FINAL=final, BARRIER=p["barrier"],
                                      num_warps=p["num_warps"])
+    _check_barrier(bar, p)
     # dW_hh[n] = Σ_(t,b) ∂a[t][head n rows]ᵀ h[t-1][head n units]: one batched GEMM over the heads
     da = dg.reshape(T * B, 4, heads, DH).permute(2, 0, 1, 3).reshape(heads, T * B, 4 * DH)
     hp = hs[:-1].reshape(T * B, heads, DH).permute(1, 0, 2)
@@ -359,7 +384,7 @@ def compile_builds(family: str, dtypes=(torch.float16,)):
             p = plan(H, heads, B, dtype, INSPECT_SMS[family], hopper=family == "sm90")
             t = lambda *s: torch.empty(*s, device="meta", dtype=dtype)  # noqa: E731
             f32 = lambda *s: torch.empty(*s, device="meta", dtype=torch.float32)  # noqa: E731
-            bar = torch.empty(1, device="meta", dtype=torch.int32)
+            bar = torch.empty(2, device="meta", dtype=torch.int32)
             xw, hs, cs, w = t(T, B, 4 * H), t(T + 1, B, H), t(T, B, H), t(heads, 4 * DH, DH)
             cfg = triton.Config({"BARRIER": p["barrier"]}, num_warps=p["num_warps"], num_stages=1)
             args = fwd_args(xw, hs, f32(B, H), w, cs, t(T, B, 4 * H), bar, H, DH, p)

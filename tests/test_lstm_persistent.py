@@ -3,12 +3,14 @@ one program per head (a single launch over all steps, also in the interpreter) a
 over programs (one launch per step here; on a GPU one launch with a grid barrier)."""
 import pytest
 import torch
+import triton
+import triton.language as tl
 from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
 from kernels.lstm import FusedLSTM
-from kernels.lstm_persistent import lstm_persistent, plan
+from kernels.lstm_persistent import grid_barrier, lstm_persistent, plan
 from reference import lstm as ref
 from tests.conftest import DEVICE
 from tests.test_lstm import DTYPES, assert_module_matches, check_fn, make
@@ -118,3 +120,18 @@ def test_bad_input():
         lstm_persistent(xs, None, w[0].double().half(), *w[1:])
     with pytest.raises(ValueError, match="kernel must be one of"):
         FusedLSTM(4, 4, kernel="fast")
+
+
+@triton.jit
+def _barrier_kernel(BAR, target, MAX_SPIN: tl.constexpr):
+    grid_barrier(BAR, target, MAX_SPIN)
+
+
+def test_grid_barrier_passes_and_times_out():
+    """The barrier's logic in the interpreter (one program): it passes once the count is reached, and when
+    it never is, gives up after MAX_SPIN polls with the stuck flag raised instead of hanging."""
+    bar = torch.zeros(2, dtype=torch.int32, device=DEVICE)
+    _barrier_kernel[(1,)](bar, 1, MAX_SPIN=8)
+    assert bar.tolist() == [1, 0]
+    _barrier_kernel[(1,)](bar, 3, MAX_SPIN=8)          # a second program that never arrives
+    assert bar.tolist() == [2, 1]
