@@ -1,6 +1,6 @@
 """The whole GPU job in one command, for a lent GPU with a 10-minute limit per call:
 
-    python -m bench.gpu_suite --out results/<date>-<gpu>
+    python -m bench.gpu_suite --out results/<date>-<gpu> [--archive $OUT/suite.tar.gz]
 
 1. the test suite on the GPU (kernels against the references at GPU scale of the same tests);
 2. ``seqbench run`` (the full sweep, or --quick), with its report and plots;
@@ -15,6 +15,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tarfile
 import time
 
 
@@ -35,6 +36,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true", help="the quick sweep instead of the full one")
     ap.add_argument("--budget", type=int, default=520, help="seconds for the whole suite (default 520)")
+    ap.add_argument("--archive", metavar="FILE.tar.gz",
+                    help="also pack the folder into one file (the device tool returns at most 8 files)")
     a = ap.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     py = sys.executable
@@ -52,6 +55,10 @@ def main(argv=None) -> int:
     _step("inspect", [py, "-m", "bench", "inspect", "--arch", "sm_90a", "--out", a.out], a.out, left(0.9), log)
     with open(os.path.join(a.out, "SUITE.md"), "w") as f:
         f.write("# GPU suite\n\n" + "\n".join(log) + "\n")
+    if a.archive:
+        with tarfile.open(a.archive, "w:gz") as tar:
+            tar.add(a.out, arcname=os.path.basename(os.path.normpath(a.out)))
+        print(f"packed {a.out} into {a.archive}")
     return 0
 
 
