@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 # "ci" keeps the interpreter runs short; HYPOTHESIS_PROFILE=thorough searches far wider.
 settings.register_profile("ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("gpu", max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
