@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import check_same, check_tensor, cuda_arch, dot_options
+from kernels._common import FLOAT_DTYPES, check_same, check_tensor, cuda_arch, dot_options, once_differentiable
 from kernels._tl import cast, dot_acc
 
 MAX_HEAD_DIM = 256
@@ -516,6 +516,7 @@ class _Attention(torch.autograd.Function):
         return o
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, do):
         q, k, v, o, lse = ctx.saved_tensors
         dq, dk, dv = _backward(do, q, k, v, o, lse, ctx.causal, ctx.scale)
@@ -530,7 +531,14 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
     bfloat16 or float32.  ``scale`` defaults to 1/sqrt(D).  Differentiable; the backward saves only
     the per-row log-sum-exp.  fp32 inputs use exact fp32 dots unless torch allows TF32
     (``torch.set_float32_matmul_precision("high")``).
+
+    Inside ``torch.autocast`` it follows SDPA: q, k and v are cast to the autocast dtype (mixed
+    float32/bfloat16 inputs included) and the output has that dtype; gradients flow back through
+    the casts.  Not twice differentiable: ``create_graph=True`` raises.
     """
+    if all(isinstance(t, torch.Tensor) for t in (q, k, v)) and torch.is_autocast_enabled(q.device.type):
+        low = torch.get_autocast_dtype(q.device.type)
+        q, k, v = (t.to(low) if t.dtype in FLOAT_DTYPES else t for t in (q, k, v))  # as autocast: not float64
     _check_inputs(q, k, v, causal, scale)
     scale = float(scale) if scale is not None else q.shape[-1] ** -0.5
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):

@@ -19,13 +19,13 @@ import triton.language as tl
 
 from kernels._rnn import gate_matmul, launch_bwd, load4, split4, step_grid, step_launcher, store4, tanh
 from kernels._tl import cast
-from kernels._common import dot_options
-from kernels.lstm import _check_cell, _s
+from kernels._common import dot_options, once_differentiable
+from kernels.lstm import _check_batching, _check_cell, _s
 
 
 @triton.jit
 def _gru_step_fwd(X, WIH, H0, WHH, BIH, BHH, H1, GATES, B, IN, HID,
-                  sxb, sxk, swir, swik, shb, shk, swhr, swhk, sh1b, sh1h, sgb, sgh,
+                  sxb, sxk, swir, swik, shb, shk, swhr, swhk, sbih, sbhh, sh1b, sh1h, sgb, sgh,
                   HAS_H: tl.constexpr, HAS_BIH: tl.constexpr, HAS_BHH: tl.constexpr, STORE_GATES: tl.constexpr,
                   BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
                   PREC: tl.constexpr, INTERP: tl.constexpr):
@@ -48,9 +48,9 @@ def _gru_step_fwd(X, WIH, H0, WHH, BIH, BHH, H1, GATES, B, IN, HID,
     if HAS_H:
         acc = gate_matmul(acc, WHH, H0, swhr, swhk, shb, shk, h_rows, h_ok, offs_b, b_ok, HID, BLOCK_K, PREC, INTERP)
     if HAS_BIH:
-        acc += tl.load(BIH + x_rows, mask=x_ok, other=0.0).to(tl.float32)[:, None]
+        acc += tl.load(BIH + x_rows * sbih, mask=x_ok, other=0.0).to(tl.float32)[:, None]
     if HAS_BHH:
-        acc += tl.load(BHH + h_rows, mask=h_ok, other=0.0).to(tl.float32)[:, None]
+        acc += tl.load(BHH + h_rows * sbhh, mask=h_ok, other=0.0).to(tl.float32)[:, None]
 
     a_r, a_z, a_in, a_hn = split4(acc, BLOCK_H, BLOCK_B)
     rg = tl.sigmoid(a_r)
@@ -102,6 +102,7 @@ def step_fwd_args(x, h, w_ih, w_hh, b_ih, b_hh, h1, gates) -> dict:
     return dict(X=x, WIH=w_ih, H0=h, WHH=w_hh, BIH=b_ih, BHH=b_hh, H1=h1, GATES=gates, B=B, IN=IN, HID=h1.shape[1],
                 **dict(zip(("sxb", "sxk"), x.stride())), **dict(zip(("swir", "swik"), w_ih.stride())),
                 **dict(zip(("shb", "shk"), _s(h))), **dict(zip(("swhr", "swhk"), w_hh.stride())),
+                sbih=b_ih.stride(0) if b_ih is not None else 0, sbhh=b_hh.stride(0) if b_hh is not None else 0,
                 **dict(zip(("sh1b", "sh1h"), h1.stride())), **dict(zip(("sgb", "sgh"), _s(gates))),
                 HAS_H=h is not None, HAS_BIH=b_ih is not None, HAS_BHH=b_hh is not None,
                 STORE_GATES=gates is not None, **dot_options(x.dtype, x.device))
@@ -133,6 +134,7 @@ class _GRUCell(torch.autograd.Function):
         return h1
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dh1):
         x, h, w_ih, w_hh, gates = ctx.saved_tensors
         B, HID = dh1.shape
@@ -154,10 +156,10 @@ def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
     x: (B, I) or (I,); h: (B, H) or (H,), None for zeros; w_ih: (3H, I); w_hh: (3H, H);
     biases (3H,) or None.  Differentiable.
     """
-    unbatched = isinstance(x, torch.Tensor) and x.ndim == 1
+    unbatched = _check_batching(x, (("h", h),))
     if unbatched:
         x = x.unsqueeze(0)
-        h = h.unsqueeze(0) if isinstance(h, torch.Tensor) and h.ndim == 1 else h
+        h = h.unsqueeze(0) if h is not None else None
     _check_cell(x, h, None, w_ih, w_hh, b_ih, b_hh, 3)
     args = (x, h, w_ih, w_hh, b_ih, b_hh)
     if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in args):

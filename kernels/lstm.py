@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 from torch import nn
 
-from kernels._common import check_same, check_tensor, dot_options
+from kernels._common import check_same, check_tensor, dot_options, once_differentiable
 from kernels._rnn import gate_matmul, launch_bwd, load4, lstm_pointwise_bwd, split4, step_grid, step_launcher, store4, tanh
 from kernels._tl import cast
 
@@ -35,7 +35,7 @@ from kernels._tl import cast
 @triton.jit
 def _lstm_step_fwd(X, WIH, XW, H0, C0, WHH, BIH, BHH, H1, C1, GATES,
                    B, IN, HID,
-                   sxb, sxk, swir, swik, sxwb, sxwg, shb, shk, scb, sch, swhr, swhk,
+                   sxb, sxk, swir, swik, sxwb, sxwg, shb, shk, scb, sch, swhr, swhk, sbih, sbhh,
                    sh1b, sh1h, sc1b, sc1h, sgb, sgh,
                    HAS_X: tl.constexpr, HAS_XW: tl.constexpr, HAS_H: tl.constexpr, HAS_C: tl.constexpr,
                    HAS_BIH: tl.constexpr, HAS_BHH: tl.constexpr, STORE_GATES: tl.constexpr,
@@ -60,9 +60,9 @@ def _lstm_step_fwd(X, WIH, XW, H0, C0, WHH, BIH, BHH, H1, C1, GATES,
         acc += tl.load(XW + offs_b[None, :] * sxwb + rows[:, None] * sxwg,
                        mask=row_ok[:, None] & b_ok[None, :], other=0.0).to(tl.float32)
     if HAS_BIH:
-        acc += tl.load(BIH + rows, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+        acc += tl.load(BIH + rows * sbih, mask=row_ok, other=0.0).to(tl.float32)[:, None]
     if HAS_BHH:
-        acc += tl.load(BHH + rows, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+        acc += tl.load(BHH + rows * sbhh, mask=row_ok, other=0.0).to(tl.float32)[:, None]
 
     a_i, a_f, a_g, a_o = split4(acc, BLOCK_H, BLOCK_B)
     i = tl.sigmoid(a_i)
@@ -126,6 +126,7 @@ def step_fwd_args(x, xw, h, c, w_ih, w_hh, b_ih, b_hh, h1, c1, gates) -> dict:
                 **dict(zip(("sxb", "sxk"), _s(x))), **dict(zip(("swir", "swik"), _s(w_ih))),
                 **dict(zip(("sxwb", "sxwg"), _s(xw))), **dict(zip(("shb", "shk"), _s(h))),
                 **dict(zip(("scb", "sch"), _s(c))), **dict(zip(("swhr", "swhk"), _s(w_hh))),
+                sbih=b_ih.stride(0) if b_ih is not None else 0, sbhh=b_hh.stride(0) if b_hh is not None else 0,
                 **dict(zip(("sh1b", "sh1h"), h1.stride())), **dict(zip(("sc1b", "sc1h"), c1.stride())),
                 **dict(zip(("sgb", "sgh"), _s(gates))),
                 HAS_X=x is not None, HAS_XW=xw is not None, HAS_H=h is not None, HAS_C=c is not None,
@@ -178,6 +179,7 @@ class _LSTMCell(torch.autograd.Function):
         return h1, c1
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dh1, dc1):
         x, h, c, w_ih, w_hh, gates, c1 = ctx.saved_tensors
         if dh1 is None:
@@ -218,6 +220,7 @@ class _LSTMLayer(torch.autograd.Function):
         return out, out[-1].clone(), cs[-1].clone()
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dout, dhn, dcn):
         h0, c0, w_hh, out, cs, gates = ctx.saved_tensors
         T, B, HID = out.shape
@@ -272,17 +275,28 @@ def _check_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, n_gates: int, heads: int = 1):
     return HID
 
 
+def _check_batching(x, states) -> bool:
+    """True for an unbatched step (1-D x); the states must then be 1-D too, as nn.LSTMCell/GRUCell require."""
+    unbatched = isinstance(x, torch.Tensor) and x.ndim == 1
+    want = 1 if unbatched else 2
+    for name, t in states:
+        if isinstance(t, torch.Tensor) and x.ndim in (1, 2) and t.ndim != want:
+            raise ValueError(f"{name} must have rank {want} like x ({'unbatched' if unbatched else 'batched'} "
+                             f"step), got shape {tuple(t.shape)}")
+    return unbatched
+
+
 def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     """One LSTM step with ``nn.LSTMCell`` semantics: returns (h1, c1).
 
     x: (B, I) or (I,); h, c: (B, H) or (H,), None for zeros; w_ih: (4H, I); w_hh: (4H, H);
     biases (4H,) or None.  Differentiable.
     """
-    unbatched = isinstance(x, torch.Tensor) and x.ndim == 1
+    unbatched = _check_batching(x, (("h", h), ("c", c)))
     if unbatched:
         x = x.unsqueeze(0)
-        h = h.unsqueeze(0) if isinstance(h, torch.Tensor) and h.ndim == 1 else h
-        c = c.unsqueeze(0) if isinstance(c, torch.Tensor) and c.ndim == 1 else c
+        h = h.unsqueeze(0) if h is not None else None
+        c = c.unsqueeze(0) if c is not None else None
     _check_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, 4)
     args = (x, h, c, w_ih, w_hh, b_ih, b_hh)
     if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in args):
@@ -317,7 +331,7 @@ def lstm(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_first: bool = False):
         out, hn, cn = _LSTMLayer.apply(*args)
     else:
         out, cs, _ = _layer_forward(*args, store_gates=False)
-        hn, cn = out[-1], cs[-1]
+        hn, cn = out[-1].clone(), cs[-1].clone()  # nn.LSTM's h_n never aliases out
     if batch_first:
         out = out.transpose(0, 1)
     return out, (hn, cn)
@@ -376,7 +390,7 @@ class FusedLSTM(nn.Module):
         new = cls(lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias, lstm.batch_first,
                   lstm.dropout, lstm.bidirectional, device=w.device, dtype=w.dtype, kernel=kernel)
         new.load_state_dict(lstm.state_dict())
-        return new
+        return new.train(lstm.training)
 
     def _weights(self, layer: int, suffix: str):
         get = lambda n: getattr(self, f"{n}_l{layer}{suffix}", None)  # noqa: E731

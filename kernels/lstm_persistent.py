@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._common import check_tensor, dot_options
+from kernels._common import check_tensor, dot_options, once_differentiable
 from kernels._rnn import load4, lstm_pointwise_bwd, split4, store4, tanh
 from kernels._tl import cast, dot_acc
 from kernels.lstm import _check_cell
@@ -314,6 +314,7 @@ class _PersistentLSTM(torch.autograd.Function):
         return hs[1:], hs[-1].clone(), ccarry.to(xw.dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dout, dhn, dcn):
         c0, w, hs, cs, gates = ctx.saved_tensors
         dout = dout.contiguous() if dout is not None else torch.zeros_like(hs[1:])
@@ -327,6 +328,8 @@ def _check(x, h0, c0, w_ih, w_hh, b_ih, b_hh, heads):
     check_tensor("x", x, 3, "(T, B, input_size)")
     if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
         raise ValueError(f"heads must be a positive int, got {heads!r}")
+    if x.shape[0] < 1:
+        raise ValueError(f"x must hold at least one time step, got shape {tuple(x.shape)}")
     _check_cell(x[0], h0, c0, w_ih, w_hh, b_ih, b_hh, 4, heads)
 
 
@@ -338,13 +341,11 @@ def lstm_persistent(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, heads: int = 1, 
     w_ih: (4H, I); w_hh: (4H, H) for heads=1, (heads, 4·DH, DH) block-diagonal for heads>1.
     Returns (out, (h_n, c_n)).  Differentiable (persistent backward too).
     """
-    if batch_first and isinstance(x, torch.Tensor):
+    if batch_first and isinstance(x, torch.Tensor) and x.ndim == 3:
         x = x.transpose(0, 1)
     h0, c0 = (None, None) if hx is None else hx
     _check(x, h0, c0, w_ih, w_hh, b_ih, b_hh, heads)
     T, B, IN = x.shape
-    if T < 1:
-        raise ValueError(f"x must hold at least one time step, got shape {tuple(x.shape)}")
     xw = (x.reshape(T * B, IN) @ w_ih.t()).reshape(T, B, -1)
     if b_ih is not None:
         xw = xw + b_ih
@@ -357,7 +358,7 @@ def lstm_persistent(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, heads: int = 1, 
         out, hn, cn = _PersistentLSTM.apply(*args, heads, _block_h)
     else:
         hs, _, _, ccarry = _forward(*args, heads, False, _block_h)
-        out, hn, cn = hs[1:], hs[-1], ccarry.to(xw.dtype)
+        out, hn, cn = hs[1:], hs[-1].clone(), ccarry.to(xw.dtype)  # h_n never aliases out
     if batch_first:
         out = out.transpose(0, 1)
     return out, (hn, cn)

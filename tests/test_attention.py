@@ -235,3 +235,27 @@ def test_fp32_dots_are_exact_unless_tf32_is_allowed():
         torch.set_float32_matmul_precision(previous)
     assert dot_options(torch.bfloat16, torch.device("cpu"))["INTERP"] is True
     assert dot_options(torch.bfloat16, cuda)["INTERP"] is False
+
+
+def test_double_backward_raises():
+    """Issue 10: create_graph=True returned a detached gradient (a gradient penalty silently added nothing)."""
+    q, k, v = (t.requires_grad_() for t in make_qkv(1, 2, 2, 8, 8, 16, torch.float32))
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(attention(q, k, v).pow(2).sum(), q, create_graph=True)
+    (dq,) = torch.autograd.grad(attention(q, k, v).pow(2).sum(), q)      # first order is unaffected
+    assert dq.shape == q.shape and not dq.requires_grad
+
+
+@pytest.mark.parametrize("low", [torch.bfloat16, torch.float16], ids=str)
+def test_autocast_follows_sdpa(low):
+    """Inside autocast, mixed float32/16-bit inputs are cast to the autocast dtype as SDPA does."""
+    q, k, v = make_qkv(1, 2, 1, 12, 20, 16, torch.float32)
+    k = k.to(low)
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    with torch.autocast(DEVICE, dtype=low):
+        out = attention(*leaves, causal=True)
+        want = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    assert out.dtype == want.dtype == low
+    torch.testing.assert_close(out, want, atol=2e-2, rtol=2e-2)
+    out.float().sum().backward()
+    assert [t.grad.dtype for t in leaves] == [torch.float32, low, torch.float32]

@@ -8,7 +8,7 @@ from torch import nn
 from kernels.gru import gru_cell
 from reference import gru as ref
 from tests.conftest import DEVICE
-from tests.test_lstm import DTYPES, check_fn
+from tests.test_lstm import DTYPES, _double_backward, check_fn, odd_bias, strided
 from tests.test_lstm import make as make_cell
 
 
@@ -65,3 +65,31 @@ def test_bad_input(over, exc, msg):
     args.update({k: v.to(DEVICE) for k, v in over.items()})
     with pytest.raises(exc, match=msg):
         gru_cell(**args)
+
+
+@pytest.mark.parametrize("layout", ["strided", "stride0"])
+def test_non_contiguous_bias(layout):
+    """Issue 10: a strided b_ih was read as if contiguous (off by 0.93)."""
+    x, h, w_ih, w_hh, b_ih, b_hh = make(3, 5, 4, torch.float32)
+    args = (x, h, w_ih, w_hh, odd_bias(b_ih, layout), odd_bias(b_hh, layout))
+    check_fn(gru_cell, ref.gru_cell, args, 1)
+    assert torch.equal(gru_cell(*args), gru_cell(*args))
+
+
+def test_double_backward_raises():
+    x, h, *w = make(2, 5, 4, torch.float32)
+    with pytest.raises(RuntimeError, match="double backward"):
+        _double_backward(gru_cell, x, h, *w)
+
+
+def test_unbatched_step_needs_unbatched_state():
+    x, h, *w = make(2, 5, 4, torch.float32)
+    with pytest.raises(ValueError, match="h must have rank 1"):
+        gru_cell(x[0], h, *w)
+    assert gru_cell(x[0], h[0], *w).shape == (4,)
+
+
+def test_every_argument_strided():
+    args = [strided(t) for t in make(3, 5, 4, torch.float32)]
+    assert not any(t.is_contiguous() for t in args)
+    check_fn(gru_cell, ref.gru_cell, args, 1)

@@ -239,3 +239,90 @@ def test_bad_module_input():
         FusedLSTM.from_torch(nn.LSTM(4, 6, proj_size=3))
     with pytest.raises(TypeError, match="nn.LSTM"):
         FusedLSTM.from_torch(nn.GRU(4, 6))
+
+
+# ------------------------------------------------------------------- layouts and defects (issue 10)
+
+def odd_bias(b: torch.Tensor, layout: str) -> torch.Tensor:
+    """``b``'s values as a strided view (huge values in between, so a contiguous read shows) or, for
+    "stride0", one value expanded from a one-element tensor (a read past it leaves the tensor)."""
+    if layout == "strided":
+        return torch.stack([b, torch.full_like(b, 1e3)], 1).reshape(-1)[::2]
+    return b[:1].clone().expand(b.shape[0])
+
+
+@pytest.mark.parametrize("layout", ["strided", "stride0"])
+def test_cell_non_contiguous_bias(layout):
+    x, h, c, w_ih, w_hh, b_ih, b_hh = make(3, 5, 4, torch.float32)
+    b_ih, b_hh = odd_bias(b_ih, layout), odd_bias(b_hh, layout)
+    assert not b_ih.is_contiguous()
+    check_fn(lstm_cell, ref.lstm_cell, (x, h, c, w_ih, w_hh, b_ih, b_hh), 2)
+    first = lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh)
+    for a, b in zip(first, lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh)):
+        assert torch.equal(a, b)                 # no read outside the tensor: the same answer every call
+
+
+@pytest.mark.parametrize("layout", ["strided", "stride0"])
+def test_layer_non_contiguous_bias(layout):
+    x, h, c, w_ih, w_hh, b_ih, b_hh = make(3, 5, 4, torch.float32)
+    xs = torch.randn(6, 3, 5, device=DEVICE)
+    check_fn(_layer, _ref_layer, (xs, h, c, w_ih, w_hh, odd_bias(b_ih, layout), odd_bias(b_hh, layout)), 3)
+
+
+def _double_backward(fn, *args):
+    leaves = [a.detach().requires_grad_() for a in args]
+    out = fn(*leaves)
+    out = out[0] if isinstance(out, tuple) else out
+    return torch.autograd.grad(out.pow(2).sum(), leaves[0], create_graph=True)
+
+
+def test_double_backward_raises():
+    """create_graph=True would give a gradient that is wrong or detached: it raises instead."""
+    x, h, c, *w = make(2, 5, 4, torch.float32)
+    with pytest.raises(RuntimeError, match="double backward"):
+        _double_backward(lstm_cell, x, h, c, *w)
+    with pytest.raises(RuntimeError, match="double backward"):
+        _double_backward(lambda xs, *a: lstm(xs, (a[0], a[1]), *a[2:])[0], torch.randn(3, 2, 5, device=DEVICE), h, c, *w)
+
+
+def test_unbatched_step_needs_unbatched_state():
+    x, h, c, *w = make(2, 5, 4, torch.float32)
+    with pytest.raises(ValueError, match="h must have rank 1"):
+        lstm_cell(x[0], h, c, *w)                  # nn.LSTMCell rejects a 1-D input with 2-D states
+    with pytest.raises(ValueError, match="c must have rank 2"):
+        lstm_cell(x, h, c[0], *w)
+    h1, c1 = lstm_cell(x[0], h[0], c[0], *w)
+    assert h1.shape == c1.shape == (4,)
+
+
+def test_h_n_does_not_alias_out():
+    x, h, c, *w = make(2, 5, 4, torch.float32)
+    with torch.no_grad():
+        out, (hn, cn) = lstm(torch.randn(3, 2, 5, device=DEVICE), (h, c), *w)
+        want = out[-1].clone()
+        out.zero_()
+    assert torch.equal(hn, want)
+
+
+def test_from_torch_keeps_eval_mode():
+    m = nn.LSTM(6, 8, num_layers=2, dropout=0.5, device=DEVICE).eval()
+    f = FusedLSTM.from_torch(m)
+    assert not f.training
+    x = torch.randn(4, 3, 6, device=DEVICE)
+    torch.testing.assert_close(f(x)[0], m(x)[0], atol=2e-6, rtol=1e-5)   # no dropout applied
+    assert FusedLSTM.from_torch(m.train()).training
+
+
+def strided(t: torch.Tensor | None) -> torch.Tensor | None:
+    """The same values in a non-contiguous layout: column-major for matrices, every other element for vectors."""
+    if t is None:
+        return None
+    if t.ndim == 1:
+        return odd_bias(t, "strided")
+    return t.t().contiguous().t() if t.shape[0] > 1 else odd_bias(t.reshape(-1), "strided").view(t.shape)
+
+
+def test_cell_every_argument_strided():
+    args = [strided(t) for t in make(3, 5, 4, torch.float32)]
+    assert not any(t.is_contiguous() for t in args)
+    check_fn(lstm_cell, ref.lstm_cell, args, 2)

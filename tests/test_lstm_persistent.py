@@ -13,7 +13,7 @@ from kernels.lstm import FusedLSTM
 from kernels.lstm_persistent import grid_barrier, lstm_persistent, plan
 from reference import lstm as ref
 from tests.conftest import DEVICE
-from tests.test_lstm import DTYPES, assert_module_matches, check_fn, make
+from tests.test_lstm import DTYPES, _double_backward, assert_module_matches, check_fn, make, odd_bias, strided
 
 
 def _persistent(block_h=None, heads=1):
@@ -135,3 +135,43 @@ def test_grid_barrier_passes_and_times_out():
     assert bar.tolist() == [1, 0]
     _barrier_kernel[(1,)](bar, 3, MAX_SPIN=8)          # a second program that never arrives
     assert bar.tolist() == [2, 1]
+
+
+@pytest.mark.parametrize("layout", ["strided", "stride0"])
+@pytest.mark.parametrize("block_h", [None, 16], ids=["one-program", "split-head"])
+def test_non_contiguous_bias(layout, block_h):
+    x, h, c, w_ih, w_hh, b_ih, b_hh = make(3, 5, 20, torch.float32)
+    check_fn(_persistent(block_h), _ref(),
+             (_seq(4, 3, 5, torch.float32), h, c, w_ih, w_hh, odd_bias(b_ih, layout), odd_bias(b_hh, layout)), 3)
+
+
+def test_double_backward_raises():
+    x, h, c, *w = make(2, 5, 4, torch.float32)
+    with pytest.raises(RuntimeError, match="double backward"):
+        _double_backward(lambda xs, *a: lstm_persistent(xs, (a[0], a[1]), *a[2:])[0], _seq(3, 2, 5, torch.float32),
+                         h, c, *w)
+
+
+def test_zero_steps_is_a_value_error():
+    x, h, c, *w = make(2, 5, 4, torch.float32)
+    with pytest.raises(ValueError, match="at least one time step"):
+        lstm_persistent(torch.randn(0, 2, 5, device=DEVICE), None, *w)
+
+
+@pytest.mark.parametrize("block_h", [None, 16], ids=["one-program", "split-head"])
+def test_h_n_does_not_alias_out(block_h):
+    x, h, c, *w = make(2, 5, 20, torch.float32)
+    with torch.no_grad():
+        out, (hn, cn) = lstm_persistent(_seq(3, 2, 5, torch.float32), (h, c), *w, _block_h=block_h)
+        want = out[-1].clone()
+        out.zero_()
+    assert torch.equal(hn, want)
+
+
+@pytest.mark.parametrize("block_h", [None, 16], ids=["one-program", "split-head"])
+def test_every_argument_strided(block_h):
+    x, h, c, *w = make(3, 5, 20, torch.float32)
+    xs = _seq(4, 5, 3, torch.float32).transpose(1, 2)          # (T, B, I) view of (T, I, B) storage
+    args = [xs] + [strided(t) for t in (h, c, *w)]
+    assert not any(t.is_contiguous() for t in args)
+    check_fn(_persistent(block_h), _ref(), args, 3)
