@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 
 DTYPES = ("bfloat16", "float16", "float32")
@@ -33,21 +34,49 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _fail(cmd: str, message) -> int:
+    """One line on stderr, exit code 2: how every user error and unreadable run folder ends."""
+    print(f"seqbench {cmd}: {message}", file=sys.stderr)
+    return 2
+
+
+def _os_error(exc: OSError) -> str:
+    return f"cannot write {exc.filename or 'the output'}: {exc.strerror or exc}" if exc.filename else str(exc)
+
+
+def _writable_folder(path: str) -> str | None:
+    """Why ``path`` cannot take a run's files, or None when it can (created if missing)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        return f"--out {path} exists and is not a folder"
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        return f"cannot write to {path}: {exc.strerror or exc}"
+    return None
+
+
 def cmd_run(a) -> int:
     import torch
 
     from bench.registry import MODES, WORKLOADS
     from bench.report import write_report
     from bench.run import sweep
+    from bench.schema import RunFolderError
 
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
     from bench.env import device_slug
+    if not a.workload:
+        return _fail("run", f"--workload names no workload; expected some of {sorted(WORKLOADS)}")
     unknown = [w for w in a.workload if w not in WORKLOADS]
     if unknown:
-        print(f"seqbench run: unknown workload(s) {unknown}; expected some of {sorted(WORKLOADS)}", file=sys.stderr)
-        return 2
-    out = a.out or os.path.join("results", f"{time.strftime('%Y-%m-%d')}-{device_slug()}")
+        return _fail("run", f"unknown workload(s) {unknown}; expected some of {sorted(WORKLOADS)}")
+    out = a.out or os.path.join("runs", f"{time.strftime('%Y-%m-%d')}-{device_slug()}")
+    problem = _writable_folder(out)
+    if problem:
+        return _fail("run", problem)
     gpu = torch.cuda.is_available()
     print(f"seqbench run -> {out}")
     if not gpu:
@@ -60,7 +89,14 @@ def cmd_run(a) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished rows are in {out}/results.csv; rerun with --resume to go on", file=sys.stderr)
         return 130
-    report = write_report(out)
+    except RunFolderError as exc:
+        return _fail("run", f"{exc}; move it away or run without --resume")
+    except OSError as exc:
+        return _fail("run", _os_error(exc))
+    try:
+        report = write_report(out)
+    except OSError as exc:
+        return _fail("run", _os_error(exc))
     bad = [c for c in meta.get("checks", []) if not c["ok"]]
     for c in meta.get("checks", []):
         print(f"  check {'ok  ' if c['ok'] else 'FAIL'} {c['kernel']}: max error {c['max_abs_err']}")
@@ -70,21 +106,33 @@ def cmd_run(a) -> int:
 
 def cmd_report(a) -> int:
     from bench.report import write_report
+    from bench.schema import RunFolderError
     try:
         print(write_report(a.dir))
-    except FileNotFoundError as exc:
-        print(f"seqbench report: {exc}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, RunFolderError) as exc:
+        return _fail("report", exc)
+    except OSError as exc:
+        return _fail("report", _os_error(exc))
     return 0
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return value
 
 
 def cmd_compare(a) -> int:
     from bench.report import compare
+    from bench.schema import RunFolderError
     try:
         table, regressed = compare(a.dir_a, a.dir_b, a.threshold)
-    except FileNotFoundError as exc:
-        print(f"seqbench compare: {exc}", file=sys.stderr)
-        return 2
+    except (FileNotFoundError, RunFolderError) as exc:
+        return _fail("compare", exc)
     if table.empty:
         print("no points in common")
         return 0
@@ -107,7 +155,7 @@ def main(argv=None) -> int:
     r.add_argument("--batch", type=_positive_int, help="batch size for every workload")
     r.add_argument("--dtype", choices=DTYPES, default="bfloat16")
     r.add_argument("--mode", choices=("fwd", "fwd+bwd", "both"), default="both")
-    r.add_argument("--out", help="output folder (default results/<date>-<device>)")
+    r.add_argument("--out", help="output folder (default runs/<date>-<device>)")
     r.add_argument("--resume", action="store_true", help="keep finished rows of --out and skip them")
     r.add_argument("--cuda-graph", action="store_true", help="time with CUDA graphs (no L2 flush)")
     r.add_argument("--no-progress", action="store_true")
@@ -118,7 +166,7 @@ def main(argv=None) -> int:
     c = sub.add_parser("compare", help="side-by-side tokens/s of two runs; exit 1 on a regression")
     c.add_argument("dir_a")
     c.add_argument("dir_b")
-    c.add_argument("--threshold", type=float, default=0.10, help="allowed slowdown as a fraction (default 0.10)")
+    c.add_argument("--threshold", type=_fraction, default=0.10, help="allowed slowdown as a fraction (default 0.10)")
     c.set_defaults(fn=cmd_compare)
     i = sub.add_parser("inspect", help="compile every kernel config for sm_80/sm_90a and show registers, spills, SASS",
                        add_help=False)

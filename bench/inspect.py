@@ -216,8 +216,10 @@ def main(argv=None) -> int:
     for value, allowed, what in ((archs, ARCHS, "--arch"), (kernels, KERNEL_MODULES, "--kernel"),
                                  (dtypes, ("float16", "bfloat16", "float32"), "--dtype")):
         bad = [x for x in value if x not in allowed]
-        if bad:
-            ap.error(f"{what}: unknown {bad}; expected some of {list(allowed)}")
+        if bad or not value:
+            ap.error(f"{what}: {'unknown ' + str(bad) if bad else 'names nothing'}; expected some of {list(allowed)}")
+    if a.jobs is not None and a.jobs < 1:
+        ap.error(f"--jobs must be a positive integer, got {a.jobs}")
     rows = inspect_kernels(kernels, archs, dtypes, a.jobs)
     if a.json == "-":
         json.dump(rows, sys.stdout)

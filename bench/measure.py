@@ -14,10 +14,7 @@ import time
 
 import torch
 
-NVML_FIELDS = ("nvml_util_pct", "nvml_mem_util_pct", "sm_clock_mhz", "power_w", "energy_j", "joules_per_token",
-               "throttle_reasons", "gpm_sm_util_pct", "gpm_sm_occupancy_pct", "gpm_tensor_util_pct",
-               "gpm_dram_bw_util_pct")
-
+from bench.schema import NVML_FIELDS
 
 def time_cpu(fn, warmup_s: float = 0.2, reps: int = 10, max_seconds: float = 5.0) -> dict:
     """Host-timer median and p20/p80 (ms) after >= 3 warm-up calls and warmup_s; stops early past max_seconds."""

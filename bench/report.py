@@ -1,14 +1,14 @@
 """Tables, plots and comparisons from a run folder (results.csv + run.json)."""
 from __future__ import annotations
 
-import json
 import os
 
 import pandas as pd
 
 from bench.registry import WORKLOADS
 from bench.roofline import gpu_spec
-from bench.run import KEY
+from bench import schema
+from bench.schema import KEY
 
 # The textbook table (V100, claimed; ../shared/notes/anchors.md) and which of our rows stand for each line.
 TEXTBOOK = [
@@ -19,13 +19,17 @@ TEXTBOOK = [
 
 
 def load(run_dir: str) -> tuple[pd.DataFrame, dict]:
+    """results.csv as a typed DataFrame (whole rows only) and run.json; RunFolderError if unreadable."""
     csv_path = os.path.join(run_dir, "results.csv")
     if not os.path.exists(csv_path):
         raise FileNotFoundError(f"{run_dir} has no results.csv (is it a seqbench run folder?)")
-    df = pd.read_csv(csv_path)
-    meta_path = os.path.join(run_dir, "run.json")
-    meta = json.load(open(meta_path)) if os.path.exists(meta_path) else {}
-    return df, meta
+    rows, _ = schema.read_rows(csv_path)
+    df = pd.DataFrame(rows, columns=list(dict.fromkeys([*schema.COLUMNS, *(rows[0] if rows else ())])))
+    for c in schema.NUMERIC:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    for c in df.columns.difference(schema.NUMERIC):
+        df[c] = df[c].where(df[c] != "", None)
+    return df, schema.read_json(os.path.join(run_dir, "run.json"))
 
 
 def _fmt(x, digits=3):

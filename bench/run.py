@@ -7,48 +7,16 @@ reason; the sweep goes on.
 """
 from __future__ import annotations
 
-import csv
-import json
 import os
 import time
 
 import torch
 
-from bench import measure, roofline
+from bench import measure, roofline, schema
 from bench.env import environment
 from bench.registry import MODES, shape_label
 
-COLUMNS = ["workload", "impl", "mode", "dtype", "shape", "seq_len", "batch", "tokens", "status", "reason",
-           "ms", "ms_p20", "ms_p80", "timer", "tokens_per_s", "tflops", "gbps", "pct_peak_flops", "pct_peak_bw",
-           "peak_mem_mib", "roofline_gpu", "floor_ms", "floor_bound", "measured_over_floor", "peak_tokens_per_s",
-           *measure.NVML_FIELDS, "nvml_window_s", "nvml_reason", "kernels_ran", "device"]
-KEY = ("workload", "impl", "mode", "dtype", "shape")
-
-def read_rows(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-class RowWriter:
-    """Appends rows to results.csv, flushing each one to disk."""
-
-    def __init__(self, path: str):
-        new = not os.path.exists(path) or os.path.getsize(path) == 0
-        self.f = open(path, "a", newline="")
-        self.w = csv.DictWriter(self.f, fieldnames=COLUMNS, extrasaction="ignore")
-        if new:
-            self.w.writeheader()
-            self.f.flush()
-
-    def write(self, row: dict) -> None:
-        self.w.writerow({k: ("" if v is None else v) for k, v in row.items()})
-        self.f.flush()
-        os.fsync(self.f.fileno())
-
-    def close(self):
-        self.f.close()
+COLUMNS, KEY = schema.COLUMNS, schema.KEY
 
 
 def _kernels_ran(fn) -> str:
@@ -62,8 +30,12 @@ def _kernels_ran(fn) -> str:
     return "; ".join(e.key[:80] for e in kernels[:3])
 
 
-def measure_point(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False) -> dict:
+def measure_point(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False) -> schema.Row:
     """One row: timing, derived throughput and telemetry, or a failure status with its reason."""
+    return schema.Row(**_measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph))
+
+
+def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph) -> dict:
     row = {"workload": workload.name, "impl": impl.name, "mode": mode, "dtype": str(dtype).removeprefix("torch."),
            "shape": shape_label(workload, shape), "seq_len": shape[workload.seq_key], "batch": shape["B"],
            "tokens": workload.tokens(shape), "device": str(device)}
@@ -159,10 +131,11 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     os.makedirs(out_dir, exist_ok=True)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     csv_path = os.path.join(out_dir, "results.csv")
-    kept = [r for r in read_rows(csv_path) if r["status"] == "ok"] if resume else []
-    if os.path.exists(csv_path):
-        os.remove(csv_path)
-    done = {tuple(r[k] for k in KEY) for r in kept}
+    # Nothing on disk changes until the kept rows are safely in the new file (RowWriter): an interruption
+    # at any point of a resume loses no finished row.
+    kept, dropped = schema.read_rows(csv_path) if resume else ([], 0)
+    kept = [r for r in kept if r["status"] == "ok"]
+    done = {schema.row_key(r) for r in kept}
     sampler = measure.NVMLSampler() if device.type == "cuda" else None
     meta = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick, "dtype": str(dtype), "modes": list(modes),
             "workloads": [w.name for w in workloads],
@@ -171,6 +144,11 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     if device.type != "cuda":
         meta["note"] = ("CPU-only machine: Triton kernels were checked through the interpreter, and the timings "
                         "are CPU timings of the PyTorch implementations at small sizes - not GPU numbers.")
+    if resume:
+        meta["resumed"] = {"kept_rows": len(kept), "dropped_incomplete_rows": dropped}
+    json_path = os.path.join(out_dir, "run.json")
+    if not (resume and os.path.exists(json_path)):
+        schema.write_json(json_path, meta)
     meta["checks"] = run_checks(device)
     points = []
     for w in workloads:
@@ -180,9 +158,8 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
         if batch:
             shapes = [dict(s, B=batch) for s in shapes]
         points += [(w, impl, s, mode) for s in shapes for mode in modes for impl in w.impls.values()]
-    writer = RowWriter(csv_path)
-    for r in kept:  # resume: finished points stay, failed ones are tried again
-        writer.write(r)
+    writer = schema.RowWriter(csv_path, kept)  # resume: finished points stay, failed ones are tried again
+    schema.write_json(json_path, meta)
     bar = _progress(len(points), progress)
     try:
         for w, impl, s, mode in points:
@@ -194,9 +171,8 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     finally:
         writer.close()
         bar(None)
-        meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        with open(os.path.join(out_dir, "run.json"), "w") as f:
-            json.dump(meta, f, indent=1, default=str)
+    meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    schema.write_json(json_path, meta)
     return meta
 
 

@@ -9,11 +9,12 @@ import types
 import pytest
 import torch
 
-from bench import measure
+from bench import cli as cli_module
+from bench import measure, schema
 from bench import run as brun
 from bench.cli import main as cli
 from bench.registry import MODES, WORKLOADS, Impl, Workload, shape_label
-from bench.report import compare, write_report
+from bench.report import compare, load, write_report
 
 
 # ------------------------------------------------------------------------------------- registry
@@ -253,3 +254,174 @@ def test_nvml_refused_init(monkeypatch):
 
 def test_shape_label():
     assert shape_label(WORKLOADS["attention"], dict(B=1, H=2, N=3, D=4)) == "B=1 H=2 N=3 D=4"
+
+
+# ------------------------------------------------------------- resume and damaged files (issue 10)
+
+def _ok_keys(path):
+    rows, _ = schema.read_rows(str(path))
+    return sorted(schema.row_key(r) for r in rows if r["status"] == "ok")
+
+
+class _Stop(KeyboardInterrupt):
+    pass
+
+
+def _interrupt(monkeypatch, stage):
+    """Make a resumed sweep stop at ``stage`` (a Ctrl-C there)."""
+    def stop(*a, **k):
+        raise _Stop
+    if stage == "checks":
+        monkeypatch.setattr(brun, "run_checks", stop)
+    elif stage == "rewrite":                    # while the kept rows are being written to the new file
+        monkeypatch.setattr(schema.os, "fsync", stop)
+    elif stage == "measure":
+        monkeypatch.setattr(brun, "measure_point", stop)
+    elif stage == "run.json":
+        real = schema.write_json
+        monkeypatch.setattr(schema, "write_json", lambda path, meta: stop() if "finished" in meta else real(path, meta))
+
+
+@pytest.mark.parametrize("stage", ["checks", "rewrite", "measure", "run.json"])
+def test_resume_interrupted_at_every_stage_keeps_finished_rows(tmp_path, monkeypatch, stage):
+    monkeypatch.setattr(brun, "run_checks", lambda device: [])
+    w = _toy_workload()
+    brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), progress=False, device="cpu")
+    finished = _ok_keys(tmp_path / "results.csv")
+    assert len(finished) == 6                      # good, boom, oom at two shapes; gpu_kernel is skipped
+    with monkeypatch.context() as m:
+        _interrupt(m, stage)
+        with pytest.raises(_Stop):
+            brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), resume=True, progress=False,
+                       device="cpu")
+    assert _ok_keys(tmp_path / "results.csv") == finished
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), resume=True, progress=False, device="cpu")
+    rows, dropped = schema.read_rows(str(tmp_path / "results.csv"))
+    assert len(rows) == 8 and dropped == 0 and _ok_keys(tmp_path / "results.csv") == finished
+
+
+def _cut_points(path):
+    """Offsets inside the last row: in tokens_per_s (667.3 -> 66), mid-row, one character short, and
+    at the end of the line before (the row lost whole)."""
+    text = open(path, newline="").read()
+    last = text.rstrip("\n").rfind("\n") + 1
+    header = text[:text.index("\n")].split(",")
+    fields = text[last:].rstrip("\n").split(",")
+    col = header.index("tokens_per_s")
+    start = last + len(",".join(fields[:col])) + 1
+    return {"in tokens_per_s": start + 2, "mid-row": last + (len(text) - last) // 2,
+            "last character": len(text) - 1, "whole row": last}
+
+
+@pytest.mark.parametrize("cut", ["in tokens_per_s", "mid-row", "last character", "whole row"])
+def test_truncated_row_is_measured_again(tmp_path, monkeypatch, cut):
+    monkeypatch.setattr(brun, "run_checks", lambda device: [])
+    w = _toy_workload()
+    w.impls = {"good": w.impls["good"]}
+    brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), progress=False, device="cpu")
+    path = tmp_path / "results.csv"
+    whole = _ok_keys(path)
+    offset = _cut_points(path)[cut]
+    with open(path, "r+") as f:
+        f.truncate(offset)
+    rows, dropped = schema.read_rows(str(path))
+    assert len(rows) == 1 and dropped == (0 if cut == "whole row" else 1)
+    df, _ = load(str(tmp_path))                    # report and compare see only whole rows
+    assert len(df) == 1
+    brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), resume=True, progress=False, device="cpu")
+    rows, dropped = schema.read_rows(str(path))
+    assert _ok_keys(path) == whole and dropped == 0
+    assert all(float(r["tokens_per_s"]) == pytest.approx(r_tokens(r)) for r in rows)
+
+
+def r_tokens(r):
+    return float(r["tokens"]) / (float(r["ms"]) / 1e3)
+
+
+# -------------------------------------------------------------------------- CLI one-line errors
+
+def _one_line_error(capsys, code, expect):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and expect in err[0], err
+
+
+def _cli_exit(argv):
+    try:
+        return cli(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def test_cli_run_out_is_a_file(tmp_path, capsys):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    _one_line_error(capsys, cli(["run", "--out", str(f)]), "exists and is not a folder")
+
+
+def test_cli_unwritable_folders(tmp_path, capsys, monkeypatch):
+    _fake_run(tmp_path / "a")
+    os.mkdir(tmp_path / "a" / "REPORT.md")       # the report cannot be written there, even by root
+    _one_line_error(capsys, cli(["report", str(tmp_path / "a")]), "REPORT.md")
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied", k.get("dir"))
+    monkeypatch.setattr(cli_module.tempfile, "TemporaryFile", refuse)
+    _one_line_error(capsys, cli(["run", "--resume", "--out", str(tmp_path / "a")]), "Permission denied")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_cli_read_only_folder(tmp_path, capsys):
+    _fake_run(tmp_path / "a")
+    os.chmod(tmp_path / "a", 0o555)
+    try:
+        _one_line_error(capsys, cli(["report", str(tmp_path / "a")]), "Permission denied")
+        _one_line_error(capsys, cli(["run", "--resume", "--out", str(tmp_path / "a")]), "Permission denied")
+    finally:
+        os.chmod(tmp_path / "a", 0o755)
+
+
+DAMAGED = {
+    "empty results.csv": ("results.csv", "", "is empty"),
+    "unterminated quote": ("results.csv", ",".join(schema.COLUMNS) + '\nmodel_lstm,"lstm_torch,fwd\n', "not valid CSV"),
+    "no status column": ("results.csv", "workload,impl,mode,dtype,shape\nx,y,fwd,bf16,B=1\n", "lacks the column"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED))
+def test_cli_damaged_results(tmp_path, capsys, case):
+    name, text, expect = DAMAGED[case]
+    _fake_run(tmp_path / "good")
+    _fake_run(tmp_path / "bad")
+    (tmp_path / "bad" / name).write_text(text)
+    _one_line_error(capsys, cli(["report", str(tmp_path / "bad")]), expect)
+    _one_line_error(capsys, cli(["compare", str(tmp_path / "good"), str(tmp_path / "bad")]), expect)
+    _one_line_error(capsys, cli(["run", "--resume", "--out", str(tmp_path / "bad"), "--workload", "attention"]), expect)
+
+
+def test_cli_truncated_run_json(tmp_path, capsys, monkeypatch):
+    _fake_run(tmp_path / "good")
+    _fake_run(tmp_path / "bad")
+    text = (tmp_path / "bad" / "run.json").read_text()
+    (tmp_path / "bad" / "run.json").write_text(text[: len(text) // 2])
+    _one_line_error(capsys, cli(["report", str(tmp_path / "bad")]), "not a readable run.json")
+    _one_line_error(capsys, cli(["compare", str(tmp_path / "good"), str(tmp_path / "bad")]), "not a readable run.json")
+    # a resume needs only the rows: it goes on and writes a whole run.json
+    monkeypatch.setattr(brun, "run_checks", lambda device: [])
+    assert cli(["run", "--resume", "--out", str(tmp_path / "bad"), "--workload", "attention", "--seq-lens", "8",
+                "--mode", "fwd", "--no-progress"]) == 0
+    assert json.load(open(tmp_path / "bad" / "run.json"))["finished"]
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["inspect", "--arch", ","], "--arch: names nothing"),
+    (["inspect", "--kernel", ","], "--kernel: names nothing"),
+    (["inspect", "--dtype", ","], "--dtype: names nothing"),
+    (["inspect", "--jobs", "-1"], "--jobs must be a positive integer"),
+    (["compare", "a", "b", "--threshold", "-1"], "expected a fraction"),
+    (["compare", "a", "b", "--threshold", "nan"], "expected a fraction"),
+    (["run", "--workload", ","], "names no workload"),
+])
+def test_cli_nonsense_arguments(argv, expect, capsys):
+    _one_line_error(capsys, _cli_exit(argv), expect)

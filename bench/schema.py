@@ -1,0 +1,197 @@
+"""The one row type of results.csv, and the only code that writes or reads that file.
+
+``Row`` owns the columns: their names, order and types.  ``RowWriter`` appends rows and makes each
+durable before the next point starts; ``read_rows`` reads a run back and keeps only rows that were
+written whole, so a line cut off by a crash is never mistaken for a finished point.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, fields
+
+
+class RunFolderError(ValueError):
+    """A run folder whose results.csv or run.json cannot be read as seqbench wrote it."""
+
+
+@dataclass
+class Row:
+    """One (workload, impl, mode, dtype, shape) point.  Empty fields are None."""
+
+    workload: str
+    impl: str
+    mode: str
+    dtype: str
+    shape: str
+    seq_len: int | None = None
+    batch: int | None = None
+    tokens: int | None = None
+    status: str = ""               # ok | skipped | unsupported | oom | error
+    reason: str = ""
+    ms: float | None = None        # median
+    ms_p20: float | None = None
+    ms_p80: float | None = None
+    reps: int | None = None        # timed repetitions behind the quantiles
+    timer: str | None = None
+    tokens_per_s: float | None = None
+    tflops: float | None = None
+    gbps: float | None = None
+    pct_peak_flops: float | None = None
+    pct_peak_bw: float | None = None
+    peak_mem_mib: float | None = None
+    # the output against the baseline implementation's on the same inputs
+    baseline: str | None = None
+    max_abs_err: float | None = None
+    tolerance: float | None = None
+    accurate: bool | None = None
+    config: str | None = None      # what the autotuner chose, where a Triton kernel ran
+    roofline_gpu: str | None = None
+    floor_ms: float | None = None
+    floor_bound: str | None = None
+    measured_over_floor: float | None = None
+    peak_tokens_per_s: float | None = None
+    nvml_util_pct: float | None = None
+    nvml_mem_util_pct: float | None = None
+    sm_clock_mhz: float | None = None
+    power_w: float | None = None
+    energy_j: float | None = None
+    joules_per_token: float | None = None
+    throttle_reasons: str | None = None
+    gpm_sm_util_pct: float | None = None
+    gpm_sm_occupancy_pct: float | None = None
+    gpm_tensor_util_pct: float | None = None
+    gpm_dram_bw_util_pct: float | None = None
+    nvml_window_s: float | None = None
+    nvml_reason: str | None = None
+    kernels_ran: str | None = None
+    device: str | None = None
+
+    def csv_record(self) -> dict:
+        return {k: ("" if v is None else v) for k, v in dataclasses.asdict(self).items()}
+
+
+COLUMNS = [f.name for f in fields(Row)]
+KEY = ("workload", "impl", "mode", "dtype", "shape")
+NVML_FIELDS = ("nvml_util_pct", "nvml_mem_util_pct", "sm_clock_mhz", "power_w", "energy_j", "joules_per_token",
+               "throttle_reasons", "gpm_sm_util_pct", "gpm_sm_occupancy_pct", "gpm_tensor_util_pct",
+               "gpm_dram_bw_util_pct")
+_TYPES = {f.name: f.type.split(" | ")[0] for f in fields(Row)}
+NUMERIC = tuple(k for k, t in _TYPES.items() if t in ("int", "float"))
+REQUIRED = KEY + ("status",)
+
+
+def row_key(r) -> tuple:
+    return tuple(str(r[k]) for k in KEY)
+
+
+def _number_ok(text: str) -> bool:
+    try:
+        return text == "" or float(text) == float(text) or text.lower() == "nan"
+    except ValueError:
+        return False
+
+
+def read_rows(path: str) -> tuple[list[dict], int]:
+    """(rows written whole, count of rows dropped as incomplete); [] for a missing file.
+
+    A row counts as whole when its line ends in a newline (RowWriter writes and syncs line by line,
+    so a crash can only cut the last one), it has every column of the header, and its numbers parse.
+    Raises RunFolderError for a file that is not a seqbench results.csv at all.
+    """
+    if not os.path.exists(path):
+        return [], 0
+    try:
+        with open(path, newline="") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"cannot read {path}: {exc}") from None
+    if not text.strip():
+        raise RunFolderError(f"{path} is empty (no header): not a seqbench results.csv")
+    dropped = 0
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        dropped += 1
+    try:
+        records = list(csv.reader(io.StringIO(text), strict=True))
+    except csv.Error as exc:
+        raise RunFolderError(f"{path} is not valid CSV ({exc})") from None
+    if not records:
+        raise RunFolderError(f"{path} has no complete header line")
+    header, body = records[0], records[1:]
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise RunFolderError(f"{path} lacks the column(s) {missing}: not a seqbench results.csv")
+    rows = []
+    for rec in body:
+        if len(rec) != len(header):
+            dropped += 1
+            continue
+        r = dict(zip(header, rec))
+        if not all(_number_ok(r[c]) for c in NUMERIC if c in r):
+            dropped += 1
+            continue
+        rows.append(r)
+    return rows, dropped
+
+
+class RowWriter:
+    """Writes results.csv: ``start`` puts the header and any kept rows in place atomically (the old
+    file stays whole until then), ``write`` appends one row and syncs it to disk."""
+
+    def __init__(self, path: str, kept: list[dict] = ()):
+        self.path = path
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".csv.tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=COLUMNS, restval="", extrasaction="ignore", lineterminator="\n")
+                w.writeheader()
+                for r in kept:
+                    w.writerow(r)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        self.f = open(path, "a", newline="")
+        self.w = csv.DictWriter(self.f, fieldnames=COLUMNS, restval="", lineterminator="\n")
+
+    def write(self, row: Row) -> None:
+        self.w.writerow(row.csv_record())
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def close(self):
+        self.f.close()
+
+
+def write_json(path: str, obj) -> None:
+    """Write JSON through a temporary file and a rename: a crash leaves the old file or the new, never half."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".run.", suffix=".json.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def read_json(path: str) -> dict:
+    """A run.json, or {} when there is none; RunFolderError when it is not valid JSON."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{path} is not a readable run.json ({type(exc).__name__}: {exc})") from None
