@@ -1,4 +1,4 @@
-"""The ``seqbench`` command: run, report, compare, inspect."""
+"""The ``seqbench`` command: run, list, report, compare, inspect."""
 from __future__ import annotations
 
 import argparse
@@ -60,7 +60,8 @@ def _writable_folder(path: str) -> str | None:
 def cmd_run(a) -> int:
     import torch
 
-    from bench.registry import MODES, WORKLOADS
+    from bench.workload import MODES
+    from bench.workloads import WORKLOADS
     from bench.report import write_report
     from bench.run import sweep
     from bench.schema import RunFolderError
@@ -73,6 +74,9 @@ def cmd_run(a) -> int:
     unknown = [w for w in a.workload if w not in WORKLOADS]
     if unknown:
         return _fail("run", f"unknown workload(s) {unknown}; expected some of {sorted(WORKLOADS)}")
+    impls = _chosen_impls(a, [WORKLOADS[w] for w in a.workload])
+    if isinstance(impls, str):
+        return _fail("run", impls)
     out = a.out or os.path.join("runs", f"{time.strftime('%Y-%m-%d')}-{device_slug()}")
     problem = _writable_folder(out)
     if problem:
@@ -85,7 +89,7 @@ def cmd_run(a) -> int:
     modes = MODES if a.mode == "both" else (a.mode,)
     try:
         meta = sweep(out, [WORKLOADS[w] for w in a.workload], getattr(torch, a.dtype), a.quick, a.seq_lens, a.batch,
-                     modes, a.resume, a.cuda_graph, progress=not a.no_progress)
+                     modes, a.resume, a.cuda_graph, progress=not a.no_progress, impls=impls)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished rows are in {out}/results.csv; rerun with --resume to go on", file=sys.stderr)
         return 130
@@ -102,6 +106,40 @@ def cmd_run(a) -> int:
         print(f"  check {'ok  ' if c['ok'] else 'FAIL'} {c['kernel']}: max error {c['max_abs_err']}")
     print(f"wrote {out}/results.csv, run.json, {os.path.basename(report)} and plots")
     return 1 if bad else 0
+
+
+def _chosen_impls(a, workloads):
+    """The --impl names (None: all), or why they cannot be run."""
+    if a.impl is None:
+        return None
+    if not a.impl:
+        return "--impl names no implementation"
+    known = {i for w in workloads for i in w.impls}
+    unknown = [i for i in a.impl if i not in known]
+    if unknown:
+        return (f"unknown implementation(s) {unknown} for workload(s) {[w.name for w in workloads]}; "
+                f"expected some of {sorted(known)}")
+    return a.impl
+
+
+def cmd_list(a) -> int:
+    """Workloads, their implementations and the shapes a run would measure on this machine."""
+    import torch
+
+    from bench.workload import shape_label
+    from bench.workloads import WORKLOADS
+    gpu = torch.cuda.is_available()
+    print(f"shapes for {'this GPU' if gpu else 'a CPU-only machine'}, {'--quick' if a.quick else 'full'}"
+          f" (seqbench list {'' if a.quick else '--quick'} for the other)\n")
+    for w in WORKLOADS.values():
+        print(f"{w.name}: {w.description}")
+        for i in w.impls.values():
+            flags = [f for f, on in (("baseline", i.baseline), ("triton", i.triton), ("needs CUDA", i.needs_cuda))
+                     if on]
+            runs = "" if gpu or not (i.triton or i.needs_cuda) else "  (skipped here: needs a GPU)"
+            print(f"  {i.name:<24} {', '.join(flags):<18} {i.note}{runs}")
+        print("  shapes: " + "; ".join(shape_label(w, s) for s in w.default_shapes(a.quick, gpu)) + "\n")
+    return 0
 
 
 def cmd_report(a) -> int:
@@ -143,7 +181,7 @@ def cmd_compare(a) -> int:
 
 
 def main(argv=None) -> int:
-    from bench.registry import WORKLOADS
+    from bench.workloads import WORKLOADS
 
     ap = _Parser(prog="seqbench", description="RNN vs attention kernels: tokens/s, utilisation, energy")
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
@@ -151,6 +189,8 @@ def main(argv=None) -> int:
     r.add_argument("--quick", action="store_true", help="fewer sequence lengths")
     r.add_argument("--workload", type=lambda s: [x for x in s.split(",") if x], default=list(WORKLOADS),
                    help=f"comma list from {', '.join(WORKLOADS)}")
+    r.add_argument("--impl", type=lambda s: [x for x in s.split(",") if x],
+                   help="comma list of implementations to run (default: all; see seqbench list)")
     r.add_argument("--seq-lens", type=_positive_ints, help="comma list of sequence lengths (replaces the defaults)")
     r.add_argument("--batch", type=_positive_int, help="batch size for every workload")
     r.add_argument("--dtype", choices=DTYPES, default="bfloat16")
@@ -160,6 +200,9 @@ def main(argv=None) -> int:
     r.add_argument("--cuda-graph", action="store_true", help="time with CUDA graphs (no L2 flush)")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(fn=cmd_run)
+    ls = sub.add_parser("list", help="the workloads, their implementations and the shapes a run would measure")
+    ls.add_argument("--quick", action="store_true", help="the --quick shapes")
+    ls.set_defaults(fn=cmd_list)
     p = sub.add_parser("report", help="rebuild REPORT.md and the plots of a run folder")
     p.add_argument("dir")
     p.set_defaults(fn=cmd_report)
@@ -173,7 +216,7 @@ def main(argv=None) -> int:
     i.set_defaults(fn=None)
     args, rest = ap.parse_known_args(argv)
     if args.cmd == "inspect":
-        from bench.inspect import main as inspect_main
+        from bench.kernel_inspect import main as inspect_main
         return inspect_main(rest)
     if rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")

@@ -54,7 +54,7 @@ def main(argv=None) -> int:
           a.out, left(0.7), log)
     # rows are on disk as they finish: rebuild the report even if the sweep ran out of time
     _step("report", [py, "-m", "bench", "report", a.out], a.out, 60, log)
-    _step("benchmarks", [py, "-m", "pytest", "-q", "tests/bench", "--benchmark", "-p", "no:cacheprovider",
+    _step("benchmarks", [py, "-m", "pytest", "-q", "tests/benchmarks", "--benchmark", "-p", "no:cacheprovider",
                          f"--benchmark-json={os.path.join(a.out, 'pytest-benchmark.json')}"], a.out, left(0.6), log)
     _step("inspect", [py, "-m", "bench", "inspect", "--arch", "sm_90a", "--out", a.out], a.out, left(0.9), log)
     with open(os.path.join(a.out, "SUITE.md"), "w") as f:

@@ -5,17 +5,24 @@ import os
 
 import pandas as pd
 
-from bench.registry import WORKLOADS
-from bench.roofline import gpu_spec
 from bench import schema
+from bench.roofline import gpu_spec
 from bench.schema import KEY
+from bench.workloads import WORKLOADS
 
-# The textbook table (V100, claimed; ../shared/notes/anchors.md) and which of our rows stand for each line.
-TEXTBOOK = [
-    ("LSTM (sequential)", "15-25%", "~8,000", ("model_lstm", "lstm_torch")),
-    ("LSTM (optimized)", "30-40%", "~15,000", ("model_lstm", "lstm_triton_persistent")),
-    ("Transformer", "80-95%", "~50,000+", ("model_transformer", "transformer_torch")),
-]
+# The textbook's table (V100, claimed, no source given; ../shared/notes/textbook.md, §1.8).  Which of our
+# rows stands for each line is declared by the implementations (``@workload.impl(textbook=...)``).
+TEXTBOOK = {
+    "LSTM (sequential)": ("15-25%", "~8,000"),
+    "LSTM (optimized)": ("30-40%", "~15,000"),
+    "ConvSeq2Seq": ("50-60%", "~25,000"),
+    "Transformer": ("80-95%", "~50,000+"),
+}
+
+
+def stand_ins() -> dict[str, tuple[str, str]]:
+    """Textbook line -> (workload, impl) standing for it."""
+    return {i.textbook: (w.name, i.name) for w in WORKLOADS.values() for i in w.impls.values() if i.textbook}
 
 
 def load(run_dir: str) -> tuple[pd.DataFrame, dict]:
@@ -51,7 +58,12 @@ def workload_table(df: pd.DataFrame, workload: str, mode: str, value: str = "tok
 def textbook_rows(df: pd.DataFrame, mode: str = "fwd") -> list[list[str]]:
     """Our numbers beside the textbook's: at the longest sequence measured for each stand-in."""
     rows = []
-    for label, util, toks, (wl, impl) in TEXTBOOK:
+    ours = stand_ins()
+    for label, (util, toks) in TEXTBOOK.items():
+        if label not in ours:
+            rows.append([label, util, toks, "", "", "", "", "", "no implementation yet"])
+            continue
+        wl, impl = ours[label]
         d = df[(df.workload == wl) & (df.impl == impl) & (df["mode"] == mode) & (df.status == "ok")]
         if d.empty:
             rows.append([label, util, toks, f"{wl}/{impl}", "", "", "", "", "not measured"])
@@ -80,7 +92,8 @@ def write_report(run_dir: str) -> str:
     lines += [f"| dtype | {meta.get('dtype', '')} |", f"| started | {meta.get('started', '')} |", ""]
 
     if meta.get("checks"):
-        lines += ["## Kernel checks (Triton interpreter against the PyTorch references)", "",
+        where = "through the Triton interpreter" if meta.get("cpu_only") else "on the GPU"
+        lines += [f"## Kernel checks ({where}, against float64 PyTorch references)", "",
                   "| kernel | max abs error | tolerance | ok | seconds |", "|---|---|---|---|---|"]
         for c in meta["checks"]:
             lines.append(f"| {c['kernel']} | {_fmt(c['max_abs_err'])} | {c['tolerance']} | "
@@ -113,14 +126,23 @@ def write_report(run_dir: str) -> str:
             lines += ["Points not measured:", "", failed[["impl", "mode", "shape", "status", "reason"]]
                       .drop_duplicates(["impl", "status", "reason"]).to_markdown(index=False), ""]
     ok = df[df.status == "ok"]
-    cols = [c for c in ("workload", "impl", "mode", "shape", "ms", "ms_p20", "ms_p80", "tokens_per_s", "tflops",
-                        "pct_peak_flops", "floor_ms", "floor_bound", "measured_over_floor", "peak_tokens_per_s",
-                        "nvml_util_pct", "gpm_sm_util_pct", "power_w", "joules_per_token",
-                        "kernels_ran") if c in ok.columns and ok[c].notna().any()]
+    wrong = ok[ok["accurate"].astype(str).str.lower() == "false"]
+    if not wrong.empty:
+        lines += ["## Outputs that disagree with the baseline", "",
+                  "These implementations ran, but their output (or gradients) differ from the baseline's on the same "
+                  "inputs by more than the dtype's tolerance: their speed is not comparable.", "",
+                  wrong[["workload", "impl", "mode", "shape", "baseline", "max_abs_err", "tolerance"]].map(_fmt)
+                  .to_markdown(index=False), ""]
+    cols = [c for c in ("workload", "impl", "mode", "shape", "ms", "ms_p20", "ms_p80", "reps", "tokens_per_s",
+                        "tflops", "pct_peak_flops", "floor_ms", "floor_bound", "measured_over_floor",
+                        "peak_tokens_per_s", "max_abs_err", "accurate", "nvml_util_pct", "gpm_sm_util_pct", "power_w",
+                        "joules_per_token", "config", "kernels_ran") if c in ok.columns and ok[c].notna().any()]
     model = ok["roofline_gpu"].dropna().iloc[0] if "roofline_gpu" in ok and ok["roofline_gpu"].notna().any() else "none"
     lines += ["## All measured points", "",
               f"Roofline: floor_ms = max(FLOPs / peak, minimum bytes / HBM bandwidth), or T dependent steps for an "
-              f"LSTM when that is longer; measured_over_floor = ms / floor_ms. Roofline GPU: {model}.", "",
+              f"LSTM when that is longer; measured_over_floor = ms / floor_ms. Roofline GPU: {model}. "
+              f"max_abs_err: the largest difference from the baseline implementation's output (and, for fwd+bwd, "
+              f"input gradients) on the same inputs; accurate: within the dtype's tolerance.", "",
               ok[cols].map(_fmt).to_markdown(index=False), ""]
     lines += ["## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots] + [""]
     path = os.path.join(run_dir, "REPORT.md")

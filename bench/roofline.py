@@ -1,10 +1,11 @@
 """Roofline model: how fast a workload could possibly run on a given GPU.
 
 floor = max(FLOPs / peak FLOP/s, minimum bytes / HBM bandwidth), with FLOPs and bytes from the
-benchmark registry and dense datasheet peaks (../shared/notes/anchors.md).  The LSTM also has a
-sequential floor: its T steps depend on each other, and one step can take no less than its
-recurrent matmul (2·B·4H·H FLOPs) at peak, plus, when W_hh does not fit on chip (registers + shared
-memory of all SMs), a re-read of W_hh from HBM.  A CPU run is modelled on the H100 SXM.
+workload declarations and dense datasheet peaks (../shared/notes/anchors.md).  A recurrence (a
+workload with ``recurrent_params``) also has a sequential floor: its T steps depend on each other,
+and one step can take no less than its recurrent matmul (2·B·4H·H FLOPs for an LSTM) at peak,
+plus, when W_hh does not fit on chip (registers + shared memory of all SMs), a re-read of W_hh
+from HBM.  A CPU run is modelled on the H100 SXM.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.registry import Workload, dtype_bytes
+from bench.workload import Workload, dtype_bytes
 
 
 @dataclass(frozen=True)
@@ -58,23 +59,19 @@ def floor_ms(w: Workload, shape: dict, mode: str, dtype: torch.dtype, spec: GPUS
     compute = w.flops(shape, mode) / (peak_tflops(spec, dtype) * 1e12) * 1e3
     memory = w.min_bytes(shape, dtype, mode) / (spec.hbm_tbs * 1e12) * 1e3
     out = {"floor_ms": max(compute, memory), "floor_bound": "compute" if compute >= memory else "memory"}
-    seq = sequential_floor_ms(w.name, shape, mode, dtype, spec)
+    seq = sequential_floor_ms(w, shape, mode, dtype, spec)
     if seq is not None and seq > out["floor_ms"]:
         out.update(floor_ms=seq, floor_bound="sequential")
     out["peak_tokens_per_s"] = w.tokens(shape) / (out["floor_ms"] / 1e3)
     return out
 
 
-def sequential_floor_ms(workload: str, shape: dict, mode: str, dtype: torch.dtype, spec: GPUSpec):
-    """T × the least time of one dependent step, for the LSTM workloads; None for the others."""
-    if workload not in ("lstm_layer", "model_lstm", "lstm_heads"):
+def sequential_floor_ms(w: Workload, shape: dict, mode: str, dtype: torch.dtype, spec: GPUSpec):
+    """T × the least time of one dependent step, for a workload that declares ``recurrent_params``; else None."""
+    if w.recurrent_params is None:
         return None
-    B, T = shape["B"], shape["T"]
-    if workload == "lstm_heads":     # block-diagonal: NH matrices of 4·DH × DH
-        recurrent = shape["NH"] * 4 * shape["DH"] ** 2
-    else:
-        H = shape.get("H", shape.get("d"))
-        recurrent = 4 * H * H
+    B, T = shape["B"], shape[w.seq_key]
+    recurrent = w.recurrent_params(shape)
     step = 2 * B * recurrent / (peak_tflops(spec, dtype) * 1e12)
     w_hh = recurrent * dtype_bytes(dtype)
     if w_hh > spec.sms * spec.onchip_kib_per_sm * 1024:

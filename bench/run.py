@@ -14,7 +14,9 @@ import torch
 
 from bench import measure, roofline, schema
 from bench.env import environment
-from bench.registry import MODES, shape_label
+from bench.workload import MODES, Point, shape_label
+from bench.workloads import WORKLOADS
+from kernels._common import forget_tuned_configs, tuned_configs
 
 COLUMNS, KEY = schema.COLUMNS, schema.KEY
 
@@ -30,12 +32,14 @@ def _kernels_ran(fn) -> str:
     return "; ".join(e.key[:80] for e in kernels[:3])
 
 
-def measure_point(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False) -> schema.Row:
-    """One row: timing, derived throughput and telemetry, or a failure status with its reason."""
-    return schema.Row(**_measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph))
+def measure_point(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False, point=None) -> schema.Row:
+    """One row: timing, derived throughput, telemetry and accuracy against the baseline, or a failure
+    status with its reason.  ``point`` carries the inputs and baseline output shared with the other impls."""
+    point = point or Point(workload, shape, mode, dtype, device)
+    return schema.Row(**_measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point))
 
 
-def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph) -> dict:
+def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point) -> dict:
     row = {"workload": workload.name, "impl": impl.name, "mode": mode, "dtype": str(dtype).removeprefix("torch."),
            "shape": shape_label(workload, shape), "seq_len": shape[workload.seq_key], "batch": shape["B"],
            "tokens": workload.tokens(shape), "device": str(device)}
@@ -52,8 +56,10 @@ def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph) ->
         if gpu:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-        fn = impl.build(shape, dtype, device, mode)
+        forget_tuned_configs()
+        fn = point.runner(impl)
         fn()
+        row["config"] = tuned_configs() or None
         t = measure.time_gpu(fn, cuda_graph) if gpu else measure.time_cpu(fn)
         row.update(t)
         if gpu:
@@ -62,6 +68,7 @@ def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph) ->
             row["kernels_ran"] = _kernels_ran(fn)
         else:
             row["nvml_reason"] = "no GPU on this machine"
+        row.update(point.accuracy(impl))
     except torch.cuda.OutOfMemoryError as exc:
         return row | {"status": "oom", "reason": str(exc).splitlines()[0][:300]}
     except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
@@ -84,49 +91,28 @@ def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph) ->
 
 
 def run_checks(device) -> list[dict]:
-    """Every Triton kernel against its PyTorch reference at small fp32 shapes (the interpreter on a CPU)."""
-    from kernels.attention import attention
-    from kernels.gru import gru_cell
-    from kernels.lstm import lstm
-    from kernels.lstm_persistent import lstm_persistent
-    from reference.attention import naive_attention
-    from reference.gru import gru_cell as ref_gru
-    from reference.lstm import lstm as ref_lstm
-
-    g = torch.Generator().manual_seed(0)
-    r = lambda *s: (torch.rand(*s, generator=g) * 2 - 1).to(device)  # noqa: E731
-    checks = []
-
-    def check(name, fn, ref, args, tol):
-        t0 = time.perf_counter()
-        try:
-            got = fn(*args)
-            want = ref(*[a.double() if isinstance(a, torch.Tensor) else a for a in args])
-            got = got[0] if isinstance(got, tuple) else got
-            want = want[0] if isinstance(want, tuple) else want
-            err = (got.double() - want).abs().max().item()
-            checks.append({"kernel": name, "max_abs_err": err, "tolerance": tol, "ok": err <= tol,
-                           "seconds": time.perf_counter() - t0, "reason": ""})
-        except Exception as exc:
-            checks.append({"kernel": name, "max_abs_err": None, "tolerance": tol, "ok": False,
-                           "seconds": time.perf_counter() - t0, "reason": f"{type(exc).__name__}: {exc}"})
-
-    q, k, v = r(1, 4, 37, 40), r(1, 2, 53, 40), r(1, 2, 53, 40)
-    check("attention fwd (GQA, Nq != Nk, D=40)", lambda *a: attention(*a, causal=True),
-          lambda *a: naive_attention(*a, causal=True), (q, k, v), 1e-5)
-    x, W, U, b = r(9, 3, 24), r(200, 24) * 0.3, r(200, 50) * 0.3, r(200)
-    check("LSTM layer fwd (T=9, hidden 50)", lambda *a: lstm(a[0], None, *a[1:]),
-          lambda *a: ref_lstm(a[0], None, *a[1:]), (x, W, U, b, b), 1e-5)
-    check("persistent LSTM fwd, split head (T=9, hidden 50)",
-          lambda *a: lstm_persistent(a[0], None, *a[1:], _block_h=16), lambda *a: ref_lstm(a[0], None, *a[1:]),
-          (x, W, U, b, b), 1e-5)
-    xg, Wg, Ug, bg, hg = r(3, 24), r(150, 24) * 0.3, r(150, 50) * 0.3, r(150), r(3, 50)
-    check("GRU cell fwd (hidden 50)", gru_cell, ref_gru, (xg, hg, Wg, Ug, bg, bg), 1e-5)
+    """Every workload's checks: its Triton kernels against float64 references at small fp32 shapes
+    (through the interpreter on a CPU)."""
+    checks, seen = [], set()
+    for w in WORKLOADS.values():
+        for c in w.checks:
+            if c.name in seen:
+                continue
+            seen.add(c.name)
+            t0 = time.perf_counter()
+            try:
+                got, want = c.run(device)
+                err = (got.double() - want.double()).abs().max().item()
+                checks.append({"kernel": c.name, "max_abs_err": err, "tolerance": c.tolerance, "ok": err <= c.tolerance,
+                               "seconds": time.perf_counter() - t0, "reason": ""})
+            except Exception as exc:
+                checks.append({"kernel": c.name, "max_abs_err": None, "tolerance": c.tolerance, "ok": False,
+                               "seconds": time.perf_counter() - t0, "reason": f"{type(exc).__name__}: {exc}"})
     return checks
 
 
 def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None, modes=MODES,
-          resume: bool = False, cuda_graph: bool = False, progress=True, device=None) -> dict:
+          resume: bool = False, cuda_graph: bool = False, progress=True, device=None, impls=None) -> dict:
     """Run every point into out_dir/results.csv and write run.json; returns the run's metadata."""
     os.makedirs(out_dir, exist_ok=True)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -157,17 +143,21 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
             shapes = [dict(shapes[0], **{w.seq_key: n}) for n in seq_lens]
         if batch:
             shapes = [dict(s, B=batch) for s in shapes]
-        points += [(w, impl, s, mode) for s in shapes for mode in modes for impl in w.impls.values()]
+        chosen = [i for i in w.impls.values() if not impls or i.name in impls]
+        points += [(w, impl, s, mode) for s in shapes for mode in modes for impl in chosen]
     writer = schema.RowWriter(csv_path, kept)  # resume: finished points stay, failed ones are tried again
     schema.write_json(json_path, meta)
     bar = _progress(len(points), progress)
+    point = None
     try:
         for w, impl, s, mode in points:
             key = (w.name, impl.name, mode, str(dtype).removeprefix("torch."), shape_label(w, s))
             bar(f"{w.name} {impl.name} {shape_label(w, s)} {mode}")
             if key in done:
                 continue
-            writer.write(measure_point(w, impl, s, mode, dtype, device, sampler, cuda_graph))
+            if point is None or (point.workload, point.shape, point.mode) != (w, s, mode):
+                point = Point(w, s, mode, dtype, device)   # inputs and baseline shared by this shape's impls
+            writer.write(measure_point(w, impl, s, mode, dtype, device, sampler, cuda_graph, point=point))
     finally:
         writer.close()
         bar(None)

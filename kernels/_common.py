@@ -62,9 +62,8 @@ def fp32_dot_precision() -> str:
 
 
 def dot_options(dtype: torch.dtype, device: torch.device) -> dict:
-    """The PREC and INTERP constexprs every kernel with a dot takes (see kernels/_tl.py)."""
-    return {"PREC": fp32_dot_precision() if dtype == torch.float32 else "tf32",
-            "INTERP": device.type != "cuda" and dtype != torch.float32}
+    """The PREC constexpr every kernel with a dot takes: exact fp32 unless TF32 is allowed (ignored for 16 bits)."""
+    return {"PREC": fp32_dot_precision() if dtype == torch.float32 else "tf32"}
 
 
 def once_differentiable(backward):
@@ -81,3 +80,87 @@ def once_differentiable(backward):
                 "supported by seqbench's Triton kernels; use the PyTorch reference for higher-order gradients")
         return backward(ctx, *grads)
     return wrapper
+
+
+_AUTOTUNERS: list[tuple[str, object]] = []
+
+
+def autotune(fn, configs, key: list[str], label: str):
+    """``triton.autotune`` that remembers the tuner, so a benchmark row can record the config it chose."""
+    import triton
+    tuner = triton.autotune(configs=configs, key=key)(fn)
+    _AUTOTUNERS.append((label, tuner))
+    return tuner
+
+
+def forget_tuned_configs() -> None:
+    for _, tuner in _AUTOTUNERS:
+        tuner.best_config = None
+
+
+def tuned_configs() -> str:
+    """The config each autotuned kernel ran with since ``forget_tuned_configs``: 'label BLOCK_M=128 ... w8 s3; ...'."""
+    out = []
+    for label, tuner in _AUTOTUNERS:
+        c = getattr(tuner, "best_config", None)
+        if c is not None:
+            params = " ".join(f"{k}={v}" for k, v in c.kwargs.items())
+            out.append(f"{label} {params} warps={c.num_warps} stages={c.num_stages}")
+    return "; ".join(dict.fromkeys(out))
+
+
+def strides(name: str, t: torch.Tensor | None, dims: str) -> dict:
+    """The kernel arguments ``stride_{name}{dim}`` of ``t``, one per letter of ``dims`` (zeros for None).
+
+    One convention in every kernel file, the tutorial's: q's strides are stride_qb, stride_qh, stride_qm,
+    stride_qd, so grepping a kernel parameter finds the launcher line that fills it."""
+    values = t.stride() if t is not None else (0,) * len(dims)
+    if len(values) != len(dims):
+        raise ValueError(f"strides of {name}: {len(dims)} dims '{dims}' for a rank-{len(values)} tensor")
+    return {f"stride_{name}{d}": s for d, s in zip(dims, values)}
+
+
+# ------------------------------------------------------------------ recurrent steps (LSTM, GRU)
+
+def check_rnn_step(x, h, c, w_ih, w_hh, b_ih, b_hh, n_gates: int, heads: int = 1):
+    """Shapes, dtypes and devices of a step's arguments; ``heads > 1`` means w_hh is (heads, n·DH, DH)."""
+    check_tensor("x", x, 2, "(B, input_size)")
+    check_tensor("w_ih", w_ih, 2, f"({n_gates}*hidden_size, input_size)")
+    B, IN = x.shape
+    if heads == 1:
+        check_tensor("w_hh", w_hh, 2, f"({n_gates}*hidden_size, hidden_size)")
+        HID = w_hh.shape[1]
+        if w_hh.shape[0] != n_gates * HID:
+            raise ValueError(f"w_hh must have shape ({n_gates}*hidden_size, hidden_size), got {tuple(w_hh.shape)}")
+    else:
+        check_tensor("w_hh", w_hh, 3, f"(heads, {n_gates}*head_size, head_size)")
+        if w_hh.shape[0] != heads or w_hh.shape[1] != n_gates * w_hh.shape[2]:
+            raise ValueError(f"w_hh must have shape ({heads}, {n_gates}*head_size, head_size), got {tuple(w_hh.shape)}")
+        HID = heads * w_hh.shape[2]
+    if w_ih.shape != (n_gates * HID, IN):
+        raise ValueError(f"w_ih must have shape ({n_gates * HID}, {IN}) to match x and w_hh, got {tuple(w_ih.shape)}")
+    named = [("x", x), ("w_ih", w_ih), ("w_hh", w_hh)]
+    for name, t, shape in (("h", h, (B, HID)), ("c", c, (B, HID)),
+                           ("b_ih", b_ih, (n_gates * HID,)), ("b_hh", b_hh, (n_gates * HID,))):
+        if t is None:
+            continue
+        check_tensor(name, t, len(shape), str(shape))
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+        named.append((name, t))
+    check_same(tuple(n for n, _ in named), tuple(t for _, t in named))
+    if B < 1 or IN < 1 or HID < 1:
+        raise ValueError(f"batch, input_size and hidden_size must be >= 1, got x {tuple(x.shape)}, "
+                         f"w_hh {tuple(w_hh.shape)}")
+    return HID
+
+
+def check_batching(x, states) -> bool:
+    """True for an unbatched step (1-D x); the states must then be 1-D too, as nn.LSTMCell/GRUCell require."""
+    unbatched = isinstance(x, torch.Tensor) and x.ndim == 1
+    want = 1 if unbatched else 2
+    for name, t in states:
+        if isinstance(t, torch.Tensor) and x.ndim in (1, 2) and t.ndim != want:
+            raise ValueError(f"{name} must have rank {want} like x ({'unbatched' if unbatched else 'batched'} "
+                             f"step), got shape {tuple(t.shape)}")
+    return unbatched

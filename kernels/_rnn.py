@@ -10,20 +10,23 @@ import functools
 import triton
 import triton.language as tl
 
+from kernels._common import autotune
 from kernels._tl import cast, dot_acc
 
 
 @triton.jit
-def gate_matmul(acc, W, A, swr, swk, sab, sak, rows, row_ok, offs_b, b_ok, K,
-                BLOCK_K: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr):
+def gate_matmul(acc, W, A, stride_wr, stride_wk, stride_ab, stride_ak, rows, row_ok, offs_b, b_ok, K,
+                BLOCK_K: tl.constexpr, PREC: tl.constexpr):
     """acc (R × BLOCK_B) += W[rows, :K] @ A[offs_b, :K]ᵀ; rows with row_ok false contribute zero."""
     offs_k = tl.arange(0, BLOCK_K)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + offs_k
         k_ok = kk < K
-        w = tl.load(W + rows[:, None] * swr + kk[None, :] * swk, mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-        a = tl.load(A + offs_b[None, :] * sab + kk[:, None] * sak, mask=b_ok[None, :] & k_ok[:, None], other=0.0)
-        acc = dot_acc(w, a, acc, PREC, INTERP)
+        w = tl.load(W + rows[:, None] * stride_wr + kk[None, :] * stride_wk, mask=row_ok[:, None] & k_ok[None, :],
+                    other=0.0)
+        a = tl.load(A + offs_b[None, :] * stride_ab + kk[:, None] * stride_ak, mask=b_ok[None, :] & k_ok[:, None],
+                    other=0.0)
+        acc = dot_acc(w, a, acc, PREC)
     return acc
 
 
@@ -48,13 +51,13 @@ def load4(ptr, step, mask):
 
 
 @triton.jit
-def store4(ptr, step, a, b, c, d, mask, INTERP: tl.constexpr):
+def store4(ptr, step, a, b, c, d, mask):
     """Store four tiles to the gate blocks at ptr + k·step, cast to the pointer's dtype."""
     ty = ptr.dtype.element_ty
-    tl.store(ptr, cast(a, ty, INTERP), mask=mask)
-    tl.store(ptr + step, cast(b, ty, INTERP), mask=mask)
-    tl.store(ptr + 2 * step, cast(c, ty, INTERP), mask=mask)
-    tl.store(ptr + 3 * step, cast(d, ty, INTERP), mask=mask)
+    tl.store(ptr, cast(a, ty), mask=mask)
+    tl.store(ptr + step, cast(b, ty), mask=mask)
+    tl.store(ptr + 2 * step, cast(c, ty), mask=mask)
+    tl.store(ptr + 3 * step, cast(d, ty), mask=mask)
 
 
 @triton.jit
@@ -84,7 +87,7 @@ STEP_CONFIGS = [
     _cfg(16, 32, 128, 4, 3),
     _cfg(32, 16, 128, 8, 3),
     _cfg(32, 32, 64, 4, 3),
-]
+                ]
 
 # The interpreter runs one program at a time: small tiles so tests cross tile edges.
 INTERPRETER_STEP = dict(BLOCK_H=16, BLOCK_B=16, BLOCK_K=32, num_warps=4)
@@ -95,7 +98,7 @@ BWD_CONFIG = triton.Config({"BLOCK_B": 16, "BLOCK_H": 64}, num_warps=4, num_stag
 
 @functools.lru_cache(maxsize=None)
 def _tuned(kernel):
-    return triton.autotune(configs=STEP_CONFIGS, key=["B", "IN", "HID"])(kernel)
+    return autotune(kernel, STEP_CONFIGS, ["B", "IN", "HID"], kernel.__name__.strip("_"))
 
 
 def step_launcher(kernel, device):

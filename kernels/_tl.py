@@ -1,28 +1,34 @@
 """Triton helpers shared by the kernels.
 
-``INTERP`` is true when a kernel runs in the Triton interpreter on low-precision data.  The
-interpreter has two numeric bugs that would otherwise make CPU tests disagree with the GPU:
-``tl.dot`` on bf16 operands returns garbage (triton #11584), and fp32 -> bf16 casts truncate
-instead of rounding to nearest even, which biases every recurrence.  On a GPU ``INTERP`` is false
-and both helpers reduce to the plain operation.
+``INTERPRETING`` is a module-level constexpr, true when kernels run in the Triton interpreter
+(TRITON_INTERPRET=1, read once at import; Triton reads it at import too).  Kernels need no argument
+for it: a ``tl.constexpr`` global is folded in at compile time, and in the interpreter it is a plain
+value.  The interpreter has two numeric bugs that would otherwise make CPU tests disagree with the
+GPU: ``tl.dot`` on bf16 operands returns garbage (triton #11584), and fp32 -> bf16 casts truncate
+instead of rounding to nearest even, which biases every recurrence.  On a GPU both helpers are the
+plain operation.
 """
+import os
+
 import triton
 import triton.language as tl
 
+INTERPRETING = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"))
+
 
 @triton.jit
-def dot_acc(a, b, acc, PREC: tl.constexpr, INTERP: tl.constexpr):
+def dot_acc(a, b, acc, PREC: tl.constexpr):
     """acc + a @ b (fp32 accumulate); in the interpreter the operands are upcast first."""
-    if INTERP:
+    if INTERPRETING:
         a = a.to(tl.float32)
         b = b.to(tl.float32)
     return tl.dot(a, b, acc, input_precision=PREC)
 
 
 @triton.jit
-def cast(x, dtype: tl.constexpr, INTERP: tl.constexpr):
+def cast(x, dtype: tl.constexpr):
     """x.to(dtype) with round-to-nearest-even, also for bf16 in the interpreter."""
-    if INTERP:
+    if INTERPRETING:
         if dtype == tl.bfloat16:
             bits = x.to(tl.float32).to(tl.uint32, bitcast=True)
             bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16

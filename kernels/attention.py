@@ -15,19 +15,29 @@ log-sum-exp is ``m + log2(l)`` in those units.
 Causal masking follows ``F.scaled_dot_product_attention(is_causal=True)``: query i sees keys
 j ≤ i (top-left aligned), also when Nq != Nk.  Grouped-query attention maps query head h to
 key/value head h // (H // Hkv).
+
+Dimensions (one meaning per letter in every kernel file):
+    B    batch                 H    query heads             HKV  key/value heads (GROUP = H // HKV)
+    N_Q  query length          N_K  key length              D    head dim (HEAD_DIM; BLOCK_D padded to 2^k)
+    BLOCK_M / BLOCK_N  a program's query rows / key columns
+Strides are ``stride_{tensor}{dim}`` (``kernels._common.strides``), the tutorial's convention: dims
+b batch, h head, m query row, n key row, d head dim, e.g. ``stride_qb, stride_qh, stride_qm, stride_qd``.
 """
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import triton
 import triton.language as tl
 
-from kernels._common import FLOAT_DTYPES, check_same, check_tensor, cuda_arch, dot_options, once_differentiable
+from kernels._common import (FLOAT_DTYPES, autotune, check_same, check_tensor, cuda_arch, dot_options,
+                             once_differentiable, strides)
 from kernels._tl import cast, dot_acc
 
 MAX_HEAD_DIM = 256
+LOG2E = math.log2(math.e)   # the kernels work in base 2: exp(x) = exp2(x · LOG2E)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -36,21 +46,21 @@ MAX_HEAD_DIM = 256
 
 
 @triton.jit
-def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd,
+def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
                     offs_m, offs_n, offs_d, mask_d, lo, hi, N_K, qk_scale,
                     CAUSAL: tl.constexpr, MASK: tl.constexpr, BLOCK_N: tl.constexpr,
-                    PREC: tl.constexpr, INTERP: tl.constexpr):
+                    PREC: tl.constexpr):
     """Fold key/value blocks [lo, hi) into the running (acc, l, m). MASK: block may need masking."""
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
         if MASK:
             in_k = cols < N_K
-            kt = tl.load(k_base + cols[None, :] * skn + offs_d[:, None] * skd,
+            kt = tl.load(k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
                          mask=in_k[None, :] & mask_d[:, None], other=0.0)
         else:
-            kt = tl.load(k_base + cols[None, :] * skn + offs_d[:, None] * skd,
+            kt = tl.load(k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
                          mask=mask_d[:, None], other=0.0)
-        qk = dot_acc(q, kt, tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC, INTERP) * qk_scale
+        qk = dot_acc(q, kt, tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC) * qk_scale
         if MASK:
             keep = in_k[None, :]
             if CAUSAL:
@@ -61,22 +71,23 @@ def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd,
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         if MASK:
-            v = tl.load(v_base + cols[:, None] * svn + offs_d[None, :] * svd,
+            v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
                         mask=in_k[:, None] & mask_d[None, :], other=0.0)
         else:
-            v = tl.load(v_base + cols[:, None] * svn + offs_d[None, :] * svd,
+            v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
                         mask=mask_d[None, :], other=0.0)
-        acc = dot_acc(cast(p, v.dtype, INTERP), v, acc * alpha[:, None], PREC, INTERP)
+        acc = dot_acc(cast(p, v.dtype), v, acc * alpha[:, None], PREC)
         m_i = m_new
     return acc, l_i, m_i
 
 
 @triton.jit
 def _attn_fwd(Q, K, V, O, LSE,
-              sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, som, sod,
+              stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd, stride_vb,
+              stride_vh, stride_vn, stride_vd, stride_ob, stride_oh, stride_om, stride_od,
               H, GROUP, N_Q, N_K, qk_scale, HEAD_DIM: tl.constexpr,
               CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-              BLOCK_D: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr):
+              BLOCK_D: tl.constexpr, PREC: tl.constexpr):
     """One program: BLOCK_M query rows of one (batch, head) against all visible keys."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -90,10 +101,10 @@ def _attn_fwd(Q, K, V, O, LSE,
     mask_m = offs_m < N_Q
     mask_d = offs_d < HEAD_DIM
 
-    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd,
+    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
                 mask=mask_m[:, None] & mask_d[None, :], other=0.0)
-    k_base = K + b * skb + hk * skh
-    v_base = V + b * svb + hk * svh
+    k_base = K + b * stride_kb + hk * stride_kh
+    v_base = V + b * stride_vb + hk * stride_vh
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -106,16 +117,16 @@ def _attn_fwd(Q, K, V, O, LSE,
     else:
         hi = N_K
         full = N_K // BLOCK_N * BLOCK_N
-    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd,
+    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
                                     offs_m, offs_n, offs_d, mask_d, 0, full, N_K, qk_scale,
-                                    CAUSAL, False, BLOCK_N, PREC, INTERP)
-    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, skn, skd, svn, svd,
+                                    CAUSAL, False, BLOCK_N, PREC)
+    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
                                     offs_m, offs_n, offs_d, mask_d, full, hi, N_K, qk_scale,
-                                    CAUSAL, True, BLOCK_N, PREC, INTERP)
+                                    CAUSAL, True, BLOCK_N, PREC)
 
     acc = acc / l_i[:, None]
-    tl.store(O + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :] * sod,
-             cast(acc, O.dtype.element_ty, INTERP), mask=mask_m[:, None] & mask_d[None, :])
+    tl.store(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od,
+             cast(acc, O.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
     tl.store(LSE + bh.to(tl.int64) * N_Q + offs_m, m_i + tl.math.log2(l_i), mask=mask_m)
 
 
@@ -125,7 +136,8 @@ def _attn_fwd(Q, K, V, O, LSE,
 
 
 @triton.jit
-def _attn_bwd_delta(O, DO, DELTA, sob, soh, som, sod, sdb, sdh, sdm, sdd, H, N_Q, HEAD_DIM: tl.constexpr,
+def _attn_bwd_delta(O, DO, DELTA, stride_ob, stride_oh, stride_om, stride_od, stride_db, stride_dh, stride_dm,
+                    stride_dd, H, N_Q, HEAD_DIM: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """δ = rowsum(dO ∘ O) per query row, in fp32."""
     pid_m = tl.program_id(0)
@@ -135,49 +147,53 @@ def _attn_bwd_delta(O, DO, DELTA, sob, soh, som, sod, sdb, sdh, sdm, sdd, H, N_Q
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     mask = (offs_m < N_Q)[:, None] & (offs_d < HEAD_DIM)[None, :]
-    o = tl.load(O + b * sob + h * soh + offs_m[:, None] * som + offs_d[None, :] * sod, mask=mask, other=0.0)
-    do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdm + offs_d[None, :] * sdd, mask=mask, other=0.0)
+    o = tl.load(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od,
+                mask=mask, other=0.0)
+    do = tl.load(DO + b * stride_db + h * stride_dh + offs_m[:, None] * stride_dm + offs_d[None, :] * stride_dd,
+                 mask=mask, other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(DELTA + bh.to(tl.int64) * N_Q + offs_m, delta, mask=offs_m < N_Q)
 
 
 @triton.jit
 def _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
-                         sqm, sqd, sdm, sdd, offs_n, offs_d, mask_d, lo, hi, N_Q, qk_scale,
+                         stride_qm, stride_qd, stride_dm, stride_dd, offs_n, offs_d, mask_d, lo, hi, N_Q, qk_scale,
                          CAUSAL: tl.constexpr, MASK: tl.constexpr, BLOCK_M: tl.constexpr,
-                         PREC: tl.constexpr, INTERP: tl.constexpr):
+                         PREC: tl.constexpr):
     """Accumulate dK, dV of one key block over query blocks [lo, hi), working transposed (keys × queries)."""
     offs_mb = tl.arange(0, BLOCK_M)
     for start_m in range(lo, hi, BLOCK_M):
         rows = start_m + offs_mb
         in_q = rows < N_Q
-        qt = tl.load(q_base + rows[None, :] * sqm + offs_d[:, None] * sqd,
+        qt = tl.load(q_base + rows[None, :] * stride_qm + offs_d[:, None] * stride_qd,
                      mask=in_q[None, :] & mask_d[:, None], other=0.0)
-        do = tl.load(do_base + rows[:, None] * sdm + offs_d[None, :] * sdd,
+        do = tl.load(do_base + rows[:, None] * stride_dm + offs_d[None, :] * stride_dd,
                      mask=in_q[:, None] & mask_d[None, :], other=0.0)
         lse = tl.load(lse_base + rows, mask=in_q, other=0.0)
         delta = tl.load(delta_base + rows, mask=in_q, other=0.0)
-        qkt = dot_acc(k, qt, tl.zeros([k.shape[0], BLOCK_M], tl.float32), PREC, INTERP)
+        qkt = dot_acc(k, qt, tl.zeros([k.shape[0], BLOCK_M], tl.float32), PREC)
         pt = tl.math.exp2(qkt * qk_scale - lse[None, :])
         if MASK:
             keep = in_q[None, :]
             if CAUSAL:
                 keep = keep & (offs_n[:, None] <= rows[None, :])
             pt = tl.where(keep, pt, 0.0)
-        dv = dot_acc(cast(pt, do.dtype, INTERP), do, dv, PREC, INTERP)
-        dpt = dot_acc(v, tl.trans(do), tl.zeros([k.shape[0], BLOCK_M], tl.float32), PREC, INTERP)
+        dv = dot_acc(cast(pt, do.dtype), do, dv, PREC)
+        dpt = dot_acc(v, tl.trans(do), tl.zeros([k.shape[0], BLOCK_M], tl.float32), PREC)
         dst = pt * (dpt - delta[None, :])
-        dk = dot_acc(cast(dst, qt.dtype, INTERP), tl.trans(qt), dk, PREC, INTERP)
+        dk = dot_acc(cast(dst, qt.dtype), tl.trans(qt), dk, PREC)
     return dk, dv
 
 
 @triton.jit
 def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA,
-                   sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd,
-                   sdb, sdh, sdm, sdd, sdkb, sdkh, sdkn, sdkd, sdvb, sdvh, sdvn, sdvd,
+                   stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd, stride_vb,
+                   stride_vh, stride_vn, stride_vd,
+                   stride_db, stride_dh, stride_dm, stride_dd, stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+                   stride_dvb, stride_dvh, stride_dvn, stride_dvd,
                    H, HKV, GROUP, N_Q, N_K, qk_scale, scale, HEAD_DIM: tl.constexpr,
                    CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   BLOCK_D: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr):
+                   BLOCK_D: tl.constexpr, PREC: tl.constexpr):
     """One program: dK, dV of BLOCK_N keys of one (batch, kv head), summed over the query heads of its group."""
     pid_n = tl.program_id(0)
     bhk = tl.program_id(1)
@@ -189,8 +205,10 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA,
     mask_d = offs_d < HEAD_DIM
     mask_kd = (offs_n < N_K)[:, None] & mask_d[None, :]
 
-    k = tl.load(K + b * skb + hk * skh + offs_n[:, None] * skn + offs_d[None, :] * skd, mask=mask_kd, other=0.0)
-    v = tl.load(V + b * svb + hk * svh + offs_n[:, None] * svn + offs_d[None, :] * svd, mask=mask_kd, other=0.0)
+    k = tl.load(K + b * stride_kb + hk * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+                mask=mask_kd, other=0.0)
+    v = tl.load(V + b * stride_vb + hk * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                mask=mask_kd, other=0.0)
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
 
@@ -205,59 +223,63 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA,
     for g in range(0, GROUP):
         h = hk * GROUP + g
         bh = b * H + h
-        q_base = Q + b * sqb + h * sqh
-        do_base = DO + b * sdb + h * sdh
+        q_base = Q + b * stride_qb + h * stride_qh
+        do_base = DO + b * stride_db + h * stride_dh
         lse_base = LSE + bh * N_Q
         delta_base = DELTA + bh * N_Q
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
-                                      sqm, sqd, sdm, sdd, offs_n, offs_d, mask_d, lo, diag, N_Q, qk_scale,
-                                      CAUSAL, True, BLOCK_M, PREC, INTERP)
+                                      stride_qm, stride_qd, stride_dm, stride_dd, offs_n, offs_d, mask_d, lo, diag,
+                                      N_Q, qk_scale,
+                                      CAUSAL, True, BLOCK_M, PREC)
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
-                                      sqm, sqd, sdm, sdd, offs_n, offs_d, mask_d, diag, tail, N_Q, qk_scale,
-                                      CAUSAL, False, BLOCK_M, PREC, INTERP)
+                                      stride_qm, stride_qd, stride_dm, stride_dd, offs_n, offs_d, mask_d, diag, tail,
+                                      N_Q, qk_scale,
+                                      CAUSAL, False, BLOCK_M, PREC)
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
-                                      sqm, sqd, sdm, sdd, offs_n, offs_d, mask_d, tail, N_Q, N_Q, qk_scale,
-                                      CAUSAL, True, BLOCK_M, PREC, INTERP)
+                                      stride_qm, stride_qd, stride_dm, stride_dd, offs_n, offs_d, mask_d, tail, N_Q,
+                                      N_Q, qk_scale,
+                                      CAUSAL, True, BLOCK_M, PREC)
 
-    tl.store(DK + b * sdkb + hk * sdkh + offs_n[:, None] * sdkn + offs_d[None, :] * sdkd,
-             cast(dk * scale, DK.dtype.element_ty, INTERP), mask=mask_kd)
-    tl.store(DV + b * sdvb + hk * sdvh + offs_n[:, None] * sdvn + offs_d[None, :] * sdvd,
-             cast(dv, DV.dtype.element_ty, INTERP), mask=mask_kd)
+    tl.store(DK + b * stride_dkb + hk * stride_dkh + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
+             cast(dk * scale, DK.dtype.element_ty), mask=mask_kd)
+    tl.store(DV + b * stride_dvb + hk * stride_dvh + offs_n[:, None] * stride_dvn + offs_d[None, :] * stride_dvd,
+             cast(dv, DV.dtype.element_ty), mask=mask_kd)
 
 
 @triton.jit
-def _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, skn, skd, svn, svd,
+def _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
                        offs_m, offs_n, offs_d, mask_d, lo, hi, N_K, qk_scale,
                        CAUSAL: tl.constexpr, MASK: tl.constexpr, BLOCK_N: tl.constexpr,
-                       PREC: tl.constexpr, INTERP: tl.constexpr):
+                       PREC: tl.constexpr):
     """Accumulate dQ of one query block over key blocks [lo, hi)."""
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
         in_k = cols < N_K
-        kt = tl.load(k_base + cols[None, :] * skn + offs_d[:, None] * skd,
+        kt = tl.load(k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
                      mask=in_k[None, :] & mask_d[:, None], other=0.0)
-        vt = tl.load(v_base + cols[None, :] * svn + offs_d[:, None] * svd,
+        vt = tl.load(v_base + cols[None, :] * stride_vn + offs_d[:, None] * stride_vd,
                      mask=in_k[None, :] & mask_d[:, None], other=0.0)
-        qk = dot_acc(q, kt, tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC, INTERP)
+        qk = dot_acc(q, kt, tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC)
         p = tl.math.exp2(qk * qk_scale - lse[:, None])
         if MASK:
             keep = in_k[None, :]
             if CAUSAL:
                 keep = keep & (cols[None, :] <= offs_m[:, None])
             p = tl.where(keep, p, 0.0)
-        dp = dot_acc(do, vt, tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC, INTERP)
+        dp = dot_acc(do, vt, tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC)
         ds = p * (dp - delta[:, None])
-        dq = dot_acc(cast(ds, kt.dtype, INTERP), tl.trans(kt), dq, PREC, INTERP)
+        dq = dot_acc(cast(ds, kt.dtype), tl.trans(kt), dq, PREC)
     return dq
 
 
 @triton.jit
 def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA,
-                 sqb, sqh, sqm, sqd, skb, skh, skn, skd, svb, svh, svn, svd,
-                 sdb, sdh, sdm, sdd, sdqb, sdqh, sdqm, sdqd,
+                 stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd, stride_vb,
+                 stride_vh, stride_vn, stride_vd,
+                 stride_db, stride_dh, stride_dm, stride_dd, stride_dqb, stride_dqh, stride_dqm, stride_dqd,
                  H, GROUP, N_Q, N_K, qk_scale, scale, HEAD_DIM: tl.constexpr,
                  CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 BLOCK_D: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr):
+                 BLOCK_D: tl.constexpr, PREC: tl.constexpr):
     """One program: dQ of BLOCK_M query rows of one (batch, head)."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
@@ -272,12 +294,14 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA,
     mask_d = offs_d < HEAD_DIM
     mask_qd = mask_m[:, None] & mask_d[None, :]
 
-    q = tl.load(Q + b * sqb + h * sqh + offs_m[:, None] * sqm + offs_d[None, :] * sqd, mask=mask_qd, other=0.0)
-    do = tl.load(DO + b * sdb + h * sdh + offs_m[:, None] * sdm + offs_d[None, :] * sdd, mask=mask_qd, other=0.0)
+    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                mask=mask_qd, other=0.0)
+    do = tl.load(DO + b * stride_db + h * stride_dh + offs_m[:, None] * stride_dm + offs_d[None, :] * stride_dd,
+                 mask=mask_qd, other=0.0)
     lse = tl.load(LSE + bh.to(tl.int64) * N_Q + offs_m, mask=mask_m, other=0.0)
     delta = tl.load(DELTA + bh.to(tl.int64) * N_Q + offs_m, mask=mask_m, other=0.0)
-    k_base = K + b * skb + hk * skh
-    v_base = V + b * svb + hk * svh
+    k_base = K + b * stride_kb + hk * stride_kh
+    v_base = V + b * stride_vb + hk * stride_vh
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
 
     if CAUSAL:
@@ -286,14 +310,14 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA,
     else:
         hi = N_K
         full = N_K // BLOCK_N * BLOCK_N
-    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, skn, skd, svn, svd,
+    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
                             offs_m, offs_n, offs_d, mask_d, 0, full, N_K, qk_scale,
-                            CAUSAL, False, BLOCK_N, PREC, INTERP)
-    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, skn, skd, svn, svd,
+                            CAUSAL, False, BLOCK_N, PREC)
+    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
                             offs_m, offs_n, offs_d, mask_d, full, hi, N_K, qk_scale,
-                            CAUSAL, True, BLOCK_N, PREC, INTERP)
-    tl.store(DQ + b * sdqb + h * sdqh + offs_m[:, None] * sdqm + offs_d[None, :] * sdqd,
-             cast(dq * scale, DQ.dtype.element_ty, INTERP), mask=mask_qd)
+                            CAUSAL, True, BLOCK_N, PREC)
+    tl.store(DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
+             cast(dq * scale, DQ.dtype.element_ty), mask=mask_qd)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -360,7 +384,7 @@ CONFIGS = {
             256: [_cfg(32, 64, 8, 3), _cfg(64, 32, 8, 3), _cfg(32, 64, 8, 2)],
         },
     },
-}
+           }
 
 # fp32 inputs take exact (IEEE) dots on CUDA cores by default, which hold whole tiles in registers:
 # small tiles, one config per head-dim bucket for both arch families, picked from a compile sweep
@@ -372,7 +396,7 @@ FP32_CONFIGS = {
              128: [_cfg(16, 32, 8, 1)], 256: [_cfg(32, 32, 8, 1)]},
     "dq": {16: [_cfg(64, 32, 4, 1)], 32: [_cfg(64, 32, 4, 1)], 64: [_cfg(32, 32, 4, 2)],
            128: [_cfg(16, 32, 8, 1)], 256: [_cfg(32, 32, 8, 1)]},
-}
+                }
 
 KERNELS = {"fwd": _attn_fwd, "dkdv": _attn_bwd_dkdv, "dq": _attn_bwd_dq}
 
@@ -399,8 +423,8 @@ def configs_for(kernel: str, family: str, block_d: int, dtype: torch.dtype) -> l
 @functools.lru_cache(maxsize=None)
 def _tuned(kernel: str, family: str, block_d: int, dtype: torch.dtype):
     """An autotuner over the candidates for this arch family, head-dim bucket and dtype, keyed on the lengths."""
-    return triton.autotune(configs=configs_for(kernel, family, block_d, dtype),
-                           key=["N_Q", "N_K", "CAUSAL"])(KERNELS[kernel])
+    return autotune(KERNELS[kernel], configs_for(kernel, family, block_d, dtype), ["N_Q", "N_K", "CAUSAL"],
+                    f"attention.{kernel}")
 
 
 def _launcher(kernel: str, q: torch.Tensor, block_d: int):
@@ -444,36 +468,33 @@ def _check_inputs(q, k, v, causal, scale) -> None:
             raise ValueError(f"scale must be finite, got {scale}")
 
 
-def _strides(prefix: str, t: torch.Tensor, seq: str = "m") -> dict:
-    """The kernels' stride arguments of a (B, H, N, D) tensor: {prefix}b, {prefix}h, {prefix}{seq}, {prefix}d."""
-    return dict(zip((prefix + "b", prefix + "h", prefix + seq, prefix + "d"), t.stride()))
-
-
 def _common(q, k, causal: bool, scale: float) -> dict:
     H, Nq, D = q.shape[1], q.shape[2], q.shape[3]
     Hkv, Nk = k.shape[1], k.shape[2]
-    return dict(H=H, GROUP=H // Hkv, N_Q=Nq, N_K=Nk, qk_scale=scale * 1.4426950408889634,
+    return dict(H=H, GROUP=H // Hkv, N_Q=Nq, N_K=Nk, qk_scale=scale * LOG2E,
                 HEAD_DIM=D, BLOCK_D=head_dim_block(D), CAUSAL=causal, **dot_options(q.dtype, q.device))
 
 
 def fwd_args(q, k, v, o, lse, causal: bool, scale: float) -> dict:
     """Every argument of ``_attn_fwd`` but the tuned BLOCK_M/BLOCK_N, by name."""
-    return dict(Q=q, K=k, V=v, O=o, LSE=lse, **_strides("sq", q), **_strides("sk", k, "n"), **_strides("sv", v, "n"),
-                **_strides("so", o), **_common(q, k, causal, scale))
+    return dict(Q=q, K=k, V=v, O=o, LSE=lse, **strides("q", q, "bhmd"), **strides("k", k, "bhnd"), **strides("v", v,
+                "bhnd"),
+                **strides("o", o, "bhmd"), **_common(q, k, causal, scale))
 
 
 def delta_args(o, do, delta) -> dict:
     D = o.shape[3]
-    return dict(O=o, DO=do, DELTA=delta, **_strides("so", o), **_strides("sd", do), H=o.shape[1], N_Q=o.shape[2],
+    return dict(O=o, DO=do, DELTA=delta, **strides("o", o, "bhmd"), **strides("d", do, "bhmd"), H=o.shape[1],
+                N_Q=o.shape[2],
                 HEAD_DIM=D, BLOCK_D=head_dim_block(D))
 
 
 def bwd_args(q, k, v, do, dq, dk, dv, lse, delta, causal: bool, scale: float) -> tuple[dict, dict]:
     """Arguments of ``_attn_bwd_dkdv`` and ``_attn_bwd_dq`` (tuned block sizes excluded)."""
-    shared = dict(Q=q, K=k, V=v, DO=do, LSE=lse, DELTA=delta, **_strides("sq", q), **_strides("sk", k, "n"),
-                  **_strides("sv", v, "n"), **_strides("sd", do), scale=scale, **_common(q, k, causal, scale))
-    dkdv = dict(shared, DK=dk, DV=dv, HKV=k.shape[1], **_strides("sdk", dk, "n"), **_strides("sdv", dv, "n"))
-    dq_ = dict(shared, DQ=dq, **_strides("sdq", dq))
+    shared = dict(Q=q, K=k, V=v, DO=do, LSE=lse, DELTA=delta, **strides("q", q, "bhmd"), **strides("k", k, "bhnd"),
+                  **strides("v", v, "bhnd"), **strides("d", do, "bhmd"), scale=scale, **_common(q, k, causal, scale))
+    dkdv = dict(shared, DK=dk, DV=dv, HKV=k.shape[1], **strides("dk", dk, "bhnd"), **strides("dv", dv, "bhnd"))
+    dq_ = dict(shared, DQ=dq, **strides("dq", dq, "bhmd"))
     return dkdv, dq_
 
 
@@ -550,17 +571,21 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
 # compile-only builds for `seqbench inspect`
 # ----------------------------------------------------------------------------------------------
 
+# Kernels that must issue Hopper wgmma (HGMMA) on sm_90a in 16 bits (`seqbench inspect`, tests/test_inspect.py).
+WGMMA = ("attention.fwd", "attention.dkdv", "attention.dq")
+
 def compile_builds(family: str, dtypes=(torch.float16,)):
     """(name, jit fn, args, tuned config) for every shipped config of ``family`` ('sm80' or 'sm90'),
     with arguments as a real launch at B=2, H=8, N=1024 and D equal to the bucket would pass them."""
     for dtype in dtypes:
         for block_d in sorted(CONFIGS["fwd"][family]):
-            q, k, v, o, do, dq, dk, dv = (torch.empty(2, 8, 1024, block_d, device="meta", dtype=dtype) for _ in range(8))
+            q, k, v, o, do, dq, dk, dv = (torch.empty(2, 8, 1024, block_d, device="meta",
+                                                      dtype=dtype) for _ in range(8))
             lse, delta = (torch.empty(2, 8, 1024, device="meta", dtype=torch.float32) for _ in range(2))
             dkdv_args, dq_args = bwd_args(q, k, v, do, dq, dk, dv, lse, delta, False, block_d ** -0.5)
             per_kernel = {"fwd": fwd_args(q, k, v, o, lse, False, block_d ** -0.5), "dkdv": dkdv_args, "dq": dq_args}
             for kernel, args in per_kernel.items():
-                args.update(INTERP=False, PREC="ieee" if dtype == torch.float32 else "tf32")
+                args.update(PREC="ieee" if dtype == torch.float32 else "tf32")
                 for cfg in configs_for(kernel, family, block_d, dtype):
                     yield f"attention.{kernel}", KERNELS[kernel], args, cfg
             yield "attention.delta", _attn_bwd_delta, delta_args(o, do, delta), DELTA_CONFIG

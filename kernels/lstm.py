@@ -2,7 +2,7 @@
 
 One step, with ``torch.nn.LSTMCell``'s weight layout and gate order (i, f, g, o):
 
-    a = x W_ihᵀ + b_ih + h W_hhᵀ + b_hh          (B × 4H, never written to memory)
+    a = x W_ihᵀ + b_ih + h W_hhᵀ + b_hh          (B × 4·HID, never written to memory)
     i, f, o = σ(a_i), σ(a_f), σ(a_o);  g = tanh(a_g)
     c' = f ∘ c + i ∘ g;                h' = o ∘ tanh(c')
 
@@ -17,6 +17,12 @@ space); the backward is one fused pointwise kernel giving ∂a, then matmuls:
 The layer runs the input projection of all T steps as one GEMM, then one fused recurrent step
 per time step; its backward runs the pointwise kernel per step in reverse and forms dW_hh with a
 single GEMM over all steps.
+
+Dimensions (one meaning per letter in every kernel file):
+    B    batch                 T    time steps              IN   input size (I in shapes)
+    HID  hidden size           BLOCK_H / BLOCK_B / BLOCK_K  a program's hidden units / batch rows / K block
+Strides are ``stride_{tensor}{dim}`` (``kernels._common.strides``), dims b batch, t time, h hidden unit,
+k reduction, r weight row, g gate-vector column: e.g. ``stride_xb, stride_xk`` of x (B, IN).
 """
 from __future__ import annotations
 
@@ -27,20 +33,23 @@ import triton
 import triton.language as tl
 from torch import nn
 
-from kernels._common import check_same, check_tensor, dot_options, once_differentiable
-from kernels._rnn import gate_matmul, launch_bwd, load4, lstm_pointwise_bwd, split4, step_grid, step_launcher, store4, tanh
+from kernels._common import check_batching, check_rnn_step, check_tensor, dot_options, once_differentiable, strides
+from kernels._rnn import (gate_matmul, launch_bwd, load4, lstm_pointwise_bwd, split4, step_grid, step_launcher, store4,
+                          tanh)
 from kernels._tl import cast
+from kernels.lstm_persistent import lstm_persistent
 
 
 @triton.jit
 def _lstm_step_fwd(X, WIH, XW, H0, C0, WHH, BIH, BHH, H1, C1, GATES,
                    B, IN, HID,
-                   sxb, sxk, swir, swik, sxwb, sxwg, shb, shk, scb, sch, swhr, swhk, sbih, sbhh,
-                   sh1b, sh1h, sc1b, sc1h, sgb, sgh,
+                   stride_xb, stride_xk, stride_wir, stride_wik, stride_xwb, stride_xwg, stride_hb, stride_hk,
+                   stride_cb, stride_ch, stride_whr, stride_whk, stride_big, stride_bhg,
+                   stride_h1b, stride_h1h, stride_c1b, stride_c1h, stride_gb, stride_gh,
                    HAS_X: tl.constexpr, HAS_XW: tl.constexpr, HAS_H: tl.constexpr, HAS_C: tl.constexpr,
                    HAS_BIH: tl.constexpr, HAS_BHH: tl.constexpr, STORE_GATES: tl.constexpr,
                    BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
-                   PREC: tl.constexpr, INTERP: tl.constexpr):
+                   PREC: tl.constexpr):
     """One program: BLOCK_H hidden units × BLOCK_B batch rows of one time step, all four gates."""
     pid_h = tl.program_id(0)
     pid_b = tl.program_id(1)
@@ -53,16 +62,18 @@ def _lstm_step_fwd(X, WIH, XW, H0, C0, WHH, BIH, BHH, H1, C1, GATES,
 
     acc = tl.zeros([4 * BLOCK_H, BLOCK_B], tl.float32)
     if HAS_X:
-        acc = gate_matmul(acc, WIH, X, swir, swik, sxb, sxk, rows, row_ok, offs_b, b_ok, IN, BLOCK_K, PREC, INTERP)
+        acc = gate_matmul(acc, WIH, X, stride_wir, stride_wik, stride_xb, stride_xk, rows, row_ok, offs_b, b_ok, IN,
+                          BLOCK_K, PREC)
     if HAS_H:
-        acc = gate_matmul(acc, WHH, H0, swhr, swhk, shb, shk, rows, row_ok, offs_b, b_ok, HID, BLOCK_K, PREC, INTERP)
+        acc = gate_matmul(acc, WHH, H0, stride_whr, stride_whk, stride_hb, stride_hk, rows, row_ok, offs_b, b_ok, HID,
+                          BLOCK_K, PREC)
     if HAS_XW:
-        acc += tl.load(XW + offs_b[None, :] * sxwb + rows[:, None] * sxwg,
+        acc += tl.load(XW + offs_b[None, :] * stride_xwb + rows[:, None] * stride_xwg,
                        mask=row_ok[:, None] & b_ok[None, :], other=0.0).to(tl.float32)
     if HAS_BIH:
-        acc += tl.load(BIH + rows * sbih, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+        acc += tl.load(BIH + rows * stride_big, mask=row_ok, other=0.0).to(tl.float32)[:, None]
     if HAS_BHH:
-        acc += tl.load(BHH + rows * sbhh, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+        acc += tl.load(BHH + rows * stride_bhg, mask=row_ok, other=0.0).to(tl.float32)[:, None]
 
     a_i, a_f, a_g, a_o = split4(acc, BLOCK_H, BLOCK_B)
     i = tl.sigmoid(a_i)
@@ -73,62 +84,63 @@ def _lstm_step_fwd(X, WIH, XW, H0, C0, WHH, BIH, BHH, H1, C1, GATES,
     hj = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
     mask = (hj < HID)[:, None] & b_ok[None, :]
     if HAS_C:
-        c = tl.load(C0 + offs_b[None, :] * scb + hj[:, None] * sch, mask=mask, other=0.0).to(tl.float32)
+        c = tl.load(C0 + offs_b[None, :] * stride_cb + hj[:, None] * stride_ch, mask=mask, other=0.0).to(tl.float32)
         c1 = f * c + i * g
     else:
         c1 = i * g
     h1 = o * tanh(c1)
-    tl.store(C1 + offs_b[None, :] * sc1b + hj[:, None] * sc1h, cast(c1, C1.dtype.element_ty, INTERP), mask=mask)
-    tl.store(H1 + offs_b[None, :] * sh1b + hj[:, None] * sh1h, cast(h1, H1.dtype.element_ty, INTERP), mask=mask)
+    tl.store(C1 + offs_b[None, :] * stride_c1b + hj[:, None] * stride_c1h, cast(c1, C1.dtype.element_ty), mask=mask)
+    tl.store(H1 + offs_b[None, :] * stride_h1b + hj[:, None] * stride_h1h, cast(h1, H1.dtype.element_ty), mask=mask)
     if STORE_GATES:
-        store4(GATES + offs_b[None, :] * sgb + hj[:, None] * sgh, HID * sgh, i, f, g, o, mask, INTERP)
+        store4(GATES + offs_b[None, :] * stride_gb + hj[:, None] * stride_gh, HID * stride_gh, i, f, g, o, mask)
 
 
 @triton.jit
 def _lstm_step_bwd(GATES, C0, C1, DH1, DC1, DGATES, DC0, B, HID,
-                   sgb, sgh, scb, sch, sc1b, sc1h, sdhb, sdhh, sdcb, sdch, sdgb, sdgh, sdc0b, sdc0h,
-                   HAS_C: tl.constexpr, HAS_DC1: tl.constexpr, INTERP: tl.constexpr,
+                   stride_gb, stride_gh, stride_cb, stride_ch, stride_c1b, stride_c1h, stride_dhb, stride_dhh,
+                   stride_dcb, stride_dch, stride_dgb, stride_dgh, stride_dc0b, stride_dc0h,
+                   HAS_C: tl.constexpr, HAS_DC1: tl.constexpr,
                    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
     """Pointwise backward of one step: (dh', dc') -> (∂a for all four gates, dc_prev)."""
     offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
     offs_h = tl.program_id(0) * BLOCK_H + tl.arange(0, BLOCK_H)
     mask = (offs_b < B)[:, None] & (offs_h < HID)[None, :]
-    i, f, g, o = load4(GATES + offs_b[:, None] * sgb + offs_h[None, :] * sgh, HID * sgh, mask)
-    c1 = tl.load(C1 + offs_b[:, None] * sc1b + offs_h[None, :] * sc1h, mask=mask, other=0.0).to(tl.float32)
-    dh1 = tl.load(DH1 + offs_b[:, None] * sdhb + offs_h[None, :] * sdhh, mask=mask, other=0.0).to(tl.float32)
+    i, f, g, o = load4(GATES + offs_b[:, None] * stride_gb + offs_h[None, :] * stride_gh, HID * stride_gh, mask)
+    c1 = tl.load(C1 + offs_b[:, None] * stride_c1b + offs_h[None, :] * stride_c1h, mask=mask, other=0.0).to(tl.float32)
+    dh1 = tl.load(DH1 + offs_b[:, None] * stride_dhb + offs_h[None, :] * stride_dhh, mask=mask,
+                  other=0.0).to(tl.float32)
 
     if HAS_DC1:
-        dc = tl.load(DC1 + offs_b[:, None] * sdcb + offs_h[None, :] * sdch, mask=mask, other=0.0).to(tl.float32)
+        dc = tl.load(DC1 + offs_b[:, None] * stride_dcb + offs_h[None, :] * stride_dch, mask=mask,
+                     other=0.0).to(tl.float32)
     else:
         dc = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
     if HAS_C:
-        c = tl.load(C0 + offs_b[:, None] * scb + offs_h[None, :] * sch, mask=mask, other=0.0).to(tl.float32)
+        c = tl.load(C0 + offs_b[:, None] * stride_cb + offs_h[None, :] * stride_ch, mask=mask, other=0.0).to(tl.float32)
     else:
         c = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
     da_i, da_f, da_g, da_o, dc = lstm_pointwise_bwd(i, f, g, o, c, c1, dh1, dc)
-    store4(DGATES + offs_b[:, None] * sdgb + offs_h[None, :] * sdgh, HID * sdgh, da_i, da_f, da_g, da_o, mask, INTERP)
-    tl.store(DC0 + offs_b[:, None] * sdc0b + offs_h[None, :] * sdc0h, cast(dc, DC0.dtype.element_ty, INTERP), mask=mask)
+    store4(DGATES + offs_b[:, None] * stride_dgb + offs_h[None, :] * stride_dgh, HID * stride_dgh, da_i, da_f, da_g,
+           da_o, mask)
+    tl.store(DC0 + offs_b[:, None] * stride_dc0b + offs_h[None, :] * stride_dc0h, cast(dc, DC0.dtype.element_ty),
+             mask=mask)
 
 
 # ----------------------------------------------------------------------------------------------
 # launchers
 # ----------------------------------------------------------------------------------------------
 
-def _s(t):
-    return t.stride() if t is not None else (0, 0)
-
-
 def step_fwd_args(x, xw, h, c, w_ih, w_hh, b_ih, b_hh, h1, c1, gates) -> dict:
     """Arguments of ``_lstm_step_fwd`` by name; any of x/xw/h/c/biases/gates may be None."""
     B, HID = h1.shape
     return dict(X=x, WIH=w_ih, XW=xw, H0=h, C0=c, WHH=w_hh, BIH=b_ih, BHH=b_hh, H1=h1, C1=c1, GATES=gates,
                 B=B, IN=x.shape[1] if x is not None else 0, HID=HID,
-                **dict(zip(("sxb", "sxk"), _s(x))), **dict(zip(("swir", "swik"), _s(w_ih))),
-                **dict(zip(("sxwb", "sxwg"), _s(xw))), **dict(zip(("shb", "shk"), _s(h))),
-                **dict(zip(("scb", "sch"), _s(c))), **dict(zip(("swhr", "swhk"), _s(w_hh))),
-                sbih=b_ih.stride(0) if b_ih is not None else 0, sbhh=b_hh.stride(0) if b_hh is not None else 0,
-                **dict(zip(("sh1b", "sh1h"), h1.stride())), **dict(zip(("sc1b", "sc1h"), c1.stride())),
-                **dict(zip(("sgb", "sgh"), _s(gates))),
+                **strides("x", x, "bk"), **strides("wi", w_ih, "rk"),
+                **strides("xw", xw, "bg"), **strides("h", h, "bk"),
+                **strides("c", c, "bh"), **strides("wh", w_hh, "rk"),
+                **strides("bi", b_ih, "g"), **strides("bh", b_hh, "g"),
+                **strides("h1", h1, "bh"), **strides("c1", c1, "bh"),
+                **strides("g", gates, "bh"),
                 HAS_X=x is not None, HAS_XW=xw is not None, HAS_H=h is not None, HAS_C=c is not None,
                 HAS_BIH=b_ih is not None, HAS_BHH=b_hh is not None, STORE_GATES=gates is not None,
                 **dot_options(h1.dtype, h1.device))
@@ -137,11 +149,10 @@ def step_fwd_args(x, xw, h, c, w_ih, w_hh, b_ih, b_hh, h1, c1, gates) -> dict:
 def step_bwd_args(gates, c, c1, dh1, dc1, dgates, dc0) -> dict:
     B, HID = c1.shape
     return dict(GATES=gates, C0=c, C1=c1, DH1=dh1, DC1=dc1, DGATES=dgates, DC0=dc0, B=B, HID=HID,
-                **dict(zip(("sgb", "sgh"), gates.stride())), **dict(zip(("scb", "sch"), _s(c))),
-                **dict(zip(("sc1b", "sc1h"), c1.stride())), **dict(zip(("sdhb", "sdhh"), dh1.stride())),
-                **dict(zip(("sdcb", "sdch"), _s(dc1))), **dict(zip(("sdgb", "sdgh"), dgates.stride())),
-                **dict(zip(("sdc0b", "sdc0h"), dc0.stride())), HAS_C=c is not None, HAS_DC1=dc1 is not None,
-                INTERP=dot_options(c1.dtype, c1.device)["INTERP"])
+                **strides("g", gates, "bh"), **strides("c", c, "bh"),
+                **strides("c1", c1, "bh"), **strides("dh", dh1, "bh"),
+                **strides("dc", dc1, "bh"), **strides("dg", dgates, "bh"),
+                **strides("dc0", dc0, "bh"), HAS_C=c is not None, HAS_DC1=dc1 is not None)
 
 
 def _step_fwd(x, xw, h, c, w_ih, w_hh, b_ih, b_hh, out_h=None, out_c=None, gates=None):
@@ -156,7 +167,7 @@ def _step_fwd(x, xw, h, c, w_ih, w_hh, b_ih, b_hh, out_h=None, out_c=None, gates
 
 
 def _step_bwd(gates, c, c1, dh1, dc1, dgates=None):
-    """Gate-gradient (B, 4H) and dc_prev of one step; writes into ``dgates`` when given."""
+    """Gate-gradient (B, 4·HID) and dc_prev of one step; writes into ``dgates`` when given."""
     B, HID = c1.shape
     if dgates is None:
         dgates = torch.empty(B, 4 * HID, device=c1.device, dtype=gates.dtype)
@@ -196,7 +207,7 @@ class _LSTMCell(torch.autograd.Function):
 
 
 def _layer_forward(xw, h0, c0, w_hh, store_gates: bool):
-    """Run the recurrence over xw (T, B, 4H): returns every h (T, B, H), every c, and the gates if asked."""
+    """Run the recurrence over xw (T, B, 4·HID): returns every h (T, B, HID), every c, and the gates if asked."""
     T, B = xw.shape[0], xw.shape[1]
     HID = w_hh.shape[1]
     out = torch.empty(T, B, HID, device=xw.device, dtype=xw.dtype)
@@ -211,7 +222,7 @@ def _layer_forward(xw, h0, c0, w_hh, store_gates: bool):
 
 
 class _LSTMLayer(torch.autograd.Function):
-    """The recurrence of one layer over precomputed input projections xw (T, B, 4H), biases included."""
+    """The recurrence of one layer over precomputed input projections xw (T, B, 4·HID), biases included."""
 
     @staticmethod
     def forward(ctx, xw, h0, c0, w_hh):
@@ -243,61 +254,18 @@ class _LSTMLayer(torch.autograd.Function):
 # ----------------------------------------------------------------------------------------------
 
 
-def _check_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, n_gates: int, heads: int = 1):
-    """Shapes, dtypes and devices of a step's arguments; ``heads > 1`` means w_hh is (heads, n·DH, DH)."""
-    check_tensor("x", x, 2, "(B, input_size)")
-    check_tensor("w_ih", w_ih, 2, f"({n_gates}*hidden_size, input_size)")
-    B, IN = x.shape
-    if heads == 1:
-        check_tensor("w_hh", w_hh, 2, f"({n_gates}*hidden_size, hidden_size)")
-        HID = w_hh.shape[1]
-        if w_hh.shape[0] != n_gates * HID:
-            raise ValueError(f"w_hh must have shape ({n_gates}*hidden_size, hidden_size), got {tuple(w_hh.shape)}")
-    else:
-        check_tensor("w_hh", w_hh, 3, f"(heads, {n_gates}*head_size, head_size)")
-        if w_hh.shape[0] != heads or w_hh.shape[1] != n_gates * w_hh.shape[2]:
-            raise ValueError(f"w_hh must have shape ({heads}, {n_gates}*head_size, head_size), got {tuple(w_hh.shape)}")
-        HID = heads * w_hh.shape[2]
-    if w_ih.shape != (n_gates * HID, IN):
-        raise ValueError(f"w_ih must have shape ({n_gates * HID}, {IN}) to match x and w_hh, got {tuple(w_ih.shape)}")
-    named = [("x", x), ("w_ih", w_ih), ("w_hh", w_hh)]
-    for name, t, shape in (("h", h, (B, HID)), ("c", c, (B, HID)),
-                           ("b_ih", b_ih, (n_gates * HID,)), ("b_hh", b_hh, (n_gates * HID,))):
-        if t is None:
-            continue
-        check_tensor(name, t, len(shape), str(shape))
-        if tuple(t.shape) != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
-        named.append((name, t))
-    check_same(tuple(n for n, _ in named), tuple(t for _, t in named))
-    if B < 1 or IN < 1 or HID < 1:
-        raise ValueError(f"batch, input_size and hidden_size must be >= 1, got x {tuple(x.shape)}, w_hh {tuple(w_hh.shape)}")
-    return HID
-
-
-def _check_batching(x, states) -> bool:
-    """True for an unbatched step (1-D x); the states must then be 1-D too, as nn.LSTMCell/GRUCell require."""
-    unbatched = isinstance(x, torch.Tensor) and x.ndim == 1
-    want = 1 if unbatched else 2
-    for name, t in states:
-        if isinstance(t, torch.Tensor) and x.ndim in (1, 2) and t.ndim != want:
-            raise ValueError(f"{name} must have rank {want} like x ({'unbatched' if unbatched else 'batched'} "
-                             f"step), got shape {tuple(t.shape)}")
-    return unbatched
-
-
 def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     """One LSTM step with ``nn.LSTMCell`` semantics: returns (h1, c1).
 
-    x: (B, I) or (I,); h, c: (B, H) or (H,), None for zeros; w_ih: (4H, I); w_hh: (4H, H);
-    biases (4H,) or None.  Differentiable.
+    x: (B, I) or (I,); h, c: (B, HID) or (HID,), None for zeros; w_ih: (4·HID, I); w_hh: (4·HID, HID);
+    biases (4·HID,) or None.  Differentiable.
     """
-    unbatched = _check_batching(x, (("h", h), ("c", c)))
+    unbatched = check_batching(x, (("h", h), ("c", c)))
     if unbatched:
         x = x.unsqueeze(0)
         h = h.unsqueeze(0) if h is not None else None
         c = c.unsqueeze(0) if c is not None else None
-    _check_cell(x, h, c, w_ih, w_hh, b_ih, b_hh, 4)
+    check_rnn_step(x, h, c, w_ih, w_hh, b_ih, b_hh, 4)
     args = (x, h, c, w_ih, w_hh, b_ih, b_hh)
     if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in args):
         h1, c1 = _LSTMCell.apply(*args)
@@ -309,8 +277,8 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
 def lstm(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_first: bool = False):
     """One unidirectional LSTM layer over a sequence, ``nn.LSTM`` semantics for one layer.
 
-    x: (T, B, I), or (B, T, I) with batch_first; hx: (h0, c0) each (B, H), or None for zeros.
-    Returns (out (T, B, H) or (B, T, H), (h_n, c_n) each (B, H)).
+    x: (T, B, I), or (B, T, I) with batch_first; hx: (h0, c0) each (B, HID), or None for zeros.
+    Returns (out (T, B, HID) or (B, T, HID), (h_n, c_n) each (B, HID)).
     """
     check_tensor("x", x, 3, "(B, T, input_size)" if batch_first else "(T, B, input_size)")
     if batch_first:
@@ -319,7 +287,7 @@ def lstm(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_first: bool = False):
     if T < 1:
         raise ValueError(f"x must hold at least one time step, got shape {tuple(x.shape)}")
     h0, c0 = (None, None) if hx is None else hx
-    _check_cell(x[0], h0, c0, w_ih, w_hh, b_ih, b_hh, 4)
+    check_rnn_step(x[0], h0, c0, w_ih, w_hh, b_ih, b_hh, 4)
     xw = (x.reshape(T * B, IN) @ w_ih.t()).reshape(T, B, -1)
     if b_ih is not None:
         xw = xw + b_ih
@@ -367,8 +335,10 @@ class FusedLSTM(nn.Module):
         for layer in range(num_layers):
             layer_in = input_size if layer == 0 else hidden_size * dirs
             for suffix in ("", "_reverse")[:dirs]:
-                setattr(self, f"weight_ih_l{layer}{suffix}", nn.Parameter(torch.empty(4 * hidden_size, layer_in, **factory)))
-                setattr(self, f"weight_hh_l{layer}{suffix}", nn.Parameter(torch.empty(4 * hidden_size, hidden_size, **factory)))
+                setattr(self, f"weight_ih_l{layer}{suffix}", nn.Parameter(torch.empty(4 * hidden_size, layer_in,
+                                                                                      **factory)))
+                setattr(self, f"weight_hh_l{layer}{suffix}", nn.Parameter(torch.empty(4 * hidden_size, hidden_size,
+                                                                                      **factory)))
                 if bias:
                     setattr(self, f"bias_ih_l{layer}{suffix}", nn.Parameter(torch.empty(4 * hidden_size, **factory)))
                     setattr(self, f"bias_hh_l{layer}{suffix}", nn.Parameter(torch.empty(4 * hidden_size, **factory)))
@@ -415,10 +385,7 @@ class FusedLSTM(nn.Module):
             for name, t in (("h0", h0), ("c0", c0)):
                 if not isinstance(t, torch.Tensor) or tuple(t.shape) != expect:
                     raise ValueError(f"{name} must have shape {expect}, got {getattr(t, 'shape', type(t).__name__)}")
-        if self.kernel == "persistent":
-            from kernels.lstm_persistent import lstm_persistent as run_layer
-        else:
-            run_layer = lstm
+        run_layer = lstm_persistent if self.kernel == "persistent" else lstm
         h_n, c_n = [], []
         for layer in range(self.num_layers):
             outs = []
@@ -449,6 +416,9 @@ class FusedLSTM(nn.Module):
 # compile-only builds for `seqbench inspect`
 # ----------------------------------------------------------------------------------------------
 
+# Kernels that must issue Hopper wgmma (HGMMA) on sm_90a in 16 bits (`seqbench inspect`, tests/test_inspect.py).
+WGMMA = ("lstm.cell", "lstm.layer_step")
+
 def compile_builds(family: str, dtypes=(torch.float16,)):
     """Every step config as launched at batch 16, input = hidden = 1024: the cell (both matmuls),
     the layer's recurrent step (precomputed input projection) and the pointwise backward."""
@@ -456,15 +426,13 @@ def compile_builds(family: str, dtypes=(torch.float16,)):
 
     for dtype in dtypes:
         t = lambda *s: torch.empty(*s, device="meta", dtype=dtype)  # noqa: E731
-        B, H = 16, 1024
-        x, h, c, gates = t(B, H), t(B, H), t(B, H), t(B, 4 * H)
-        w, b, xw = t(4 * H, H), t(4 * H), t(B, 4 * H)
+        B, HID = 16, 1024
+        x, h, c, gates = t(B, HID), t(B, HID), t(B, HID), t(B, 4 * HID)
+        w, b, xw = t(4 * HID, HID), t(4 * HID), t(B, 4 * HID)
         builds = {"lstm.cell": step_fwd_args(x, None, h, c, w, w, b, b, h, c, gates),
                   "lstm.layer_step": step_fwd_args(None, xw, h, c, None, w, None, None, h, c, gates)}
         for name, args in builds.items():
-            args["INTERP"] = False
             for cfg in STEP_CONFIGS:
                 yield name, _lstm_step_fwd, args, cfg
         args = step_bwd_args(gates, c, c, h, c, gates, c)
-        args["INTERP"] = False
         yield "lstm.step_bwd", _lstm_step_bwd, args, BWD_CONFIG

@@ -1,16 +1,16 @@
 """Persistent LSTM layer: the time loop runs inside the kernel (Persistent RNNs, Diamos et al. 2016;
 cuDNN's PERSIST_STATIC; FlashRNN), forward and backward.
 
-Hidden size H = heads × DH.  With ``heads > 1`` the recurrent matrix is block-diagonal (FlashRNN's
+Hidden size HID = heads × DH.  With ``heads > 1`` the recurrent matrix is block-diagonal (FlashRNN's
 NH × DH): ``w_hh`` has shape (heads, 4·DH, DH) and head n's gates see only head n's hidden units.
-With ``heads == 1`` it is ``nn.LSTM``'s (4H, H) matrix.  The gate vector keeps ``nn.LSTM``'s layout
-(i, f, g, o blocks of H), head n owning columns n·DH … n·DH + DH − 1 of each block.
+With ``heads == 1`` it is ``nn.LSTM``'s (4·HID, HID) matrix.  The gate vector keeps ``nn.LSTM``'s layout
+(i, f, g, o blocks of HID), head n owning columns n·DH … n·DH + DH − 1 of each block.
 
 A program owns BLOCK_H hidden units of one head (all four gates) for BLOCK_B batch rows:
 
 * one program per head (BLOCK_H >= DH): it depends on no other program, so one launch runs all T
   steps (also in the interpreter), W_hh's slice loaded once when it fits one K block;
-* a head split over several programs (up to H = 1024 as one head): after each step every program
+* a head split over several programs (up to HID = 1024 as one head): after each step every program
   must see the others' h.  On a GPU, when the grid fits on the SMs at once, one launch runs all
   steps with a grid-wide barrier (an atomic counter) between steps; otherwise — and always in the
   interpreter, where programs run one after another — one launch per step, the barrier compiled out.
@@ -18,17 +18,25 @@ A program owns BLOCK_H hidden units of one head (all four gates) for BLOCK_B bat
 Step t (forward):  a = xw[t] + W h[t-1];  c = f∘c + i∘g;  h[t] = o∘tanh(c)   (xw holds x W_ihᵀ + biases)
 Step t (backward, reverse time):  dh[t] = dout[t] + Wᵀ ∂a[t+1];  the pointwise backward gives ∂a[t]
 and the carried dc;  after t = 0, dh0 = Wᵀ ∂a[0].  dW_hh = Σ ∂aᵀ h[t-1] is one batched GEMM.
+
+Dimensions (one meaning per letter in every kernel file):
+    B    batch                 T    time steps              IN   input size
+    HID  hidden size = NH · DH NH   heads (``heads``)       DH   head size
+    BLOCK_H / BLOCK_B / BLOCK_K  a program's hidden units / batch rows / K block;  TILES  programs per head
+Strides are ``stride_{tensor}{dim}`` (``kernels._common.strides``), dims t time, b batch, h hidden unit,
+g gate-vector column, n head, r weight row, k reduction: e.g. ``stride_xt, stride_xb, stride_xg`` of xw.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-from kernels._common import check_tensor, dot_options, once_differentiable
+from kernels._common import check_rnn_step, check_tensor, dot_options, once_differentiable, strides
 from kernels._rnn import load4, lstm_pointwise_bwd, split4, store4, tanh
 from kernels._tl import cast, dot_acc
-from kernels.lstm import _check_cell
 
 
 @triton.jit
@@ -53,13 +61,14 @@ def grid_barrier(BAR, target, MAX_SPIN: tl.constexpr):
 
 
 @triton.jit
-def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, t_lo, t_hi, B, H, DH, TILES,
-                      sxt, sxb, sxg, sht, shb, shh, swn, swr, swk, sct, scb, sch, sgt, sgb, sgh,
+def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, t_lo, t_hi, B, HID, DH, TILES,
+                      stride_xt, stride_xb, stride_xg, stride_ht, stride_hb, stride_hh, stride_wn, stride_wr,
+                      stride_wk, stride_ct, stride_cb, stride_ch, stride_gt, stride_gb, stride_gh,
                       STORE_GATES: tl.constexpr, BARRIER: tl.constexpr, MAX_SPIN: tl.constexpr,
                       HOIST_W: tl.constexpr,
                       BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
-                      PREC: tl.constexpr, INTERP: tl.constexpr):
-    """Steps t_lo … t_hi−1.  HS is (T+1, B, H) with HS[0] = h0; c enters and leaves through CCARRY."""
+                      PREC: tl.constexpr):
+    """Steps t_lo … t_hi−1.  HS is (T+1, B, HID) with HS[0] = h0; c enters and leaves through CCARRY."""
     pid = tl.program_id(0)
     n = pid // TILES
     j0 = (pid % TILES) * BLOCK_H
@@ -67,30 +76,31 @@ def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, t_lo, t_hi, B, H, DH, T
     jj = j0 + r % BLOCK_H
     row_ok = jj < DH
     w_rows = (r // BLOCK_H) * DH + jj              # row of W[n]
-    g_cols = (r // BLOCK_H) * H + n * DH + jj      # column of the gate vector
+    g_cols = (r // BLOCK_H) * HID + n * DH + jj      # column of the gate vector
     offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
     b_ok = offs_b < B
     hj = j0 + tl.arange(0, BLOCK_H)
     mask = (hj < DH)[:, None] & b_ok[None, :]
     hcol = n * DH + hj
     offs_k = tl.arange(0, BLOCK_K)
-    w_base = W + n * swn
+    w_base = W + n * stride_wn
     if HOIST_W:  # the whole slice of W_hh in one K block: load it once, keep it on chip for every step
-        w = tl.load(w_base + w_rows[:, None] * swr + offs_k[None, :] * swk,
+        w = tl.load(w_base + w_rows[:, None] * stride_wr + offs_k[None, :] * stride_wk,
                     mask=row_ok[:, None] & (offs_k < DH)[None, :], other=0.0)
-    c = tl.load(CCARRY + offs_b[None, :] * scb + hcol[:, None] * sch, mask=mask, other=0.0).to(tl.float32)
+    c = tl.load(CCARRY + offs_b[None, :] * stride_cb + hcol[:, None] * stride_ch, mask=mask, other=0.0).to(tl.float32)
     for t in range(t_lo, t_hi):
-        acc = tl.load(XW + t * sxt + offs_b[None, :] * sxb + g_cols[:, None] * sxg,
+        acc = tl.load(XW + t * stride_xt + offs_b[None, :] * stride_xb + g_cols[:, None] * stride_xg,
                       mask=row_ok[:, None] & b_ok[None, :], other=0.0).to(tl.float32)
-        h_prev = HS + t * sht + n * DH * shh
+        h_prev = HS + t * stride_ht + n * DH * stride_hh
         for k0 in range(0, DH, BLOCK_K):
             kk = k0 + offs_k
             k_ok = kk < DH
             if not HOIST_W:
-                w = tl.load(w_base + w_rows[:, None] * swr + kk[None, :] * swk,
+                w = tl.load(w_base + w_rows[:, None] * stride_wr + kk[None, :] * stride_wk,
                             mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            hk = tl.load(h_prev + offs_b[None, :] * shb + kk[:, None] * shh, mask=b_ok[None, :] & k_ok[:, None], other=0.0)
-            acc = dot_acc(w, hk, acc, PREC, INTERP)
+            hk = tl.load(h_prev + offs_b[None, :] * stride_hb + kk[:, None] * stride_hh,
+                         mask=b_ok[None, :] & k_ok[:, None], other=0.0)
+            acc = dot_acc(w, hk, acc, PREC)
         a_i, a_f, a_g, a_o = split4(acc, BLOCK_H, BLOCK_B)
         i = tl.sigmoid(a_i)
         f = tl.sigmoid(a_f)
@@ -99,24 +109,27 @@ def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, t_lo, t_hi, B, H, DH, T
         c = f * c + i * g
         h = o * tanh(c)
         ty = HS.dtype.element_ty
-        tl.store(HS + (t + 1) * sht + offs_b[None, :] * shb + hcol[:, None] * shh, cast(h, ty, INTERP), mask=mask)
-        tl.store(CS + t * sct + offs_b[None, :] * scb + hcol[:, None] * sch, cast(c, ty, INTERP), mask=mask)
+        tl.store(HS + (t + 1) * stride_ht + offs_b[None, :] * stride_hb + hcol[:, None] * stride_hh, cast(h, ty),
+                 mask=mask)
+        tl.store(CS + t * stride_ct + offs_b[None, :] * stride_cb + hcol[:, None] * stride_ch, cast(c, ty), mask=mask)
         if STORE_GATES:
-            store4(GATES + t * sgt + offs_b[None, :] * sgb + hcol[:, None] * sgh, H * sgh, i, f, g, o, mask, INTERP)
+            store4(GATES + t * stride_gt + offs_b[None, :] * stride_gb + hcol[:, None] * stride_gh, HID * stride_gh, i,
+                   f, g, o, mask)
         if BARRIER:
             grid_barrier(BAR, (t - t_lo + 1) * tl.num_programs(0) * tl.num_programs(1), MAX_SPIN)
         else:
             tl.debug_barrier()  # this program's h[t] stores are visible to all its threads
-    tl.store(CCARRY + offs_b[None, :] * scb + hcol[:, None] * sch, c, mask=mask)
+    tl.store(CCARRY + offs_b[None, :] * stride_cb + hcol[:, None] * stride_ch, c, mask=mask)
 
 
 @triton.jit
-def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, t_lo, t_hi, T, B, H, DH, TILES,
-                      sot, sob, soh, sdt, sdb, sdg, sgt, sgb, sgh, sct, scb, sch, swn, swr, swk,
+def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, t_lo, t_hi, T, B, HID, DH, TILES,
+                      stride_ot, stride_ob, stride_oh, stride_dt, stride_db, stride_dg, stride_gt, stride_gb,
+                      stride_gh, stride_ct, stride_cb, stride_ch, stride_wn, stride_wr, stride_wk,
                       HAS_C0: tl.constexpr, HAS_DHN: tl.constexpr, FINAL: tl.constexpr, BARRIER: tl.constexpr,
                       MAX_SPIN: tl.constexpr,
                       BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
-                      PREC: tl.constexpr, INTERP: tl.constexpr):
+                      PREC: tl.constexpr):
     """Steps t_hi−1 down to t_lo; with FINAL, then dh0 = Wᵀ ∂a[0].  dc enters and leaves through DCCARRY.
 
     B-major tiles here: (BLOCK_B, BLOCK_H) for this program's units, dh = ∂a[t+1] W restricted to them.
@@ -131,50 +144,59 @@ def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, t_lo, 
     mask = b_ok[:, None] & h_ok[None, :]
     hcol = n * DH + hj
     offs_k = tl.arange(0, BLOCK_K)
-    w_base = W + n * swn
-    dc = tl.load(DCCARRY + offs_b[:, None] * scb + hcol[None, :] * sch, mask=mask, other=0.0).to(tl.float32)
+    w_base = W + n * stride_wn
+    dc = tl.load(DCCARRY + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, mask=mask, other=0.0).to(tl.float32)
     for s in range(0, t_hi - t_lo):
         t = t_hi - 1 - s
         # dh[t] for this program's units: dout[t] + (∂a[t+1] of the whole head) W[n][:, units]
-        dh = tl.load(DOUT + t * sot + offs_b[:, None] * sob + hcol[None, :] * soh, mask=mask, other=0.0).to(tl.float32)
+        dh = tl.load(DOUT + t * stride_ot + offs_b[:, None] * stride_ob + hcol[None, :] * stride_oh, mask=mask,
+                     other=0.0).to(tl.float32)
         if t + 1 < T:
-            dh = _dh_from_next(dh, DG + (t + 1) * sdt, w_base, offs_b, b_ok, hj, h_ok, offs_k, n, H, DH,
-                               sdb, sdg, swr, swk, BLOCK_K, PREC, INTERP)
+            dh = _dh_from_next(dh, DG + (t + 1) * stride_dt, w_base, offs_b, b_ok, hj, h_ok, offs_k, n, HID, DH,
+                               stride_db, stride_dg, stride_wr, stride_wk, BLOCK_K, PREC)
         elif HAS_DHN:
-            dh += tl.load(DHN + offs_b[:, None] * scb + hcol[None, :] * sch, mask=mask, other=0.0).to(tl.float32)
-        i, f, g, o = load4(GATES + t * sgt + offs_b[:, None] * sgb + hcol[None, :] * sgh, H * sgh, mask)
-        c1 = tl.load(CS + t * sct + offs_b[:, None] * scb + hcol[None, :] * sch, mask=mask, other=0.0).to(tl.float32)
+            dh += tl.load(DHN + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, mask=mask,
+                          other=0.0).to(tl.float32)
+        i, f, g, o = load4(GATES + t * stride_gt + offs_b[:, None] * stride_gb + hcol[None, :] * stride_gh,
+                           HID * stride_gh, mask)
+        c1 = tl.load(CS + t * stride_ct + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, mask=mask,
+                     other=0.0).to(tl.float32)
         if t > 0:
-            c = tl.load(CS + (t - 1) * sct + offs_b[:, None] * scb + hcol[None, :] * sch, mask=mask,
+            c = tl.load(CS + (t - 1) * stride_ct + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, mask=mask,
                         other=0.0).to(tl.float32)
         elif HAS_C0:
-            c = tl.load(C0 + offs_b[:, None] * scb + hcol[None, :] * sch, mask=mask, other=0.0).to(tl.float32)
+            c = tl.load(C0 + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, mask=mask,
+                        other=0.0).to(tl.float32)
         else:
             c = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
         da_i, da_f, da_g, da_o, dc = lstm_pointwise_bwd(i, f, g, o, c, c1, dh, dc)
-        store4(DG + t * sdt + offs_b[:, None] * sdb + hcol[None, :] * sdg, H * sdg, da_i, da_f, da_g, da_o, mask, INTERP)
+        store4(DG + t * stride_dt + offs_b[:, None] * stride_db + hcol[None, :] * stride_dg, HID * stride_dg, da_i,
+               da_f, da_g, da_o, mask)
         if BARRIER:
             grid_barrier(BAR, (s + 1) * tl.num_programs(0) * tl.num_programs(1), MAX_SPIN)
         else:
             tl.debug_barrier()
-    tl.store(DCCARRY + offs_b[:, None] * scb + hcol[None, :] * sch, dc, mask=mask)
+    tl.store(DCCARRY + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, dc, mask=mask)
     if FINAL:
         dh0 = _dh_from_next(tl.zeros([BLOCK_B, BLOCK_H], tl.float32), DG, w_base, offs_b, b_ok, hj, h_ok, offs_k,
-                            n, H, DH, sdb, sdg, swr, swk, BLOCK_K, PREC, INTERP)
-        tl.store(DH0 + offs_b[:, None] * scb + hcol[None, :] * sch, dh0, mask=mask)
+                            n, HID, DH, stride_db, stride_dg, stride_wr, stride_wk, BLOCK_K, PREC)
+        tl.store(DH0 + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, dh0, mask=mask)
 
 
 @triton.jit
-def _dh_from_next(dh, DG_T, w_base, offs_b, b_ok, hj, h_ok, offs_k, n, H, DH, sdb, sdg, swr, swk,
-                  BLOCK_K: tl.constexpr, PREC: tl.constexpr, INTERP: tl.constexpr):
+def _dh_from_next(dh, DG_T, w_base, offs_b, b_ok, hj, h_ok, offs_k, n, HID, DH, stride_db, stride_dg, stride_wr,
+                  stride_wk,
+                  BLOCK_K: tl.constexpr, PREC: tl.constexpr):
     """dh (BLOCK_B × units) += ∂a_t[:, head n's 4·DH gate columns] @ W[n][:, units], K over the 4·DH rows."""
     for k0 in range(0, 4 * DH, BLOCK_K):
         rr = k0 + offs_k
         r_ok = rr < 4 * DH
-        cols = (rr // DH) * H + n * DH + rr % DH
-        da = tl.load(DG_T + offs_b[:, None] * sdb + cols[None, :] * sdg, mask=b_ok[:, None] & r_ok[None, :], other=0.0)
-        w = tl.load(w_base + rr[:, None] * swr + hj[None, :] * swk, mask=r_ok[:, None] & h_ok[None, :], other=0.0)
-        dh = dot_acc(da, w, dh, PREC, INTERP)
+        cols = (rr // DH) * HID + n * DH + rr % DH
+        da = tl.load(DG_T + offs_b[:, None] * stride_db + cols[None, :] * stride_dg,
+                     mask=b_ok[:, None] & r_ok[None, :], other=0.0)
+        w = tl.load(w_base + rr[:, None] * stride_wr + hj[None, :] * stride_wk, mask=r_ok[:, None] & h_ok[None, :],
+                    other=0.0)
+        dh = dot_acc(da, w, dh, PREC)
     return dh
 
 
@@ -190,10 +212,31 @@ SPLIT_BLOCK_H = 16
 MAX_SPIN = 1 << 21
 
 
-def plan(H: int, heads: int, B: int, dtype: torch.dtype, sms: int, block_h: int | None = None,
-         backward: bool = False, hopper: bool = True) -> dict:
+@dataclass(frozen=True)
+class Plan:
+    """How a layer is tiled and launched: the kernel's tile constexprs, the grid, and the launch mode."""
+    BLOCK_H: int          # hidden units of one head per program (all four gates)
+    BLOCK_B: int          # batch rows per program
+    BLOCK_K: int          # K block of the recurrent dot
+    TILES: int            # programs per head (1: the head is one program)
+    HOIST_W: bool         # W_hh's slice loaded once and kept on chip for every step
+    grid: tuple[int, int]
+    single_launch: bool   # one launch runs every step (else one launch per step)
+    barrier: bool         # programs of a split head meet at the grid barrier after each step
+    num_warps: int
+    num_stages: int = 1   # what `seqbench inspect` compiled and checked
+
+    def constexprs(self) -> dict:
+        return dict(BLOCK_H=self.BLOCK_H, BLOCK_B=self.BLOCK_B, BLOCK_K=self.BLOCK_K, TILES=self.TILES)
+
+    def launch(self) -> dict:
+        return dict(BARRIER=self.barrier, num_warps=self.num_warps, num_stages=self.num_stages)
+
+
+def plan(HID: int, heads: int, B: int, dtype: torch.dtype, sms: int, block_h: int | None = None,
+         backward: bool = False, hopper: bool = True) -> Plan:
     """Tiles and launch mode for a layer on a GPU with ``sms`` SMs (0: the interpreter)."""
-    dh = H // heads
+    dh = HID // heads
     gpu = sms > 0
     if block_h is None:
         limit = MAX_HEAD_PER_PROGRAM[backward]
@@ -223,80 +266,80 @@ def plan(H: int, heads: int, B: int, dtype: torch.dtype, sms: int, block_h: int 
     grid = (heads * tiles, triton.cdiv(B, block_b))
     # One launch for all steps when no program waits on another, or (GPU) when the grid is co-resident.
     single = tiles == 1 or (gpu and grid[0] * grid[1] <= sms)
-    return dict(BLOCK_H=block_h, BLOCK_B=block_b, BLOCK_K=block_k, TILES=tiles, HOIST_W=hoist, grid=grid,
+    return Plan(BLOCK_H=block_h, BLOCK_B=block_b, BLOCK_K=block_k, TILES=tiles, HOIST_W=hoist, grid=grid,
                 single_launch=single, barrier=single and tiles > 1,
                 num_warps=8 if rows >= 256 and backward or rows >= 512 or (hoist and tiles > 1) else 4)
 
 
-def fwd_args(xw, hs, ccarry, w, cs, gates, bar, H, DH, p) -> dict:
+def fwd_args(xw, hs, ccarry, w, cs, gates, bar, HID, DH, p) -> dict:
     B = xw.shape[1]
-    return dict(XW=xw, HS=hs, CCARRY=ccarry, W=w, CS=cs, GATES=gates, BAR=bar, B=B, H=H, DH=DH, TILES=p["TILES"],
-                **dict(zip(("sxt", "sxb", "sxg"), xw.stride())), **dict(zip(("sht", "shb", "shh"), hs.stride())),
-                **dict(zip(("swn", "swr", "swk"), w.stride())), **dict(zip(("sct", "scb", "sch"), cs.stride())),
-                **dict(zip(("sgt", "sgb", "sgh"), gates.stride() if gates is not None else (0, 0, 0))),
-                STORE_GATES=gates is not None, MAX_SPIN=MAX_SPIN, HOIST_W=p["HOIST_W"], BLOCK_H=p["BLOCK_H"],
-                BLOCK_B=p["BLOCK_B"], BLOCK_K=p["BLOCK_K"], **dot_options(xw.dtype, xw.device))
+    return dict(XW=xw, HS=hs, CCARRY=ccarry, W=w, CS=cs, GATES=gates, BAR=bar, B=B, HID=HID, DH=DH,
+                **strides("x", xw, "tbg"), **strides("h", hs, "tbh"),
+                **strides("w", w, "nrk"), **strides("c", cs, "tbh"),
+                **strides("g", gates, "tbh"),
+                STORE_GATES=gates is not None, MAX_SPIN=MAX_SPIN, HOIST_W=p.HOIST_W, **p.constexprs(),
+                **dot_options(xw.dtype, xw.device))
 
 
-def bwd_args(dout, dg, gates, cs, c0, w, dccarry, dhn, dh0, bar, H, DH, p) -> dict:
+def bwd_args(dout, dg, gates, cs, c0, w, dccarry, dhn, dh0, bar, HID, DH, p) -> dict:
     T, B = dout.shape[0], dout.shape[1]
     return dict(DOUT=dout, DG=dg, GATES=gates, CS=cs, C0=c0, W=w, DCCARRY=dccarry, DHN=dhn, DH0=dh0, BAR=bar,
-                T=T, B=B, H=H, DH=DH, TILES=p["TILES"],
-                **dict(zip(("sot", "sob", "soh"), dout.stride())), **dict(zip(("sdt", "sdb", "sdg"), dg.stride())),
-                **dict(zip(("sgt", "sgb", "sgh"), gates.stride())), **dict(zip(("sct", "scb", "sch"), cs.stride())),
-                **dict(zip(("swn", "swr", "swk"), w.stride())), HAS_C0=c0 is not None, HAS_DHN=dhn is not None,
+                T=T, B=B, HID=HID, DH=DH,
+                **strides("o", dout, "tbh"), **strides("d", dg, "tbg"),
+                **strides("g", gates, "tbh"), **strides("c", cs, "tbh"),
+                **strides("w", w, "nrk"), HAS_C0=c0 is not None, HAS_DHN=dhn is not None,
                 MAX_SPIN=MAX_SPIN,
-                BLOCK_H=p["BLOCK_H"], BLOCK_B=p["BLOCK_B"], BLOCK_K=p["BLOCK_K"], **dot_options(dout.dtype, dout.device))
+                **p.constexprs(), **dot_options(dout.dtype, dout.device))
 
 
-def _device_plan(H, heads, B, dtype, device, block_h, backward=False) -> dict:
+def _device_plan(HID, heads, B, dtype, device, block_h, backward=False) -> Plan:
     if device.type != "cuda":
-        return plan(H, heads, B, dtype, 0, block_h, backward)
+        return plan(HID, heads, B, dtype, 0, block_h, backward)
     props = torch.cuda.get_device_properties(device)
-    return plan(H, heads, B, dtype, props.multi_processor_count, block_h, backward, hopper=props.major >= 9)
+    return plan(HID, heads, B, dtype, props.multi_processor_count, block_h, backward, hopper=props.major >= 9)
 
 
 def _forward(xw, h0, c0, w, heads, store_gates, block_h=None):
-    T, B, H4 = xw.shape
-    H, DH = H4 // 4, H4 // 4 // heads
-    p = _device_plan(H, heads, B, xw.dtype, xw.device, block_h)
-    hs = torch.empty(T + 1, B, H, device=xw.device, dtype=xw.dtype)
+    T, B, HID4 = xw.shape
+    HID, DH = HID4 // 4, HID4 // 4 // heads
+    p = _device_plan(HID, heads, B, xw.dtype, xw.device, block_h)
+    hs = torch.empty(T + 1, B, HID, device=xw.device, dtype=xw.dtype)
     hs[0] = h0 if h0 is not None else 0
-    ccarry = c0.to(torch.float32, copy=True).contiguous() if c0 is not None else torch.zeros(B, H, device=xw.device)
-    cs = torch.empty(T, B, H, device=xw.device, dtype=xw.dtype)
-    gates = torch.empty(T, B, H4, device=xw.device, dtype=xw.dtype) if store_gates else None
+    ccarry = c0.to(torch.float32, copy=True).contiguous() if c0 is not None else torch.zeros(B, HID, device=xw.device)
+    cs = torch.empty(T, B, HID, device=xw.device, dtype=xw.dtype)
+    gates = torch.empty(T, B, HID4, device=xw.device, dtype=xw.dtype) if store_gates else None
     bar = torch.zeros(2, device=xw.device, dtype=torch.int32)
-    args = fwd_args(xw, hs, ccarry, w, cs, gates, bar, H, DH, p)
-    spans = [(0, T)] if p["single_launch"] else [(t, t + 1) for t in range(T)]
+    args = fwd_args(xw, hs, ccarry, w, cs, gates, bar, HID, DH, p)
+    spans = [(0, T)] if p.single_launch else [(t, t + 1) for t in range(T)]
     for lo, hi in spans:
-        _lstm_persist_fwd[p["grid"]](**args, t_lo=lo, t_hi=hi, BARRIER=p["barrier"], num_warps=p["num_warps"])
+        _lstm_persist_fwd[p.grid](**args, t_lo=lo, t_hi=hi, **p.launch())
     _check_barrier(bar, p)
     return hs, cs, gates, ccarry
 
 
 def _check_barrier(bar, p):
     """Raise if a grid barrier timed out (a sync, paid only by barrier launches)."""
-    if p["barrier"] and bar[1].item():
+    if p.barrier and bar[1].item():
         raise RuntimeError("the persistent LSTM's grid barrier timed out: its programs were not all resident at "
                            "once (another kernel on the GPU?); results are invalid")
 
 
 def _backward(dout, dhn, dcn, hs, cs, gates, c0, w, heads, block_h=None):
-    T, B, H = dout.shape
-    DH = H // heads
-    p = _device_plan(H, heads, B, dout.dtype, dout.device, block_h, backward=True)
+    T, B, HID = dout.shape
+    DH = HID // heads
+    p = _device_plan(HID, heads, B, dout.dtype, dout.device, block_h, backward=True)
     dg = torch.empty_like(gates)
-    dccarry = dcn.to(torch.float32, copy=True).contiguous() if dcn is not None else torch.zeros(B, H, device=dout.device)
-    dh0 = torch.empty(B, H, device=dout.device, dtype=torch.float32)
+    dccarry = dcn.to(torch.float32, copy=True).contiguous() if dcn is not None else torch.zeros(B, HID,
+                                                                                                device=dout.device)
+    dh0 = torch.empty(B, HID, device=dout.device, dtype=torch.float32)
     bar = torch.zeros(2, device=dout.device, dtype=torch.int32)
-    args = bwd_args(dout, dg, gates, cs, c0, w, dccarry, dhn, dh0, bar, H, DH, p)
-    if p["single_launch"]:
+    args = bwd_args(dout, dg, gates, cs, c0, w, dccarry, dhn, dh0, bar, HID, DH, p)
+    if p.single_launch:
         launches = [(0, T, True)]
     else:
         launches = [(t, t + 1, False) for t in range(T - 1, -1, -1)] + [(0, 0, True)]
     for lo, hi, final in launches:
-        _lstm_persist_bwd[p["grid"]](**args, t_lo=lo, t_hi=hi, FINAL=final, BARRIER=p["barrier"],
-                                     num_warps=p["num_warps"])
+        _lstm_persist_bwd[p.grid](**args, t_lo=lo, t_hi=hi, FINAL=final, **p.launch())
     _check_barrier(bar, p)
     # dW_hh[n] = Σ_(t,b) ∂a[t][head n rows]ᵀ h[t-1][head n units]: one batched GEMM over the heads
     da = dg.reshape(T * B, 4, heads, DH).permute(2, 0, 1, 3).reshape(heads, T * B, 4 * DH)
@@ -330,15 +373,15 @@ def _check(x, h0, c0, w_ih, w_hh, b_ih, b_hh, heads):
         raise ValueError(f"heads must be a positive int, got {heads!r}")
     if x.shape[0] < 1:
         raise ValueError(f"x must hold at least one time step, got shape {tuple(x.shape)}")
-    _check_cell(x[0], h0, c0, w_ih, w_hh, b_ih, b_hh, 4, heads)
+    check_rnn_step(x[0], h0, c0, w_ih, w_hh, b_ih, b_hh, 4, heads)
 
 
 def lstm_persistent(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, heads: int = 1, batch_first: bool = False,
                     _block_h: int | None = None):
     """One LSTM layer with the time loop inside the kernel; ``nn.LSTM`` semantics for heads=1.
 
-    x: (T, B, I) or (B, T, I) with batch_first; hx: (h0, c0) each (B, H) or None;
-    w_ih: (4H, I); w_hh: (4H, H) for heads=1, (heads, 4·DH, DH) block-diagonal for heads>1.
+    x: (T, B, I) or (B, T, I) with batch_first; hx: (h0, c0) each (B, HID) or None;
+    w_ih: (4·HID, I); w_hh: (4·HID, HID) for heads=1, (heads, 4·DH, DH) block-diagonal for heads>1.
     Returns (out, (h_n, c_n)).  Differentiable (persistent backward too).
     """
     if batch_first and isinstance(x, torch.Tensor) and x.ndim == 3:
@@ -368,6 +411,10 @@ def lstm_persistent(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, heads: int = 1, 
 # compile-only builds for `seqbench inspect`
 # ----------------------------------------------------------------------------------------------
 
+# Kernels that must issue Hopper wgmma (HGMMA) on sm_90a in 16 bits: the forward of every layout.  The
+# backward's dots have the batch (16) as M, below wgmma's 64, and use mma.sync (HMMA) tensor cores.
+WGMMA = ("lstm_persistent.fwd.",)
+
 # (label, hidden, heads, batch): FlashRNN's 12 × 64 heads, one 768 and one 1024 head split over
 # programs with the grid barrier, 128- and 256-wide heads (FlashRNN's Triton kernel stops below 256),
 # and batch 64 (32-row batch tiles).  Each plan() branch is among them.
@@ -380,20 +427,21 @@ INSPECT_SMS = {"sm80": 108, "sm90": 132}
 def compile_builds(family: str, dtypes=(torch.float16,)):
     """Forward and backward of each inspected layout at batch 16, as the launcher would run them."""
     for dtype in dtypes:
-        for label, H, heads, B in INSPECTED_LAYOUTS:
-            T, DH = 1024, H // heads
-            p = plan(H, heads, B, dtype, INSPECT_SMS[family], hopper=family == "sm90")
+        for label, HID, heads, B in INSPECTED_LAYOUTS:
+            T, DH = 1024, HID // heads
+            p = plan(HID, heads, B, dtype, INSPECT_SMS[family], hopper=family == "sm90")
             t = lambda *s: torch.empty(*s, device="meta", dtype=dtype)  # noqa: E731
             f32 = lambda *s: torch.empty(*s, device="meta", dtype=torch.float32)  # noqa: E731
             bar = torch.empty(2, device="meta", dtype=torch.int32)
-            xw, hs, cs, w = t(T, B, 4 * H), t(T + 1, B, H), t(T, B, H), t(heads, 4 * DH, DH)
-            cfg = triton.Config({"BARRIER": p["barrier"]}, num_warps=p["num_warps"], num_stages=1)
-            args = fwd_args(xw, hs, f32(B, H), w, cs, t(T, B, 4 * H), bar, H, DH, p)
-            args.update(t_lo=0, t_hi=T, INTERP=False)
+            xw, hs, cs, w = t(T, B, 4 * HID), t(T + 1, B, HID), t(T, B, HID), t(heads, 4 * DH, DH)
+            cfg = triton.Config({"BARRIER": p.barrier}, num_warps=p.num_warps, num_stages=p.num_stages)
+            args = fwd_args(xw, hs, f32(B, HID), w, cs, t(T, B, 4 * HID), bar, HID, DH, p)
+            args.update(t_lo=0, t_hi=T)
             yield f"lstm_persistent.fwd.{label}", _lstm_persist_fwd, args, cfg
-            p = plan(H, heads, B, dtype, INSPECT_SMS[family], backward=True, hopper=family == "sm90")
-            args = bwd_args(t(T, B, H), t(T, B, 4 * H), t(T, B, 4 * H), cs, t(B, H), w, f32(B, H), t(B, H), f32(B, H),
-                            bar, H, DH, p)
-            args.update(t_lo=0, t_hi=T, INTERP=False)
-            cfg = triton.Config({"BARRIER": p["barrier"], "FINAL": True}, num_warps=p["num_warps"], num_stages=1)
+            p = plan(HID, heads, B, dtype, INSPECT_SMS[family], backward=True, hopper=family == "sm90")
+            args = bwd_args(t(T, B, HID), t(T, B, 4 * HID), t(T, B, 4 * HID), cs, t(B, HID), w, f32(B, HID), t(B, HID),
+                            f32(B, HID),
+                            bar, HID, DH, p)
+            args.update(t_lo=0, t_hi=T)
+            cfg = triton.Config({"BARRIER": p.barrier, "FINAL": True}, num_warps=p.num_warps, num_stages=p.num_stages)
             yield f"lstm_persistent.bwd.{label}", _lstm_persist_bwd, args, cfg

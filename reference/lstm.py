@@ -48,15 +48,3 @@ def torch_lstm(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_first: bool = F
     state = None if hx is None else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
     out, (h, c) = m(x, state)
     return out, (h[0], c[0])
-
-
-def block_diagonal(w_hh_heads):
-    """The (4H, H) recurrent matrix of a multi-head LSTM whose w_hh is (heads, 4·DH, DH): head n's rows
-    g·DH + j go to gate row g·H + n·DH + j, its columns to n·DH … n·DH + DH − 1, all else zero."""
-    heads, rows, dh = w_hh_heads.shape
-    H = heads * dh
-    full = w_hh_heads.new_zeros(4 * H, H)
-    for n in range(heads):
-        for g in range(4):
-            full[g * H + n * dh: g * H + (n + 1) * dh, n * dh:(n + 1) * dh] = w_hh_heads[n, g * dh:(g + 1) * dh]
-    return full

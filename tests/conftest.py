@@ -6,8 +6,6 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 # "ci" keeps the interpreter runs short; HYPOTHESIS_PROFILE=thorough searches far wider.
@@ -19,7 +17,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 def pytest_addoption(parser):
     parser.addoption("--benchmark", action="store_true", default=False,
-                     help="run the benchmarks in tests/bench through pytest-benchmark")
+                     help="run the benchmarks in tests/benchmarks through pytest-benchmark")
 
 
 def pytest_configure(config):

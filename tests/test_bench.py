@@ -1,5 +1,5 @@
-"""The harness: registry formulas against hand-computed values, CSV/JSON schema, failure rows,
-resume, report, compare, CLI errors and the NVML sampler's degraded paths."""
+"""The harness: workload formulas against hand-computed values, CSV/JSON schema, failure rows,
+accuracy against the baseline, resume, report, compare, CLI errors and the NVML sampler's degraded paths."""
 import csv
 import json
 import os
@@ -13,14 +13,15 @@ from bench import cli as cli_module
 from bench import measure, schema
 from bench import run as brun
 from bench.cli import main as cli
-from bench.registry import MODES, WORKLOADS, Impl, Workload, shape_label
+from bench.workload import MODES, Point, Shapes, Workload, namespace, shape_label
+from bench.workloads import WORKLOADS
 from bench.report import compare, load, write_report
 
 
-# ------------------------------------------------------------------------------------- registry
+# ------------------------------------------------------------------------------------ workloads
 
 def test_registry_lists_the_workloads_and_impls():
-    assert set(WORKLOADS) == {"lstm_layer", "lstm_heads", "attention", "model_lstm", "model_transformer"}
+    assert set(WORKLOADS) == {"lstm_layer", "lstm_heads", "attention", "model_lstm", "model_transformer", "gru_layer"}
     assert {"torch_loop", "nn.LSTM", "triton_step", "triton_persistent"} <= set(WORKLOADS["lstm_layer"].impls)
     assert {"naive", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math", "triton"} == set(WORKLOADS["attention"].impls)
     for w in WORKLOADS.values():
@@ -62,7 +63,7 @@ def test_runner_fwd_and_training_closures():
     w = WORKLOADS["attention"]
     s = dict(B=1, H=2, N=8, D=16)
     for mode in MODES:
-        fn = w.impls["sdpa_math"].build(s, torch.float32, torch.device("cpu"), mode)
+        fn = Point(w, s, mode, torch.float32, torch.device("cpu")).runner(w.impls["sdpa_math"])
         out = fn()
         if mode == "fwd":
             assert out.shape == (1, 2, 8, 16) and not out.requires_grad
@@ -70,25 +71,34 @@ def test_runner_fwd_and_training_closures():
 
 # ----------------------------------------------------------------------------------- the sweep
 
-def _toy_workload(fail_on=None, calls=None):
-    w = Workload("toy", "toy", ("B", "T"), "T", lambda s, m: 1e9 * s["T"], lambda s, d, m: 1e6 * s["T"],
-                 lambda s: s["B"] * s["T"], lambda quick, gpu: [dict(B=2, T=4), dict(B=2, T=8)])
+def _toy_workload(fail_on=None, calls=None, wrong=None):
+    """Impls good (the baseline), boom, oom, gpu_kernel (Triton) and, if ``wrong``, one that is off by ``wrong``."""
+    def inputs(s, dtype, device, grad):
+        return namespace(x=torch.randn(s["T"], 8, dtype=dtype, requires_grad=grad), T=s["T"],
+                         mode="fwd+bwd" if grad else "fwd")
 
-    def build(kind):
-        def b(s, dtype, device, mode):
+    w = Workload("toy", "toy", ("B", "T"), "T", Shapes(*[[dict(B=2, T=4), dict(B=2, T=8)]] * 4),
+                 lambda s, m: 1e9 * s["T"], lambda s, d, m: 1e6 * s["T"], lambda s: s["B"] * s["T"], inputs,
+                 register=False)
+
+    def setup(kind):
+        def b(inp):
             if calls is not None:
-                calls.append((kind, s["T"], mode))
+                calls.append((kind, inp.T, inp.mode))
             if kind == fail_on == "boom":
                 raise RuntimeError("compile failed: too many registers")
             if kind == fail_on == "oom":
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80 GiB")
-            x = torch.randn(s["T"], 8)
-            return lambda: x @ x.t()
+            if kind == "wrong":
+                return lambda: inp.x @ inp.x.t() + wrong
+            return lambda: inp.x @ inp.x.t()
         return b
-    w.add(Impl("good", build("good")))
-    w.add(Impl("boom", build("boom")))
-    w.add(Impl("oom", build("oom")))
-    w.add(Impl("gpu_kernel", build("gpu_kernel"), triton=True))
+    w.impl("good", baseline=True)(setup("good"))
+    w.impl("boom")(setup("boom"))
+    w.impl("oom")(setup("oom"))
+    w.impl("gpu_kernel", triton=True)(setup("gpu_kernel"))
+    if wrong is not None:
+        w.impl("wrong")(setup("wrong"))
     return w
 
 
@@ -425,3 +435,105 @@ def test_cli_truncated_run_json(tmp_path, capsys, monkeypatch):
 ])
 def test_cli_nonsense_arguments(argv, expect, capsys):
     _one_line_error(capsys, _cli_exit(argv), expect)
+
+
+# ----------------------------------------------------------------- accuracy, --impl, list (issue 9)
+
+def test_every_row_is_compared_with_the_baseline(tmp_path, monkeypatch):
+    """A fast wrong implementation shows: its row says how far it is from the baseline, and that it is out of
+    tolerance."""
+    monkeypatch.setattr(brun, "run_checks", lambda device: [])
+    w = _toy_workload(wrong=0.5)
+    brun.sweep(str(tmp_path), [w], torch.float32, True, progress=False, device="cpu")
+    rows, _ = schema.read_rows(str(tmp_path / "results.csv"))
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert {r["impl"] for r in ok} == {"good", "boom", "oom", "wrong"} and len(ok) == 16   # 2 shapes × 2 modes
+    for r in ok:
+        assert r["baseline"] == "good"
+        if r["impl"] == "wrong":
+            assert r["accurate"] == "False" and float(r["max_abs_err"]) == pytest.approx(0.5, rel=1e-5)
+        else:
+            assert r["accurate"] == "True" and float(r["max_abs_err"]) == 0.0
+        assert float(r["tolerance"]) > 0
+    report = open(write_report(str(tmp_path))).read()
+    assert "Outputs that disagree with the baseline" in report
+
+
+def test_gradients_are_compared_in_training_mode():
+    """fwd+bwd compares the input gradients too: an impl with the right output and a wrong gradient is flagged."""
+    def inputs(s, dtype, device, grad):
+        return namespace(x=torch.randn(4, 3, requires_grad=grad))
+
+    w = Workload("grads", "", ("B", "T"), "T", Shapes(*[[dict(B=1, T=4)]] * 4), lambda s, m: 1, lambda s, d, m: 1,
+                 lambda s: 4, inputs, register=False)
+    w.impl("square", baseline=True)(lambda inp: lambda: inp.x * inp.x)
+    w.impl("wrong_grad")(lambda inp: lambda: inp.x.detach() * inp.x)   # same values, half the gradient
+    p = Point(w, dict(B=1, T=4), "fwd", torch.float32, torch.device("cpu"))
+    assert p.accuracy(w.impls["wrong_grad"])["accurate"]
+    p = Point(w, dict(B=1, T=4), "fwd+bwd", torch.float32, torch.device("cpu"))
+    assert not p.accuracy(w.impls["wrong_grad"])["accurate"] and p.accuracy(w.impls["square"])["accurate"]
+
+
+def test_workload_inputs_are_shared_by_every_impl():
+    w = WORKLOADS["lstm_layer"]
+    p = Point(w, w.default_shapes(True, False)[0], "fwd", torch.float32, torch.device("cpu"))
+    first = p.inputs
+    for name in ("torch_loop", "nn.LSTM"):
+        p.runner(w.impls[name])()
+        assert p.inputs is first
+    acc = p.accuracy(w.impls["nn.LSTM"])
+    assert acc["baseline"] == "torch_loop" and acc["accurate"] and acc["max_abs_err"] < 1e-5
+
+
+def test_cli_impl_filter(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(brun, "run_checks", lambda device: [])
+    out = tmp_path / "run"
+    assert cli(["run", "--workload", "attention", "--impl", "naive,sdpa_math", "--seq-lens", "8", "--mode", "fwd",
+                "--out", str(out), "--no-progress"]) == 0
+    rows, _ = schema.read_rows(str(out / "results.csv"))
+    assert sorted(r["impl"] for r in rows) == ["naive", "sdpa_math"]
+    capsys.readouterr()
+    _one_line_error(capsys, cli(["run", "--workload", "attention", "--impl", "nope", "--out", str(out)]),
+                    "unknown implementation")
+    _one_line_error(capsys, cli(["run", "--impl", ",", "--out", str(out)]), "names no implementation")
+
+
+def test_cli_list_shows_workloads_impls_and_shapes(capsys):
+    assert cli(["list", "--quick"]) == 0
+    text = capsys.readouterr().out
+    for name, w in WORKLOADS.items():
+        assert f"{name}: {w.description}" in text
+        assert all(i in text for i in w.impls)
+        assert shape_label(w, w.default_shapes(True, torch.cuda.is_available())[0]) in text
+
+
+TOY_MODULE = '''
+from bench.workload import Shapes, Workload, namespace
+import torch
+
+toy = Workload("{name}", "a toy dropped into the folder", ("B", "T"), "T", Shapes(*[[dict(B=1, T=3)]] * 4),
+               lambda s, m: 1, lambda s, d, m: 1, lambda s: 3, lambda s, d, dev, g: namespace(x=torch.ones(3)))
+
+
+@toy.impl(baseline=True)
+def toy_impl(inp):
+    return lambda: inp.x * 2
+'''
+
+
+def test_a_module_dropped_into_workloads_is_listed(tmp_path):
+    """No other edit: the new module's workload and impl appear in `seqbench list` (run fresh)."""
+    import subprocess
+    import bench.workloads
+    name = f"toy_{os.getpid()}"
+    path = os.path.join(os.path.dirname(bench.workloads.__file__), f"{name}.py")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(bench.workloads.__file__)))
+    try:
+        with open(path, "w") as f:
+            f.write(TOY_MODULE.format(name=name))
+        out = subprocess.run([sys.executable, "-m", "bench", "list"], cwd=root, capture_output=True, text=True,
+                             env={**os.environ, "TRITON_INTERPRET": "1"})
+    finally:
+        os.remove(path)
+    assert out.returncode == 0, out.stderr
+    assert f"{name}: a toy dropped into the folder" in out.stdout and "toy_impl" in out.stdout

@@ -7,9 +7,8 @@ from torch import nn
 
 from kernels.gru import gru_cell
 from reference import gru as ref
-from tests.conftest import DEVICE
-from tests.test_lstm import DTYPES, _double_backward, check_fn, odd_bias, strided
-from tests.test_lstm import make as make_cell
+from tests.helpers import DEVICE, DTYPES, check_fn, double_backward, odd_bias, strided
+from tests.helpers import make as make_cell
 
 
 def make(B, I, H, dtype, seed=0, bias=True, state=True):
@@ -76,10 +75,10 @@ def test_non_contiguous_bias(layout):
     assert torch.equal(gru_cell(*args), gru_cell(*args))
 
 
-def test_double_backward_raises():
+def testdouble_backward_raises():
     x, h, *w = make(2, 5, 4, torch.float32)
     with pytest.raises(RuntimeError, match="double backward"):
-        _double_backward(gru_cell, x, h, *w)
+        double_backward(gru_cell, x, h, *w)
 
 
 def test_unbatched_step_needs_unbatched_state():

@@ -6,7 +6,7 @@ import torch
 import triton.language as tl
 from triton.runtime.jit import JITFunction
 
-from bench import inspect as ins
+from bench import kernel_inspect as ins
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +56,8 @@ def test_no_register_spills(rows):
     assert not spilled, "\n".join(spilled)
 
 
-# The kernels issue 6 holds to Hopper's wgmma; the persistent backward's dots have the batch (16) as M,
-# below wgmma's 64, and use mma.sync (HMMA) tensor cores instead.
-WGMMA_KERNELS = ("attention.fwd", "attention.dkdv", "attention.dq", "lstm.cell", "lstm.layer_step", "gru.cell",
-                 "lstm_persistent.fwd.")
+# Each kernel family declares which of its kernels must use Hopper's wgmma (``WGMMA`` in its module).
+WGMMA_KERNELS = ins.wgmma_kernels()
 
 
 def test_tensor_cores_where_there_is_a_dot(rows):

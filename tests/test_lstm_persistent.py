@@ -11,9 +11,8 @@ from torch import nn
 
 from kernels.lstm import FusedLSTM
 from kernels.lstm_persistent import grid_barrier, lstm_persistent, plan
-from reference import lstm as ref
-from tests.conftest import DEVICE
-from tests.test_lstm import DTYPES, _double_backward, assert_module_matches, check_fn, make, odd_bias, strided
+from reference import lstm_persistent as ref
+from tests.helpers import DEVICE, DTYPES, assert_module_matches, check_fn, double_backward, make, odd_bias, strided
 
 
 def _persistent(block_h=None, heads=1):
@@ -24,9 +23,8 @@ def _persistent(block_h=None, heads=1):
 
 
 def _ref(heads=1):
-    def run(x, h, c, w_ih, w_hh, *b):
-        w_hh = ref.block_diagonal(w_hh) if heads > 1 else w_hh
-        out, (hn, cn) = ref.lstm(x, None if h is None else (h, c), w_ih, w_hh, *b)
+    def run(x, h, c, *w):
+        out, (hn, cn) = ref.lstm_persistent(x, None if h is None else (h, c), *w, heads=heads)
         return out, hn, cn
     return run
 
@@ -37,15 +35,15 @@ def _seq(T, B, I, dtype, seed=2):
 
 def test_plans():
     one = plan(768, 12, 16, torch.float16, sms=132)
-    assert one["TILES"] == 1 and one["single_launch"] and not one["barrier"] and one["HOIST_W"]
+    assert one.TILES == 1 and one.single_launch and not one.barrier and one.HOIST_W
     split = plan(768, 1, 16, torch.float16, sms=132)
-    assert split["TILES"] == 48 and split["single_launch"] and split["barrier"]
+    assert split.TILES == 48 and split.single_launch and split.barrier
     too_big = plan(1024, 1, 256, torch.float16, sms=132)      # 64 × 8 programs cannot all be resident
-    assert not too_big["single_launch"] and not too_big["barrier"]
+    assert not too_big.single_launch and not too_big.barrier
     interp = plan(768, 1, 16, torch.float16, sms=0)
-    assert not interp["single_launch"]                           # the interpreter cannot wait on programs
-    assert plan(1024, 4, 16, torch.float16, sms=132)["TILES"] == 1   # a 256-wide head is one program
-    assert plan(1024, 4, 16, torch.float16, sms=132, backward=True)["TILES"] == 2
+    assert not interp.single_launch                           # the interpreter cannot wait on programs
+    assert plan(1024, 4, 16, torch.float16, sms=132).TILES == 1   # a 256-wide head is one program
+    assert plan(1024, 4, 16, torch.float16, sms=132, backward=True).TILES == 2
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -145,10 +143,10 @@ def test_non_contiguous_bias(layout, block_h):
              (_seq(4, 3, 5, torch.float32), h, c, w_ih, w_hh, odd_bias(b_ih, layout), odd_bias(b_hh, layout)), 3)
 
 
-def test_double_backward_raises():
+def testdouble_backward_raises():
     x, h, c, *w = make(2, 5, 4, torch.float32)
     with pytest.raises(RuntimeError, match="double backward"):
-        _double_backward(lambda xs, *a: lstm_persistent(xs, (a[0], a[1]), *a[2:])[0], _seq(3, 2, 5, torch.float32),
+        double_backward(lambda xs, *a: lstm_persistent(xs, (a[0], a[1]), *a[2:])[0], _seq(3, 2, 5, torch.float32),
                          h, c, *w)
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from bench import roofline
-from bench.registry import WORKLOADS
+from bench.workloads import WORKLOADS
 
 H100 = roofline.GPUS["H100 SXM"]
 
@@ -24,7 +24,7 @@ def test_lstm_small_hidden_is_compute_bound():
     # dependent step is 2·16·4096·1024 / 989e12 = 0.136 us and the sequential floor (0.139 ms) is shorter.
     assert f["floor_bound"] == "compute"
     assert f["floor_ms"] == pytest.approx(2.74877907e11 / 989e12 * 1e3, rel=1e-6)
-    seq = roofline.sequential_floor_ms("lstm_layer", s, "fwd", torch.float16, H100)
+    seq = roofline.sequential_floor_ms(WORKLOADS["lstm_layer"], s, "fwd", torch.float16, H100)
     assert seq == pytest.approx(1024 * 134217728 / 989e12 * 1e3, rel=1e-9)
 
 
@@ -35,11 +35,11 @@ def test_lstm_big_hidden_is_sequential():
     # 134217728 B / 3.35e12 B/s = 40.06 us per step, × 16 steps.
     assert f["floor_bound"] == "sequential"
     assert f["floor_ms"] == pytest.approx(16 * 134217728 / 3.35e12 * 1e3, rel=1e-9)
-    assert roofline.sequential_floor_ms("lstm_layer", s, "fwd+bwd", torch.float16, H100) == pytest.approx(2 * f["floor_ms"])
+    assert roofline.sequential_floor_ms(WORKLOADS["lstm_layer"], s, "fwd+bwd", torch.float16, H100) == pytest.approx(2 * f["floor_ms"])
 
 
 def test_non_lstm_has_no_sequential_floor():
-    assert roofline.sequential_floor_ms("attention", dict(B=1, T=1, H=1), "fwd", torch.float16, H100) is None
+    assert roofline.sequential_floor_ms(WORKLOADS["attention"], dict(B=1, T=1, H=1), "fwd", torch.float16, H100) is None
 
 
 @pytest.mark.parametrize("name, expected", [("NVIDIA H100 80GB HBM3", "H100 SXM"), ("NVIDIA H100 PCIe", "H100 PCIe"),
@@ -59,5 +59,5 @@ def test_fp32_peaks():
 def test_multi_head_sequential_floor():
     s = dict(B=16, T=1024, NH=12, DH=64)
     # 12 heads × 4·64·64 recurrent weights: 2·16·196608 FLOPs per step at 989e12
-    assert roofline.sequential_floor_ms("lstm_heads", s, "fwd", torch.float16, H100) == pytest.approx(
+    assert roofline.sequential_floor_ms(WORKLOADS["lstm_heads"], s, "fwd", torch.float16, H100) == pytest.approx(
         1024 * 2 * 16 * 196608 / 989e12 * 1e3, rel=1e-9)

@@ -14,6 +14,7 @@ import concurrent.futures
 import importlib
 import json
 import os
+import pkgutil
 import re
 import subprocess
 import sys
@@ -30,8 +31,24 @@ MAX_THREADS_PER_SM = 2048
 MAX_BLOCKS_PER_SM = 32
 SMEM_RESERVED_PER_BLOCK = 1024
 
-# Kernel families with compile_builds(family); adding a kernel module means adding its name here.
-KERNEL_MODULES = ("attention", "lstm", "gru", "lstm_persistent")
+
+
+def kernel_families() -> tuple[str, ...]:
+    """The modules of the ``kernels`` package with ``compile_builds(family, dtypes)``, found by walking it."""
+    import kernels
+    names = []
+    for m in pkgutil.iter_modules(kernels.__path__):
+        if not m.name.startswith("_") and hasattr(importlib.import_module(f"kernels.{m.name}"), "compile_builds"):
+            names.append(m.name)
+    return tuple(names)
+
+
+KERNEL_MODULES = kernel_families()
+
+
+def wgmma_kernels() -> tuple[str, ...]:
+    """Kernel-name prefixes that must issue HGMMA on sm_90a in 16 bits, as each family declares in ``WGMMA``."""
+    return tuple(k for m in KERNEL_MODULES for k in getattr(importlib.import_module(f"kernels.{m}"), "WGMMA", ()))
 
 SASS_COUNTED = ("HGMMA", "HMMA", "LDGSTS", "UTMALDG", "LDG", "LDSM", "LDL", "STL")
 _SASS_OP = re.compile(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_]*)", re.M)
@@ -183,7 +200,7 @@ def inspect_kernels(kernels=KERNEL_MODULES, archs=tuple(ARCHS), dtypes=("float16
 
 def _in_child(kernels, archs, dtypes, jobs) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-m", "bench.inspect", "--json", "-", "--kernel", ",".join(kernels),
+    cmd = [sys.executable, "-m", "bench.kernel_inspect", "--json", "-", "--kernel", ",".join(kernels),
            "--arch", ",".join(archs), "--dtype", ",".join(dtypes)] + (["--jobs", str(jobs)] if jobs else [])
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)

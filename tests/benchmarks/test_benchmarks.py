@@ -1,4 +1,4 @@
-"""``pytest --benchmark``: every registry point through pytest-benchmark.
+"""``pytest --benchmark``: the first two quick shapes of every workload through pytest-benchmark.
 
 Pedantic mode, the device synchronised inside the timed call and L2 flushed in setup on a GPU;
 tokens/s, TFLOP/s and (on a GPU) NVML utilisation go to ``extra_info``.  Without ``--benchmark``
@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from bench import measure
-from bench.registry import WORKLOADS, shape_label
+from bench.workload import Point, shape_label
+from bench.workloads import WORKLOADS
 
 GPU = torch.cuda.is_available()
 DTYPE = torch.bfloat16 if GPU else torch.float32
@@ -32,8 +33,9 @@ def test_benchmark(benchmark, workload, impl, shape, mode):
     if (impl.triton or impl.needs_cuda) and not GPU:
         pytest.skip("needs a CUDA GPU (Triton kernels run only through the interpreter here, far too slow to time)")
     device = torch.device("cuda" if GPU else "cpu")
+    point = Point(workload, shape, mode, DTYPE, device)
     try:
-        fn = impl.build(shape, DTYPE, device, mode)
+        fn = point.runner(impl)
     except RuntimeError as exc:
         pytest.skip(f"{impl.name} cannot run this shape here: {str(exc).splitlines()[0]}")
 
@@ -49,7 +51,7 @@ def test_benchmark(benchmark, workload, impl, shape, mode):
     benchmark.extra_info.update(
         shape=shape_label(workload, shape), mode=mode, dtype=str(DTYPE), tokens=tokens,
         tokens_per_s=tokens / median_s, tflops=workload.flops(shape, mode) / median_s / 1e12,
-        gbps=workload.min_bytes(shape, DTYPE, mode) / median_s / 1e9)
+        gbps=workload.min_bytes(shape, DTYPE, mode) / median_s / 1e9, **point.accuracy(impl))
     if GPU:
         sampler = measure.NVMLSampler()
         benchmark.extra_info.update({k: v for k, v in sampler.measure(fn, tokens).items() if v is not None})

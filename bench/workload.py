@@ -1,0 +1,225 @@
+"""What a workload is: the data a module in ``bench/workloads/`` declares, and how a point runs.
+
+A ``Workload`` holds, in one place, its shapes (CPU/GPU × quick/full), the inputs every
+implementation shares, the FLOP / minimum-byte / token counts, the sequential-floor term of a
+recurrence, and the small checks ``seqbench run`` makes through the Triton interpreter.
+Implementations register with a decorator on a function whose name is the impl's name::
+
+    @lstm_layer.impl(baseline=True)
+    def torch_loop(inp):                       # inp: the shared inputs of one shape
+        return lambda: reference.lstm(inp.x, None, *inp.w)[0]
+
+The function does any one-off setup and returns a zero-argument callable that runs the
+implementation once and returns its output.  The baseline's output is what every other impl's
+output is compared with, on every measured point.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+MODES = ("fwd", "fwd+bwd")
+REGISTRY: dict[str, "Workload"] = {}
+
+# Largest |impl − baseline| accepted, as a fraction of max |baseline| (per compared tensor), by dtype:
+# a few hundred rounding steps of accumulated difference between two correct implementations (TF32 on a
+# GPU for float32), far below the O(1) error of a wrong kernel.
+TOLERANCE = {torch.float32: 1e-2, torch.float16: 2e-2, torch.bfloat16: 6e-2}
+
+
+def dtype_bytes(dtype: torch.dtype) -> int:
+    return torch.finfo(dtype).bits // 8
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """Default shapes: on a CPU (small, for the interpreter and host timers) and on a GPU, quick and full."""
+    cpu_quick: tuple
+    cpu_full: tuple
+    gpu_quick: tuple
+    gpu_full: tuple
+
+    def pick(self, quick: bool, gpu: bool) -> list[dict]:
+        return [dict(s) for s in getattr(self, f"{'gpu' if gpu else 'cpu'}_{'quick' if quick else 'full'}")]
+
+
+@dataclass(frozen=True)
+class Impl:
+    name: str
+    setup: Callable                 # (inputs) -> zero-argument callable returning the output
+    baseline: bool = False          # the output every other impl is compared with
+    triton: bool = False            # runs a Triton kernel: timed on a GPU only
+    needs_cuda: bool = False        # a CUDA-only library path (SDPA flash/cudnn, cuDNN)
+    textbook: str | None = None     # the line of the textbook's table this impl stands for
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Check:
+    """A kernel against its float64 reference at a small shape: ``run(device) -> (got, want)``."""
+    name: str
+    run: Callable
+    tolerance: float = 1e-5
+
+
+@dataclass
+class Workload:
+    name: str
+    description: str
+    shape_keys: tuple[str, ...]
+    seq_key: str
+    shapes: Shapes
+    flops: Callable          # (shape, mode) -> float
+    min_bytes: Callable      # (shape, dtype, mode) -> float
+    tokens: Callable         # (shape) -> int
+    inputs: Callable         # (shape, dtype, device, grad) -> SimpleNamespace of shared tensors/modules
+    recurrent_params: Callable | None = None   # (shape) -> weights one dependent step multiplies (sequential floor)
+    checks: tuple[Check, ...] = ()
+    impls: dict[str, Impl] = field(default_factory=dict)
+    register: bool = True
+
+    def __post_init__(self):
+        if self.register:
+            if self.name in REGISTRY:
+                raise ValueError(f"workload {self.name!r} is declared twice")
+            REGISTRY[self.name] = self
+
+    def impl(self, name: str | None = None, **flags):
+        """Decorator: register ``fn`` as an implementation named ``name`` (default: the function's name)."""
+        def deco(fn):
+            impl_name = name or fn.__name__
+            if impl_name in self.impls:
+                raise ValueError(f"{self.name}: implementation {impl_name!r} is registered twice")
+            self.impls[impl_name] = Impl(impl_name, fn, **flags)
+            return fn
+        return deco
+
+    @property
+    def baseline(self) -> Impl | None:
+        return next((i for i in self.impls.values() if i.baseline), None)
+
+    def default_shapes(self, quick: bool, gpu: bool) -> list[dict]:
+        return self.shapes.pick(quick, gpu)
+
+    def tolerance(self, dtype: torch.dtype) -> float:
+        return TOLERANCE[dtype]
+
+
+def shape_label(w: Workload, s: dict) -> str:
+    return " ".join(f"{k}={s[k]}" for k in w.shape_keys)
+
+
+def randn(*shape, dtype, device, requires_grad=False, scale=1.0):
+    t = torch.randn(*shape, device=device, dtype=torch.float32) * scale
+    return t.to(dtype).requires_grad_(requires_grad)
+
+
+def uniform(*shape, bound, dtype, device, requires_grad=False):
+    t = (torch.rand(*shape, device=device) * 2 - 1) * bound
+    return t.to(dtype).requires_grad_(requires_grad)
+
+
+def _first(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+def leaves(inputs) -> list[tuple[str, torch.Tensor]]:
+    """The shared input tensors that take gradients."""
+    return [(k, v) for k, v in vars(inputs).items() if isinstance(v, torch.Tensor) and v.requires_grad]
+
+
+class Point:
+    """One (workload, shape, mode): inputs built once and shared by every impl, a fixed output gradient,
+    and the baseline's result, so each impl's output can be compared with it."""
+
+    def __init__(self, workload: Workload, shape: dict, mode: str, dtype: torch.dtype, device: torch.device):
+        self.workload, self.shape, self.mode, self.dtype, self.device = workload, shape, mode, dtype, device
+        self._inputs = None
+        self._grad = None
+        self._reference = None      # (baseline name, its tensors) or (name, error text)
+
+    @property
+    def inputs(self):
+        if self._inputs is None:
+            torch.manual_seed(0)
+            self._inputs = self.workload.inputs(self.shape, self.dtype, self.device, self.mode == "fwd+bwd")
+        return self._inputs
+
+    def runner(self, impl: Impl):
+        """A zero-argument callable running ``impl`` once (and, for fwd+bwd, its backward from a fixed gradient)."""
+        fn = impl.setup(self.inputs)
+        if self.mode == "fwd":
+            def run():
+                with torch.no_grad():
+                    return fn()
+            return run
+        grad = self.output_grad(_first(fn()))
+        inputs = self.inputs
+
+        def run():
+            o = _first(fn())
+            o.backward(grad)
+            for _, t in leaves(inputs):
+                t.grad = None
+        return run
+
+    def output_grad(self, out: torch.Tensor) -> torch.Tensor:
+        if self._grad is None:
+            g = torch.Generator().manual_seed(1)
+            self._grad = torch.randn(out.shape, generator=g).to(out.device, out.dtype)
+        return self._grad
+
+    def evaluate(self, impl: Impl) -> list[torch.Tensor]:
+        """The output of one call, then (fwd+bwd) the gradients of the shared inputs, as float64."""
+        fn = impl.setup(self.inputs)
+        if self.mode == "fwd":
+            with torch.no_grad():
+                return [_first(fn()).detach().double()]
+        out = _first(fn())
+        out.backward(self.output_grad(out))
+        got = [out.detach().double()]
+        for _, t in leaves(self.inputs):
+            got.append(t.grad.double() if t.grad is not None else None)
+            t.grad = None
+        return got
+
+    def accuracy(self, impl: Impl) -> dict:
+        """The Row fields comparing ``impl`` with the baseline on these inputs."""
+        base = self.workload.baseline
+        if base is None:
+            return {}
+        if self._reference is None:
+            try:
+                self._reference = (base.name, self.evaluate(base))
+            except Exception as exc:  # an unusable baseline leaves the columns empty, with the reason
+                first = str(exc).splitlines()[0][:200] if str(exc) else ""
+                self._reference = (base.name, f"{type(exc).__name__}: {first}")
+        name, ref = self._reference
+        if isinstance(ref, str):
+            return {"baseline": f"{name} (failed: {ref})"}
+        got = ref if impl.name == name else self.evaluate(impl)
+        rtol = self.workload.tolerance(self.dtype)
+        worst, err, tol, ok = -1.0, 0.0, 0.0, True
+        for a, b in zip(got, ref):
+            if a is None or b is None:
+                continue
+            e = (a - b).abs().max().item() if a.numel() else 0.0
+            t = rtol * max(b.abs().max().item() if b.numel() else 0.0, 1e-6)
+            ok = ok and e <= t          # NaN fails
+            ratio = e / t if e == e else float("inf")
+            if ratio > worst:
+                worst, err, tol = ratio, e, t
+        return {"baseline": name, "max_abs_err": err, "tolerance": tol, "accurate": ok}
+
+
+def namespace(**kw) -> types.SimpleNamespace:
+    return types.SimpleNamespace(**kw)
+
+
+def replace(w: Workload, **changes) -> Workload:
+    """A copy of ``w`` (not registered) with some fields changed: tests and one-off sweeps."""
+    return dataclasses.replace(w, register=False, impls=dict(changes.pop("impls", w.impls)), **changes)

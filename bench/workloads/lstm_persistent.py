@@ -1,0 +1,67 @@
+"""lstm_heads: a multi-head LSTM layer, FlashRNN's layout: NH heads of DH units, block-diagonal W_hh.
+
+Counts as lstm_layer's with the recurrent matmul per head (2·B·4DH·DH per head per step); the
+sequential floor multiplies NH matrices of 4·DH × DH per step.
+"""
+import math
+
+from bench.workload import Check, Shapes, Workload, dtype_bytes, namespace, randn, uniform
+
+
+def flops(s, mode):
+    H = s["NH"] * s["DH"]
+    f = s["T"] * 2 * s["B"] * 4 * (H * H + s["NH"] * s["DH"] ** 2)
+    return f * (3 if mode == "fwd+bwd" else 1)
+
+
+def min_bytes(s, dtype, mode):
+    e = dtype_bytes(dtype)
+    H = s["NH"] * s["DH"]
+    weights = (4 * H * H + 4 * s["NH"] * s["DH"] ** 2 + 8 * H) * e
+    io = 2 * s["T"] * s["B"] * H * e
+    return weights + io if mode == "fwd" else 2 * weights + 3 * io
+
+
+def inputs(s, dtype, device, grad):
+    NH, DH = s["NH"], s["DH"]
+    H = NH * DH
+    w = tuple(uniform(*shape, bound=1 / math.sqrt(DH), dtype=dtype, device=device, requires_grad=grad)
+              for shape in ((4 * H, H), (NH, 4 * DH, DH), (4 * H,), (4 * H,)))
+    return namespace(x=randn(s["T"], s["B"], H, dtype=dtype, device=device, requires_grad=grad),
+                     w_ih=w[0], w_hh=w[1], b_ih=w[2], b_hh=w[3], heads=NH)
+
+
+def check_split_head(device):
+    """One hidden state of 50 split over programs (the per-step form of the grid-barrier path), T=9."""
+    import torch
+
+    from kernels.lstm_persistent import lstm_persistent
+    from reference.lstm import lstm as ref
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s: (torch.rand(*s, generator=g) * 2 - 1).to(device)  # noqa: E731
+    x, W, U, b = r(9, 3, 24), r(200, 24) * 0.3, r(200, 50) * 0.3, r(200)
+    got = lstm_persistent(x, None, W, U, b, b, _block_h=16)[0]
+    return got, ref(x.double(), None, W.double(), U.double(), b.double(), b.double())[0]
+
+
+lstm_heads = Workload(
+    "lstm_heads", "multi-head LSTM layer, block-diagonal W_hh (FlashRNN's 12 x 64 layout)", ("B", "T", "NH", "DH"), "T",
+    Shapes(cpu_quick=[dict(B=4, T=t, NH=2, DH=16) for t in (8, 32)],
+           cpu_full=[dict(B=4, T=t, NH=2, DH=16) for t in (8, 32, 128)],
+           gpu_quick=[dict(B=16, T=t, NH=12, DH=64) for t in (256, 1024)],
+           gpu_full=[dict(B=16, T=t, NH=12, DH=64) for t in (128, 256, 512, 1024, 2048)]),
+    flops, min_bytes, lambda s: s["B"] * s["T"], inputs,
+    recurrent_params=lambda s: s["NH"] * 4 * s["DH"] ** 2,
+    checks=(Check("persistent LSTM fwd, split head (T=9, hidden 50)", check_split_head),))
+
+
+@lstm_heads.impl(baseline=True, note="textbook loop with the block-diagonal matrix")
+def torch_loop(inp):
+    from reference.lstm_persistent import lstm_persistent
+    return lambda: lstm_persistent(inp.x, None, inp.w_ih, inp.w_hh, inp.b_ih, inp.b_hh, heads=inp.heads)[0]
+
+
+@lstm_heads.impl(triton=True, note="one program per head, all steps")
+def triton_persistent(inp):
+    from kernels.lstm_persistent import lstm_persistent
+    return lambda: lstm_persistent(inp.x, None, inp.w_ih, inp.w_hh, inp.b_ih, inp.b_hh, heads=inp.heads)[0]

@@ -1,0 +1,106 @@
+"""The textbook comparison at equal d_model and tokens: one LSTM layer (d → d) against one pre-norm
+Transformer block (QKV, attention with d/64 heads, output projection, 4d MLP).
+
+FLOPs: LSTM 16·B·T·d²; block 24·B·T·d² + 4·B·T²·d; training ×3 (attention ×3.5 for its part).
+Each pair shares its weights: the LSTM impls copy one ``nn.LSTM``, the Transformer impls run one
+block with a different attention function.
+"""
+import torch
+
+from bench.workload import Shapes, Workload, dtype_bytes, namespace, randn
+
+
+def flops(arch):
+    def count(s, mode):
+        B, T, d = s["B"], s["T"], s["d"]
+        if arch == "lstm":
+            return 16 * B * T * d * d * (3 if mode == "fwd+bwd" else 1)
+        dense, attn = 24 * B * T * d * d, 4 * B * T * T * d
+        return dense * 3 + attn * 3.5 if mode == "fwd+bwd" else dense + attn
+    return count
+
+
+def min_bytes(arch):
+    def count(s, dtype, mode):
+        e = dtype_bytes(dtype)
+        B, T, d = s["B"], s["T"], s["d"]
+        weights = (8 * d * d if arch == "lstm" else 12 * d * d) * e
+        io = 2 * B * T * d * e
+        return weights + io if mode == "fwd" else 2 * weights + 3 * io
+    return count
+
+
+SHAPES = Shapes(cpu_quick=[dict(B=2, T=t, d=64) for t in (16, 64)],
+                cpu_full=[dict(B=2, T=t, d=64) for t in (16, 64, 256)],
+                gpu_quick=[dict(B=16, T=t, d=1024) for t in (128, 512, 2048)],
+                gpu_full=[dict(B=16, T=t, d=1024) for t in (128, 256, 512, 1024, 2048)])
+
+
+class TransformerBlock(torch.nn.Module):
+    """Pre-norm block: x + Attn(LN(x)), then + MLP(LN(x)); ``attn`` is sdpa-like (q, k, v) -> o."""
+
+    def __init__(self, d, device, dtype):
+        super().__init__()
+        f = dict(device=device, dtype=dtype)
+        self.heads = max(1, d // 64)
+        self.ln1, self.ln2 = torch.nn.LayerNorm(d, **f), torch.nn.LayerNorm(d, **f)
+        self.qkv, self.proj = torch.nn.Linear(d, 3 * d, **f), torch.nn.Linear(d, d, **f)
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(d, 4 * d, **f), torch.nn.GELU(), torch.nn.Linear(4 * d, d, **f))
+
+    def forward(self, x, attn):  # x: (B, T, d)
+        B, T, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        x = x + self.proj(attn(q, k, v).transpose(1, 2).reshape(B, T, d))
+        return x + self.mlp(self.ln2(x))
+
+
+def lstm_inputs(s, dtype, device, grad):
+    return namespace(x=randn(s["B"], s["T"], s["d"], dtype=dtype, device=device, requires_grad=grad),
+                     lstm=torch.nn.LSTM(s["d"], s["d"], batch_first=True, device=device, dtype=dtype))
+
+
+def block_inputs(s, dtype, device, grad):
+    return namespace(x=randn(s["B"], s["T"], s["d"], dtype=dtype, device=device, requires_grad=grad),
+                     block=TransformerBlock(s["d"], device, dtype))
+
+
+model_lstm = Workload(
+    "model_lstm", "one LSTM layer at d_model (the textbook's LSTM side)", ("B", "T", "d"), "T", SHAPES,
+    flops("lstm"), min_bytes("lstm"), lambda s: s["B"] * s["T"], lstm_inputs,
+    recurrent_params=lambda s: 4 * s["d"] * s["d"])
+
+
+@model_lstm.impl(baseline=True, textbook="LSTM (sequential)", note="nn.LSTM (cuDNN on a GPU)")
+def lstm_torch(inp):
+    return lambda: inp.lstm(inp.x)[0]
+
+
+@model_lstm.impl(triton=True, note="FusedLSTM, fused step kernel")
+def lstm_triton(inp):
+    from kernels.lstm import FusedLSTM
+    m = FusedLSTM.from_torch(inp.lstm)
+    return lambda: m(inp.x)[0]
+
+
+@model_lstm.impl(triton=True, textbook="LSTM (optimized)", note="FusedLSTM(kernel='persistent')")
+def lstm_triton_persistent(inp):
+    from kernels.lstm import FusedLSTM
+    m = FusedLSTM.from_torch(inp.lstm, kernel="persistent")
+    return lambda: m(inp.x)[0]
+
+
+model_transformer = Workload(
+    "model_transformer", "one Transformer block at d_model (the textbook's Transformer side)", ("B", "T", "d"), "T",
+    SHAPES, flops("transformer"), min_bytes("transformer"), lambda s: s["B"] * s["T"], block_inputs)
+
+
+@model_transformer.impl(baseline=True, textbook="Transformer", note="SDPA, PyTorch's pick of backend")
+def transformer_torch(inp):
+    from reference.attention import sdpa
+    return lambda: inp.block(inp.x, sdpa)
+
+
+@model_transformer.impl(triton=True, note="attention through kernels.attention")
+def transformer_triton(inp):
+    from kernels.attention import attention
+    return lambda: inp.block(inp.x, attention)
