@@ -139,27 +139,32 @@ def read_rows(path: str) -> tuple[list[dict], int]:
     return rows, dropped
 
 
+def _atomic_write(path: str, write, newline=None) -> None:
+    """Write ``path`` through a synced temporary file and a rename: a crash leaves the old file or the new one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", newline=newline) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 class RowWriter:
-    """Writes results.csv: ``start`` puts the header and any kept rows in place atomically (the old
-    file stays whole until then), ``write`` appends one row and syncs it to disk."""
+    """Writes results.csv: the header and any kept rows replace the file atomically (the old file stays
+    whole until then); ``write`` then appends one row and syncs it to disk."""
 
     def __init__(self, path: str, kept: list[dict] = ()):
-        self.path = path
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".csv.tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=COLUMNS, restval="", extrasaction="ignore", lineterminator="\n")
-                w.writeheader()
-                for r in kept:
-                    w.writerow(r)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        def header_and_kept(f):
+            w = csv.DictWriter(f, fieldnames=COLUMNS, restval="", extrasaction="ignore", lineterminator="\n")
+            w.writeheader()
+            w.writerows(kept)
+        _atomic_write(path, header_and_kept, newline="")
         self.f = open(path, "a", newline="")
         self.w = csv.DictWriter(self.f, fieldnames=COLUMNS, restval="", lineterminator="\n")
 
@@ -173,17 +178,7 @@ class RowWriter:
 
 
 def write_json(path: str, obj) -> None:
-    """Write JSON through a temporary file and a rename: a crash leaves the old file or the new, never half."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".run.", suffix=".json.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    _atomic_write(path, lambda f: json.dump(obj, f, indent=1, default=str))
 
 
 def read_json(path: str) -> dict:

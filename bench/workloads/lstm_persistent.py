@@ -6,6 +6,7 @@ sequential floor multiplies NH matrices of 4·DH × DH per step.
 import math
 
 from bench.workload import Check, Shapes, Workload, dtype_bytes, namespace, randn, uniform
+from bench.workloads._rnn import check_args, double
 
 
 def flops(s, mode):
@@ -33,15 +34,10 @@ def inputs(s, dtype, device, grad):
 
 def check_split_head(device):
     """One hidden state of 50 split over programs (the per-step form of the grid-barrier path), T=9."""
-    import torch
-
     from kernels.lstm_persistent import lstm_persistent
     from reference.lstm import lstm as ref
-    g = torch.Generator().manual_seed(0)
-    r = lambda *s: (torch.rand(*s, generator=g) * 2 - 1).to(device)  # noqa: E731
-    x, W, U, b = r(9, 3, 24), r(200, 24) * 0.3, r(200, 50) * 0.3, r(200)
-    got = lstm_persistent(x, None, W, U, b, b, _block_h=16)[0]
-    return got, ref(x.double(), None, W.double(), U.double(), b.double(), b.double())[0]
+    x, W, U, b, _ = check_args(device, 4, steps=9)
+    return lstm_persistent(x, None, W, U, b, b, _block_h=16)[0], ref(*double(x), None, *double(W, U, b, b))[0]
 
 
 lstm_heads = Workload(
