@@ -89,7 +89,8 @@ def cmd_run(a) -> int:
     modes = MODES if a.mode == "both" else (a.mode,)
     try:
         meta = sweep(out, [WORKLOADS[w] for w in a.workload], getattr(torch, a.dtype), a.quick, a.seq_lens, a.batch,
-                     modes, a.resume, a.cuda_graph, progress=not a.no_progress, impls=impls)
+                     modes, a.resume, a.cuda_graph, progress=not a.no_progress, impls=impls, checks=not a.no_checks,
+                     isolate=gpu if a.isolate is None else a.isolate)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished rows are in {out}/results.csv; rerun with --resume to go on", file=sys.stderr)
         return 130
@@ -103,7 +104,7 @@ def cmd_run(a) -> int:
         return _fail("run", _os_error(exc))
     bad = [c for c in meta.get("checks", []) if not c["ok"]]
     for c in meta.get("checks", []):
-        print(f"  check {'ok  ' if c['ok'] else 'FAIL'} {c['kernel']}: max error {c['max_abs_err']}")
+        print(f"  check {'ok  ' if c['ok'] else 'FAIL'} {c['kernel']}: error {c['error']}")
     print(f"wrote {out}/results.csv, run.json, {os.path.basename(report)} and plots")
     return 1 if bad else 0
 
@@ -120,6 +121,37 @@ def _chosen_impls(a, workloads):
         return (f"unknown implementation(s) {unknown} for workload(s) {[w.name for w in workloads]}; "
                 f"expected some of {sorted(known)}")
     return a.impl
+
+
+def cmd_check(a) -> int:
+    """Run the kernel checks (the interpreter on a CPU; real shapes too on a GPU); exit 1 if one fails."""
+    import json
+
+    import torch
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    from bench.run import run_checks
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if a.gpu_only and device.type != "cuda":
+        print("seqbench check: no CUDA GPU here, so there are no GPU-scale checks to run")
+        return 0
+    out = open(a.out, "a") if a.out else None
+    results = []
+
+    def report(c):
+        results.append(c)
+        print(f"  check {'ok  ' if c['ok'] else 'FAIL'} {c['kernel']}: error {c['error']} "
+              f"(tolerance {c['tolerance']}, {c['seconds']:.1f} s){' ' + c['reason'] if c['reason'] else ''}",
+              flush=True)
+        if out:
+            out.write(json.dumps(c) + "\n")
+            out.flush()
+    try:
+        run_checks(device, gpu_only=a.gpu_only, on_result=report)
+    finally:
+        if out:
+            out.close()
+    return 0 if all(c["ok"] for c in results) else 1
 
 
 def cmd_list(a) -> int:
@@ -198,8 +230,16 @@ def main(argv=None) -> int:
     r.add_argument("--out", help="output folder (default runs/<date>-<device>)")
     r.add_argument("--resume", action="store_true", help="keep finished rows of --out and skip them")
     r.add_argument("--cuda-graph", action="store_true", help="time with CUDA graphs (no L2 flush)")
+    r.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                   help="measure in a worker process that is restarted after a crash, sticky CUDA error or hang "
+                        "(default: on a GPU)")
+    r.add_argument("--no-checks", action="store_true", help="skip the kernel checks (seqbench check runs them)")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(fn=cmd_run)
+    k = sub.add_parser("check", help="every Triton kernel against its float64 reference on this machine")
+    k.add_argument("--gpu-only", action="store_true", help="only the checks at real GPU shapes")
+    k.add_argument("--out", help="write the results as JSON lines, each as soon as it is known")
+    k.set_defaults(fn=cmd_check)
     ls = sub.add_parser("list", help="the workloads, their implementations and the shapes a run would measure")
     ls.add_argument("--quick", action="store_true", help="the --quick shapes")
     ls.set_defaults(fn=cmd_list)

@@ -10,6 +10,10 @@ import torch
 
 
 def git_commit() -> str:
+    """The checkout's commit (with -dirty), or SEQBENCH_COMMIT for a copy of the tree without .git
+    (the GPU machine may get one)."""
+    if os.environ.get("SEQBENCH_COMMIT"):
+        return os.environ["SEQBENCH_COMMIT"] + " (from SEQBENCH_COMMIT)"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()

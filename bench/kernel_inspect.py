@@ -46,12 +46,42 @@ def kernel_families() -> tuple[str, ...]:
 KERNEL_MODULES = kernel_families()
 
 
+def wgmma_exceptions() -> dict:
+    """(kernel, head dim) -> why it uses mma.sync instead of wgmma, as each family declares in ``WGMMA_EXCEPT``."""
+    out = {}
+    for m in KERNEL_MODULES:
+        out.update(getattr(importlib.import_module(f"kernels.{m}"), "WGMMA_EXCEPT", {}))
+    return out
+
+
 def wgmma_kernels() -> tuple[str, ...]:
     """Kernel-name prefixes that must issue HGMMA on sm_90a in 16 bits, as each family declares in ``WGMMA``."""
     return tuple(k for m in KERNEL_MODULES for k in getattr(importlib.import_module(f"kernels.{m}"), "WGMMA", ()))
 
 SASS_COUNTED = ("HGMMA", "HMMA", "LDGSTS", "UTMALDG", "LDG", "LDSM", "LDL", "STL")
 _SASS_OP = re.compile(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_]*)", re.M)
+_SASS_INSTR = re.compile(r"^\s+/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_]*)([^;]*);", re.M)
+_BRA_TARGET = re.compile(r"0x([0-9a-f]+)")
+
+
+def hot_loop(sass: str) -> tuple[int, int]:
+    """(instructions, tensor-core MMAs) of the kernel's hot loop: of the loops (backward branches) holding
+    the most HGMMA/HMMA, the shortest.  Instructions per MMA there is the proxy for the work around each
+    tensor-core op (scaling, exp2, masks, address arithmetic) that the GPU cannot hide.  (0, 0): no loop MMA."""
+    instrs = [(int(a, 16), op) for a, op, _ in _SASS_INSTR.findall(sass)]
+    best = (0, 0)
+    for addr, op, rest in _SASS_INSTR.findall(sass):
+        if op != "BRA":
+            continue
+        target = _BRA_TARGET.search(rest)
+        end, start = int(addr, 16), int(target.group(1), 16) if target else None
+        if start is None or start >= end:
+            continue
+        body = [o for a, o in instrs if start <= a <= end]
+        mma = sum(o in ("HGMMA", "HMMA") for o in body)
+        if mma > best[1] or (mma == best[1] and mma and len(body) < best[0]):
+            best = (len(body), mma)
+    return best
 _RES = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
 
 
@@ -72,6 +102,8 @@ class Row:
     blocks_per_sm: int = 0
     occupancy: float = 0.0        # resident warps / 64
     sass: dict = field(default_factory=dict)
+    hot_loop_instructions: int = 0  # instructions in the loop with the tensor-core ops (see hot_loop)
+    instr_per_mma: float = 0.0      # ... per HGMMA/HMMA there
 
 
 def _tool(name: str) -> str:
@@ -158,6 +190,8 @@ def compile_one(name: str, fn, args: dict, config, arch_name: str) -> Row:
     row.threads = config.num_warps * 32
     row.blocks_per_sm, row.occupancy = occupancy(regs, row.shared_bytes, row.threads, arch)
     row.sass = {op: ops.get(op, 0) for op in SASS_COUNTED}
+    row.hot_loop_instructions, mmas = hot_loop(sass)
+    row.instr_per_mma = round(row.hot_loop_instructions / mmas, 1) if mmas else 0.0
     if row.shared_bytes > arch["smem_per_block"]:
         row.ok, row.error = False, f"shared memory {row.shared_bytes} B > {arch['smem_per_block']} B per block"
     return row

@@ -16,6 +16,18 @@ import torch
 
 from bench.schema import NVML_FIELDS
 
+# do_bench repeats a point at least MIN_REPS times (see repetition_budget_ms).
+MIN_REPS = 20
+# Utilisation samples in the first SETTLE_S of an NVML window are dropped (see NVMLSampler.measure).
+SETTLE_S = 0.5
+
+
+def summarize(times_ms: list[float], timer: str) -> dict:
+    """Median, p20 and p80 (ms) of the repetitions, and how many there were."""
+    q = statistics.quantiles(times_ms, n=10, method="inclusive") if len(times_ms) > 1 else [times_ms[0]] * 9
+    return {"ms": statistics.median(times_ms), "ms_p20": q[1], "ms_p80": q[7], "reps": len(times_ms), "timer": timer}
+
+
 def time_cpu(fn, warmup_s: float = 0.2, reps: int = 10, max_seconds: float = 5.0) -> dict:
     """Host-timer median and p20/p80 (ms) after >= 3 warm-up calls and warmup_s; stops early past max_seconds."""
     t0, n = time.perf_counter(), 0
@@ -29,22 +41,42 @@ def time_cpu(fn, warmup_s: float = 0.2, reps: int = 10, max_seconds: float = 5.0
         times.append((time.perf_counter() - t0) * 1e3)
         if time.perf_counter() - start > max_seconds and len(times) >= 3:
             break
-    q = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else [times[0]] * 9
-    return {"ms": statistics.median(times), "ms_p20": q[1], "ms_p80": q[7], "reps": len(times), "timer": "host"}
+    return summarize(times, "host")
+
+
+def estimate_ms(fn, calls: int = 3) -> float:
+    """Device time of one call, from events around a few calls (after the caller's warm-up)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(calls):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / calls
+
+
+def repetition_budget_ms(one_call_ms: float, min_reps: int = MIN_REPS, floor_ms: float = 100.0,
+                         cap_ms: float = 10_000.0) -> float:
+    """How long do_bench should repeat: at least ``min_reps`` calls (a 100 ms budget takes a single sample
+    of a 100 ms call, so p20 = p80 = median), at least ``floor_ms``, and no more than ``cap_ms``."""
+    return min(max(floor_ms, min_reps * one_call_ms), max(cap_ms, 3 * one_call_ms))
+
+
 
 
 def time_gpu(fn, cuda_graph: bool = False) -> dict:
-    """Device-event timing through triton.testing (L2 flushed between repetitions unless graphs)."""
+    """Device-event timing through triton.testing (L2 flushed between repetitions unless graphs): every
+    repetition's time comes back, so the quantiles and the repetition count are ours."""
     import triton.testing as tt
+    rep = repetition_budget_ms(estimate_ms(fn))
     if cuda_graph:
         stream = torch.cuda.Stream()
         with torch.cuda.stream(stream):
-            q = tt.do_bench_cudagraph(fn, rep=100, quantiles=[0.5, 0.2, 0.8])
-        timer = "cuda-graph (no L2 flush)"
-    else:
-        q = tt.do_bench(fn, warmup=25, rep=100, quantiles=[0.5, 0.2, 0.8])
-        timer = "cuda-events, L2 flushed"
-    return {"ms": q[0], "ms_p20": q[1], "ms_p80": q[2], "reps": None, "timer": timer}
+            times = tt.do_bench_cudagraph(fn, rep=rep, return_mode="all")
+        return summarize(list(times), "cuda-graph (no L2 flush)")
+    times = tt.do_bench(fn, warmup=25, rep=rep, return_mode="all")
+    return summarize(list(times), "cuda-events, L2 flushed")
 
 
 class NVMLSampler:
@@ -85,59 +117,76 @@ class NVMLSampler:
                 info[key] = f"unavailable: {exc}"
         return info
 
-    def measure(self, fn, tokens_per_call: int, min_seconds: float = 1.0) -> dict:
-        """Run fn back to back for >= min_seconds while sampling; NVML_FIELDS plus the call count."""
+    def measure(self, fn, tokens_per_call: int, min_seconds: float = 1.0, settle_s: float = SETTLE_S) -> dict:
+        """Run fn back to back for settle_s + min_seconds while sampling; NVML_FIELDS and the window.
+
+        Power and energy come from the energy counter's difference over the whole window (NVML's power
+        reading is a 1 s average, half of it from before the window).  Utilisation and clock samples
+        from the first ``settle_s`` are dropped: NVML's utilisation looks back one sample period, which
+        then still covers the idle time before the window.  Throttle reasons are OR-ed over every sample."""
         if not self.ok:
             return {k: None for k in NVML_FIELDS} | {"nvml_reason": self.reason}
         n, h = self.nvml, self.handle
-        samples, stop = [], threading.Event()
+        samples, masks, stop = [], [], threading.Event()
 
         def poll():
             while not stop.is_set():
                 try:
                     u = n.nvmlDeviceGetUtilizationRates(h)
-                    samples.append((u.gpu, u.memory, n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM),
-                                    n.nvmlDeviceGetPowerUsage(h) / 1e3))
+                    samples.append((time.perf_counter(), u.gpu, u.memory, n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM)))
+                except Exception:
+                    pass
+                try:
+                    masks.append(n.nvmlDeviceGetCurrentClocksEventReasons(h))
                 except Exception:
                     pass
                 stop.wait(self.interval)
 
-        gpm = self._gpm_start()
+        gpm = None
         e0 = self._energy_mj()
         thread = threading.Thread(target=poll, daemon=True)
-        thread.start()
         calls, t0 = 0, time.perf_counter()
+        thread.start()
+        settled = None
         while True:
             fn()
             calls += 1
             if calls % 8 == 0:
                 torch.cuda.synchronize()
-                if time.perf_counter() - t0 >= min_seconds:
+                now = time.perf_counter()
+                if settled is None and now - t0 >= settle_s:
+                    settled = now
+                    gpm = self._gpm_start()
+                if settled is not None and now - settled >= min_seconds:
                     break
         torch.cuda.synchronize()
         elapsed = time.perf_counter() - t0
+        row = {k: None for k in NVML_FIELDS}
+        reasons = []
+        row.update(self._gpm_finish(gpm, reasons))
         stop.set()
         thread.join()
         e1 = self._energy_mj()
-        row = {k: None for k in NVML_FIELDS}
-        reasons = []
-        if samples:
-            row["nvml_util_pct"] = statistics.mean(s[0] for s in samples)
-            row["nvml_mem_util_pct"] = statistics.mean(s[1] for s in samples)
-            row["sm_clock_mhz"] = statistics.mean(s[2] for s in samples)
-            row["power_w"] = statistics.mean(s[3] for s in samples)
+        kept = [s for s in samples if s[0] >= settled]
+        if kept:
+            row["nvml_util_pct"] = statistics.mean(s[1] for s in kept)
+            row["nvml_mem_util_pct"] = statistics.mean(s[2] for s in kept)
+            row["sm_clock_mhz"] = statistics.mean(s[3] for s in kept)
         else:
-            reasons.append("no NVML samples")
+            reasons.append("no NVML samples after the settling time")
         if e0 is not None and e1 is not None:
             row["energy_j"] = (e1 - e0) / 1e3
+            row["power_w"] = row["energy_j"] / elapsed
             row["joules_per_token"] = row["energy_j"] / (calls * tokens_per_call)
         else:
-            reasons.append("energy counter unavailable")
-        try:
-            row["throttle_reasons"] = self._throttle_names(n.nvmlDeviceGetCurrentClocksEventReasons(h))
-        except Exception as exc:
-            reasons.append(f"throttle reasons: {exc}")
-        row.update(self._gpm_finish(gpm, reasons))
+            reasons.append("energy counter unavailable: no power or energy")
+        if masks:
+            acc = 0
+            for m in masks:
+                acc |= m
+            row["throttle_reasons"] = self._throttle_names(acc)
+        else:
+            reasons.append("throttle reasons unavailable")
         row["nvml_window_s"] = elapsed
         row["nvml_reason"] = "; ".join(reasons)
         return row
@@ -185,7 +234,11 @@ class NVMLSampler:
                 m.metrics[i].metricId = metric
             n.nvmlGpmMetricsGet(m)
             for i, key in enumerate(ids):
-                out[key] = m.metrics[i].value
+                code = m.metrics[i].nvmlReturn
+                if code == getattr(n, "NVML_SUCCESS", 0):
+                    out[key] = m.metrics[i].value
+                else:
+                    reasons.append(f"GPM {key} failed (NVML return code {code})")
             n.nvmlGpmSampleFree(second)
         except Exception as exc:
             reasons.append(f"GPM metrics failed: {exc}")

@@ -7,6 +7,7 @@ reason; the sweep goes on.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -19,10 +20,16 @@ from bench.workloads import WORKLOADS
 from kernels._common import forget_tuned_configs, tuned_configs
 
 COLUMNS, KEY = schema.COLUMNS, schema.KEY
+# An isolated sweep gives up on a point after this long (a deadlocked kernel) and restarts its worker.
+POINT_TIMEOUT_S = 900.0
 
 
 def _kernels_ran(fn) -> str:
-    """Names of the GPU kernels one call launches, longest first (which SDPA/cuDNN path really ran)."""
+    """Names of the GPU kernels one call launches, longest first (which SDPA/cuDNN path really ran).
+
+    Runs after the point's timing and telemetry, and asks Kineto to detach CUPTI when it stops, so the
+    profiler's callbacks do not slow the launches of every later point."""
+    os.environ["TEARDOWN_CUPTI"] = "1"
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         fn()
@@ -58,14 +65,19 @@ def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, po
             torch.cuda.reset_peak_memory_stats()
         forget_tuned_configs()
         fn = point.runner(impl)
-        fn()
+        fn()                                   # compiles and autotunes
         row["config"] = tuned_configs() or None
+        if gpu:                                # the peak of one call, before do_bench allocates its L2 flush buffer
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            fn()
+            torch.cuda.synchronize()
+            row["peak_mem_mib"] = torch.cuda.max_memory_allocated() / 2**20
         t = measure.time_gpu(fn, cuda_graph) if gpu else measure.time_cpu(fn)
         row.update(t)
         if gpu:
-            row["peak_mem_mib"] = torch.cuda.max_memory_allocated() / 2**20
             row.update(sampler.measure(fn, workload.tokens(shape)))
-            row["kernels_ran"] = _kernels_ran(fn)
+            row["kernels_ran"] = _kernels_ran(fn) if not cuda_graph else "not profiled with --cuda-graph"
         else:
             row["nvml_reason"] = "no GPU on this machine"
         row.update(point.accuracy(impl))
@@ -90,30 +102,40 @@ def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, po
     return row
 
 
-def run_checks(device) -> list[dict]:
-    """Every workload's checks: its Triton kernels against float64 references at small fp32 shapes
-    (through the interpreter on a CPU)."""
+def run_checks(device, gpu_only: bool = False, on_result=None) -> list[dict]:
+    """Every workload's checks: its Triton kernels against float64 references, at small fp32 shapes
+    (through the interpreter on a CPU) and, on a GPU, at real shapes too (``gpu_only``: only those)."""
     checks, seen = [], set()
-    for w in WORKLOADS.values():
-        for c in w.checks:
-            if c.name in seen:
-                continue
-            seen.add(c.name)
-            t0 = time.perf_counter()
-            try:
-                got, want = c.run(device)
-                err = (got.double() - want.double()).abs().max().item()
-                checks.append({"kernel": c.name, "max_abs_err": err, "tolerance": c.tolerance, "ok": err <= c.tolerance,
-                               "seconds": time.perf_counter() - t0, "reason": ""})
-            except Exception as exc:
-                checks.append({"kernel": c.name, "max_abs_err": None, "tolerance": c.tolerance, "ok": False,
-                               "seconds": time.perf_counter() - t0, "reason": f"{type(exc).__name__}: {exc}"})
+    todo = [c for w in WORKLOADS.values() for c in w.checks
+            if (device.type == "cuda" or not c.gpu_only) and (c.gpu_only or not gpu_only)]
+    for c in sorted(todo, key=lambda c: not c.first):
+        if c.name in seen:
+            continue
+        seen.add(c.name)
+        t0 = time.perf_counter()
+        try:
+            got, want = c.run(device)
+            want = want.double()
+            scale = max(1.0, want.abs().max().item()) if want.numel() else 1.0
+            err = (got.double() - want).abs().max().item() / scale
+            checks.append({"kernel": c.name, "error": err, "tolerance": c.tolerance, "ok": err <= c.tolerance,
+                           "seconds": time.perf_counter() - t0, "reason": ""})
+        except Exception as exc:
+            checks.append({"kernel": c.name, "error": None, "tolerance": c.tolerance, "ok": False,
+                           "seconds": time.perf_counter() - t0, "reason": f"{type(exc).__name__}: {exc}"[:500]})
+        if on_result:
+            on_result(checks[-1])
     return checks
 
 
 def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None, modes=MODES,
-          resume: bool = False, cuda_graph: bool = False, progress=True, device=None, impls=None) -> dict:
-    """Run every point into out_dir/results.csv and write run.json; returns the run's metadata."""
+          resume: bool = False, cuda_graph: bool = False, progress=True, device=None, impls=None,
+          checks: bool = True, isolate: bool = False, point_timeout_s: float = POINT_TIMEOUT_S) -> dict:
+    """Run every point into out_dir/results.csv and write run.json; returns the run's metadata.
+
+    ``isolate`` measures the points in a worker process (tritonbench's --isolate): a point that kills it,
+    leaves a sticky CUDA error (an illegal address poisons every later launch in that process) or runs
+    past ``point_timeout_s`` is recorded as an error with its reason, and a fresh worker takes the rest."""
     os.makedirs(out_dir, exist_ok=True)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     csv_path = os.path.join(out_dir, "results.csv")
@@ -135,7 +157,8 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     json_path = os.path.join(out_dir, "run.json")
     if not (resume and os.path.exists(json_path)):
         schema.write_json(json_path, meta)
-    meta["checks"] = run_checks(device)
+    meta["checks"] = run_checks(device) if checks else []
+    meta["isolated"] = isolate
     points = []
     for w in workloads:
         shapes = w.default_shapes(quick, device.type == "cuda")
@@ -148,22 +171,125 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     writer = schema.RowWriter(csv_path, kept)  # resume: finished points stay, failed ones are tried again
     schema.write_json(json_path, meta)
     bar = _progress(len(points), progress)
-    point = None
+    runner = _Isolated(device, dtype, cuda_graph, point_timeout_s) if isolate else _InProcess(device, dtype, sampler,
+                                                                                             cuda_graph)
     try:
         for w, impl, s, mode in points:
             key = (w.name, impl.name, mode, str(dtype).removeprefix("torch."), shape_label(w, s))
             bar(f"{w.name} {impl.name} {shape_label(w, s)} {mode}")
             if key in done:
                 continue
-            if point is None or (point.workload, point.shape, point.mode) != (w, s, mode):
-                point = Point(w, s, mode, dtype, device)   # inputs and baseline shared by this shape's impls
-            writer.write(measure_point(w, impl, s, mode, dtype, device, sampler, cuda_graph, point=point))
+            writer.write(runner.measure(w, impl, s, mode))
     finally:
+        runner.close()
         writer.close()
         bar(None)
     meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     schema.write_json(json_path, meta)
     return meta
+
+
+class _InProcess:
+    """Measures points in this process, sharing inputs and the baseline's output between a shape's impls."""
+
+    def __init__(self, device, dtype, sampler, cuda_graph):
+        self.device, self.dtype, self.sampler, self.cuda_graph, self.point = device, dtype, sampler, cuda_graph, None
+
+    def measure(self, w, impl, s, mode) -> schema.Row:
+        if self.point is None or (self.point.workload, self.point.shape, self.point.mode) != (w, s, mode):
+            self.point = Point(w, s, mode, self.dtype, self.device)
+        return measure_point(w, impl, s, mode, self.dtype, self.device, self.sampler, self.cuda_graph, point=self.point)
+
+    def close(self):
+        self.point = None
+
+
+def _find_workload(name: str, module: str):
+    if name in WORKLOADS:
+        return WORKLOADS[name]
+    import importlib
+
+    from bench.workload import Workload
+    mod = importlib.import_module(module)
+    return next(v for v in vars(mod).values() if isinstance(v, Workload) and v.name == name)
+
+
+def sticky_cuda_error(device) -> str:
+    """The error a synchronize raises after a kernel fault ('' when the device is healthy or not CUDA)."""
+    if device.type != "cuda":
+        return ""
+    try:
+        torch.cuda.synchronize(device)
+        torch.empty(1, device=device).add_(1).item()
+        return ""
+    except Exception as exc:  # the CUDA context is unusable from here on
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+
+
+def _worker(conn, device: str, dtype: str, cuda_graph: bool) -> None:
+    """Worker loop: (workload, module, impl, shape, mode) in, a Row's fields out; exits after a sticky error."""
+    device, dtype = torch.device(device), getattr(torch, dtype)
+    runner = _InProcess(device, dtype, measure.NVMLSampler() if device.type == "cuda" else None, cuda_graph)
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            return
+        name, module, impl, shape, mode = msg
+        w = _find_workload(name, module)
+        row = runner.measure(w, w.impls[impl], shape, mode)
+        sticky = sticky_cuda_error(device)
+        if sticky:
+            row.status, row.reason = "error", f"sticky CUDA error after this point ({sticky}); worker restarted"
+        conn.send(dataclasses.asdict(row))
+        if sticky:
+            os._exit(3)
+
+
+class _Isolated:
+    """Sends points to a worker process and restarts it when it dies, faults or hangs."""
+
+    def __init__(self, device, dtype, cuda_graph, timeout_s):
+        import multiprocessing
+        self.ctx = multiprocessing.get_context("spawn")
+        self.args = (str(device), str(dtype).removeprefix("torch."), cuda_graph)
+        self.timeout_s, self.proc, self.conn = timeout_s, None, None
+        self.device, self.dtype = device, dtype
+
+    def _start(self):
+        self.conn, child = self.ctx.Pipe()
+        self.proc = self.ctx.Process(target=_worker, args=(child, *self.args), daemon=True)
+        self.proc.start()
+        child.close()
+
+    def measure(self, w, impl, s, mode) -> schema.Row:
+        if self.proc is None or not self.proc.is_alive():
+            self._start()
+        failed = None
+        try:
+            self.conn.send((w.name, w.module, impl.name, s, mode))
+            if self.conn.poll(self.timeout_s):
+                return schema.Row(**self.conn.recv())
+            failed = f"timed out after {self.timeout_s:.0f} s; worker killed and restarted"
+            self.proc.kill()
+        except (EOFError, OSError, BrokenPipeError):
+            self.proc.join(5)
+            failed = f"worker process died (exit code {self.proc.exitcode}); restarted for the next point"
+        self.close()
+        return schema.Row(workload=w.name, impl=impl.name, mode=mode, dtype=str(self.dtype).removeprefix("torch."),
+                          shape=shape_label(w, s), seq_len=s[w.seq_key], batch=s["B"], tokens=w.tokens(s),
+                          status="error", reason=failed, device=str(self.device))
+
+    def close(self):
+        if self.proc is not None:
+            if self.proc.is_alive():
+                try:
+                    self.conn.send(None)
+                except OSError:
+                    pass
+                self.proc.join(10)
+                if self.proc.is_alive():
+                    self.proc.kill()
+            self.proc = self.conn = None
 
 
 def _progress(total: int, enabled: bool):

@@ -16,6 +16,7 @@ output is compared with, on every measured point.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import types
 from dataclasses import dataclass, field
 from typing import Callable
@@ -60,10 +61,25 @@ class Impl:
 
 @dataclass(frozen=True)
 class Check:
-    """A kernel against its float64 reference at a small shape: ``run(device) -> (got, want)``."""
+    """A kernel against its float64 reference: ``run(device) -> (got, want)``; the error is
+    max|got − want| / max(1, max|want|).  Small checks run everywhere (through the interpreter on a CPU);
+    ``gpu_only`` ones run at real GPU shapes, ``first`` ones before the others (the GPU job's smoke stage)."""
     name: str
     run: Callable
     tolerance: float = 1e-5
+    gpu_only: bool = False
+    first: bool = False
+
+
+def forward_backward(fn, tensors, dtype) -> torch.Tensor:
+    """fn's output and the gradients of all ``tensors`` (cast to ``dtype``, as leaves) from a fixed random
+    output gradient, flattened into one float64 vector: one comparison covers forward and backward."""
+    leaves = [t.detach().to(dtype).requires_grad_() for t in tensors]
+    out = fn(*leaves)
+    out = out[0] if isinstance(out, tuple) else out
+    g = torch.Generator().manual_seed(3)
+    out.backward(torch.randn(out.shape, generator=g).to(out.device, out.dtype))
+    return torch.cat([out.detach().double().flatten()] + [t.grad.double().flatten() for t in leaves])
 
 
 @dataclass
@@ -81,8 +97,11 @@ class Workload:
     checks: tuple[Check, ...] = ()
     impls: dict[str, Impl] = field(default_factory=dict)
     register: bool = True
+    module: str = ""          # the module that declared it (an isolated worker imports it from there)
 
     def __post_init__(self):
+        if not self.module:
+            self.module = sys._getframe(2).f_globals.get("__name__", "")
         if self.register:
             if self.name in REGISTRY:
                 raise ValueError(f"workload {self.name!r} is declared twice")

@@ -7,6 +7,7 @@ Row r of the stacked tile is slot r // BLOCK_H (a gate) of hidden unit r % BLOCK
 """
 import functools
 
+import torch
 import triton
 import triton.language as tl
 
@@ -79,15 +80,28 @@ def _cfg(bh, bb, bk, warps, stages):
 
 
 # Autotune candidates of the step kernels (the same on sm_80 and sm_90; `seqbench inspect` shows
-# each compiles to HMMA/HGMMA without spills).  BLOCK_H = 16 gives M = 64 stacked gate rows and
-# the most programs per step, which small-batch steps need to spread W_hh over the SMs.
+# each compiles to HMMA/HGMMA without spills under triton 3.6 and 3.9).  BLOCK_H = 16 gives M = 64
+# stacked gate rows and the most programs per step, which small-batch steps need to spread W_hh over
+# the SMs.  fp32 takes exact IEEE dots on CUDA cores, whose tiles live in registers: smaller K blocks
+# (triton 3.9 spilled up to 5.3 KB with the 16-bit list on sm_80).
 STEP_CONFIGS = [
     _cfg(16, 16, 64, 4, 3),
     _cfg(16, 16, 128, 4, 3),
     _cfg(16, 32, 128, 4, 3),
     _cfg(32, 16, 128, 8, 3),
     _cfg(32, 32, 64, 4, 3),
-                ]
+]
+FP32_STEP_CONFIGS = [
+    _cfg(16, 16, 64, 4, 3),
+    _cfg(16, 16, 32, 4, 3),
+    _cfg(32, 16, 32, 8, 3),
+    _cfg(32, 32, 32, 4, 3),
+]
+
+
+def step_configs(dtype) -> list:
+    return FP32_STEP_CONFIGS if dtype == torch.float32 else STEP_CONFIGS
+
 
 # The interpreter runs one program at a time: small tiles so tests cross tile edges.
 INTERPRETER_STEP = dict(BLOCK_H=16, BLOCK_B=16, BLOCK_K=32, num_warps=4)
@@ -97,14 +111,14 @@ BWD_CONFIG = triton.Config({"BLOCK_B": 16, "BLOCK_H": 64}, num_warps=4, num_stag
 
 
 @functools.lru_cache(maxsize=None)
-def _tuned(kernel):
-    return autotune(kernel, STEP_CONFIGS, ["B", "IN", "HID"], kernel.__name__.strip("_"))
+def _tuned(kernel, dtype):
+    return autotune(kernel, step_configs(dtype), ["B", "IN", "HID"], kernel.__name__.strip("_"))
 
 
-def step_launcher(kernel, device):
+def step_launcher(kernel, device, dtype):
     """(kernel to index with a grid, extra launch kwargs): autotuned on a GPU, fixed in the interpreter."""
     if device.type == "cuda":
-        return _tuned(kernel), {}
+        return _tuned(kernel, dtype), {}
     return kernel, dict(INTERPRETER_STEP)
 
 

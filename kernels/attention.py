@@ -48,9 +48,12 @@ LOG2E = math.log2(math.e)   # the kernels work in base 2: exp(x) = exp2(x · LOG
 @triton.jit
 def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
                     offs_m, offs_n, offs_d, mask_d, lo, hi, N_K, qk_scale,
-                    CAUSAL: tl.constexpr, MASK: tl.constexpr, BLOCK_N: tl.constexpr,
+                    CAUSAL: tl.constexpr, MASK: tl.constexpr, NEG_SCALE: tl.constexpr, BLOCK_N: tl.constexpr,
                     PREC: tl.constexpr):
-    """Fold key/value blocks [lo, hi) into the running (acc, l, m). MASK: block may need masking."""
+    """Fold key/value blocks [lo, hi) into the running (acc, l, m). MASK: block may need masking.
+
+    Unmasked blocks scale only the row max (the row min for a negative scale) and let the scale ride in
+    exp2's FFMA: qk·qk_scale − m, one instruction per element instead of a multiply and a subtract."""
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
         if MASK:
@@ -60,14 +63,20 @@ def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stri
         else:
             kt = tl.load(k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
                          mask=mask_d[:, None], other=0.0)
-        qk = dot_acc(q, kt, tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC) * qk_scale
+        qk = dot_acc(q, kt, tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC)
         if MASK:
             keep = in_k[None, :]
             if CAUSAL:
                 keep = keep & (cols[None, :] <= offs_m[:, None])
-            qk = tl.where(keep, qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        p = tl.math.exp2(qk - m_new[:, None])
+            qk = tl.where(keep, qk * qk_scale, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            p = tl.math.exp2(qk - m_new[:, None])
+        else:
+            if NEG_SCALE:
+                m_new = tl.maximum(m_i, tl.min(qk, 1) * qk_scale)
+            else:
+                m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            p = tl.math.exp2(qk * qk_scale - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         if MASK:
@@ -86,7 +95,7 @@ def _attn_fwd(Q, K, V, O, LSE,
               stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd, stride_vb,
               stride_vh, stride_vn, stride_vd, stride_ob, stride_oh, stride_om, stride_od,
               H, GROUP, N_Q, N_K, qk_scale, HEAD_DIM: tl.constexpr,
-              CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+              CAUSAL: tl.constexpr, NEG_SCALE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
               BLOCK_D: tl.constexpr, PREC: tl.constexpr):
     """One program: BLOCK_M query rows of one (batch, head) against all visible keys."""
     pid_m = tl.program_id(0)
@@ -119,10 +128,10 @@ def _attn_fwd(Q, K, V, O, LSE,
         full = N_K // BLOCK_N * BLOCK_N
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
                                     offs_m, offs_n, offs_d, mask_d, 0, full, N_K, qk_scale,
-                                    CAUSAL, False, BLOCK_N, PREC)
+                                    CAUSAL, False, NEG_SCALE, BLOCK_N, PREC)
     acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
                                     offs_m, offs_n, offs_d, mask_d, full, hi, N_K, qk_scale,
-                                    CAUSAL, True, BLOCK_N, PREC)
+                                    CAUSAL, True, NEG_SCALE, BLOCK_N, PREC)
 
     acc = acc / l_i[:, None]
     tl.store(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od,
@@ -331,22 +340,25 @@ def _cfg(bm, bn, warps, stages):
 # CONFIGS[kernel][arch family][head-dim bucket] -> autotune candidates.  Buckets are BLOCK_D
 # (the head dim padded to a power of two >= 16).  "sm90" serves Hopper and newer, "sm80" Ampere/Ada.
 # The backward kernels keep fp32 accumulators of (BLOCK, BLOCK_D) per operand, so their tiles
-# shrink as the head dim grows.  Entries were picked from a compile sweep (`seqbench inspect`):
-# none spills, all fit shared memory, and every sm90 entry uses wgmma (HGMMA).
+# shrink as the head dim grows.  Entries were picked from a compile sweep (`seqbench inspect`) under
+# triton 3.6 (the GPU image) and the newest triton (3.9; CI compiles both): none spills, all fit shared
+# memory, and every sm90 entry uses wgmma (HGMMA) but those WGMMA_EXCEPT names.  On sm90 a 64-row query
+# tile takes 4 warps (one warpgroup) where registers allow: with 8, both warpgroups computed the same
+# 64×128 S (1.5× the tensor-core work, 2× the exp2).  At D=256 only 8 warps hold the tile without spills.
 CONFIGS = {
     "fwd": {
         "sm90": {
             16: [_cfg(128, 128, 8, 3), _cfg(128, 64, 8, 4)],
             32: [_cfg(128, 128, 8, 3), _cfg(128, 64, 8, 4)],
-            64: [_cfg(128, 128, 8, 3), _cfg(128, 64, 8, 4), _cfg(64, 128, 8, 4)],
-            128: [_cfg(128, 128, 8, 2), _cfg(128, 64, 8, 3), _cfg(64, 128, 8, 3)],
-            256: [_cfg(128, 64, 8, 2), _cfg(64, 64, 8, 3), _cfg(128, 32, 8, 3)],
+            64: [_cfg(128, 128, 8, 3), _cfg(128, 64, 8, 4), _cfg(64, 128, 4, 3)],
+            128: [_cfg(128, 128, 8, 2), _cfg(128, 64, 8, 3)],
+            256: [_cfg(64, 64, 8, 2), _cfg(128, 32, 8, 2)],
         },
         "sm80": {
             16: [_cfg(128, 128, 8, 3), _cfg(128, 128, 8, 2)],
             32: [_cfg(128, 128, 8, 3), _cfg(128, 64, 8, 4)],
             64: [_cfg(128, 128, 8, 3), _cfg(128, 64, 8, 4), _cfg(64, 128, 8, 4)],
-            128: [_cfg(128, 128, 8, 2), _cfg(128, 64, 8, 3), _cfg(64, 128, 8, 3)],
+            128: [_cfg(128, 64, 8, 3), _cfg(64, 128, 8, 3)],
             256: [_cfg(64, 64, 8, 2), _cfg(64, 32, 8, 3)],
         },
     },
@@ -356,8 +368,8 @@ CONFIGS = {
             16: [_cfg(64, 128, 8, 3), _cfg(32, 128, 8, 4)],
             32: [_cfg(64, 128, 8, 3), _cfg(32, 128, 8, 4)],
             64: [_cfg(64, 128, 8, 3), _cfg(32, 128, 8, 4), _cfg(64, 64, 8, 4)],
-            128: [_cfg(64, 128, 8, 3), _cfg(32, 128, 8, 3), _cfg(64, 64, 8, 3)],
-            256: [_cfg(32, 64, 8, 3)],
+            128: [_cfg(32, 128, 8, 3), _cfg(64, 64, 8, 3), _cfg(64, 64, 8, 2)],
+            256: [_cfg(32, 32, 8, 3), _cfg(32, 32, 8, 2)],   # see WGMMA_EXCEPT
         },
         "sm80": {
             16: [_cfg(64, 128, 8, 3), _cfg(64, 128, 8, 2)],
@@ -374,11 +386,11 @@ CONFIGS = {
             32: [_cfg(128, 64, 8, 3), _cfg(128, 64, 8, 2)],
             64: [_cfg(128, 64, 8, 3), _cfg(64, 64, 8, 4), _cfg(128, 32, 8, 4)],
             128: [_cfg(128, 64, 8, 2), _cfg(64, 64, 8, 3), _cfg(128, 32, 8, 3)],
-            256: [_cfg(64, 64, 8, 2), _cfg(64, 32, 8, 3), _cfg(128, 32, 8, 2)],
+            256: [_cfg(64, 32, 8, 3), _cfg(128, 32, 8, 2)],
         },
         "sm80": {
             16: [_cfg(128, 64, 8, 3), _cfg(128, 64, 8, 2)],
-            32: [_cfg(128, 64, 8, 3), _cfg(128, 64, 8, 2)],
+            32: [_cfg(128, 64, 8, 2)],
             64: [_cfg(128, 32, 8, 3), _cfg(128, 32, 8, 2)],
             128: [_cfg(64, 64, 8, 3), _cfg(64, 64, 8, 2), _cfg(32, 64, 8, 3)],
             256: [_cfg(32, 64, 8, 3), _cfg(64, 32, 8, 3), _cfg(32, 64, 8, 2)],
@@ -392,8 +404,8 @@ CONFIGS = {
 FP32_CONFIGS = {
     "fwd": {16: [_cfg(64, 32, 4, 1)], 32: [_cfg(64, 32, 4, 1)], 64: [_cfg(32, 32, 4, 1)],
             128: [_cfg(32, 32, 8, 1)], 256: [_cfg(32, 32, 8, 1)]},
-    "dkdv": {16: [_cfg(32, 64, 4, 1)], 32: [_cfg(32, 32, 4, 1)], 64: [_cfg(32, 64, 4, 1)],
-             128: [_cfg(16, 32, 8, 1)], 256: [_cfg(32, 32, 8, 1)]},
+    "dkdv": {16: [_cfg(32, 64, 4, 1)], 32: [_cfg(32, 32, 4, 1)], 64: [_cfg(32, 32, 8, 1)],
+             128: [_cfg(16, 32, 8, 1)], 256: [_cfg(16, 32, 8, 1)]},
     "dq": {16: [_cfg(64, 32, 4, 1)], 32: [_cfg(64, 32, 4, 1)], 64: [_cfg(32, 32, 4, 2)],
            128: [_cfg(16, 32, 8, 1)], 256: [_cfg(32, 32, 8, 1)]},
                 }
@@ -477,9 +489,9 @@ def _common(q, k, causal: bool, scale: float) -> dict:
 
 def fwd_args(q, k, v, o, lse, causal: bool, scale: float) -> dict:
     """Every argument of ``_attn_fwd`` but the tuned BLOCK_M/BLOCK_N, by name."""
-    return dict(Q=q, K=k, V=v, O=o, LSE=lse, **strides("q", q, "bhmd"), **strides("k", k, "bhnd"), **strides("v", v,
-                "bhnd"),
-                **strides("o", o, "bhmd"), **_common(q, k, causal, scale))
+    return dict(Q=q, K=k, V=v, O=o, LSE=lse, **strides("q", q, "bhmd"), **strides("k", k, "bhnd"),
+                **strides("v", v, "bhnd"), **strides("o", o, "bhmd"), **_common(q, k, causal, scale),
+                NEG_SCALE=scale < 0)
 
 
 def delta_args(o, do, delta) -> dict:
@@ -498,12 +510,33 @@ def bwd_args(q, k, v, do, dq, dk, dv, lse, delta, causal: bool, scale: float) ->
     return dkdv, dq_
 
 
+# CUDA caps grid axis 1, which carries batch × heads, at 65,535: bigger batches are launched in slices.
+MAX_GRID_Y = 65535
+
+
+def batch_slices(B: int, heads: int) -> list[slice]:
+    """Slices of the batch whose batch × heads fits grid axis 1 (one slice almost always)."""
+    if heads > MAX_GRID_Y:
+        raise ValueError(f"q has {heads} heads; at most {MAX_GRID_Y} (CUDA's grid limit) are supported")
+    step = MAX_GRID_Y // heads
+    return [slice(b, min(B, b + step)) for b in range(0, B, step)]
+
+
+def grid(n: int, block, bh: int):
+    """(blocks of ``n`` along the sequence, batch × heads): ``block`` a size, or the name of a tuned meta-parameter."""
+    if isinstance(block, int):
+        return (triton.cdiv(n, block), bh)
+    return lambda meta: (triton.cdiv(n, meta[block]), bh)
+
+
 def _forward(q, k, v, causal: bool, scale: float):
     B, H, Nq, D = q.shape
     o = torch.empty((B, H, Nq, D), device=q.device, dtype=q.dtype)
     lse = torch.empty((B, H, Nq), device=q.device, dtype=torch.float32)
     fn, meta = _launcher("fwd", q, head_dim_block(D))
-    fn[lambda m: (triton.cdiv(Nq, m["BLOCK_M"]), B * H)](**fwd_args(q, k, v, o, lse, causal, scale), **meta)
+    for b in batch_slices(B, H):
+        fn[grid(Nq, "BLOCK_M", len(range(B)[b]) * H)](**fwd_args(q[b], k[b], v[b], o[b], lse[b], causal, scale),
+                                                      **meta)
     return o, lse
 
 
@@ -511,20 +544,20 @@ def _backward(do, q, k, v, o, lse, causal: bool, scale: float):
     B, H, Nq, D = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
     block_d = head_dim_block(D)
-
     delta = torch.empty_like(lse)
-    bm = DELTA_CONFIG.kwargs["BLOCK_M"]
-    _attn_bwd_delta[(triton.cdiv(Nq, bm), B * H)](**delta_args(o, do, delta), BLOCK_M=bm,
-                                                   num_warps=DELTA_CONFIG.num_warps, num_stages=DELTA_CONFIG.num_stages)
-
     dq = torch.empty_like(q, memory_format=torch.contiguous_format)
     dk = torch.empty_like(k, memory_format=torch.contiguous_format)
     dv = torch.empty_like(v, memory_format=torch.contiguous_format)
-    dkdv_args, dq_args = bwd_args(q, k, v, do, dq, dk, dv, lse, delta, causal, scale)
-    fn, meta = _launcher("dkdv", q, block_d)
-    fn[lambda m: (triton.cdiv(Nk, m["BLOCK_N"]), B * Hkv)](**dkdv_args, **meta)
-    fn, meta = _launcher("dq", q, block_d)
-    fn[lambda m: (triton.cdiv(Nq, m["BLOCK_M"]), B * H)](**dq_args, **meta)
+    bm = DELTA_CONFIG.kwargs["BLOCK_M"]
+    for b in batch_slices(B, H):
+        nb = len(range(B)[b])
+        _attn_bwd_delta[grid(Nq, bm, nb * H)](**delta_args(o[b], do[b], delta[b]), BLOCK_M=bm,
+                                              num_warps=DELTA_CONFIG.num_warps, num_stages=DELTA_CONFIG.num_stages)
+        dkdv_args, dq_args = bwd_args(q[b], k[b], v[b], do[b], dq[b], dk[b], dv[b], lse[b], delta[b], causal, scale)
+        fn, meta = _launcher("dkdv", q, block_d)
+        fn[grid(Nk, "BLOCK_N", nb * Hkv)](**dkdv_args, **meta)
+        fn, meta = _launcher("dq", q, block_d)
+        fn[grid(Nq, "BLOCK_M", nb * H)](**dq_args, **meta)
     return dq, dk, dv
 
 
@@ -573,6 +606,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
 
 # Kernels that must issue Hopper wgmma (HGMMA) on sm_90a in 16 bits (`seqbench inspect`, tests/test_inspect.py).
 WGMMA = ("attention.fwd", "attention.dkdv", "attention.dq")
+# (kernel, head-dim bucket) that use mma.sync (HMMA) instead, and why.
+WGMMA_EXCEPT = {("attention.dkdv", 256): "a 64-key tile (wgmma's M) holds dK and dV of 64×256 in fp32: every such "
+                                         "config spilled under triton 3.9 (16-136 B), so 32-key tiles use mma.sync"}
 
 def compile_builds(family: str, dtypes=(torch.float16,)):
     """(name, jit fn, args, tuned config) for every shipped config of ``family`` ('sm80' or 'sm90'),

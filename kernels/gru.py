@@ -130,7 +130,7 @@ def step_bwd_args(gates, h, dh1, dgx, dgh, dhd) -> dict:
 def _step_fwd(x, h, w_ih, w_hh, b_ih, b_hh, gates=None):
     B, HID = x.shape[0], w_hh.shape[1]
     h1 = torch.empty(B, HID, device=x.device, dtype=x.dtype)
-    fn, meta = step_launcher(_gru_step_fwd, x.device)
+    fn, meta = step_launcher(_gru_step_fwd, x.device, x.dtype)
     fn[step_grid(B, HID)](**step_fwd_args(x, h, w_ih, w_hh, b_ih, b_hh, h1, gates), **meta)
     return h1
 
@@ -189,14 +189,14 @@ WGMMA = ("gru.cell",)
 
 def compile_builds(family: str, dtypes=(torch.float16,)):
     """Every step config as launched at batch 16, input = hidden = 1024, and the pointwise backward."""
-    from kernels._rnn import BWD_CONFIG, STEP_CONFIGS
+    from kernels._rnn import BWD_CONFIG, step_configs
 
     for dtype in dtypes:
         t = lambda *s: torch.empty(*s, device="meta", dtype=dtype)  # noqa: E731
         B, HID = 16, 1024
         x, h, gates, w, b, g3 = t(B, HID), t(B, HID), t(B, 4 * HID), t(3 * HID, HID), t(3 * HID), t(B, 3 * HID)
         args = step_fwd_args(x, h, w, w, b, b, h, gates)
-        for cfg in STEP_CONFIGS:
+        for cfg in step_configs(dtype):
             yield "gru.cell", _gru_step_fwd, args, cfg
         args = step_bwd_args(gates, h, h, g3, g3, h)
         yield "gru.step_bwd", _gru_step_bwd, args, BWD_CONFIG

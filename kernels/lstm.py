@@ -161,7 +161,7 @@ def _step_fwd(x, xw, h, c, w_ih, w_hh, b_ih, b_hh, out_h=None, out_c=None, gates
     B, HID = ref.shape[0], w_hh.shape[1]
     h1 = out_h if out_h is not None else torch.empty(B, HID, device=ref.device, dtype=w_hh.dtype)
     c1 = out_c if out_c is not None else torch.empty(B, HID, device=ref.device, dtype=w_hh.dtype)
-    fn, meta = step_launcher(_lstm_step_fwd, ref.device)
+    fn, meta = step_launcher(_lstm_step_fwd, ref.device, w_hh.dtype)
     fn[step_grid(B, HID)](**step_fwd_args(x, xw, h, c, w_ih, w_hh, b_ih, b_hh, h1, c1, gates), **meta)
     return h1, c1
 
@@ -422,7 +422,7 @@ WGMMA = ("lstm.cell", "lstm.layer_step")
 def compile_builds(family: str, dtypes=(torch.float16,)):
     """Every step config as launched at batch 16, input = hidden = 1024: the cell (both matmuls),
     the layer's recurrent step (precomputed input projection) and the pointwise backward."""
-    from kernels._rnn import BWD_CONFIG, STEP_CONFIGS
+    from kernels._rnn import BWD_CONFIG, step_configs
 
     for dtype in dtypes:
         t = lambda *s: torch.empty(*s, device="meta", dtype=dtype)  # noqa: E731
@@ -432,7 +432,7 @@ def compile_builds(family: str, dtypes=(torch.float16,)):
         builds = {"lstm.cell": step_fwd_args(x, None, h, c, w, w, b, b, h, c, gates),
                   "lstm.layer_step": step_fwd_args(None, xw, h, c, None, w, None, None, h, c, gates)}
         for name, args in builds.items():
-            for cfg in STEP_CONFIGS:
+            for cfg in step_configs(dtype):
                 yield name, _lstm_step_fwd, args, cfg
         args = step_bwd_args(gates, c, c, h, c, gates, c)
         yield "lstm.step_bwd", _lstm_step_bwd, args, BWD_CONFIG

@@ -28,6 +28,7 @@ g gate-vector column, n head, r weight row, k reduction: e.g. ``stride_xt, strid
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -230,7 +231,14 @@ class Plan:
         return dict(BLOCK_H=self.BLOCK_H, BLOCK_B=self.BLOCK_B, BLOCK_K=self.BLOCK_K, TILES=self.TILES)
 
     def launch(self) -> dict:
-        return dict(BARRIER=self.barrier, num_warps=self.num_warps, num_stages=self.num_stages)
+        """Launch options.  A barrier grid is launched cooperatively: the driver then refuses a grid that
+        cannot be co-resident instead of letting it deadlock (MAX_SPIN stays as the last resort)."""
+        coop = dict(launch_cooperative_grid=True) if self.barrier else {}
+        return dict(BARRIER=self.barrier, num_warps=self.num_warps, num_stages=self.num_stages, **coop)
+
+    def per_step(self) -> "Plan":
+        """The same tiles launched once per step, the barrier compiled out."""
+        return dataclasses.replace(self, single_launch=False, barrier=False)
 
 
 def plan(HID: int, heads: int, B: int, dtype: torch.dtype, sms: int, block_h: int | None = None,
@@ -310,16 +318,39 @@ def _forward(xw, h0, c0, w, heads, store_gates, block_h=None):
     gates = torch.empty(T, B, HID4, device=xw.device, dtype=xw.dtype) if store_gates else None
     bar = torch.zeros(2, device=xw.device, dtype=torch.int32)
     args = fwd_args(xw, hs, ccarry, w, cs, gates, bar, HID, DH, p)
-    spans = [(0, T)] if p.single_launch else [(t, t + 1) for t in range(T)]
-    for lo, hi in spans:
-        _lstm_persist_fwd[p.grid](**args, t_lo=lo, t_hi=hi, **p.launch())
-    _check_barrier(bar, p)
+    def launches(p):
+        return [dict(t_lo=0, t_hi=T)] if p.single_launch else [dict(t_lo=t, t_hi=t + 1) for t in range(T)]
+    _run(_lstm_persist_fwd, args, p, bar, launches)
     return hs, cs, gates, ccarry
 
 
+def _run(kernel, args, p, bar, launches):
+    """Launch ``kernel`` for each of ``launches(p)``; a cooperative grid the driver refuses (not co-resident)
+    falls back to one launch per step before any program ran."""
+    todo = launches(p)
+    if p.barrier:
+        try:
+            kernel[p.grid](**args, **todo[0], **p.launch())
+        except RuntimeError as exc:
+            if "cooperative" not in str(exc).lower():
+                raise
+            p = p.per_step()
+            todo = launches(p)
+        else:
+            todo = todo[1:]
+    for extra in todo:
+        kernel[p.grid](**args, **extra, **p.launch())
+    _check_barrier(bar, p)
+
+
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
 def _check_barrier(bar, p):
-    """Raise if a grid barrier timed out (a sync, paid only by barrier launches)."""
-    if p.barrier and bar[1].item():
+    """Raise if a grid barrier timed out (a sync, paid only by barrier launches).  Not while a CUDA graph is
+    being captured, where nothing has run yet to check; a cooperative launch keeps that case co-resident."""
+    if p.barrier and not _capturing(bar.device) and bar[1].item():
         raise RuntimeError("the persistent LSTM's grid barrier timed out: its programs were not all resident at "
                            "once (another kernel on the GPU?); results are invalid")
 
@@ -334,13 +365,11 @@ def _backward(dout, dhn, dcn, hs, cs, gates, c0, w, heads, block_h=None):
     dh0 = torch.empty(B, HID, device=dout.device, dtype=torch.float32)
     bar = torch.zeros(2, device=dout.device, dtype=torch.int32)
     args = bwd_args(dout, dg, gates, cs, c0, w, dccarry, dhn, dh0, bar, HID, DH, p)
-    if p.single_launch:
-        launches = [(0, T, True)]
-    else:
-        launches = [(t, t + 1, False) for t in range(T - 1, -1, -1)] + [(0, 0, True)]
-    for lo, hi, final in launches:
-        _lstm_persist_bwd[p.grid](**args, t_lo=lo, t_hi=hi, FINAL=final, **p.launch())
-    _check_barrier(bar, p)
+    def launches(p):
+        if p.single_launch:
+            return [dict(t_lo=0, t_hi=T, FINAL=True)]
+        return [dict(t_lo=t, t_hi=t + 1, FINAL=False) for t in range(T - 1, -1, -1)] + [dict(t_lo=0, t_hi=0, FINAL=True)]
+    _run(_lstm_persist_bwd, args, p, bar, launches)
     # dW_hh[n] = Σ_(t,b) ∂a[t][head n rows]ᵀ h[t-1][head n units]: one batched GEMM over the heads
     da = dg.reshape(T * B, 4, heads, DH).permute(2, 0, 1, 3).reshape(heads, T * B, 4 * DH)
     hp = hs[:-1].reshape(T * B, heads, DH).permute(1, 0, 2)

@@ -1,10 +1,16 @@
 """Runs the Triton kernels through the interpreter when no GPU is present."""
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+else:
+    # fp32 references (nn.LSTM through cuDNN, torch matmuls) must be fp32: TF32 would make them the
+    # least accurate side of every 2x-rule comparison.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 
@@ -27,13 +33,13 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--benchmark"):
         return
-    import pytest
     skip = pytest.mark.skip(reason="benchmark: run with --benchmark")
     for item in items:
         if "benchmark_gpu" in item.keywords:
             item.add_marker(skip)
 
 
+@pytest.hookimpl(optionalhook=True)   # pytest-benchmark's hook: fine where that plugin is not installed
 def pytest_benchmark_update_machine_info(config, machine_info):
     import triton
     machine_info["torch"] = torch.__version__
@@ -44,3 +50,13 @@ def pytest_benchmark_update_machine_info(config, machine_info):
                                "capability": f"{p.major}.{p.minor}", "cuda": torch.version.cuda}
     else:
         machine_info["gpu"] = None
+
+
+def pytest_runtest_logreport(report):
+    """With SEQBENCH_FAILURE_LOG set, every failure's traceback is appended to that file as it happens,
+    so a test step killed at its time limit (the GPU job) still reports what failed."""
+    path = os.environ.get("SEQBENCH_FAILURE_LOG")
+    if path and report.failed:
+        with open(path, "a") as f:
+            f.write(f"=== {report.nodeid} ({report.when})\n{report.longreprtext}\n\n")
+

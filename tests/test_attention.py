@@ -261,3 +261,26 @@ def test_autocast_follows_sdpa(low):
     torch.testing.assert_close(out, want, atol=2e-2, rtol=2e-2)
     out.float().sum().backward()
     assert [t.grad.dtype for t in leaves] == [torch.float32, low, torch.float32]
+
+
+def test_batch_beyond_the_grid_limit_is_launched_in_slices(monkeypatch):
+    """Issue 11: B·H on grid axis 1 is capped at 65,535 by CUDA.  Bigger batches run in batch slices; here
+    the limit is lowered to 5 so that B=4, H=2 (8 > 5) takes two slices, forward and backward."""
+    import kernels.attention as ka
+    assert ka.batch_slices(70_000, 16) == [slice(0, 4095), *ka.batch_slices(70_000, 16)[1:]]
+    assert sum(len(range(70_000)[s]) for s in ka.batch_slices(70_000, 16)) == 70_000
+    monkeypatch.setattr(ka, "MAX_GRID_Y", 5)
+    assert len(ka.batch_slices(4, 2)) == 2 and ka.batch_slices(4, 2)[0] == slice(0, 2)
+    check_against_reference(*make_qkv(4, 2, 1, 19, 23, 16, torch.float32), causal=True)
+    with pytest.raises(ValueError, match="heads"):
+        ka.batch_slices(1, 6)
+
+
+@pytest.mark.parametrize("scale", [-0.3, 0.0, 0.3])
+def test_scale_sign_and_zero(scale):
+    """The scale rides in exp2's FFMA and only the row max is scaled: a negative scale needs the row min."""
+    q, k, v = make_qkv(1, 2, 2, 40, 70, 16, torch.float32)
+    for causal in (False, True):
+        torch.testing.assert_close(attention(q, k, v, causal=causal, scale=scale),
+                                   naive_attention(q, k, v, causal=causal, scale=scale), atol=1e-5, rtol=1e-5)
+    check_against_reference(q, k, v, causal=True, scale=scale)

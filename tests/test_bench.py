@@ -537,3 +537,122 @@ def test_a_module_dropped_into_workloads_is_listed(tmp_path):
         os.remove(path)
     assert out.returncode == 0, out.stderr
     assert f"{name}: a toy dropped into the folder" in out.stdout and "toy_impl" in out.stdout
+
+
+# --------------------------------------------------------------- NVML arithmetic (issue 11), faked
+
+class FakeNVML:
+    """Just enough of pynvml: the energy counter advances 300 J/s of wall time, utilisation reads 0 for the
+    first 0.3 s (the idle period before the window) and 90 after, one throttle bit shows in one sample only,
+    and the GPM tensor metric fails."""
+    NVML_CLOCK_SM, NVML_SUCCESS = 0, 0
+    NVML_GPM_METRIC_SM_UTIL, NVML_GPM_METRIC_SM_OCCUPANCY, NVML_GPM_METRIC_ANY_TENSOR_UTIL = 1, 2, 3
+    NVML_GPM_METRIC_DRAM_BW_UTIL, NVML_GPM_METRICS_GET_VERSION = 4, 1
+    nvmlClocksEventReasonSwPowerCap, nvmlClocksEventReasonHwSlowdown = 4, 8
+
+    def __init__(self):
+        import time as _t
+        self.t0, self.now, self.calls = _t.perf_counter(), _t.perf_counter, 0
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return "gpu0"
+
+    def nvmlGpmQueryDeviceSupport(self, h):
+        return types.SimpleNamespace(isSupportedDevice=1)
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, h):
+        return int((self.now() - self.t0) * 300_000)            # mJ
+
+    def nvmlDeviceGetUtilizationRates(self, h):
+        busy = self.now() - self.start >= 0.3
+        return types.SimpleNamespace(gpu=90 if busy else 0, memory=40 if busy else 0)
+
+    def nvmlDeviceGetClockInfo(self, h, which):
+        return 1980
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, h):
+        self.calls += 1
+        return 4 if self.calls == 2 else 0
+
+    def nvmlGpmSampleAlloc(self):
+        return object()
+
+    def nvmlGpmSampleGet(self, h, s):
+        pass
+
+    def nvmlGpmSampleFree(self, s):
+        pass
+
+    def c_nvmlGpmMetricsGet_t(self):
+        metric = lambda: types.SimpleNamespace(metricId=0, nvmlReturn=0, value=0.0)  # noqa: E731
+        return types.SimpleNamespace(version=0, numMetrics=0, sample1=None, sample2=None,
+                                     metrics=[metric() for _ in range(4)])
+
+    def nvmlGpmMetricsGet(self, m):
+        for x in m.metrics:
+            x.value = {1: 55.0, 2: 30.0, 3: 0.0, 4: 12.0}[x.metricId]
+            x.nvmlReturn = 3 if x.metricId == 3 else 0
+
+
+def test_nvml_window_arithmetic(monkeypatch):
+    fake = FakeNVML()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    s = measure.NVMLSampler(interval_s=0.01)
+    assert s.ok and s.gpm
+    import time as _t
+    fake.start = _t.perf_counter()
+    row = s.measure(lambda: _t.sleep(0.002), tokens_per_call=10, min_seconds=0.4, settle_s=0.35)
+    # power from the energy counter over the window: 300 W exactly, not a lagging 1 s average
+    assert row["power_w"] == pytest.approx(300, rel=0.05)
+    assert row["energy_j"] == pytest.approx(300 * row["nvml_window_s"], rel=0.05)
+    assert row["nvml_util_pct"] == 90 and row["nvml_mem_util_pct"] == 40      # the idle samples were dropped
+    assert row["throttle_reasons"] == "SwPowerCap"                           # seen once, kept
+    assert row["gpm_sm_util_pct"] == 55.0 and row["gpm_tensor_util_pct"] is None
+    assert "gpm_tensor_util_pct failed" in row["nvml_reason"]
+
+
+def test_repetition_budget_takes_enough_samples():
+    """A 100 ms budget gave one sample of a 150 ms call (p20 = p80 = median): the budget grows with the call."""
+    assert measure.repetition_budget_ms(0.01) == 100.0
+    assert measure.repetition_budget_ms(150.0) / 150.0 >= measure.MIN_REPS == 20
+    assert measure.repetition_budget_ms(5000.0) / 5000.0 >= 3                 # capped, still three samples
+    t = measure.summarize([3.0, 1.0, 2.0, 4.0, 5.0], "x")
+    assert t["ms"] == 3.0 and t["reps"] == 5 and t["ms_p20"] < t["ms"] < t["ms_p80"]
+
+
+def test_gpu_checks_are_right_at_small_sizes():
+    """The smoke stage's GPU-scale checks, run here through the interpreter at small sizes: their forward +
+    backward comparison is right, so on a GPU only the kernels can fail them."""
+    import functools
+    from bench.workloads import attention as wa, gru as wg, lstm as wl, lstm_persistent as wp
+    cpu = torch.device("cpu")
+    runs = [wp.check_gpu(1, 40, "float32", B=3, T=5), wp.check_gpu(2, 40, "float32", B=3, T=5),
+            wl.check_gpu("cell", torch.float32, B=3, H=40), wl.check_gpu("layer", torch.float32, B=3, H=40, T=4),
+            functools.partial(wg.check_gpu, B=3, H=40, dtype=torch.float32), wa.check_gpu(1, 4, 2, 40, 16, "float32", True)]
+    for run in runs:
+        got, want = run(cpu)
+        assert got.shape == want.shape and got.numel() > want.shape[0] // 2
+        assert (got - want).abs().max().item() / max(1.0, want.abs().max().item()) < 1e-4
+    gpu_checks = [c for w in WORKLOADS.values() for c in w.checks if c.gpu_only]
+    assert any(c.first and "grid barrier" in c.name for c in gpu_checks)
+    small = brun.run_checks(cpu)
+    assert small and all(c["ok"] for c in small) and not any("fp16" in c["kernel"] for c in small)
+
+
+def test_isolated_sweep_survives_a_crash_and_a_hang(tmp_path, monkeypatch):
+    """Issue 11: a point that kills its process (a sticky CUDA error does the same to every later point)
+    or hangs is recorded with its reason, and a fresh worker measures the rest."""
+    from tests.crashy_workload import crashy
+    monkeypatch.setattr(brun, "run_checks", lambda device: [])
+    brun.sweep(str(tmp_path), [crashy], torch.float32, True, modes=("fwd",), progress=False, device="cpu",
+               isolate=True, point_timeout_s=10)
+    rows = {(r["impl"], r["seq_len"]): r for r in schema.read_rows(str(tmp_path / "results.csv"))[0]}
+    assert len(rows) == 6
+    assert rows[("crash", "4")]["status"] == "error" and "exit code 7" in rows[("crash", "4")]["reason"]
+    assert rows[("hang", "8")]["status"] == "error" and "timed out" in rows[("hang", "8")]["reason"]
+    for key in (("fine", "4"), ("hang", "4"), ("fine", "8"), ("crash", "8")):
+        assert rows[key]["status"] == "ok" and rows[key]["accurate"] == "True", key

@@ -35,12 +35,12 @@ def test_every_shipped_config_is_compiled(rows):
 
 
 def test_every_step_config_is_compiled(rows):
-    from kernels._rnn import STEP_CONFIGS
+    from kernels._rnn import step_configs
     for kernel in ("lstm.cell", "lstm.layer_step", "gru.cell"):
         for arch in ("sm_80", "sm_90a"):
             for dtype in ("float16", "float32"):
                 n = sum(r["kernel"] == kernel and r["arch"] == arch and r["dtype"] == dtype for r in rows)
-                assert n == len(STEP_CONFIGS)
+                assert n == len(step_configs(getattr(torch, dtype)))
     for kernel in ("lstm.step_bwd", "gru.step_bwd"):
         assert sum(r["kernel"] == kernel for r in rows) == 2 * 2
 
@@ -58,6 +58,7 @@ def test_no_register_spills(rows):
 
 # Each kernel family declares which of its kernels must use Hopper's wgmma (``WGMMA`` in its module).
 WGMMA_KERNELS = ins.wgmma_kernels()
+WGMMA_EXCEPT = ins.wgmma_exceptions()     # declared with the reason; they still need tensor cores (HMMA)
 
 
 def test_tensor_cores_where_there_is_a_dot(rows):
@@ -69,7 +70,7 @@ def test_tensor_cores_where_there_is_a_dot(rows):
             continue
         if r["arch"] == "sm_80":
             assert r["sass"]["HMMA"] > 0, f"{_label(r)} has no HMMA"
-        elif r["kernel"].startswith(WGMMA_KERNELS):
+        elif r["kernel"].startswith(WGMMA_KERNELS) and (r["kernel"], r["head_dim"]) not in WGMMA_EXCEPT:
             assert r["sass"]["HGMMA"] > 0, f"{_label(r)} has no HGMMA"
         else:
             assert r["sass"]["HGMMA"] + r["sass"]["HMMA"] > 0, f"{_label(r)} uses no tensor cores"
@@ -117,3 +118,30 @@ def test_specialize_follows_triton_rules():
 ])
 def test_occupancy_hand_computed(regs, shared, threads, arch, blocks, occ):
     assert ins.occupancy(regs, shared, threads, ins.ARCHS[arch]) == (blocks, occ)
+
+
+SASS = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   HGMMA.64x128x16.F32 R24, gdesc[UR12], RZ, !UPT ;
+        /*0020*/                   FFMA R2, R3, R4, R5 ;
+        /*0030*/                   HGMMA.64x128x16.F32 R24, gdesc[UR12], R24 ;
+        /*0040*/                   MUFU.EX2 R6, R7 ;
+        /*0050*/              @!P0 BRA 0x10 ;
+        /*0060*/                   HMMA.16816.F32 R8, R10, R12, R8 ;
+        /*0070*/                   FMUL R2, R3, R4 ;
+        /*0080*/                   HMMA.16816.F32 R8, R10, R12, R8 ;
+        /*0090*/                   HMMA.16816.F32 R8, R10, R12, R8 ;
+        /*00a0*/               @P1 BRA 0x60 ;
+        /*00b0*/                   EXIT ;
+"""
+
+
+def test_hot_loop_is_the_loop_with_the_most_mma():
+    """Loop [0x60, 0xa0] holds three MMAs in five instructions; the first loop only two."""
+    assert ins.hot_loop(SASS) == (5, 3)
+    assert ins.hot_loop(SASS.replace("@P1 BRA 0x60", "@P1 BRA 0xb0")) == (5, 2)   # a forward branch is no loop
+
+
+def test_instructions_per_mma_are_reported(rows):
+    fwd = [r for r in rows if r["kernel"] == "attention.fwd" and r["arch"] == "sm_90a" and r["dtype"] == "float16"]
+    assert fwd and all(r["instr_per_mma"] > 0 and r["hot_loop_instructions"] > 0 for r in fwd)

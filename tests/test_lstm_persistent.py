@@ -173,3 +173,45 @@ def test_every_argument_strided(block_h):
     args = [xs] + [strided(t) for t in (h, c, *w)]
     assert not any(t.is_contiguous() for t in args)
     check_fn(_persistent(block_h), _ref(), args, 3)
+
+
+class _Kernel:
+    """Stands in for a jit kernel: records launches, and refuses a cooperative one as the driver does when
+    the grid cannot be co-resident."""
+    def __init__(self, refuse):
+        self.calls, self.refuse = [], refuse
+
+    def __getitem__(self, grid):
+        def launch(**kw):
+            if kw.get("launch_cooperative_grid") and self.refuse:
+                raise RuntimeError("Triton Error [CUDA]: too many blocks in cooperative launch")
+            self.calls.append(kw)
+        return launch
+
+
+@pytest.mark.parametrize("refuse", [False, True])
+def test_barrier_grid_is_cooperative_and_falls_back(refuse):
+    from kernels.lstm_persistent import _run
+    p = plan(768, 1, 16, torch.float16, sms=132)
+    assert p.barrier and p.launch()["launch_cooperative_grid"]
+
+    def launches(q):
+        return [dict(t_lo=0, t_hi=5)] if q.single_launch else [dict(t_lo=t, t_hi=t + 1) for t in range(5)]
+    k = _Kernel(refuse)
+    _run(k, {}, p, torch.zeros(2, dtype=torch.int32), launches)
+    if refuse:   # one launch per step, barrier compiled out
+        assert [c["t_lo"] for c in k.calls] == [0, 1, 2, 3, 4]
+        assert not any(c["BARRIER"] or "launch_cooperative_grid" in c for c in k.calls)
+    else:
+        assert len(k.calls) == 1 and k.calls[0]["BARRIER"] and k.calls[0]["num_stages"] == 1
+
+
+def test_barrier_check_is_skipped_while_capturing(monkeypatch):
+    """--cuda-graph: the stuck flag cannot be read (.item()) during capture."""
+    from kernels.lstm_persistent import _check_barrier
+    p = plan(768, 1, 16, torch.float16, sms=132)
+    stuck = torch.tensor([3, 1], dtype=torch.int32)
+    with pytest.raises(RuntimeError, match="grid barrier timed out"):
+        _check_barrier(stuck, p)
+    monkeypatch.setattr("kernels.lstm_persistent._capturing", lambda device: True)
+    _check_barrier(stuck, p)

@@ -52,3 +52,10 @@ def check_args(device, gates, hidden=50, inputs=24, batch=3, steps=None):
 
 def double(*ts):
     return [t.double() for t in ts]
+
+
+def uniform_tensors(device, *shapes, scale=1.0):
+    """Seeded uniform(−scale, scale) tensors of the given shapes, in fp32 on ``device``."""
+    g = torch.Generator().manual_seed(0)
+    return [((torch.rand(*s, generator=g) * 2 - 1) * scale).to(device) for s in shapes]
+

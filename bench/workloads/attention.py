@@ -3,7 +3,7 @@
 FLOPs 4·B·H·N²·D forward, 2.5× that more backward (FlashAttention's convention).  Minimum bytes:
 q, k, v in and o out; the backward also reads o, dO and writes dq, dk, dv.
 """
-from bench.workload import Check, Shapes, Workload, dtype_bytes, namespace, randn
+from bench.workload import Check, Shapes, Workload, dtype_bytes, forward_backward, namespace, randn
 
 
 def flops(s, mode):
@@ -33,6 +33,21 @@ def check_forward(device):
     return attention(q, k, v, causal=True), naive_attention(q.double(), k.double(), v.double(), causal=True)
 
 
+def check_gpu(B, H, HKV, N, D, dtype, causal):
+    """Forward and backward (δ, dK/dV, dQ kernels) at a real shape against float64."""
+    def run(device):
+        import torch
+
+        from kernels.attention import attention
+        from reference.attention import naive_attention
+        g = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(*s, generator=g).to(device) for s in ((B, H, N, D), (B, HKV, N, D), (B, HKV, N, D)))
+        got = forward_backward(lambda *a: attention(*a, causal=causal), (q, k, v), getattr(torch, dtype))
+        want = forward_backward(lambda *a: naive_attention(*a, causal=causal), (q, k, v), torch.float64)
+        return got, want
+    return run
+
+
 def _lens(*ns):
     return [dict(B=max(1, 16384 // n), H=16, N=n, D=128) for n in ns]
 
@@ -43,7 +58,11 @@ attention = Workload(
            cpu_full=[dict(B=1, H=2, N=n, D=32) for n in (64, 256, 1024)],
            gpu_quick=_lens(512, 2048, 8192), gpu_full=_lens(256, 512, 1024, 2048, 4096, 8192, 16384)),
     flops, min_bytes, lambda s: s["B"] * s["N"], inputs,
-    checks=(Check("attention fwd (GQA, Nq != Nk, D=40)", check_forward),))
+    checks=(Check("attention fwd (GQA, Nq != Nk, D=40)", check_forward),
+            Check("attention fwd+bwd, B=2 H=16 N=2048 D=128, causal, bf16", check_gpu(2, 16, 16, 2048, 128, "bfloat16", True),
+                  3e-2, gpu_only=True),
+            Check("attention fwd+bwd, GQA 16/4 heads, N=1024 D=64, fp16", check_gpu(2, 16, 4, 1024, 64, "float16", False),
+                  3e-2, gpu_only=True)))
 
 
 @attention.impl(baseline=True, note="materialises the N×N matrix")

@@ -4,8 +4,11 @@ The textbook's "GRU: fewer parameters, faster" beside lstm_layer: three gates in
 FLOPs 2·B·3H·(I + H) per step, the backward twice that; minimum bytes: the weights once, x in, h out.
 Sequential floor: each step multiplies the 3H × H matrix W_hh.
 """
-from bench.workload import Check, Workload
-from bench.workloads._rnn import LAYER_SHAPES, check_args, double, layer_bytes, layer_flops, layer_inputs
+import torch
+
+from bench.workload import Check, Workload, forward_backward
+from bench.workloads._rnn import (LAYER_SHAPES, check_args, double, layer_bytes, layer_flops, layer_inputs,
+                                  uniform_tensors)
 
 
 def check_cell(device):
@@ -16,11 +19,21 @@ def check_cell(device):
     return gru_cell(x, h, W, U, b, b), ref(*double(x, h, W, U, b, b))
 
 
+def check_gpu(device, B=16, H=1024, dtype=torch.float16):
+    """One fused cell step at a real shape, forward and backward, against float64."""
+    from kernels.gru import gru_cell
+    from reference.gru import gru_cell as ref
+    x, h, w_ih, w_hh, b = uniform_tensors(device, (B, H), (B, H), (3 * H, H), (3 * H, H), (3 * H,), scale=H ** -0.5)
+    args = (x * H ** 0.5, h * H ** 0.5, w_ih, w_hh, b, b)
+    return forward_backward(gru_cell, args, dtype), forward_backward(ref, args, torch.float64)
+
+
 gru_layer = Workload(
     "gru_layer", "one GRU layer over a sequence, one cell step per time step", ("B", "T", "H"), "T", LAYER_SHAPES,
     layer_flops(3), layer_bytes(3), lambda s: s["B"] * s["T"], layer_inputs(3),
     recurrent_params=lambda s: 3 * s["H"] * s["H"],
-    checks=(Check("GRU cell fwd (hidden 50)", check_cell),))
+    checks=(Check("GRU cell fwd (hidden 50)", check_cell),
+            Check("GRU cell fwd+bwd, B=16 I=H=1024, fp16", check_gpu, 3e-2, gpu_only=True)))
 
 
 def _loop(cell, inp):

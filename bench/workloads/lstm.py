@@ -4,8 +4,11 @@ FLOPs: the two matmuls, 2·B·4H·(I + H) per step (the pointwise gate work is O
 backward does twice the forward's matmul work.  Minimum bytes: the weights once, x in, h out.
 Sequential floor: each step multiplies the 4H × H matrix W_hh.
 """
-from bench.workload import Check, Workload
-from bench.workloads._rnn import LAYER_SHAPES, check_args, double, layer_bytes, layer_flops, layer_inputs
+import torch
+
+from bench.workload import Check, Workload, forward_backward
+from bench.workloads._rnn import (LAYER_SHAPES, check_args, double, layer_bytes, layer_flops, layer_inputs,
+                                  uniform_tensors)
 
 
 def check_layer(device):
@@ -16,11 +19,32 @@ def check_layer(device):
     return lstm(x, None, W, U, b, b)[0], ref(*double(x), None, *double(W, U, b, b))[0]
 
 
+def check_gpu(kind, dtype, B=16, H=1024, T=32):
+    """The fused cell or layer step at a real shape, forward and backward, against float64."""
+    def run(device):
+        from kernels.lstm import lstm, lstm_cell
+        from reference import lstm as ref
+        x, w_ih, w_hh, b = uniform_tensors(device, (T, B, H), (4 * H, H), (4 * H, H), (4 * H,), scale=H ** -0.5)
+        if kind == "cell":
+            args = (x[0] * H ** 0.5, w_ih, w_hh, b, b)
+            ours = lambda x, *w: lstm_cell(x, None, None, *w)[0]  # noqa: E731
+            theirs = lambda x, *w: ref.lstm_cell(x, None, None, *w)[0]  # noqa: E731
+        else:
+            args = (x * H ** 0.5, w_ih, w_hh, b, b)
+            ours = lambda x, *w: lstm(x, None, *w)[0]  # noqa: E731
+            theirs = lambda x, *w: ref.lstm(x, None, *w)[0]  # noqa: E731
+        return forward_backward(ours, args, dtype), forward_backward(theirs, args, torch.float64)
+    return run
+
+
 lstm_layer = Workload(
     "lstm_layer", "one LSTM layer over a sequence (input projection included)", ("B", "T", "H"), "T", LAYER_SHAPES,
     layer_flops(4), layer_bytes(4), lambda s: s["B"] * s["T"], layer_inputs(4),
     recurrent_params=lambda s: 4 * s["H"] * s["H"],
-    checks=(Check("LSTM layer fwd (T=9, hidden 50)", check_layer),))
+    checks=(Check("LSTM layer fwd (T=9, hidden 50)", check_layer),
+            Check("LSTM cell fwd+bwd, B=16 I=H=1024, fp16", check_gpu("cell", torch.float16), 3e-2, gpu_only=True),
+            Check("LSTM layer (fused steps) fwd+bwd, B=16 H=1024 T=32, fp16", check_gpu("layer", torch.float16), 3e-2,
+                  gpu_only=True)))
 
 
 def _weights(inp):

@@ -5,8 +5,8 @@ sequential floor multiplies NH matrices of 4·DH × DH per step.
 """
 import math
 
-from bench.workload import Check, Shapes, Workload, dtype_bytes, namespace, randn, uniform
-from bench.workloads._rnn import check_args, double
+from bench.workload import Check, Shapes, Workload, dtype_bytes, forward_backward, namespace, randn, uniform
+from bench.workloads._rnn import check_args, double, uniform_tensors
 
 
 def flops(s, mode):
@@ -40,6 +40,24 @@ def check_split_head(device):
     return lstm_persistent(x, None, W, U, b, b, _block_h=16)[0], ref(*double(x), None, *double(W, U, b, b))[0]
 
 
+def check_gpu(heads, HID, dtype, B=16, T=64):
+    """The persistent layer at a real shape, forward and backward, against float64.  heads=1 with HID=768
+    splits the head over programs that meet at the grid barrier: the path only a GPU can run."""
+    def run(device):
+        import torch
+
+        from kernels.lstm_persistent import lstm_persistent
+        from reference.lstm_persistent import lstm_persistent as ref
+        DH = HID // heads
+        w_hh_shape = (heads, 4 * DH, DH) if heads > 1 else (4 * HID, HID)
+        x, w_ih, w_hh, b = uniform_tensors(device, (T, B, HID), (4 * HID, HID), w_hh_shape, (4 * HID,), scale=DH ** -0.5)
+        args = (x * DH ** 0.5, w_ih, w_hh, b, b)
+        got = forward_backward(lambda x, *w: lstm_persistent(x, None, *w, heads=heads)[0], args, getattr(torch, dtype))
+        want = forward_backward(lambda x, *w: ref(x, None, *w, heads=heads)[0], args, torch.float64)
+        return got, want
+    return run
+
+
 lstm_heads = Workload(
     "lstm_heads", "multi-head LSTM layer, block-diagonal W_hh (FlashRNN's 12 x 64 layout)", ("B", "T", "NH", "DH"), "T",
     Shapes(cpu_quick=[dict(B=4, T=t, NH=2, DH=16) for t in (8, 32)],
@@ -48,7 +66,13 @@ lstm_heads = Workload(
            gpu_full=[dict(B=16, T=t, NH=12, DH=64) for t in (128, 256, 512, 1024, 2048)]),
     flops, min_bytes, lambda s: s["B"] * s["T"], inputs,
     recurrent_params=lambda s: s["NH"] * 4 * s["DH"] ** 2,
-    checks=(Check("persistent LSTM fwd, split head (T=9, hidden 50)", check_split_head),))
+    checks=(Check("persistent LSTM fwd, split head (T=9, hidden 50)", check_split_head),
+            Check("persistent LSTM fwd+bwd, one 768 head over programs at the grid barrier, B=16 T=64, fp32",
+                  check_gpu(1, 768, "float32"), 1e-4, gpu_only=True, first=True),
+            Check("persistent LSTM fwd+bwd, one 768 head over programs at the grid barrier, B=16 T=64, fp16",
+                  check_gpu(1, 768, "float16"), 3e-2, gpu_only=True, first=True),
+            Check("persistent LSTM fwd+bwd, 12 heads of 64 (one program each), B=16 T=64, fp16",
+                  check_gpu(12, 768, "float16"), 3e-2, gpu_only=True)))
 
 
 @lstm_heads.impl(baseline=True, note="textbook loop with the block-diagonal matrix")
