@@ -112,8 +112,9 @@ def stage_steps(stage: str, out: str, quick: bool, budget_s: float) -> list[Step
         return [Step("train", py + ["-m", "bench", "train", "--out", os.path.join(out, "train")], budget_s,
                      skip=missing)]
     if stage == "benchmarks":
+        json_out = os.path.join(out, "pytest-benchmark.json")
         return [Step("benchmarks", py + ["-m", "pytest", "-q", "tests/benchmarks", "--benchmark", "-p",
-                                         "no:cacheprovider", f"--benchmark-json={os.path.join(out, 'pytest-benchmark.json')}"],
+                                         "no:cacheprovider", f"--benchmark-json={json_out}"],
                      budget_s, env={"SEQBENCH_BENCHMARK": "representative"},
                      skip="" if _has("pytest_benchmark") else "pytest-benchmark is not installed")]
     if stage == "inspect":

@@ -123,6 +123,9 @@ def specialize(fn, args: dict):
 
     signature, constexprs, attrs = {}, {}, {}
     for i, p in enumerate(fn.params):
+        if p.name not in args and p.has_default:     # a defaulted constexpr the config does not set
+            signature[p.name], constexprs[p.name] = "constexpr", p.default
+            continue
         value = args[p.name]
         if p.is_constexpr or value is None:
             signature[p.name], constexprs[p.name] = "constexpr", value

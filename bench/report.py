@@ -94,7 +94,8 @@ def write_report(run_dir: str) -> str:
     if meta.get("checks"):
         where = "through the Triton interpreter" if meta.get("cpu_only") else "on the GPU"
         lines += [f"## Kernel checks ({where}, against float64 PyTorch references)", "",
-                  "Error: max|kernel − reference| / max(1, max|reference|), forward output and, where named, gradients.", "",
+                  "Error: max|kernel − reference| / max(1, max|reference|), over the forward output and, where "
+                  "named, the gradients.", "",
                   "| kernel | error | tolerance | ok | seconds |", "|---|---|---|---|---|"]
         for c in meta["checks"]:
             lines.append(f"| {c['kernel']} | {_fmt(c.get('error', c.get('max_abs_err')))} | {c['tolerance']} | "

@@ -46,14 +46,36 @@ LOG2E = math.log2(math.e)   # the kernels work in base 2: exp(x) = exp2(x · LOG
 
 
 @triton.jit
+def _softmax_block(qk, m_i, l_i, cols, offs_m, N_K, qk_scale,
+                   CAUSAL: tl.constexpr, MASK: tl.constexpr, NEG_SCALE: tl.constexpr):
+    """One key block of the online softmax: (p, alpha, m_new, l_new) from the raw logits qk.
+
+    Unmasked blocks scale only the row max (the row min for a negative scale) and let the scale ride in
+    exp2's FFMA: qk·qk_scale − m, one instruction per element instead of a multiply and a subtract."""
+    if MASK:
+        keep = (cols < N_K)[None, :]
+        if CAUSAL:
+            keep = keep & (cols[None, :] <= offs_m[:, None])
+        qk = tl.where(keep, qk * qk_scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        p = tl.math.exp2(qk - m_new[:, None])
+    else:
+        if NEG_SCALE:
+            m_new = tl.maximum(m_i, tl.min(qk, 1) * qk_scale)
+        else:
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        p = tl.math.exp2(qk * qk_scale - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    return p, alpha, m_new, l_i * alpha + tl.sum(p, 1)
+
+
+@triton.jit
 def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
                     offs_m, offs_n, offs_d, mask_d, lo, hi, N_K, qk_scale,
                     CAUSAL: tl.constexpr, MASK: tl.constexpr, NEG_SCALE: tl.constexpr, BLOCK_N: tl.constexpr,
                     PREC: tl.constexpr):
-    """Fold key/value blocks [lo, hi) into the running (acc, l, m). MASK: block may need masking.
-
-    Unmasked blocks scale only the row max (the row min for a negative scale) and let the scale ride in
-    exp2's FFMA: qk·qk_scale − m, one instruction per element instead of a multiply and a subtract."""
+    """Fold key/value blocks [lo, hi) into the running (acc, l, m), loading K/V through pointers.
+    MASK: the blocks may need masking (the causal diagonal, the Nk tail)."""
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
         if MASK:
@@ -64,21 +86,7 @@ def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stri
             kt = tl.load(k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
                          mask=mask_d[:, None], other=0.0)
         qk = dot_acc(q, kt, tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC)
-        if MASK:
-            keep = in_k[None, :]
-            if CAUSAL:
-                keep = keep & (cols[None, :] <= offs_m[:, None])
-            qk = tl.where(keep, qk * qk_scale, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(qk, 1))
-            p = tl.math.exp2(qk - m_new[:, None])
-        else:
-            if NEG_SCALE:
-                m_new = tl.maximum(m_i, tl.min(qk, 1) * qk_scale)
-            else:
-                m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-            p = tl.math.exp2(qk * qk_scale - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
+        p, alpha, m_i, l_i = _softmax_block(qk, m_i, l_i, cols, offs_m, N_K, qk_scale, CAUSAL, MASK, NEG_SCALE)
         if MASK:
             v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
                         mask=in_k[:, None] & mask_d[None, :], other=0.0)
@@ -86,7 +94,22 @@ def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stri
             v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
                         mask=mask_d[None, :], other=0.0)
         acc = dot_acc(cast(p, v.dtype), v, acc * alpha[:, None], PREC)
-        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _attn_fwd_inner_tma(acc, l_i, m_i, q, k_desc, v_desc, b, hk, offs_m, offs_n, lo, hi, N_K, qk_scale,
+                        CAUSAL: tl.constexpr, MASK: tl.constexpr, NEG_SCALE: tl.constexpr, BLOCK_N: tl.constexpr,
+                        BLOCK_D: tl.constexpr, PREC: tl.constexpr):
+    """The same fold with K/V blocks fetched by TMA (two UTMALDG from one thread instead of per-thread
+    address arithmetic); rows past Nk come back as zeros and are masked like the pointer path's."""
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + offs_n
+        k = k_desc.load([b, hk, start_n, 0]).reshape(BLOCK_N, BLOCK_D)
+        qk = dot_acc(q, tl.trans(k), tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC)
+        p, alpha, m_i, l_i = _softmax_block(qk, m_i, l_i, cols, offs_m, N_K, qk_scale, CAUSAL, MASK, NEG_SCALE)
+        v = v_desc.load([b, hk, start_n, 0]).reshape(BLOCK_N, BLOCK_D)
+        acc = dot_acc(cast(p, v.dtype), v, acc * alpha[:, None], PREC)
     return acc, l_i, m_i
 
 
@@ -94,10 +117,12 @@ def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stri
 def _attn_fwd(Q, K, V, O, LSE,
               stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd, stride_vb,
               stride_vh, stride_vn, stride_vd, stride_ob, stride_oh, stride_om, stride_od,
-              H, GROUP, N_Q, N_K, qk_scale, HEAD_DIM: tl.constexpr,
+              B, H, GROUP, N_Q, N_K, qk_scale, HEAD_DIM: tl.constexpr,
               CAUSAL: tl.constexpr, NEG_SCALE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-              BLOCK_D: tl.constexpr, PREC: tl.constexpr):
-    """One program: BLOCK_M query rows of one (batch, head) against all visible keys."""
+              BLOCK_D: tl.constexpr, PREC: tl.constexpr,
+              USE_TMA: tl.constexpr = False):
+    """One program: BLOCK_M query rows of one (batch, head) against all visible keys.  USE_TMA: Q, K, V
+    and O move by tensor descriptors (Hopper's TMA; the launcher checks the layout allows it)."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
@@ -110,11 +135,6 @@ def _attn_fwd(Q, K, V, O, LSE,
     mask_m = offs_m < N_Q
     mask_d = offs_d < HEAD_DIM
 
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-                mask=mask_m[:, None] & mask_d[None, :], other=0.0)
-    k_base = K + b * stride_kb + hk * stride_kh
-    v_base = V + b * stride_vb + hk * stride_vh
-
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -126,16 +146,36 @@ def _attn_fwd(Q, K, V, O, LSE,
     else:
         hi = N_K
         full = N_K // BLOCK_N * BLOCK_N
-    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-                                    offs_m, offs_n, offs_d, mask_d, 0, full, N_K, qk_scale,
-                                    CAUSAL, False, NEG_SCALE, BLOCK_N, PREC)
-    acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-                                    offs_m, offs_n, offs_d, mask_d, full, hi, N_K, qk_scale,
-                                    CAUSAL, True, NEG_SCALE, BLOCK_N, PREC)
-
-    acc = acc / l_i[:, None]
-    tl.store(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od,
-             cast(acc, O.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
+    if USE_TMA:
+        b32, h32 = bh // H, bh % H
+        hk32 = h32 // GROUP
+        q_desc = tl.make_tensor_descriptor(Q, [B, H, N_Q, HEAD_DIM], [stride_qb, stride_qh, stride_qm, 1],
+                                           [1, 1, BLOCK_M, BLOCK_D])
+        k_desc = tl.make_tensor_descriptor(K, [B, H // GROUP, N_K, HEAD_DIM], [stride_kb, stride_kh, stride_kn, 1],
+                                           [1, 1, BLOCK_N, BLOCK_D])
+        v_desc = tl.make_tensor_descriptor(V, [B, H // GROUP, N_K, HEAD_DIM], [stride_vb, stride_vh, stride_vn, 1],
+                                           [1, 1, BLOCK_N, BLOCK_D])
+        q = q_desc.load([b32, h32, m0, 0]).reshape(BLOCK_M, BLOCK_D)
+        acc, l_i, m_i = _attn_fwd_inner_tma(acc, l_i, m_i, q, k_desc, v_desc, b32, hk32, offs_m, offs_n, 0, full,
+                                            N_K, qk_scale, CAUSAL, False, NEG_SCALE, BLOCK_N, BLOCK_D, PREC)
+        acc, l_i, m_i = _attn_fwd_inner_tma(acc, l_i, m_i, q, k_desc, v_desc, b32, hk32, offs_m, offs_n, full, hi,
+                                            N_K, qk_scale, CAUSAL, True, NEG_SCALE, BLOCK_N, BLOCK_D, PREC)
+        o_desc = tl.make_tensor_descriptor(O, [B, H, N_Q, HEAD_DIM], [stride_ob, stride_oh, stride_om, 1],
+                                           [1, 1, BLOCK_M, BLOCK_D])
+        o_desc.store([b32, h32, m0, 0], cast(acc / l_i[:, None], O.dtype.element_ty).reshape(1, 1, BLOCK_M, BLOCK_D))
+    else:
+        q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                    mask=mask_m[:, None] & mask_d[None, :], other=0.0)
+        k_base = K + b * stride_kb + hk * stride_kh
+        v_base = V + b * stride_vb + hk * stride_vh
+        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
+                                        stride_vd, offs_m, offs_n, offs_d, mask_d, 0, full, N_K, qk_scale,
+                                        CAUSAL, False, NEG_SCALE, BLOCK_N, PREC)
+        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
+                                        stride_vd, offs_m, offs_n, offs_d, mask_d, full, hi, N_K, qk_scale,
+                                        CAUSAL, True, NEG_SCALE, BLOCK_N, PREC)
+        tl.store(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od,
+                 cast(acc / l_i[:, None], O.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
     tl.store(LSE + bh.to(tl.int64) * N_Q + offs_m, m_i + tl.math.log2(l_i), mask=mask_m)
 
 
@@ -396,11 +436,28 @@ CONFIGS = {
             256: [_cfg(32, 64, 8, 3), _cfg(64, 32, 8, 3), _cfg(32, 64, 8, 2)],
         },
     },
-           }
+}
 
 # fp32 inputs take exact (IEEE) dots on CUDA cores by default, which hold whole tiles in registers:
 # small tiles, one config per head-dim bucket for both arch families, picked from a compile sweep
 # like the 16-bit ones (no spills, fits shared memory).  fp32 is the accuracy path, not the fast one.
+def _tma_cfg(bm, bn, warps, stages):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "USE_TMA": True}, num_warps=warps, num_stages=stages)
+
+
+# The forward with Q/K/V/O moved by tensor descriptors (TMA), autotuned beside the pointer configs on sm90
+# when the layout allows (``tma_ok``): the first GPU run's ``config`` column says which structure won.  From
+# a compile sweep under triton 3.6 and 3.9: no spills, UTMALDG and HGMMA in the SASS.  Warp-specialised
+# loops (tl.range(warp_specialize=True), 4 warps) are not among them: triton 3.6's NVGPUWarpSpecialization
+# pass fails on this kernel.
+TMA_CONFIGS = {
+    16: [_tma_cfg(128, 128, 8, 2), _tma_cfg(128, 64, 8, 3)],
+    32: [_tma_cfg(128, 128, 8, 2), _tma_cfg(128, 64, 8, 3)],
+    64: [_tma_cfg(128, 128, 8, 2), _tma_cfg(128, 64, 8, 3)],
+    128: [_tma_cfg(128, 128, 8, 2), _tma_cfg(128, 64, 8, 3)],
+    256: [_tma_cfg(128, 32, 8, 2), _tma_cfg(64, 64, 8, 2)],
+}
+
 FP32_CONFIGS = {
     "fwd": {16: [_cfg(64, 32, 4, 1)], 32: [_cfg(64, 32, 4, 1)], 64: [_cfg(32, 32, 4, 1)],
             128: [_cfg(32, 32, 8, 1)], 256: [_cfg(32, 32, 8, 1)]},
@@ -408,7 +465,7 @@ FP32_CONFIGS = {
              128: [_cfg(16, 32, 8, 1)], 256: [_cfg(16, 32, 8, 1)]},
     "dq": {16: [_cfg(64, 32, 4, 1)], 32: [_cfg(64, 32, 4, 1)], 64: [_cfg(32, 32, 4, 2)],
            128: [_cfg(16, 32, 8, 1)], 256: [_cfg(32, 32, 8, 1)]},
-                }
+}
 
 KERNELS = {"fwd": _attn_fwd, "dkdv": _attn_bwd_dkdv, "dq": _attn_bwd_dq}
 
@@ -418,6 +475,8 @@ DELTA_CONFIG = triton.Config({"BLOCK_M": 64}, num_warps=4, num_stages=1)
 # The interpreter runs one program at a time on the CPU: small, deliberately non-square tiles so
 # that tests with a few dozen tokens cross block edges, the causal diagonal and the ragged tail.
 INTERPRETER_CONFIG = {"fwd": (32, 16), "dkdv": (16, 32), "dq": (32, 16)}
+# Tests set this to run the forward's tensor-descriptor (TMA) path in the interpreter.
+INTERPRETER_TMA = False
 
 
 def _arch_family(arch: int) -> str:
@@ -428,23 +487,51 @@ def head_dim_block(d: int) -> int:
     return max(16, triton.next_power_of_2(d))
 
 
-def configs_for(kernel: str, family: str, block_d: int, dtype: torch.dtype) -> list:
-    return FP32_CONFIGS[kernel][block_d] if dtype == torch.float32 else CONFIGS[kernel][family][block_d]
+def configs_for(kernel: str, family: str, block_d: int, dtype: torch.dtype, tma: bool = False) -> list:
+    """The autotune candidates; ``tma`` adds the tensor-descriptor forward variants (sm90, 16-bit)."""
+    if dtype == torch.float32:
+        return FP32_CONFIGS[kernel][block_d]
+    extra = TMA_CONFIGS[block_d] if tma and kernel == "fwd" and family == "sm90" else []
+    return CONFIGS[kernel][family][block_d] + extra
 
 
 @functools.lru_cache(maxsize=None)
-def _tuned(kernel: str, family: str, block_d: int, dtype: torch.dtype):
+def _tuned(kernel: str, family: str, block_d: int, dtype: torch.dtype, tma: bool = False):
     """An autotuner over the candidates for this arch family, head-dim bucket and dtype, keyed on the lengths."""
-    return autotune(KERNELS[kernel], configs_for(kernel, family, block_d, dtype), ["N_Q", "N_K", "CAUSAL"],
+    return autotune(KERNELS[kernel], configs_for(kernel, family, block_d, dtype, tma), ["N_Q", "N_K", "CAUSAL"],
                     f"attention.{kernel}")
 
 
-def _launcher(kernel: str, q: torch.Tensor, block_d: int):
+def tma_ok(*tensors, allow_fp32: bool = False) -> bool:
+    """Whether Hopper's TMA can move these tensors: 16-bit (fp32 takes exact dots on CUDA cores), last dim
+    contiguous, base, rows and every other stride 16-byte aligned.  Anything else takes the pointer kernel."""
+    for t in tensors:
+        e = t.element_size()
+        if (t.dtype == torch.float32 and not allow_fp32) or t.stride(-1) != 1 or t.data_ptr() % 16:
+            return False
+        if any(s * e % 16 for s in t.stride()[:-1]) or t.shape[-1] * e % 16:
+            return False
+    return True
+
+
+def _tma_scratch(size: int, alignment: int, stream):
+    """Global memory for the tensor descriptors a kernel builds on the device (``triton.set_allocator``)."""
+    return torch.empty(size, device="cuda", dtype=torch.int8)
+
+
+def _launcher(kernel: str, q: torch.Tensor, block_d: int, tma: bool = False):
     """(jit function to index with a grid, extra launch kwargs): autotuned on a GPU, fixed in the interpreter."""
     if q.device.type != "cuda":
         bm, bn = INTERPRETER_CONFIG[kernel]
-        return KERNELS[kernel], {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": 4}
-    return _tuned(kernel, _arch_family(cuda_arch(q.device)), block_d, q.dtype), {}
+        meta = {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": 4}
+        if kernel == "fwd" and INTERPRETER_TMA and tma:
+            meta.update(USE_TMA=True)
+        return KERNELS[kernel], meta
+    family = _arch_family(cuda_arch(q.device))
+    tma = tma and family == "sm90"
+    if tma:
+        triton.set_allocator(_tma_scratch)
+    return _tuned(kernel, family, block_d, q.dtype, tma), {}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -491,7 +578,7 @@ def fwd_args(q, k, v, o, lse, causal: bool, scale: float) -> dict:
     """Every argument of ``_attn_fwd`` but the tuned BLOCK_M/BLOCK_N, by name."""
     return dict(Q=q, K=k, V=v, O=o, LSE=lse, **strides("q", q, "bhmd"), **strides("k", k, "bhnd"),
                 **strides("v", v, "bhnd"), **strides("o", o, "bhmd"), **_common(q, k, causal, scale),
-                NEG_SCALE=scale < 0)
+                B=q.shape[0], NEG_SCALE=scale < 0)
 
 
 def delta_args(o, do, delta) -> dict:
@@ -533,7 +620,7 @@ def _forward(q, k, v, causal: bool, scale: float):
     B, H, Nq, D = q.shape
     o = torch.empty((B, H, Nq, D), device=q.device, dtype=q.dtype)
     lse = torch.empty((B, H, Nq), device=q.device, dtype=torch.float32)
-    fn, meta = _launcher("fwd", q, head_dim_block(D))
+    fn, meta = _launcher("fwd", q, head_dim_block(D), tma=tma_ok(q, k, v, o, allow_fp32=q.device.type != "cuda"))
     for b in batch_slices(B, H):
         fn[grid(Nq, "BLOCK_M", len(range(B)[b]) * H)](**fwd_args(q[b], k[b], v[b], o[b], lse[b], causal, scale),
                                                       **meta)
@@ -615,13 +702,13 @@ def compile_builds(family: str, dtypes=(torch.float16,)):
     with arguments as a real launch at B=2, H=8, N=1024 and D equal to the bucket would pass them."""
     for dtype in dtypes:
         for block_d in sorted(CONFIGS["fwd"][family]):
-            q, k, v, o, do, dq, dk, dv = (torch.empty(2, 8, 1024, block_d, device="meta",
-                                                      dtype=dtype) for _ in range(8))
+            q, k, v, o, do, dq, dk, dv = (torch.empty(2, 8, 1024, block_d, device="meta", dtype=dtype)
+                                          for _ in range(8))
             lse, delta = (torch.empty(2, 8, 1024, device="meta", dtype=torch.float32) for _ in range(2))
             dkdv_args, dq_args = bwd_args(q, k, v, do, dq, dk, dv, lse, delta, False, block_d ** -0.5)
             per_kernel = {"fwd": fwd_args(q, k, v, o, lse, False, block_d ** -0.5), "dkdv": dkdv_args, "dq": dq_args}
             for kernel, args in per_kernel.items():
                 args.update(PREC="ieee" if dtype == torch.float32 else "tf32")
-                for cfg in configs_for(kernel, family, block_d, dtype):
+                for cfg in configs_for(kernel, family, block_d, dtype, tma=True):
                     yield f"attention.{kernel}", KERNELS[kernel], args, cfg
             yield "attention.delta", _attn_bwd_delta, delta_args(o, do, delta), DELTA_CONFIG

@@ -368,7 +368,8 @@ def _backward(dout, dhn, dcn, hs, cs, gates, c0, w, heads, block_h=None):
     def launches(p):
         if p.single_launch:
             return [dict(t_lo=0, t_hi=T, FINAL=True)]
-        return [dict(t_lo=t, t_hi=t + 1, FINAL=False) for t in range(T - 1, -1, -1)] + [dict(t_lo=0, t_hi=0, FINAL=True)]
+        steps = [dict(t_lo=t, t_hi=t + 1, FINAL=False) for t in range(T - 1, -1, -1)]
+        return steps + [dict(t_lo=0, t_hi=0, FINAL=True)]
     _run(_lstm_persist_bwd, args, p, bar, launches)
     # dW_hh[n] = Σ_(t,b) ∂a[t][head n rows]ᵀ h[t-1][head n units]: one batched GEMM over the heads
     da = dg.reshape(T * B, 4, heads, DH).permute(2, 0, 1, 3).reshape(heads, T * B, 4 * DH)

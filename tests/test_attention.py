@@ -284,3 +284,32 @@ def test_scale_sign_and_zero(scale):
         torch.testing.assert_close(attention(q, k, v, causal=causal, scale=scale),
                                    naive_attention(q, k, v, causal=causal, scale=scale), atol=1e-5, rtol=1e-5)
     check_against_reference(q, k, v, causal=True, scale=scale)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_tma_forward_path(monkeypatch, dtype):
+    """The tensor-descriptor (TMA) forward, run by the interpreter: ragged
+    Nq/Nk tiles (zero-filled loads, clipped stores), causal, GQA, a padded head dim and a (B, N, H, D) layout."""
+    import kernels.attention as ka
+    monkeypatch.setattr(ka, "INTERPRETER_TMA", True)
+    calls = []
+    real = ka._launcher
+    monkeypatch.setattr(ka, "_launcher", lambda *a, **k: calls.append(real(*a, **k)[1]) or real(*a, **k))
+    q, k, v = make_qkv(2, 4, 2, 37, 53, 40, dtype)
+    check_against_reference(q, k, v, causal=True, grads=False)
+    assert calls[-1].get("USE_TMA") is True
+    g = torch.Generator().manual_seed(4)
+    qt = torch.randn(1, 29, 4, 32, generator=g).to(DEVICE, dtype).transpose(1, 2)     # strides (., 32, 128, 1)
+    kt, vt = (torch.randn(1, 31, 2, 32, generator=g).to(DEVICE, dtype).transpose(1, 2) for _ in range(2))
+    check_against_reference(qt, kt, vt, causal=False, grads=False)
+    assert calls[-1].get("USE_TMA") is True
+    check_against_reference(*make_qkv(1, 2, 2, 20, 20, 20, dtype), grads=False)     # 40-byte rows: pointer path
+    assert "USE_TMA" not in calls[-1] or dtype == torch.float32
+
+
+def test_device_mismatch_is_reported_before_the_device_is_judged():
+    """Issue 11: on a GPU, a CPU k among CUDA tensors was reported as "expected a CUDA tensor"; the devices are
+    now compared first, so the error names the mismatch (here: a meta k beside a CPU or CUDA q)."""
+    q, k, v = make_qkv(1, 1, 1, 4, 4, 16, torch.float32)
+    with pytest.raises(ValueError, match="k is on meta but q is on .*expected the same device"):
+        attention(q, k.to("meta"), v)

@@ -632,7 +632,8 @@ def test_gpu_checks_are_right_at_small_sizes():
     cpu = torch.device("cpu")
     runs = [wp.check_gpu(1, 40, "float32", B=3, T=5), wp.check_gpu(2, 40, "float32", B=3, T=5),
             wl.check_gpu("cell", torch.float32, B=3, H=40), wl.check_gpu("layer", torch.float32, B=3, H=40, T=4),
-            functools.partial(wg.check_gpu, B=3, H=40, dtype=torch.float32), wa.check_gpu(1, 4, 2, 40, 16, "float32", True)]
+            functools.partial(wg.check_gpu, B=3, H=40, dtype=torch.float32),
+            wa.check_gpu(1, 4, 2, 40, 16, "float32", True)]
     for run in runs:
         got, want = run(cpu)
         assert got.shape == want.shape and got.numel() > want.shape[0] // 2

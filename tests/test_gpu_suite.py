@@ -39,8 +39,8 @@ def test_budget_sigint_then_sigkill_and_archive_per_stage(tmp_path):
     state = gpu_suite.run_stages(["a", "b", "c"], str(out), str(archive), steps_for=steps.get, grace_s=2)
     assert time.time() - t0 < 30
     exits = {r["step"]: r["exit"] for r in state["steps"]}
-    assert exits == {"write": 0, "trap": "timeout (stopped by SIGINT)", "deaf": "timeout (killed: SIGKILL after SIGINT)",
-                     "later": "skipped"}
+    assert exits == {"write": 0, "trap": "timeout (stopped by SIGINT)",
+                     "deaf": "timeout (killed: SIGKILL after SIGINT)", "later": "skipped"}
     assert (out / "b.txt").read_text() == "got SIGINT"
     assert state["finished"] == ["a", "b", "c"]
     assert {"a.txt", "b.txt", "SUITE.md", "suite.json", "write.log", "trap.log"} <= _names(archive)
@@ -58,7 +58,8 @@ def test_killed_suite_keeps_finished_stages_in_the_archive(tmp_path):
     script.write_text(textwrap.dedent(f"""
         import sys
         from bench import gpu_suite
-        steps = {{"first": [gpu_suite.Step("done", [sys.executable, "-c", "open({str(out / 'first.txt')!r}, 'w')"], 30)],
+        first = [sys.executable, "-c", "open({str(out / 'first.txt')!r}, 'w')"]
+        steps = {{"first": [gpu_suite.Step("done", first, 30)],
                   "second": [gpu_suite.Step("hang", [sys.executable, "-c", "import time; time.sleep(120)"], 120)]}}
         gpu_suite.run_stages(["first", "second"], {str(out)!r}, {str(archive)!r}, steps_for=steps.get)
         """))

@@ -19,8 +19,9 @@ def _label(r):
 
 
 def test_every_shipped_config_is_compiled(rows):
-    from kernels.attention import CONFIGS, FP32_CONFIGS
-    expected = {("attention." + k, arch, "float16", bd, len(cfgs))
+    from kernels.attention import CONFIGS, FP32_CONFIGS, TMA_CONFIGS
+    expected = {("attention." + k, arch, "float16", bd,
+                 len(cfgs) + (len(TMA_CONFIGS[bd]) if (k, arch) == ("fwd", "sm_90a") else 0))
                 for k, fams in CONFIGS.items() for arch, fam in (("sm_80", "sm80"), ("sm_90a", "sm90"))
                 for bd, cfgs in fams[fam].items()}
     expected |= {("attention." + k, arch, "float32", bd, len(cfgs))
@@ -145,3 +146,12 @@ def test_hot_loop_is_the_loop_with_the_most_mma():
 def test_instructions_per_mma_are_reported(rows):
     fwd = [r for r in rows if r["kernel"] == "attention.fwd" and r["arch"] == "sm_90a" and r["dtype"] == "float16"]
     assert fwd and all(r["instr_per_mma"] > 0 and r["hot_loop_instructions"] > 0 for r in fwd)
+
+
+def test_tma_configs_use_tma(rows):
+    """The tensor-descriptor forward variants load through TMA (UTMALDG) and keep wgmma."""
+    tma = [r for r in rows if "USE_TMA=True" in r["config"]]
+    assert tma and all(r["kernel"] == "attention.fwd" and r["arch"] == "sm_90a" for r in tma)
+    for r in tma:
+        assert r["sass"]["UTMALDG"] > 0 and (r["dtype"] == "float32" or r["sass"]["HGMMA"] > 0), _label(r)
+

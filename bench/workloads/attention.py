@@ -59,10 +59,10 @@ attention = Workload(
            gpu_quick=_lens(512, 2048, 8192), gpu_full=_lens(256, 512, 1024, 2048, 4096, 8192, 16384)),
     flops, min_bytes, lambda s: s["B"] * s["N"], inputs,
     checks=(Check("attention fwd (GQA, Nq != Nk, D=40)", check_forward),
-            Check("attention fwd+bwd, B=2 H=16 N=2048 D=128, causal, bf16", check_gpu(2, 16, 16, 2048, 128, "bfloat16", True),
-                  3e-2, gpu_only=True),
-            Check("attention fwd+bwd, GQA 16/4 heads, N=1024 D=64, fp16", check_gpu(2, 16, 4, 1024, 64, "float16", False),
-                  3e-2, gpu_only=True)))
+            Check("attention fwd+bwd, B=2 H=16 N=2048 D=128, causal, bf16",
+                  check_gpu(2, 16, 16, 2048, 128, "bfloat16", True), 3e-2, gpu_only=True),
+            Check("attention fwd+bwd, GQA 16/4 heads, N=1024 D=64, fp16",
+                  check_gpu(2, 16, 4, 1024, 64, "float16", False), 3e-2, gpu_only=True)))
 
 
 @attention.impl(baseline=True, note="materialises the N×N matrix")

@@ -50,7 +50,8 @@ def check_gpu(heads, HID, dtype, B=16, T=64):
         from reference.lstm_persistent import lstm_persistent as ref
         DH = HID // heads
         w_hh_shape = (heads, 4 * DH, DH) if heads > 1 else (4 * HID, HID)
-        x, w_ih, w_hh, b = uniform_tensors(device, (T, B, HID), (4 * HID, HID), w_hh_shape, (4 * HID,), scale=DH ** -0.5)
+        x, w_ih, w_hh, b = uniform_tensors(device, (T, B, HID), (4 * HID, HID), w_hh_shape, (4 * HID,),
+                                           scale=DH ** -0.5)
         args = (x * DH ** 0.5, w_ih, w_hh, b, b)
         got = forward_backward(lambda x, *w: lstm_persistent(x, None, *w, heads=heads)[0], args, getattr(torch, dtype))
         want = forward_backward(lambda x, *w: ref(x, None, *w, heads=heads)[0], args, torch.float64)
