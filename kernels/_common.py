@@ -1,4 +1,5 @@
-"""Helpers shared by the kernel launchers: input checks, interpreter detection, arch lookup."""
+"""Helpers shared by the kernel launchers: input checks, interpreter detection, arch lookup, stride
+arguments, the autotuner registry (which config ran) and the once-differentiable guard."""
 from __future__ import annotations
 
 import functools
