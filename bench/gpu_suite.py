@@ -18,7 +18,8 @@
 Every step writes to disk as it goes and has a time budget: past it the step gets SIGINT (pytest and
 ``seqbench run`` stop cleanly and keep what they have), then SIGKILL.  SUITE.md and suite.json are
 rewritten after every step and the archive (one file, for the device tool) after every stage, so it
-always holds everything finished so far.  ``--resume`` skips the stages a previous call finished.
+always holds everything finished so far.  ``--resume`` skips the stages a previous call finished with every
+step exiting 0; one cut short (the sweep) or failing runs again and picks up where it stopped.
 """
 from __future__ import annotations
 
@@ -82,9 +83,11 @@ def stage_steps(stage: str, out: str, quick: bool, budget_s: float) -> list[Step
     """The steps of a stage; their budgets share the stage's."""
     py = [sys.executable]
     if stage == "smoke":
-        from bench.report import stand_ins
-        headline = sorted({i for _, i in stand_ins().values()})
-        workloads = sorted({w for w, _ in stand_ins().values()})
+        from bench.table import stand_ins
+        from bench.workloads import WORKLOADS
+        pairs = [p for ps in stand_ins(WORKLOADS).values() for p in ps]
+        headline = sorted({i for _, i in pairs})
+        workloads = sorted({w for w, _ in pairs})
         return [Step("smoke-checks", py + ["-m", "bench", "check", "--gpu-only", "--out",
                                            os.path.join(out, "smoke-checks.jsonl")], budget_s * 0.6),
                 Step("smoke-headline", py + ["-m", "bench", "run", "--workload", ",".join(workloads), "--impl",
@@ -160,12 +163,15 @@ def run_stages(stages: list[str], out: str, archive: str | None = None, resume: 
         if resume and stage in state["finished"]:
             print(f"stage {stage}: finished by an earlier call, skipped", flush=True)
             continue
+        complete = True
         for step in steps_for(stage):
             record = run_step(step, out, grace_s) | {"stage": stage}
             state["steps"].append(record)
+            complete = complete and record["exit"] in (0, "skipped")
             _write_state(out, state)
             print(f"{stage}/{step.name}: exit {record['exit']} in {record['seconds']} s", flush=True)
-        state["finished"].append(stage)
+        if complete:        # a stage cut short or failing is run again by the next --resume call
+            state["finished"].append(stage)
         _write_state(out, state)
         if archive:
             pack(out, archive)

@@ -5,25 +5,10 @@ import os
 
 import pandas as pd
 
-from bench import schema
+from bench import schema, table
 from bench.roofline import gpu_spec
 from bench.schema import KEY
 from bench.workloads import WORKLOADS
-
-# The textbook's table (V100, claimed, no source given; ../shared/notes/textbook.md, §1.8).  Which of our
-# rows stands for each line is declared by the implementations (``@workload.impl(textbook=...)``).
-TEXTBOOK = {
-    "LSTM (sequential)": ("15-25%", "~8,000"),
-    "LSTM (optimized)": ("30-40%", "~15,000"),
-    "ConvSeq2Seq": ("50-60%", "~25,000"),
-    "Transformer": ("80-95%", "~50,000+"),
-}
-
-
-def stand_ins() -> dict[str, tuple[str, str]]:
-    """Textbook line -> (workload, impl) standing for it."""
-    return {i.textbook: (w.name, i.name) for w in WORKLOADS.values() for i in w.impls.values() if i.textbook}
-
 
 def load(run_dir: str) -> tuple[pd.DataFrame, dict]:
     """results.csv as a typed DataFrame (whole rows only) and run.json; RunFolderError if unreadable."""
@@ -48,31 +33,11 @@ def _fmt(x, digits=3):
 
 
 def workload_table(df: pd.DataFrame, workload: str, mode: str, value: str = "tokens_per_s") -> pd.DataFrame:
-    """impl × sequence length, one value per cell (ok rows only)."""
+    """impl × (batch, sequence length), one value per cell (ok rows only)."""
     d = df[(df.workload == workload) & (df["mode"] == mode) & (df.status == "ok")]
     if d.empty:
         return d
-    return d.pivot_table(index="impl", columns="seq_len", values=value, aggfunc="first")
-
-
-def textbook_rows(df: pd.DataFrame, mode: str = "fwd") -> list[list[str]]:
-    """Our numbers beside the textbook's: at the longest sequence measured for each stand-in."""
-    rows = []
-    ours = stand_ins()
-    for label, (util, toks) in TEXTBOOK.items():
-        if label not in ours:
-            rows.append([label, util, toks, "", "", "", "", "", "no implementation yet"])
-            continue
-        wl, impl = ours[label]
-        d = df[(df.workload == wl) & (df.impl == impl) & (df["mode"] == mode) & (df.status == "ok")]
-        if d.empty:
-            rows.append([label, util, toks, f"{wl}/{impl}", "", "", "", "", "not measured"])
-            continue
-        r = d.sort_values("seq_len").iloc[-1]
-        rows.append([label, util, toks, f"{wl}/{impl} ({r['shape']})", _fmt(r.get("nvml_util_pct")),
-                     _fmt(r.get("gpm_sm_util_pct")), _fmt(r["tokens_per_s"]), _fmt(r.get("pct_peak_flops")),
-                     r.get("nvml_reason") if isinstance(r.get("nvml_reason"), str) else ""])
-    return rows
+    return d.pivot_table(index="impl", columns=["batch", "seq_len"], values=value, aggfunc="first")
 
 
 def write_report(run_dir: str) -> str:
@@ -103,13 +68,14 @@ def write_report(run_dir: str) -> str:
         lines.append("")
 
     lines += ["## The textbook table, with our measurements", "",
-              "Textbook: V100, claimed, no public source; ours: forward, longest sequence measured. NVML "
-              "utilisation is the share of time any kernel ran; SM activity (GPM) and % of peak FLOP/s say how "
-              "much of the GPU that kernel used.", "",
-              "| model | textbook util | textbook tokens/s | our row | NVML util % | SM activity % | tokens/s | % peak FLOP/s | note |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(map(str, r)) + " |" for r in textbook_rows(df)]
-    lines.append("")
+              "Textbook: V100, claimed, no public source.  History: what was measured, with its source.  Ours: "
+              "each row's best accurate implementation at each batch, at the longest length the Transformer row "
+              "measured there.  NVML utilisation is the share of time any kernel ran; SM activity (GPM) and % of "
+              "peak FLOP/s say how much of the GPU that kernel used.", ""]
+    lines += table.markdown(df, WORKLOADS, bool(meta.get("cpu_only")))
+    figure = table.figure(df, WORKLOADS, run_dir, env.get("device", ""), bool(meta.get("cpu_only")))
+    if figure:
+        lines += [f"![the hardware argument]({os.path.basename(figure)})", ""]
 
     for name, w in WORKLOADS.items():
         if name not in set(df.workload):
@@ -119,7 +85,7 @@ def write_report(run_dir: str) -> str:
             t = workload_table(df, name, mode)
             if t.empty:
                 continue
-            lines += [f"**tokens/s, {mode}** (columns: {w.seq_key})", "",
+            lines += [f"**tokens/s, {mode}** (columns: batch, {w.seq_key})", "",
                       t.map(_fmt).to_markdown(), ""]
             tf = workload_table(df, name, mode, "tflops")
             lines += [f"**TFLOP/s, {mode}**", "", tf.map(_fmt).to_markdown(), ""]
@@ -177,6 +143,7 @@ def make_plots(df: pd.DataFrame, run_dir: str, device: str) -> list[str]:
             ax.set_visible(False)
         for ax, name in zip(axes.flat, names):
             d = ok[ok.workload == name]
+            d = d[d.batch == d.batch.mode().iloc[0]]     # against length at the most measured batch
             for impl, g in d.groupby("impl"):
                 g = g.sort_values("seq_len")
                 if col in g and g[col].notna().any():
@@ -191,7 +158,7 @@ def make_plots(df: pd.DataFrame, run_dir: str, device: str) -> list[str]:
             ax.set_xscale("log", base=2)
             if loglog:
                 ax.set_yscale("log")
-            ax.set_title(name)
+            ax.set_title(f"{name} (batch {int(d.batch.iloc[0])})")
             ax.set_xlabel(WORKLOADS[name].seq_key + " (sequence length)")
             ax.set_ylabel(ylabel)
             ax.grid(True, which="both", alpha=0.3)

@@ -6,6 +6,7 @@ import os
 import sys
 import types
 
+import pandas as pd
 import pytest
 import torch
 
@@ -21,7 +22,8 @@ from bench.report import compare, load, write_report
 # ------------------------------------------------------------------------------------ workloads
 
 def test_registry_lists_the_workloads_and_impls():
-    assert set(WORKLOADS) == {"lstm_layer", "lstm_heads", "attention", "model_lstm", "model_transformer", "gru_layer"}
+    assert set(WORKLOADS) == {"lstm_layer", "lstm_heads", "attention", "model_lstm", "model_transformer", "gru_layer",
+                              "model_convs2s"}
     assert {"torch_loop", "nn.LSTM", "triton_step", "triton_persistent"} <= set(WORKLOADS["lstm_layer"].impls)
     assert {"naive", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math", "triton"} == set(WORKLOADS["attention"].impls)
     for w in WORKLOADS.values():
@@ -234,6 +236,12 @@ def test_cli_run_end_to_end(tmp_path):
     assert {r["workload"] for r in rows if r["status"] == "ok"} == set(WORKLOADS)
     report = open(out / "REPORT.md").read()
     assert "floor_ms" in report and "measured_over_floor" in report
+    # the four-row textbook table and its figure (issue 12)
+    assert "hardware_argument.png" in files
+    for row in ("LSTM (sequential)", "LSTM (optimized)", "ConvSeq2Seq", "Transformer"):
+        assert f"| {row} |" in report
+    if not torch.cuda.is_available():
+        assert "interpreter-checked, not timed" in report
     if not torch.cuda.is_available():
         assert "CPU-only machine" in report and "H100 SXM (model: no GPU here)" in report
     ok = [r for r in rows if r["status"] == "ok"]
@@ -657,3 +665,55 @@ def test_isolated_sweep_survives_a_crash_and_a_hang(tmp_path, monkeypatch):
     assert rows[("hang", "8")]["status"] == "error" and "timed out" in rows[("hang", "8")]["reason"]
     for key in (("fine", "4"), ("hang", "4"), ("fine", "8"), ("crash", "8")):
         assert rows[key]["status"] == "ok" and rows[key]["accurate"] == "True", key
+
+
+# ------------------------------------------------------------------ the textbook table (issue 12)
+
+def _model_rows(tokens: dict, accurate=None, batch=16, seq_len=512, mode="fwd"):
+    """Synthetic ok rows: {(workload, impl): tokens/s} at one shape."""
+    rows = []
+    for (wl, impl), tps in tokens.items():
+        rows.append(dict(workload=wl, impl=impl, mode=mode, status="ok", batch=batch, seq_len=seq_len,
+                         shape=f"B={batch} T={seq_len} d=1024", tokens_per_s=float(tps),
+                         accurate=(accurate or {}).get(impl, "True")))
+    return pd.DataFrame(rows)
+
+
+def test_verdict_rule_every_outcome():
+    from bench import table
+    t = {("model_transformer", "transformer_torch"): 100_000,
+         ("model_lstm", "lstm_torch_loop"): 20_000,        # ratio 0.2 <= 2 × 0.16: holds
+         ("model_lstm", "lstm_torch"): 95_000,             # LSTM (optimized) 0.95 > 2 × 0.3: does not hold
+         ("model_lstm", "lstm_triton_persistent"): 10_000}
+    rows = {r["row"]: r for r in table.table(_model_rows(t), WORKLOADS, "fwd")}
+    assert rows["LSTM (sequential)"]["verdict"] == "holds" and rows["LSTM (sequential)"]["ratio"] == 0.2
+    assert rows["LSTM (optimized)"]["verdict"] == "does not hold"
+    assert rows["LSTM (optimized)"]["best"].impl == "lstm_torch"               # the row's best implementation
+    assert rows["ConvSeq2Seq"]["verdict"] == "not measured"
+    assert rows["Transformer"]["verdict"] == "reference"
+    # a fast but wrong implementation does not count: the row falls back to its accurate one
+    wrong = table.table(_model_rows(t, accurate={"lstm_torch": "False"}), WORKLOADS, "fwd")
+    opt = next(r for r in wrong if r["row"] == "LSTM (optimized)")
+    assert opt["best"].impl == "lstm_triton_persistent" and opt["verdict"] == "holds"
+    # no Transformer measurement: nothing can be compared
+    alone = table.table(_model_rows({("model_lstm", "lstm_torch"): 1.0}), WORKLOADS, "fwd")
+    assert {r["verdict"] for r in alone} == {"not measured", "reference"}
+    assert table.verdict("ConvSeq2Seq", 1.01) == "does not hold" and table.verdict("ConvSeq2Seq", 1.0) == "holds"
+
+
+def test_verdict_per_batch():
+    from bench import table
+    small = _model_rows({("model_transformer", "transformer_torch"): 100, ("model_lstm", "lstm_torch"): 10}, batch=1)
+    big = _model_rows({("model_transformer", "transformer_torch"): 100, ("model_lstm", "lstm_torch"): 90}, batch=512)
+    rows = table.table(pd.concat([small, big]), WORKLOADS, "fwd")
+    by = {(r["batch"], r["row"]): r["verdict"] for r in rows}
+    assert by[(1, "LSTM (optimized)")] == "holds" and by[(512, "LSTM (optimized)")] == "does not hold"
+
+
+def test_gpu_model_shapes_sweep_batch():
+    for name in ("model_lstm", "model_transformer", "model_convs2s"):
+        for quick in (True, False):
+            shapes = WORKLOADS[name].default_shapes(quick, True)
+            assert {1, 16, 128, 512} <= {s["B"] for s in shapes}
+            assert len({tuple(sorted(s.items())) for s in shapes}) == len(shapes)
+

@@ -42,12 +42,13 @@ def test_budget_sigint_then_sigkill_and_archive_per_stage(tmp_path):
     assert exits == {"write": 0, "trap": "timeout (stopped by SIGINT)",
                      "deaf": "timeout (killed: SIGKILL after SIGINT)", "later": "skipped"}
     assert (out / "b.txt").read_text() == "got SIGINT"
-    assert state["finished"] == ["a", "b", "c"]
+    assert state["finished"] == ["a"]             # b and c were cut short: not finished
     assert {"a.txt", "b.txt", "SUITE.md", "suite.json", "write.log", "trap.log"} <= _names(archive)
     assert "not today" in (out / "SUITE.md").read_text()
-    # --resume skips what is finished
-    again = gpu_suite.run_stages(["a", "b"], str(out), resume=True, steps_for=steps.get)
-    assert len(again["steps"]) == len(state["steps"])
+    # --resume skips what is finished and runs again what was cut short
+    n = len(state["steps"])
+    again = gpu_suite.run_stages(["a", "b"], str(out), resume=True, steps_for=steps.get, grace_s=2)
+    assert [r["step"] for r in again["steps"][n:]] == ["trap"]
 
 
 def test_killed_suite_keeps_finished_stages_in_the_archive(tmp_path):

@@ -12,10 +12,10 @@ import pkgutil
 from bench.workload import REGISTRY, Workload
 
 MODULES = tuple(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
-BY_MODULE: dict[str, list[str]] = {}     # module name -> the names of the workloads it declares
 for _name in MODULES:
-    _before = set(REGISTRY)
     importlib.import_module(f"{__name__}.{_name}")
-    BY_MODULE[_name] = [w for w in REGISTRY if w not in _before]
 
 WORKLOADS: dict[str, Workload] = REGISTRY
+# module name -> the names of the workloads it declares (a module may import another's shapes)
+BY_MODULE: dict[str, list[str]] = {m: [w.name for w in REGISTRY.values() if w.module == f"{__name__}.{m}"]
+                                   for m in MODULES}

@@ -1,5 +1,6 @@
 """The textbook comparison at equal d_model and tokens: one LSTM layer (d → d) against one pre-norm
-Transformer block (QKV, attention with d/64 heads, output projection, 4d MLP).
+Transformer block (QKV, attention with d/64 heads, output projection, 4d MLP); the ConvS2S block is in
+``conv.py``, beside its kernel.
 
 FLOPs: LSTM 16·B·T·d²; block 24·B·T·d² + 4·B·T²·d; training ×3 (attention ×3.5 for its part).
 Each pair shares its weights: the LSTM impls copy one ``nn.LSTM``, the Transformer impls run one
@@ -30,10 +31,19 @@ def min_bytes(arch):
     return count
 
 
-SHAPES = Shapes(cpu_quick=[dict(B=2, T=t, d=64) for t in (16, 64)],
-                cpu_full=[dict(B=2, T=t, d=64) for t in (16, 64, 256)],
-                gpu_quick=[dict(B=16, T=t, d=1024) for t in (128, 512, 2048)],
-                gpu_full=[dict(B=16, T=t, d=1024) for t in (128, 256, 512, 1024, 2048)])
+def _grid(batch, lens, batches, at, d):
+    """Sequence lengths at the default batch, then the batch axis at one length (shapes listed once)."""
+    shapes = [dict(B=batch, T=t, d=d) for t in lens] + [dict(B=b, T=t, d=d) for t in at for b in batches]
+    return [dict(s) for s in {tuple(s.items()): s for s in shapes}.values()]
+
+
+# The textbook's argument turns on batch: at 16 a recurrence cannot fill an H100, at 512 cuDNN may.  On a
+# GPU the model rows sweep length at batch 16 and batch (1, 16, 128, 512) at T=512 (and 2048 in full);
+# points that do not fit in memory become "oom" rows.
+SHAPES = Shapes(cpu_quick=_grid(2, (16, 64), (8,), (64,), 64),
+                cpu_full=_grid(2, (16, 64, 256), (8,), (64,), 64),
+                gpu_quick=_grid(16, (128, 512, 2048), (1, 128, 512), (512,), 1024),
+                gpu_full=_grid(16, (128, 256, 512, 1024, 2048), (1, 128, 512), (512, 2048), 1024))
 
 
 class TransformerBlock(torch.nn.Module):
@@ -70,12 +80,19 @@ model_lstm = Workload(
     recurrent_params=lambda s: 4 * s["d"] * s["d"])
 
 
-@model_lstm.impl(baseline=True, textbook="LSTM (sequential)", note="nn.LSTM (cuDNN on a GPU)")
+@model_lstm.impl(baseline=True, textbook="LSTM (optimized)", note="nn.LSTM (cuDNN on a GPU)")
 def lstm_torch(inp):
     return lambda: inp.lstm(inp.x)[0]
 
 
-@model_lstm.impl(triton=True, note="FusedLSTM, fused step kernel")
+@model_lstm.impl(textbook="LSTM (sequential)", note="the textbook equations, one torch op per gate per step")
+def lstm_torch_loop(inp):
+    from reference.lstm import lstm
+    m = inp.lstm
+    return lambda: lstm(inp.x, None, m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0, batch_first=True)[0]
+
+
+@model_lstm.impl(triton=True, textbook="LSTM (sequential)", note="FusedLSTM, fused step kernel")
 def lstm_triton(inp):
     from kernels.lstm import FusedLSTM
     m = FusedLSTM.from_torch(inp.lstm)
@@ -100,7 +117,7 @@ def transformer_torch(inp):
     return lambda: inp.block(inp.x, sdpa)
 
 
-@model_transformer.impl(triton=True, note="attention through kernels.attention")
+@model_transformer.impl(triton=True, textbook="Transformer", note="attention through kernels.attention")
 def transformer_triton(inp):
     from kernels.attention import attention
     return lambda: inp.block(inp.x, attention)

@@ -1,0 +1,209 @@
+"""The textbook's table, measured: four rows, the claim, the measured history, ours, ratios to the
+Transformer row, and a verdict computed from the numbers; and ``hardware_argument.png``.
+
+Which implementations stand for a row is declared with them (``@workload.impl(textbook="...")``):
+LSTM (sequential) = the torch loop and the fused step kernel, LSTM (optimized) = cuDNN and the persistent
+kernel, ConvSeq2Seq = the conv block, Transformer = the attention block, all at the same d_model.  A row's
+number at a (mode, batch) is its best accurate implementation there.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import pandas as pd
+
+ROWS = ("LSTM (sequential)", "LSTM (optimized)", "ConvSeq2Seq", "Transformer")
+REFERENCE = "Transformer"
+
+# The chapter's figures (V100, no source given; ../shared/notes/textbook.md §1.8).
+TEXTBOOK = {
+    "LSTM (sequential)": ("15-25%", 8_000, "~8,000"),
+    "LSTM (optimized)": ("30-40%", 15_000, "~15,000"),
+    "ConvSeq2Seq": ("50-60%", 25_000, "~25,000"),
+    "Transformer": ("80-95%", 50_000, "~50,000+"),
+}
+
+# What was measured (../shared/notes/anchors.md, "History"): text, and tokens/s ratios to the Transformer
+# where the sources give tokens/s (their token counts and model sizes differ: compare ratios).
+HISTORY = {
+    "LSTM (sequential)": ("none found", ""),
+    "LSTM (optimized)": ("GNMT v2 LSTM: 21,346 tok/s FP32, 66,050 AMP (1×V100); 1247 s to target (MLPerf v0.6)",
+                         f"{21346 / 7635:.1f} FP32, {66050 / 32153:.1f}-{66050 / 23821:.1f} AMP"),
+    "ConvSeq2Seq": ("\"an order of magnitude faster\" than GNMT (Gehring et al.)", ""),
+    "Transformer": ("Transformer-big: 7,635 tok/s FP32, 23,821-32,153 AMP (1×V100); 1201 s to target (MLPerf v0.6)",
+                    "1"),
+}
+SOURCES = ("History sources (../shared/notes/anchors.md): NVIDIA DeepLearningExamples GNMT and Transformer READMEs "
+           "(WMT16/WMT14 EN-DE, 1×V100); MLPerf training v0.6, one DGX-1 (8×V100), GNMT to BLEU 24.0 and the "
+           "Transformer to BLEU 25.0 (different targets); Gehring et al. 2017 (arXiv 1705.03122).  Token counts and "
+           "model sizes differ between sources (GNMT 160.7M, Transformer-big 210.8M parameters): compare ratios.")
+
+RULE = ("Verdict, per mode and batch: a row's ratio is its best accurate tokens/s over the Transformer row's at "
+        "the same shape.  The textbook's ratio is its tokens/s over 50,000.  **holds**: our ratio is at most twice "
+        "the textbook's (the row trails the Transformer by at least half the claimed factor); **does not hold**: "
+        "our ratio is larger (the gap is less than half the claim, or the row is faster); **not measured**: the row "
+        "or the Transformer has no accurate measurement there.")
+
+
+def textbook_ratio(label: str) -> float:
+    return TEXTBOOK[label][1] / TEXTBOOK[REFERENCE][1]
+
+
+def verdict(label: str, ours_ratio) -> str:
+    """The rule above, for one row."""
+    if label == REFERENCE:
+        return "reference"
+    if ours_ratio is None or not math.isfinite(ours_ratio):
+        return "not measured"
+    return "holds" if ours_ratio <= 2 * textbook_ratio(label) else "does not hold"
+
+
+def stand_ins(workloads) -> dict[str, list[tuple[str, str]]]:
+    """Row -> the (workload, impl) pairs standing for it."""
+    out = {label: [] for label in ROWS}
+    for w in workloads.values():
+        for i in w.impls.values():
+            if i.textbook:
+                out.setdefault(i.textbook, []).append((w.name, i.name))
+    return out
+
+
+def _rows(df: pd.DataFrame, pairs, mode: str) -> pd.DataFrame:
+    keep = pd.Series(False, index=df.index)
+    for wl, impl in pairs:
+        keep |= (df.workload == wl) & (df.impl == impl)
+    return df[keep & (df["mode"] == mode)]
+
+
+def _usable(d: pd.DataFrame) -> pd.DataFrame:
+    """Measured rows whose output agreed with the baseline (a fast wrong kernel does not count)."""
+    return d[(d.status == "ok") & (d["accurate"].astype(str).str.lower() != "false")]
+
+
+def best(df: pd.DataFrame, pairs, mode: str, batch: int, seq_len: int):
+    """The fastest usable row of these implementations at (mode, batch, seq_len), or None."""
+    d = _usable(_rows(df, pairs, mode))
+    d = d[(d.batch == batch) & (d.seq_len == seq_len)]
+    return None if d.empty else d.sort_values("tokens_per_s").iloc[-1]
+
+
+def table(df: pd.DataFrame, workloads, mode: str) -> list[dict]:
+    """One dict per (batch, row): at each batch the longest length the Transformer row measured."""
+    pairs = stand_ins(workloads)
+    all_pairs = [p for label in ROWS for p in pairs.get(label, [])]
+    measured = _usable(_rows(df, all_pairs, mode))
+    out = []
+    for batch in sorted(measured.batch.dropna().unique()):
+        ref_rows = measured[(measured.batch == batch) & measured.apply(
+            lambda r: (r.workload, r.impl) in pairs.get(REFERENCE, []), axis=1)]
+        lens = ref_rows.seq_len if not ref_rows.empty else measured[measured.batch == batch].seq_len
+        seq_len = int(lens.max())
+        ref = best(df, pairs.get(REFERENCE, []), mode, batch, seq_len)
+        for label in ROWS:
+            r = best(df, pairs.get(label, []), mode, batch, seq_len)
+            ratio = (r.tokens_per_s / ref.tokens_per_s) if r is not None and ref is not None else None
+            skipped = _rows(df, pairs.get(label, []), mode)
+            skipped = sorted(set(skipped[skipped.status == "skipped"].impl))
+            out.append(dict(batch=int(batch), seq_len=seq_len, row=label, best=r, ratio=ratio,
+                            verdict=verdict(label, ratio), not_timed=skipped,
+                            impls=[i for _, i in pairs.get(label, [])]))
+    return out
+
+
+def _fmt(x, digits=3):
+    if x is None or (isinstance(x, float) and (math.isnan(x))):
+        return ""
+    if isinstance(x, float):
+        return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.{digits}g}"
+    return str(x)
+
+
+def markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
+    """The four-row table per mode and batch, the rule and the history's sources."""
+    lines = []
+    for mode, name in (("fwd", "inference (forward)"), ("fwd+bwd", "training (forward + backward)")):
+        rows = table(df, workloads, mode)
+        lines += [f"**{name}**", "",
+                  "| batch | model | textbook util | textbook tokens/s | textbook ratio | history | history ratio | "
+                  "our row | NVML util % | SM activity % | % peak FLOP/s | tokens/s | our ratio | verdict |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        if not rows:
+            lines += ["| | | | | | | | not measured | | | | | | |"]
+        for r in rows:
+            util, _, toks = TEXTBOOK[r["row"]]
+            hist, hist_ratio = HISTORY[r["row"]]
+            b = r["best"]
+            ours = f"{b.workload}/{b.impl} ({b['shape']})" if b is not None else "not measured"
+            if r["not_timed"]:
+                why = "interpreter-checked, not timed" if cpu_only else "not timed"
+                ours += f"; {', '.join(r['not_timed'])}: {why}"
+            get = (lambda k: _fmt(b.get(k)) if b is not None else "")  # noqa: E731
+            lines.append(f"| {r['batch']} | {r['row']} | {util} | {toks} | {textbook_ratio(r['row']):.2f} | {hist} | "
+                         f"{hist_ratio} | {ours} | {get('nvml_util_pct')} | {get('gpm_sm_util_pct')} | "
+                         f"{get('pct_peak_flops')} | {get('tokens_per_s')} | {_fmt(r['ratio'])} | {r['verdict']} |")
+        lines.append("")
+    lines += [RULE, "", "Ratios are to the Transformer row at the same shape; they compare across GPUs where "
+              "absolute tokens/s cannot.", "", SOURCES, ""]
+    return lines
+
+
+def figure(df: pd.DataFrame, workloads, run_dir: str, device: str, cpu_only: bool) -> str | None:
+    """hardware_argument.png: tokens/s against length for the four rows (inference solid, training dashed)
+    at the most measured batch; NVML utilisation beside SM activity; % of peak FLOP/s."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = stand_ins(workloads)
+    every = _usable(_rows(df, [p for label in ROWS for p in pairs.get(label, [])], "fwd"))
+    every = pd.concat([every, _usable(_rows(df, [p for label in ROWS for p in pairs.get(label, [])], "fwd+bwd"))])
+    if every.empty:
+        return None
+    batch = int(every.batch.mode().iloc[0])
+    colors = dict(zip(ROWS, ("tab:red", "tab:orange", "tab:green", "tab:blue")))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(18, 5))
+    for label in ROWS:
+        for mode, style in (("fwd", "-"), ("fwd+bwd", "--")):
+            d = _usable(_rows(df, pairs.get(label, []), mode))
+            d = d[d.batch == batch]
+            if d.empty:
+                continue
+            top = d.sort_values("tokens_per_s").groupby("seq_len").tail(1).sort_values("seq_len")
+            ax1.plot(top.seq_len, top.tokens_per_s, style, marker="o", color=colors[label],
+                     label=f"{label}, {'inference' if mode == 'fwd' else 'training'}")
+    ax1.set(xscale="log", yscale="log", xlabel="sequence length", ylabel="tokens/s (best implementation)",
+            title=f"tokens/s at batch {batch}")
+    ax1.set_xscale("log", base=2)
+    ax1.grid(True, which="both", alpha=0.3)
+    ax1.legend(fontsize=7)
+    rows = [r for r in table(df, workloads, "fwd") if r["batch"] == batch]
+    labels = [r["row"] for r in rows]
+    util = [r["best"].get("nvml_util_pct") if r["best"] is not None else None for r in rows]
+    sm = [r["best"].get("gpm_sm_util_pct") if r["best"] is not None else None for r in rows]
+    peak = [r["best"].get("pct_peak_flops") if r["best"] is not None else None for r in rows]
+    x = range(len(labels))
+    if any(v is not None and v == v for v in util):
+        ax2.bar([i - 0.2 for i in x], [v or 0 for v in util], 0.4, label="NVML utilisation (any kernel running)")
+        ax2.bar([i + 0.2 for i in x], [v or 0 for v in sm], 0.4, label="SM activity (GPM)")
+        ax2.legend(fontsize=7)
+    else:
+        ax2.text(0.5, 0.5, f"no NVML on this machine\n({device})", ha="center", va="center", transform=ax2.transAxes)
+    ax2.set(xticks=list(x), ylabel="%", title="utilisation beside SM activity (inference)")
+    ax2.set_xticklabels(labels, fontsize=7)
+    if any(v is not None and v == v for v in peak):
+        ax3.bar(list(x), [v or 0 for v in peak], color=[colors[label] for label in labels])
+    else:
+        ax3.text(0.5, 0.5, "% of peak needs a GPU's datasheet peak\n(no GPU on this machine)", ha="center",
+                 va="center", transform=ax3.transAxes)
+    ax3.set(xticks=list(x), ylabel="% of dense peak FLOP/s", title="% of peak (inference)")
+    ax3.set_xticklabels(labels, fontsize=7)
+    title = f"The hardware argument, measured — {device}"
+    if cpu_only:
+        title += "  (CPU timings, not GPU numbers; Triton rows interpreter-checked, not timed)"
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = os.path.join(run_dir, "hardware_argument.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
