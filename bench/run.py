@@ -166,6 +166,7 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
             shapes = [dict(shapes[0], **{w.seq_key: n}) for n in seq_lens]
         if batch:
             shapes = [dict(s, B=batch) for s in shapes]
+        shapes = list({shape_label(w, s): s for s in shapes}.values())     # --batch can make two shapes one
         chosen = [i for i in w.impls.values() if not impls or i.name in impls]
         points += [(w, impl, s, mode) for s in shapes for mode in modes for impl in chosen]
     writer = schema.RowWriter(csv_path, kept)  # resume: finished points stay, failed ones are tried again

@@ -717,3 +717,12 @@ def test_gpu_model_shapes_sweep_batch():
             assert {1, 16, 128, 512} <= {s["B"] for s in shapes}
             assert len({tuple(sorted(s.items())) for s in shapes}) == len(shapes)
 
+
+
+def test_batch_option_does_not_measure_a_shape_twice(tmp_path, monkeypatch):
+    """--batch over the model rows' batch axis turns (2, 64) and (8, 64) into one shape, measured once."""
+    monkeypatch.setattr(brun, "run_checks", lambda device: [])
+    brun.sweep(str(tmp_path), [WORKLOADS["model_lstm"]], torch.float32, True, batch=4, modes=("fwd",),
+               progress=False, device="cpu", impls=["lstm_torch"])
+    rows, _ = schema.read_rows(str(tmp_path / "results.csv"))
+    assert sorted(r["shape"] for r in rows) == ["B=4 T=16 d=64", "B=4 T=64 d=64"]
