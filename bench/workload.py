@@ -220,7 +220,11 @@ class Point:
         name, ref = self._reference
         if isinstance(ref, str):
             return {"baseline": f"{name} (failed: {ref})"}
-        got = ref if impl.name == name else self.evaluate(impl)
+        try:
+            got = ref if impl.name == name else self.evaluate(impl)
+        except Exception as exc:  # the timing stands; only the comparison is missing, with its reason
+            first = str(exc).splitlines()[0][:200] if str(exc) else ""
+            return {"baseline": f"{name} (comparison failed: {type(exc).__name__}: {first})"}
         rtol = self.workload.tolerance(self.dtype)
         worst, err, tol, ok = -1.0, 0.0, 0.0, True
         for a, b in zip(got, ref):

@@ -726,3 +726,25 @@ def test_batch_option_does_not_measure_a_shape_twice(tmp_path, monkeypatch):
                progress=False, device="cpu", impls=["lstm_torch"])
     rows, _ = schema.read_rows(str(tmp_path / "results.csv"))
     assert sorted(r["shape"] for r in rows) == ["B=4 T=16 d=64", "B=4 T=64 d=64"]
+
+
+def test_a_failed_comparison_keeps_the_timing():
+    """If only the comparison run fails (here: its second setup), the row keeps its timing and says why."""
+    calls = []
+
+    def inputs(s, dtype, device, grad):
+        return namespace(x=torch.ones(4))
+
+    def flaky(inp):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("CUDA out of memory on the comparison")
+        return lambda: inp.x * 2
+
+    w = Workload("flaky", "", ("B", "T"), "T", Shapes(*[[dict(B=1, T=4)]] * 4), lambda s, m: 1, lambda s, d, m: 1,
+                 lambda s: 4, inputs, register=False)
+    w.impl("base", baseline=True)(lambda inp: lambda: inp.x * 2)
+    w.impl("flaky")(flaky)
+    row = brun.measure_point(w, w.impls["flaky"], dict(B=1, T=4), "fwd", torch.float32, torch.device("cpu"), None)
+    assert row.status == "ok" and row.ms > 0 and row.accurate is None
+    assert "comparison failed: RuntimeError: CUDA out of memory" in row.baseline
