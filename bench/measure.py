@@ -59,10 +59,9 @@ def estimate_ms(fn, calls: int = 3) -> float:
 def repetition_budget_ms(one_call_ms: float, min_reps: int = MIN_REPS, floor_ms: float = 100.0,
                          cap_ms: float = 10_000.0) -> float:
     """How long do_bench should repeat: at least ``min_reps`` calls (a 100 ms budget takes a single sample
-    of a 100 ms call, so p20 = p80 = median), at least ``floor_ms``, and no more than ``cap_ms``."""
+    of a 100 ms call, so p20 = p80 = median), at least ``floor_ms``, and no more than ``cap_ms`` unless
+    that leaves fewer than three calls."""
     return min(max(floor_ms, min_reps * one_call_ms), max(cap_ms, 3 * one_call_ms))
-
-
 
 
 def time_gpu(fn, cuda_graph: bool = False) -> dict:
@@ -133,7 +132,8 @@ class NVMLSampler:
             while not stop.is_set():
                 try:
                     u = n.nvmlDeviceGetUtilizationRates(h)
-                    samples.append((time.perf_counter(), u.gpu, u.memory, n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM)))
+                    clock = n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM)
+                    samples.append((time.perf_counter(), u.gpu, u.memory, clock))
                 except Exception:
                     pass
                 try:
