@@ -26,15 +26,15 @@ from __future__ import annotations
 import argparse
 import glob
 import importlib.util
-import json
 import os
 import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass, field
+
+from bench import schema
 
 STAGES = ("smoke", "tests", "sweep", "train", "benchmarks", "inspect")
 # Seconds per stage; smoke + tests fit one 10-minute call, the sweep another, the rest a third.
@@ -128,26 +128,23 @@ def stage_steps(stage: str, out: str, quick: bool, budget_s: float) -> list[Step
 
 def pack(out: str, archive: str) -> None:
     """The whole folder as one .tar.gz, replaced atomically (an interrupted pack leaves the previous one)."""
-    folder = os.path.dirname(os.path.abspath(archive))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".tar.gz.tmp", dir=folder)
-    os.close(fd)
-    with tarfile.open(tmp, "w:gz") as tar:
-        tar.add(out, arcname=os.path.basename(os.path.normpath(out)))
-    os.replace(tmp, archive)
+    os.makedirs(os.path.dirname(os.path.abspath(archive)), exist_ok=True)
+
+    def write(f):
+        with tarfile.open(fileobj=f, mode="w:gz") as tar:
+            tar.add(out, arcname=os.path.basename(os.path.normpath(out)))
+    schema.atomic_write(archive, write, binary=True)
 
 
 def _write_state(out: str, state: dict) -> None:
-    with open(os.path.join(out, "suite.json"), "w") as f:
-        json.dump(state, f, indent=1)
+    schema.write_json(os.path.join(out, "suite.json"), state)     # a kill mid-write leaves the last whole one
     lines = ["# GPU suite", "", f"commit: {state.get('commit', '')}", "",
              "| stage | step | exit | seconds | budget | note |", "|---|---|---|---|---|---|"]
     for r in state["steps"]:
         lines.append(f"| {r['stage']} | {r['step']} | {r['exit']} | {r['seconds']} | {r['budget_s']:.0f} | "
                      f"{r.get('reason', '')} |")
     lines += ["", "Finished stages: " + (", ".join(state["finished"]) or "none"), ""]
-    with open(os.path.join(out, "SUITE.md"), "w") as f:
-        f.write("\n".join(lines))
+    schema.atomic_write(os.path.join(out, "SUITE.md"), lambda f: f.write("\n".join(lines)))
 
 
 def run_stages(stages: list[str], out: str, archive: str | None = None, resume: bool = False, quick: bool = False,
@@ -156,7 +153,7 @@ def run_stages(stages: list[str], out: str, archive: str | None = None, resume: 
     from bench.env import git_commit
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "suite.json")
-    state = json.load(open(path)) if resume and os.path.exists(path) else {"steps": [], "finished": []}
+    state = (schema.read_json(path) if resume else {}) or {"steps": [], "finished": []}
     state["commit"] = git_commit()
     steps_for = steps_for or (lambda stage: stage_steps(stage, out, quick, BUDGETS[stage]))
     for stage in stages:

@@ -21,6 +21,8 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 
+from bench.schema import describe
+
 # name -> (compute capability, config family in the kernel tables, per-SM limits)
 ARCHS = {
     "sm_80": dict(cap=80, family="sm80", smem_per_sm=167936, smem_per_block=166912),
@@ -177,7 +179,7 @@ def compile_one(name: str, fn, args: dict, config, arch_name: str) -> Row:
         kernel = triton.compile(ASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", arch["cap"], 32),
                                 options=dict(num_warps=config.num_warps, num_stages=config.num_stages))
     except Exception as exc:  # a config that does not compile is a finding, not a crash
-        row.ok, row.error = False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        row.ok, row.error = False, describe(exc, 200)
         return row
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(kernel.asm["cubin"])

@@ -8,6 +8,7 @@ import pandas as pd
 from bench import schema, table
 from bench.roofline import gpu_spec
 from bench.schema import KEY
+from bench.table import fmt as _fmt
 from bench.workloads import WORKLOADS
 
 def load(run_dir: str) -> tuple[pd.DataFrame, dict]:
@@ -22,14 +23,6 @@ def load(run_dir: str) -> tuple[pd.DataFrame, dict]:
     for c in df.columns.difference(schema.NUMERIC):
         df[c] = df[c].where(df[c] != "", None)
     return df, schema.read_json(os.path.join(run_dir, "run.json"))
-
-
-def _fmt(x, digits=3):
-    if x is None or (isinstance(x, float) and pd.isna(x)):
-        return ""
-    if isinstance(x, float):
-        return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.{digits}g}"
-    return str(x)
 
 
 def workload_table(df: pd.DataFrame, workload: str, mode: str, value: str = "tokens_per_s") -> pd.DataFrame:
@@ -94,7 +87,7 @@ def write_report(run_dir: str) -> str:
             lines += ["Points not measured:", "", failed[["impl", "mode", "shape", "status", "reason"]]
                       .drop_duplicates(["impl", "status", "reason"]).to_markdown(index=False), ""]
     ok = df[df.status == "ok"]
-    wrong = ok[ok["accurate"].astype(str).str.lower() == "false"]
+    wrong = ok[table.disagrees(ok)]
     if not wrong.empty:
         lines += ["## Outputs that disagree with the baseline", "",
                   "These implementations ran, but their output (or gradients) differ from the baseline's on the same "

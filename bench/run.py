@@ -46,10 +46,15 @@ def measure_point(workload, impl, shape, mode, dtype, device, sampler, cuda_grap
     return schema.Row(**_measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point))
 
 
+def _identity(workload, impl, shape, mode, dtype, device) -> dict:
+    """The fields that say which point a row is."""
+    return {"workload": workload.name, "impl": impl.name, "mode": mode, "dtype": str(dtype).removeprefix("torch."),
+            "shape": shape_label(workload, shape), "seq_len": shape[workload.seq_key], "batch": shape["B"],
+            "tokens": workload.tokens(shape), "device": str(device)}
+
+
 def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point) -> dict:
-    row = {"workload": workload.name, "impl": impl.name, "mode": mode, "dtype": str(dtype).removeprefix("torch."),
-           "shape": shape_label(workload, shape), "seq_len": shape[workload.seq_key], "batch": shape["B"],
-           "tokens": workload.tokens(shape), "device": str(device)}
+    row = _identity(workload, impl, shape, mode, dtype, device)
     gpu = device.type == "cuda"
     spec = roofline.gpu_spec(torch.cuda.get_device_name(device)) if gpu else roofline.GPUS[roofline.MODEL_GPU]
     if spec is not None:
@@ -88,7 +93,7 @@ def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, po
         status = "unsupported" if "No available kernel" in str(exc) or isinstance(exc, (ValueError, TypeError)) else "error"
         return row | {"status": status, "reason": f"{type(exc).__name__}: {msg}"}
     except Exception as exc:  # a Triton compile error or anything else: recorded, the sweep goes on
-        return row | {"status": "error", "reason": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
+        return row | {"status": "error", "reason": schema.describe(exc)}
     ms = row["ms"]
     flops = workload.flops(shape, mode)
     nbytes = workload.min_bytes(shape, dtype, mode)
@@ -224,7 +229,7 @@ def sticky_cuda_error(device) -> str:
         torch.empty(1, device=device).add_(1).item()
         return ""
     except Exception as exc:  # the CUDA context is unusable from here on
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        return schema.describe(exc, 200)
 
 
 def _worker(conn, device: str, dtype: str, cuda_graph: bool) -> None:
@@ -276,9 +281,7 @@ class _Isolated:
             self.proc.join(5)
             failed = f"worker process died (exit code {self.proc.exitcode}); restarted for the next point"
         self.close()
-        return schema.Row(workload=w.name, impl=impl.name, mode=mode, dtype=str(self.dtype).removeprefix("torch."),
-                          shape=shape_label(w, s), seq_len=s[w.seq_key], batch=s["B"], tokens=w.tokens(s),
-                          status="error", reason=failed, device=str(self.device))
+        return schema.Row(**_identity(w, impl, s, mode, self.dtype, self.device), status="error", reason=failed)
 
     def close(self):
         if self.proc is not None:

@@ -15,6 +15,12 @@ import tempfile
 from dataclasses import dataclass, fields
 
 
+def describe(exc: BaseException, limit: int = 300) -> str:
+    """'Type: first line of the message' for a row's reason (one line, at most ``limit`` characters of it)."""
+    first = str(exc).splitlines()[0][:limit] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"
+
+
 class RunFolderError(ValueError):
     """A run folder whose results.csv or run.json cannot be read as seqbench wrote it."""
 
@@ -139,12 +145,13 @@ def read_rows(path: str) -> tuple[list[dict], int]:
     return rows, dropped
 
 
-def _atomic_write(path: str, write, newline=None) -> None:
-    """Write ``path`` through a synced temporary file and a rename: a crash leaves the old file or the new one."""
+def atomic_write(path: str, write, newline=None, binary: bool = False) -> None:
+    """Write ``path`` through a synced temporary file and a rename: a crash leaves the old file or the new one.
+    ``write(f)`` fills the open temporary file (text, or bytes with ``binary``)."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "w", newline=newline) as f:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline=newline)) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -164,7 +171,7 @@ class RowWriter:
             w = csv.DictWriter(f, fieldnames=COLUMNS, restval="", extrasaction="ignore", lineterminator="\n")
             w.writeheader()
             w.writerows(kept)
-        _atomic_write(path, header_and_kept, newline="")
+        atomic_write(path, header_and_kept, newline="")
         self.f = open(path, "a", newline="")
         self.w = csv.DictWriter(self.f, fieldnames=COLUMNS, restval="", lineterminator="\n")
 
@@ -178,7 +185,7 @@ class RowWriter:
 
 
 def write_json(path: str, obj) -> None:
-    _atomic_write(path, lambda f: json.dump(obj, f, indent=1, default=str))
+    atomic_write(path, lambda f: json.dump(obj, f, indent=1, default=str))
 
 
 def read_json(path: str) -> dict:

@@ -76,9 +76,14 @@ def _rows(df: pd.DataFrame, pairs, mode: str) -> pd.DataFrame:
     return df[keep & (df["mode"] == mode)]
 
 
+def disagrees(d: pd.DataFrame) -> pd.Series:
+    """Rows whose output (or gradients) differed from the baseline's by more than the tolerance."""
+    return d["accurate"].astype(str).str.lower() == "false"
+
+
 def _usable(d: pd.DataFrame) -> pd.DataFrame:
     """Measured rows whose output agreed with the baseline (a fast wrong kernel does not count)."""
-    return d[(d.status == "ok") & (d["accurate"].astype(str).str.lower() != "false")]
+    return d[(d.status == "ok") & ~disagrees(d)]
 
 
 def best(df: pd.DataFrame, pairs, mode: str, batch: int, seq_len: int):
@@ -94,9 +99,9 @@ def table(df: pd.DataFrame, workloads, mode: str) -> list[dict]:
     all_pairs = [p for label in ROWS for p in pairs.get(label, [])]
     measured = _usable(_rows(df, all_pairs, mode))
     out = []
+    reference = _usable(_rows(df, pairs.get(REFERENCE, []), mode))
     for batch in sorted(measured.batch.dropna().unique()):
-        ref_rows = measured[(measured.batch == batch) & measured.apply(
-            lambda r: (r.workload, r.impl) in pairs.get(REFERENCE, []), axis=1)]
+        ref_rows = reference[reference.batch == batch]
         lens = ref_rows.seq_len if not ref_rows.empty else measured[measured.batch == batch].seq_len
         seq_len = int(lens.max())
         ref = best(df, pairs.get(REFERENCE, []), mode, batch, seq_len)
@@ -106,12 +111,12 @@ def table(df: pd.DataFrame, workloads, mode: str) -> list[dict]:
             skipped = _rows(df, pairs.get(label, []), mode)
             skipped = sorted(set(skipped[skipped.status == "skipped"].impl))
             out.append(dict(batch=int(batch), seq_len=seq_len, row=label, best=r, ratio=ratio,
-                            verdict=verdict(label, ratio), not_timed=skipped,
-                            impls=[i for _, i in pairs.get(label, [])]))
+                            verdict=verdict(label, ratio), not_timed=skipped))
     return out
 
 
-def _fmt(x, digits=3):
+def fmt(x, digits=3):
+    """A table cell: empty for missing, thousands separators from 1,000, else ``digits`` significant digits."""
     if x is None or (isinstance(x, float) and (math.isnan(x))):
         return ""
     if isinstance(x, float):
@@ -138,10 +143,10 @@ def markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
             if r["not_timed"]:
                 why = "interpreter-checked, not timed" if cpu_only else "not timed"
                 ours += f"; {', '.join(r['not_timed'])}: {why}"
-            get = (lambda k: _fmt(b.get(k)) if b is not None else "")  # noqa: E731
+            get = (lambda k: fmt(b.get(k)) if b is not None else "")  # noqa: E731
             lines.append(f"| {r['batch']} | {r['row']} | {util} | {toks} | {textbook_ratio(r['row']):.2f} | {hist} | "
                          f"{hist_ratio} | {ours} | {get('nvml_util_pct')} | {get('gpm_sm_util_pct')} | "
-                         f"{get('pct_peak_flops')} | {get('tokens_per_s')} | {_fmt(r['ratio'])} | {r['verdict']} |")
+                         f"{get('pct_peak_flops')} | {get('tokens_per_s')} | {fmt(r['ratio'])} | {r['verdict']} |")
         lines.append("")
     lines += [RULE, "", "Ratios are to the Transformer row at the same shape; they compare across GPUs where "
               "absolute tokens/s cannot.", "", SOURCES, ""]
@@ -156,8 +161,8 @@ def figure(df: pd.DataFrame, workloads, run_dir: str, device: str, cpu_only: boo
     import matplotlib.pyplot as plt
 
     pairs = stand_ins(workloads)
-    every = _usable(_rows(df, [p for label in ROWS for p in pairs.get(label, [])], "fwd"))
-    every = pd.concat([every, _usable(_rows(df, [p for label in ROWS for p in pairs.get(label, [])], "fwd+bwd"))])
+    all_pairs = [p for label in ROWS for p in pairs.get(label, [])]
+    every = pd.concat([_usable(_rows(df, all_pairs, mode)) for mode in ("fwd", "fwd+bwd")])
     if every.empty:
         return None
     batch = int(every.batch.mode().iloc[0])

@@ -15,13 +15,14 @@ output is compared with, on every measured point.
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 import types
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+
+from bench.schema import describe
 
 MODES = ("fwd", "fwd+bwd")
 REGISTRY: dict[str, "Workload"] = {}
@@ -71,12 +72,15 @@ class Check:
     first: bool = False
 
 
+def _first(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
 def forward_backward(fn, tensors, dtype) -> torch.Tensor:
     """fn's output and the gradients of all ``tensors`` (cast to ``dtype``, as leaves) from a fixed random
     output gradient, flattened into one float64 vector: one comparison covers forward and backward."""
     leaves = [t.detach().to(dtype).requires_grad_() for t in tensors]
-    out = fn(*leaves)
-    out = out[0] if isinstance(out, tuple) else out
+    out = _first(fn(*leaves))
     g = torch.Generator().manual_seed(3)
     out.backward(torch.randn(out.shape, generator=g).to(out.device, out.dtype))
     return torch.cat([out.detach().double().flatten()] + [t.grad.double().flatten() for t in leaves])
@@ -140,10 +144,6 @@ def randn(*shape, dtype, device, requires_grad=False, scale=1.0):
 def uniform(*shape, bound, dtype, device, requires_grad=False):
     t = (torch.rand(*shape, device=device) * 2 - 1) * bound
     return t.to(dtype).requires_grad_(requires_grad)
-
-
-def _first(out):
-    return out[0] if isinstance(out, tuple) else out
 
 
 def leaves(inputs) -> list[tuple[str, torch.Tensor]]:
@@ -215,16 +215,14 @@ class Point:
             try:
                 self._reference = (base.name, self.evaluate(base))
             except Exception as exc:  # an unusable baseline leaves the columns empty, with the reason
-                first = str(exc).splitlines()[0][:200] if str(exc) else ""
-                self._reference = (base.name, f"{type(exc).__name__}: {first}")
+                self._reference = (base.name, describe(exc, 200))
         name, ref = self._reference
         if isinstance(ref, str):
             return {"baseline": f"{name} (failed: {ref})"}
         try:
             got = ref if impl.name == name else self.evaluate(impl)
         except Exception as exc:  # the timing stands; only the comparison is missing, with its reason
-            first = str(exc).splitlines()[0][:200] if str(exc) else ""
-            return {"baseline": f"{name} (comparison failed: {type(exc).__name__}: {first})"}
+            return {"baseline": f"{name} (comparison failed: {describe(exc, 200)})"}
         rtol = self.workload.tolerance(self.dtype)
         worst, err, tol, ok = -1.0, 0.0, 0.0, True
         for a, b in zip(got, ref):
@@ -241,8 +239,3 @@ class Point:
 
 def namespace(**kw) -> types.SimpleNamespace:
     return types.SimpleNamespace(**kw)
-
-
-def replace(w: Workload, **changes) -> Workload:
-    """A copy of ``w`` (not registered) with some fields changed: tests and one-off sweeps."""
-    return dataclasses.replace(w, register=False, impls=dict(changes.pop("impls", w.impls)), **changes)

@@ -519,6 +519,12 @@ def _tma_scratch(size: int, alignment: int, stream):
     return torch.empty(size, device="cuda", dtype=torch.int8)
 
 
+@functools.lru_cache(maxsize=None)
+def _install_tma_scratch() -> None:
+    """Once per process, not on every launch."""
+    triton.set_allocator(_tma_scratch)
+
+
 def _launcher(kernel: str, q: torch.Tensor, block_d: int, tma: bool = False):
     """(jit function to index with a grid, extra launch kwargs): autotuned on a GPU, fixed in the interpreter."""
     if q.device.type != "cuda":
@@ -530,7 +536,7 @@ def _launcher(kernel: str, q: torch.Tensor, block_d: int, tma: bool = False):
     family = _arch_family(cuda_arch(q.device))
     tma = tma and family == "sm90"
     if tma:
-        triton.set_allocator(_tma_scratch)
+        _install_tma_scratch()
     return _tuned(kernel, family, block_d, q.dtype, tma), {}
 
 

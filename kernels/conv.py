@@ -36,10 +36,11 @@ from kernels._tl import cast, dot_acc
 
 
 @triton.jit
-def _conv_tile(acc, X, W, b, offs_t, t_ok, rows, row_ok, T, CI, K, P,
-               stride_xb, stride_xt, stride_xc, stride_wo, stride_wi, stride_wk,
-               BLOCK_CI: tl.constexpr, PREC: tl.constexpr):
-    """acc (BLOCK_T × R) += Σ_k x[b, offs_t + k − P, :] @ W[rows, :, k]ᵀ, over CI in blocks."""
+def _conv_tiles(acc_a, acc_b, X, W, b, offs_t, t_ok, offs_c, c_ok, T, CI, CO, K, P,
+                stride_xb, stride_xt, stride_xc, stride_wo, stride_wi, stride_wk,
+                BLOCK_CI: tl.constexpr, PREC: tl.constexpr):
+    """acc_a += Σ_k x[b, offs_t + k − P, :] @ W[offs_c, :, k]ᵀ and acc_b the same with rows CO + offs_c,
+    over CI in blocks: each x tile is loaded once for both GLU halves."""
     offs_ci = tl.arange(0, BLOCK_CI)
     for k in range(0, K):
         src = offs_t + k - P
@@ -49,10 +50,11 @@ def _conv_tile(acc, X, W, b, offs_t, t_ok, rows, row_ok, T, CI, K, P,
             ci_ok = ci < CI
             xt = tl.load(X + b * stride_xb + src[:, None] * stride_xt + ci[None, :] * stride_xc,
                          mask=src_ok[:, None] & ci_ok[None, :], other=0.0)
-            w = tl.load(W + rows[None, :] * stride_wo + ci[:, None] * stride_wi + k * stride_wk,
-                        mask=ci_ok[:, None] & row_ok[None, :], other=0.0)
-            acc = dot_acc(xt, w, acc, PREC)
-    return acc
+            w = W + offs_c[None, :] * stride_wo + ci[:, None] * stride_wi + k * stride_wk
+            w_mask = ci_ok[:, None] & c_ok[None, :]
+            acc_a = dot_acc(xt, tl.load(w, mask=w_mask, other=0.0), acc_a, PREC)
+            acc_b = dot_acc(xt, tl.load(w + CO * stride_wo, mask=w_mask, other=0.0), acc_b, PREC)
+    return acc_a, acc_b
 
 
 @triton.jit
@@ -71,10 +73,8 @@ def _glu_conv_fwd(X, W, BIAS, O, DO, DPRE, T, CI, CO, K, P,
     c_ok = offs_c < CO
     acc_a = tl.zeros([BLOCK_T, BLOCK_C], tl.float32)
     acc_b = tl.zeros([BLOCK_T, BLOCK_C], tl.float32)
-    acc_a = _conv_tile(acc_a, X, W, b, offs_t, t_ok, offs_c, c_ok, T, CI, K, P,
-                       stride_xb, stride_xt, stride_xc, stride_wo, stride_wi, stride_wk, BLOCK_CI, PREC)
-    acc_b = _conv_tile(acc_b, X, W, b, offs_t, t_ok, CO + offs_c, c_ok, T, CI, K, P,
-                       stride_xb, stride_xt, stride_xc, stride_wo, stride_wi, stride_wk, BLOCK_CI, PREC)
+    acc_a, acc_b = _conv_tiles(acc_a, acc_b, X, W, b, offs_t, t_ok, offs_c, c_ok, T, CI, CO, K, P,
+                               stride_xb, stride_xt, stride_xc, stride_wo, stride_wi, stride_wk, BLOCK_CI, PREC)
     if HAS_BIAS:
         acc_a += tl.load(BIAS + offs_c * stride_biaso, mask=c_ok, other=0.0).to(tl.float32)[None, :]
         acc_b += tl.load(BIAS + (CO + offs_c) * stride_biaso, mask=c_ok, other=0.0).to(tl.float32)[None, :]
