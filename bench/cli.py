@@ -1,4 +1,4 @@
-"""The ``seqbench`` command: run, list, report, compare, inspect."""
+"""The ``seqbench`` command: run, train, check, list, report, compare, inspect."""
 from __future__ import annotations
 
 import argparse
@@ -107,6 +107,75 @@ def cmd_run(a) -> int:
         print(f"  check {'ok  ' if c['ok'] else 'FAIL'} {c['kernel']}: error {c['error']}")
     print(f"wrote {out}/results.csv, run.json, {os.path.basename(report)} and plots")
     return 1 if bad else 0
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def cmd_train(a) -> int:
+    """Train the byte-level language models to a budget and report the time each took to a quality target."""
+    import dataclasses
+
+    import torch
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    from bench import train as tr
+    from bench.dist import close_distributed, init_distributed
+    from bench.env import device_slug
+    from bench.schema import RunFolderError
+    gpu = torch.cuda.is_available()
+    chosen = tr.defaults(a.quick, gpu)
+    if a.tokens is not None or a.seconds is not None:
+        chosen.update(tokens=a.tokens, seconds=a.seconds)
+    for f in dataclasses.fields(tr.TrainConfig):
+        if f.name not in ("tokens", "seconds") and getattr(a, f.name, None) is not None:
+            chosen[f.name] = getattr(a, f.name)
+    cfg = tr.TrainConfig(**chosen)
+    d = init_distributed()
+    try:
+        out = a.out or os.path.join("runs", f"{time.strftime('%Y-%m-%d')}-{device_slug()}-train")
+        problem = _writable_folder(out) if d.main else None
+        if problem:
+            return _fail("train", problem)
+        if d.main:
+            print(f"seqbench train -> {out} (world size {d.world})")
+            if not gpu:
+                print("No CUDA GPU here: tiny models, CPU timings"
+                      + (" of the PyTorch implementations (--impl torch)" if cfg.impl == "torch" else
+                         ", Triton kernels through the interpreter") + " - not GPU numbers.")
+        try:
+            tr.train(cfg, out, resume=a.resume, progress=not a.no_progress, dist_=d)
+        except tr.TrainError as exc:
+            return _fail("train", exc)
+        except RunFolderError as exc:
+            return _fail("train", f"{exc}; move it away or run without --resume")
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: finished evaluations are in {out}/train.csv; rerun with --resume to go on",
+                  file=sys.stderr)
+            return 130
+        if not d.main:
+            return 0
+        report = tr.write_report(out)
+        target, runs = tr.time_to_quality(tr.load_rows(out), cfg.target_bpb)
+        if runs:
+            print(f"time to {target:.3f} bits/byte:")
+            for r in runs:
+                got = (f"{r['seconds']:.1f} s, {r['tokens']:,} tokens" if r["reached"] else
+                       f"not reached (best {r['best_bpb']:.3f})")
+                print(f"  {r['model']:<12} {r['impl']:<11} {int(r['params']):>11,} params  {got}")
+            if not any(r["reached"] for r in runs):
+                print(f"no model reached the target {target:.3f} bits/byte")
+        print(f"wrote {out}/train.csv, train.png and {os.path.basename(report)}")
+        return 0
+    finally:
+        close_distributed(d)
 
 
 def _chosen_impls(a, workloads):
@@ -236,6 +305,33 @@ def main(argv=None) -> int:
     r.add_argument("--no-checks", action="store_true", help="skip the kernel checks (seqbench check runs them)")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(fn=cmd_run)
+    t = sub.add_parser("train", help="train byte-level LSTM / ConvS2S / Transformer LMs; time to a quality target")
+    t.add_argument("--quick", action="store_true", help="small and short (about a minute in all on a CPU)")
+    t.add_argument("--models", type=lambda s: [x for x in s.split(",") if x],
+                   help="comma list of models (default lstm,convs2s,transformer)")
+    t.add_argument("--impl", choices=("kernels", "torch"),
+                   help="this project's kernels, or the PyTorch references (default: kernels on a GPU, torch on a CPU)")
+    t.add_argument("--lstm-kernel", dest="lstm_kernel", choices=("step", "persistent"), help="LSTM kernel (default step)")
+    t.add_argument("--d-model", dest="d_model", type=_positive_int, help="the transformer's width (default 512 GPU, 64 CPU)")
+    t.add_argument("--layers", type=_positive_int)
+    t.add_argument("--match", choices=("params", "d_model"),
+                   help="params: widths matching the transformer's parameter count within 10%% (default); d_model: one width")
+    t.add_argument("--seq-len", dest="seq_len", type=_positive_int)
+    t.add_argument("--batch", type=_positive_int, help="global batch, split across torchrun's ranks")
+    t.add_argument("--tokens", type=_positive_int, help="token budget per model")
+    t.add_argument("--seconds", type=_positive_float, help="training-time budget per model")
+    t.add_argument("--lr", type=_positive_float)
+    t.add_argument("--warmup", type=_positive_int)
+    t.add_argument("--eval-every", dest="eval_every", type=_positive_int, help="steps between evaluations")
+    t.add_argument("--val-tokens", dest="val_tokens", type=_positive_int, help="size of the fixed validation slice")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--corpus", help="a text file or a folder of them (default: the Python standard library's source)")
+    t.add_argument("--target-bpb", dest="target_bpb", type=_positive_float,
+                   help="time to this validation bits/byte (default: the best every model reached)")
+    t.add_argument("--out", help="output folder (default runs/<date>-<device>-train)")
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint of --out")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(fn=cmd_train)
     k = sub.add_parser("check", help="every Triton kernel against its float64 reference on this machine")
     k.add_argument("--gpu-only", action="store_true", help="only the checks at real GPU shapes")
     k.add_argument("--out", help="write the results as JSON lines, each as soon as it is known")

@@ -116,37 +116,19 @@ class NVMLSampler:
                 info[key] = f"unavailable: {exc}"
         return info
 
+    def window(self) -> "Window":
+        """Start watching: polling, the energy counter and GPM begin now (``Window.finish`` reads them)."""
+        return Window(self)
+
     def measure(self, fn, tokens_per_call: int, min_seconds: float = 1.0, settle_s: float = SETTLE_S) -> dict:
         """Run fn back to back for settle_s + min_seconds while sampling; NVML_FIELDS and the window.
 
-        Power and energy come from the energy counter's difference over the whole window (NVML's power
-        reading is a 1 s average, half of it from before the window).  Utilisation and clock samples
-        from the first ``settle_s`` are dropped: NVML's utilisation looks back one sample period, which
-        then still covers the idle time before the window.  Throttle reasons are OR-ed over every sample."""
+        Utilisation and clock samples from the first ``settle_s`` are dropped: NVML's utilisation looks
+        back one sample period, which then still covers the idle time before the window."""
         if not self.ok:
             return {k: None for k in NVML_FIELDS} | {"nvml_reason": self.reason}
-        n, h = self.nvml, self.handle
-        samples, masks, stop = [], [], threading.Event()
-
-        def poll():
-            while not stop.is_set():
-                try:
-                    u = n.nvmlDeviceGetUtilizationRates(h)
-                    clock = n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM)
-                    samples.append((time.perf_counter(), u.gpu, u.memory, clock))
-                except Exception:
-                    pass
-                try:
-                    masks.append(n.nvmlDeviceGetCurrentClocksEventReasons(h))
-                except Exception:
-                    pass
-                stop.wait(self.interval)
-
-        gpm = None
-        e0 = self._energy_mj()
-        thread = threading.Thread(target=poll, daemon=True)
+        w = Window(self, gpm=False)
         calls, t0 = 0, time.perf_counter()
-        thread.start()
         settled = None
         while True:
             fn()
@@ -156,40 +138,11 @@ class NVMLSampler:
                 now = time.perf_counter()
                 if settled is None and now - t0 >= settle_s:
                     settled = now
-                    gpm = self._gpm_start()
+                    w.settle()
                 if settled is not None and now - settled >= min_seconds:
                     break
         torch.cuda.synchronize()
-        elapsed = time.perf_counter() - t0
-        row = {k: None for k in NVML_FIELDS}
-        reasons = []
-        row.update(self._gpm_finish(gpm, reasons))
-        stop.set()
-        thread.join()
-        e1 = self._energy_mj()
-        kept = [s for s in samples if s[0] >= settled]
-        if kept:
-            row["nvml_util_pct"] = statistics.mean(s[1] for s in kept)
-            row["nvml_mem_util_pct"] = statistics.mean(s[2] for s in kept)
-            row["sm_clock_mhz"] = statistics.mean(s[3] for s in kept)
-        else:
-            reasons.append("no NVML samples after the settling time")
-        if e0 is not None and e1 is not None:
-            row["energy_j"] = (e1 - e0) / 1e3
-            row["power_w"] = row["energy_j"] / elapsed
-            row["joules_per_token"] = row["energy_j"] / (calls * tokens_per_call)
-        else:
-            reasons.append("energy counter unavailable: no power or energy")
-        if masks:
-            acc = 0
-            for m in masks:
-                acc |= m
-            row["throttle_reasons"] = self._throttle_names(acc)
-        else:
-            reasons.append("throttle reasons unavailable")
-        row["nvml_window_s"] = elapsed
-        row["nvml_reason"] = "; ".join(reasons)
-        return row
+        return w.finish(calls * tokens_per_call, min_power_s=min_seconds)
 
     def _energy_mj(self):
         try:
@@ -248,3 +201,84 @@ class NVMLSampler:
             except Exception:
                 pass
         return out
+
+
+class Window:
+    """An interval of GPU work watched by an NVMLSampler: utilisation and clock sampled in a thread,
+    throttle reasons OR-ed over every sample, GPM metrics between ``settle()`` and ``finish()``.
+
+    Power and energy come from the energy counter's difference over the whole window (NVML's power
+    reading is a 1 s average, half of it from before the window); a window shorter than ``min_power_s``
+    gets none, with the reason."""
+
+    def __init__(self, sampler: NVMLSampler, gpm: bool = True, interval_s: float | None = None):
+        self.s, self.samples, self.masks, self.stop = sampler, [], [], threading.Event()
+        self.interval = interval_s or sampler.interval
+        self.t0 = self.settled = time.perf_counter()
+        self.gpm = None
+        if not sampler.ok:
+            return
+        self.e0 = sampler._energy_mj()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+        if gpm:
+            self.gpm = sampler._gpm_start()
+
+    def _poll(self):
+        n, h = self.s.nvml, self.s.handle
+        while not self.stop.is_set():
+            try:
+                u = n.nvmlDeviceGetUtilizationRates(h)
+                clock = n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM)
+                self.samples.append((time.perf_counter(), u.gpu, u.memory, clock))
+            except Exception:
+                pass
+            try:
+                self.masks.append(n.nvmlDeviceGetCurrentClocksEventReasons(h))
+            except Exception:
+                pass
+            self.stop.wait(self.interval)
+
+    def settle(self) -> None:
+        """Drop the utilisation samples taken so far and start GPM here."""
+        self.settled = time.perf_counter()
+        if self.s.ok and self.gpm is None:
+            self.gpm = self.s._gpm_start()
+
+    def finish(self, tokens: int, min_power_s: float = 1.0) -> dict:
+        """NVML_FIELDS over the window (the caller has synchronised the device), ``nvml_window_s`` and
+        ``nvml_reason``; ``tokens`` is the work done in it, for joules per token."""
+        row = {k: None for k in NVML_FIELDS}
+        if not self.s.ok:
+            return row | {"nvml_reason": self.s.reason}
+        reasons = []
+        row.update(self.s._gpm_finish(self.gpm, reasons))
+        self.stop.set()
+        self.thread.join()
+        e1 = self.s._energy_mj()
+        elapsed = time.perf_counter() - self.t0
+        kept = [s for s in self.samples if s[0] >= self.settled]
+        if kept:
+            row["nvml_util_pct"] = statistics.mean(s[1] for s in kept)
+            row["nvml_mem_util_pct"] = statistics.mean(s[2] for s in kept)
+            row["sm_clock_mhz"] = statistics.mean(s[3] for s in kept)
+        else:
+            reasons.append("no NVML samples after the settling time")
+        if self.e0 is None or e1 is None:
+            reasons.append("energy counter unavailable: no power or energy")
+        elif elapsed < min_power_s:
+            reasons.append(f"window of {elapsed:.2f} s is shorter than {min_power_s:g} s: no power or energy")
+        else:
+            row["energy_j"] = (e1 - self.e0) / 1e3
+            row["power_w"] = row["energy_j"] / elapsed
+            row["joules_per_token"] = row["energy_j"] / tokens if tokens else None
+        if self.masks:
+            acc = 0
+            for m in self.masks:
+                acc |= m
+            row["throttle_reasons"] = self.s._throttle_names(acc)
+        else:
+            reasons.append("throttle reasons unavailable")
+        row["nvml_window_s"] = elapsed
+        row["nvml_reason"] = "; ".join(reasons)
+        return row

@@ -91,6 +91,55 @@ NUMERIC = tuple(k for k, t in _TYPES.items() if t in ("int", "float"))
 REQUIRED = KEY + ("status",)
 
 
+def _numeric(row_cls) -> tuple:
+    return tuple(f.name for f in fields(row_cls) if f.type.split(" | ")[0] in ("int", "float"))
+
+
+@dataclass
+class TrainRow:
+    """One evaluation of one model in ``seqbench train`` (train.csv).  The NVML fields cover the training
+    steps since the previous evaluation (evaluation excluded); empty on a CPU, with the reason."""
+
+    model: str
+    impl: str
+    step: int
+    tokens_seen: int
+    train_seconds: float           # training wall time so far, evaluation excluded
+    train_loss: float | None = None        # mean over the steps since the previous evaluation, nats/byte
+    val_bpb: float | None = None   # bits per byte on the fixed validation slice
+    tokens_per_s: float | None = None      # over the interval, every rank counted
+    grad_norm: float | None = None         # mean pre-clipping global norm over the interval
+    lr: float | None = None
+    params: int | None = None
+    d_model: int | None = None
+    world_size: int | None = None
+    dtype: str | None = None
+    final: bool | None = None      # the model's last evaluation: its run is complete
+    status: str = "ok"             # ok | error | oom
+    reason: str = ""
+    nvml_util_pct: float | None = None
+    nvml_mem_util_pct: float | None = None
+    sm_clock_mhz: float | None = None
+    power_w: float | None = None
+    energy_j: float | None = None
+    joules_per_token: float | None = None
+    throttle_reasons: str | None = None
+    gpm_sm_util_pct: float | None = None
+    gpm_sm_occupancy_pct: float | None = None
+    gpm_tensor_util_pct: float | None = None
+    gpm_dram_bw_util_pct: float | None = None
+    nvml_window_s: float | None = None
+    nvml_reason: str | None = None
+
+    REQUIRED = ("model", "impl", "step", "status")
+
+    def csv_record(self) -> dict:
+        return {k: ("" if v is None else v) for k, v in dataclasses.asdict(self).items()}
+
+
+TRAIN_COLUMNS = [f.name for f in fields(TrainRow)]
+
+
 def row_key(r) -> tuple:
     return tuple(str(r[k]) for k in KEY)
 
@@ -102,13 +151,16 @@ def _number_ok(text: str) -> bool:
         return False
 
 
-def read_rows(path: str) -> tuple[list[dict], int]:
+def read_rows(path: str, row_cls=None) -> tuple[list[dict], int]:
     """(rows written whole, count of rows dropped as incomplete); [] for a missing file.
 
     A row counts as whole when its line ends in a newline (RowWriter writes and syncs line by line,
     so a crash can only cut the last one), it has every column of the header, and its numbers parse.
-    Raises RunFolderError for a file that is not a seqbench results.csv at all.
+    Raises RunFolderError for a file that is not a seqbench results.csv at all (``row_cls``: a file of
+    that dataclass's rows instead, e.g. TrainRow for train.csv).
     """
+    required, numeric = (REQUIRED, NUMERIC) if row_cls in (None, Row) else (row_cls.REQUIRED, _numeric(row_cls))
+    kind = os.path.basename(path) if row_cls not in (None, Row) else "results.csv"
     if not os.path.exists(path):
         return [], 0
     try:
@@ -117,7 +169,7 @@ def read_rows(path: str) -> tuple[list[dict], int]:
     except (OSError, UnicodeDecodeError) as exc:
         raise RunFolderError(f"cannot read {path}: {exc}") from None
     if not text.strip():
-        raise RunFolderError(f"{path} is empty (no header): not a seqbench results.csv")
+        raise RunFolderError(f"{path} is empty (no header): not a seqbench {kind}")
     dropped = 0
     if not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
@@ -129,16 +181,16 @@ def read_rows(path: str) -> tuple[list[dict], int]:
     if not records:
         raise RunFolderError(f"{path} has no complete header line")
     header, body = records[0], records[1:]
-    missing = [c for c in REQUIRED if c not in header]
+    missing = [c for c in required if c not in header]
     if missing:
-        raise RunFolderError(f"{path} lacks the column(s) {missing}: not a seqbench results.csv")
+        raise RunFolderError(f"{path} lacks the column(s) {missing}: not a seqbench {kind}")
     rows = []
     for rec in body:
         if len(rec) != len(header):
             dropped += 1
             continue
         r = dict(zip(header, rec))
-        if not all(_number_ok(r[c]) for c in NUMERIC if c in r):
+        if not all(_number_ok(r[c]) for c in numeric if c in r):
             dropped += 1
             continue
         rows.append(r)
@@ -166,16 +218,16 @@ class RowWriter:
     """Writes results.csv: the header and any kept rows replace the file atomically (the old file stays
     whole until then); ``write`` then appends one row and syncs it to disk."""
 
-    def __init__(self, path: str, kept: list[dict] = ()):
+    def __init__(self, path: str, kept: list[dict] = (), columns: list[str] = COLUMNS):
         def header_and_kept(f):
-            w = csv.DictWriter(f, fieldnames=COLUMNS, restval="", extrasaction="ignore", lineterminator="\n")
+            w = csv.DictWriter(f, fieldnames=columns, restval="", extrasaction="ignore", lineterminator="\n")
             w.writeheader()
             w.writerows(kept)
         atomic_write(path, header_and_kept, newline="")
         self.f = open(path, "a", newline="")
-        self.w = csv.DictWriter(self.f, fieldnames=COLUMNS, restval="", lineterminator="\n")
+        self.w = csv.DictWriter(self.f, fieldnames=columns, restval="", lineterminator="\n")
 
-    def write(self, row: Row) -> None:
+    def write(self, row) -> None:
         self.w.writerow(row.csv_record())
         self.f.flush()
         os.fsync(self.f.fileno())

@@ -1,0 +1,540 @@
+"""``seqbench train``: whole byte-level language models trained to a quality target (the textbook's
+"training time" column at a scale one GPU can run).
+
+Each model of ``bench.lm`` trains on the same bytes with AdamW (linear warm-up, cosine decay to a
+tenth), gradient clipping (its pre-clip norm logged), bf16 autocast on a GPU and a fixed seed, for a
+token or time budget.  Every ``eval_every`` steps it is evaluated on a fixed validation slice, and one
+row goes to train.csv (flushed), with NVML telemetry over the training steps since the last one, and a
+checkpoint is written: ``--resume`` continues from it.  Batches are a function of (seed, step) alone,
+so a resumed run sees the data an uninterrupted one would.
+
+Under ``torchrun`` it trains with DistributedDataParallel (NCCL on GPUs, gloo on CPUs): the global
+batch is split across ranks, tokens/s counts every rank, and rank 0 alone writes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import math
+import os
+import sysconfig
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from bench import lm, schema
+from bench.dist import Dist, init_distributed
+
+LN2 = math.log(2.0)
+
+
+class TrainError(ValueError):
+    """A user error: bad arguments, an unusable corpus, a resume that does not fit."""
+
+
+@dataclass
+class TrainConfig:
+    models: list = field(default_factory=lambda: ["lstm", "convs2s", "transformer"])
+    impl: str = "kernels"          # kernels (each model's first impl) | torch (the references)
+    lstm_kernel: str = "step"      # step | persistent
+    d_model: int = 512             # the transformer's width; the others match its parameters (match="params")
+    layers: int = 4
+    match: str = "params"
+    seq_len: int = 256
+    batch: int = 32                # global: split across ranks
+    tokens: int | None = None      # budget per model (tokens seen)
+    seconds: float | None = None   # budget per model (training wall time)
+    lr: float = 2e-3
+    warmup: int = 50
+    weight_decay: float = 0.1
+    clip: float = 1.0
+    eval_every: int = 100
+    val_tokens: int = 65536
+    seed: int = 0
+    corpus: str | None = None
+    target_bpb: float | None = None
+
+    def impl_for(self, model: str) -> str:
+        impls = lm.MODELS[model].impls
+        if self.impl == "torch":
+            return "torch"
+        return self.lstm_kernel if model == "lstm" else impls[0]
+
+
+def defaults(quick: bool, gpu: bool) -> dict:
+    """Sizes and budgets: --quick on a CPU trains the three models for 15 s each; on a GPU the
+    quick run fits the GPU job's train stage (see README)."""
+    if gpu:
+        return dict(d_model=512, layers=4, seq_len=256, batch=32, seconds=60.0 if quick else 600.0, eval_every=100,
+                    impl="kernels", val_tokens=65536)
+    return dict(d_model=64, layers=2, seq_len=64, batch=16, seconds=15.0 if quick else 120.0,
+                eval_every=50, impl="torch", val_tokens=16384, lr=3e-3, warmup=20)
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+def _files(root: str) -> list[str]:
+    if os.path.isfile(root):
+        return [root]
+    if not os.path.isdir(root):
+        raise TrainError(f"--corpus {root} does not exist")
+    found = sorted(f for f in glob.glob(os.path.join(root, "**", "*"), recursive=True) if os.path.isfile(f))
+    return [f for f in found if "site-packages" not in f and "dist-packages" not in f and "__pycache__" not in f]
+
+
+def load_corpus(path: str | None, max_bytes: int = 64 << 20) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(train bytes, validation bytes, description) as uint8 tensors.
+
+    The default is the Python standard library's ``.py`` files, read as bytes.  Files are sorted by path;
+    with ten or more, every tenth goes to validation; a single file (or fewer than ten) gives its last
+    tenth of bytes.  At most ``max_bytes`` are read."""
+    if path is None:
+        root = sysconfig.get_paths()["stdlib"]
+        files = [f for f in _files(root) if f.endswith(".py")]
+        source = f"Python {sysconfig.get_python_version()} standard library (*.py under {root})"
+    else:
+        files = _files(path)
+        source = path
+    train, val, total = [], [], 0
+    for i, f in enumerate(files):
+        if total >= max_bytes:
+            break
+        try:
+            with open(f, "rb") as fh:
+                data = fh.read(max_bytes - total)
+        except OSError as exc:
+            raise TrainError(f"cannot read {f}: {exc.strerror or exc}") from None
+        total += len(data)
+        (val if len(files) >= 10 and i % 10 == 9 else train).append(data)
+    if total == 0:
+        raise TrainError(f"the corpus {source} is empty (no bytes in {len(files)} file(s))")
+    train_b, val_b = b"".join(train), b"".join(val)
+    if not val_b:
+        cut = len(train_b) - max(1, len(train_b) // 10)
+        train_b, val_b = train_b[:cut], train_b[cut:]
+    digest = hashlib.sha1(train_b + val_b).hexdigest()[:12]
+    as_tensor = lambda b: torch.frombuffer(bytearray(b), dtype=torch.uint8) if b else torch.empty(0, dtype=torch.uint8)  # noqa: E731
+    return as_tensor(train_b), as_tensor(val_b), {"source": source, "files": len(files), "train_bytes": len(train_b),
+                                                  "val_bytes": len(val_b), "sha1": digest}
+
+
+def batch_at(data: torch.Tensor, step: int, seed: int, batch: int, seq_len: int, rank: int = 0, world: int = 1):
+    """Rank ``rank``'s share of step ``step``'s global batch: random windows of seq_len + 1 bytes drawn
+    from (seed, step) alone.  Returns (inputs, targets), int64 (B/world, seq_len)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    starts = torch.randint(0, len(data) - seq_len, (batch,), generator=g)
+    per = batch // world
+    starts = starts[rank * per:(rank + 1) * per]
+    chunk = data[starts[:, None] + torch.arange(seq_len + 1)].long()
+    return chunk[:, :-1], chunk[:, 1:]
+
+
+def val_windows(val: torch.Tensor, seq_len: int, val_tokens: int) -> torch.Tensor:
+    """The fixed validation slice: non-overlapping windows of seq_len + 1 bytes from the start, (n, seq_len + 1)."""
+    n = max(1, min(val_tokens // seq_len, (len(val) - 1) // seq_len))
+    return torch.stack([val[i * seq_len:i * seq_len + seq_len + 1] for i in range(n)]).long()
+
+
+# --------------------------------------------------------------------------------------------- training
+
+def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to a tenth of the peak as progress goes 0 → 1."""
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup))
+    return cfg.lr * warm * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def evaluate(model, windows: torch.Tensor, d: Dist, micro_batch: int, autocast) -> float:
+    """Bits per byte over the validation windows (each rank takes every world-th window)."""
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=d.device)
+    mine = windows[d.rank::d.world]
+    with torch.no_grad(), autocast():
+        for i in range(0, len(mine), micro_batch):
+            w = mine[i:i + micro_batch].to(d.device)
+            logits = model(w[:, :-1])
+            loss = F.cross_entropy(logits.float().reshape(-1, lm.VOCAB), w[:, 1:].reshape(-1), reduction="sum")
+            total += torch.stack([loss.double(), torch.tensor(w[:, 1:].numel(), dtype=torch.float64,
+                                                              device=d.device)])
+    d.all_reduce(total)
+    model.train()
+    return (total[0] / total[1]).item() / LN2
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def checkpoint_path(out: str, model: str, impl: str) -> str:
+    return os.path.join(out, "checkpoints", f"{model}-{impl}.pt")
+
+
+def _save_checkpoint(path: str, state: dict) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    schema.atomic_write(path, lambda f: torch.save(state, f), binary=True)
+
+
+# Tests set this to interrupt a run after that many evaluations in total (a Ctrl-C there).
+STOP_AFTER_EVALS_ENV = "SEQBENCH_TRAIN_STOP_AFTER_EVALS"
+
+
+def train_one(cfg: TrainConfig, model_name: str, width: int, data, windows, d: Dist, writer, sampler, out: str,
+              evals_done: list, progress: bool = True, resume_state: dict | None = None) -> None:
+    """Train one model to its budget, writing a row (and a checkpoint) at every evaluation."""
+    impl = cfg.impl_for(model_name)
+    torch.manual_seed(cfg.seed)
+    model = lm.ByteLM(model_name, width, cfg.layers, impl).to(d.device)
+    params = sum(p.numel() for p in model.parameters())
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95),
+                            fused=d.device.type == "cuda")
+    step, tokens, train_s = 0, 0, 0.0
+    if resume_state:
+        model.load_state_dict(resume_state["model"])
+        opt.load_state_dict(resume_state["optimizer"])
+        step, tokens, train_s = resume_state["step"], resume_state["tokens"], resume_state["train_seconds"]
+    net = model
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        net = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    gpu = d.device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if gpu else _null
+    tokens_per_step = cfg.batch * cfg.seq_len
+    base = dict(model=model_name, impl=impl, params=params, d_model=width, world_size=d.world,
+                dtype="bfloat16 autocast" if gpu else "float32")
+    bar = _bar(cfg, f"{model_name} ({impl})", d.main and progress, tokens, train_s)
+    micro = max(1, cfg.batch // d.world)
+    stop_after = int(os.environ.get(STOP_AFTER_EVALS_ENV, "0"))
+
+    def done() -> bool:
+        return (cfg.tokens is not None and tokens >= cfg.tokens) or (cfg.seconds is not None and train_s >= cfg.seconds)
+
+    def record(interval: dict, final: bool):
+        val = evaluate(model, windows, d, micro, autocast)
+        if d.main:
+            row = schema.TrainRow(**base, step=step, tokens_seen=tokens, train_seconds=train_s, val_bpb=val,
+                                  final=final, lr=opt.param_groups[0]["lr"], **interval)
+            writer.write(row)      # then the checkpoint: a crash between them redoes this interval on --resume
+            _save_checkpoint(checkpoint_path(out, model_name, impl),
+                             {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                              "tokens": tokens, "train_seconds": train_s, "config": dataclasses.asdict(cfg)})
+            bar.set_postfix(val_bpb=f"{val:.3f}")
+        evals_done.append(1)
+        d.barrier()
+        if stop_after and len(evals_done) >= stop_after and not final:
+            raise KeyboardInterrupt(f"{STOP_AFTER_EVALS_ENV}={stop_after}")
+
+    if resume_state is None:
+        record({"nvml_reason": "initial evaluation (no training yet)"}, final=False)
+    while not done():
+        losses, norms, t_start, tok_start = [], [], train_s, tokens
+        window = sampler.window() if sampler else None
+        for _ in range(cfg.eval_every):
+            if done():
+                break
+            t0 = time.perf_counter()
+            x, y = batch_at(data, step, cfg.seed, cfg.batch, cfg.seq_len, d.rank, d.world)
+            x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
+            progress_frac = max(tokens / cfg.tokens if cfg.tokens else 0.0,
+                                train_s / cfg.seconds if cfg.seconds else 0.0)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, step, progress_frac)
+            with autocast():
+                logits = net(x)
+            loss = F.cross_entropy(logits.float().reshape(-1, lm.VOCAB), y.reshape(-1))
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
+            norms.append(norm.detach())
+            step += 1
+            tokens += tokens_per_step
+            _sync(d.device)
+            dt = time.perf_counter() - t0
+            if d.world > 1 and cfg.seconds is not None:   # every rank stops at the same step
+                dt = d.all_reduce(torch.tensor([dt], device=d.device), _max_op()).item()
+            train_s += dt
+            bar.update(tokens_per_step if cfg.tokens else min(dt, max(0.0, bar.total - bar.n)))
+        _sync(d.device)
+        interval = window.finish(tokens - tok_start) if window else {
+            "nvml_reason": "no GPU on this machine" if not gpu else "NVML unavailable"}
+        loss_t = d.all_reduce(torch.stack(losses).mean().reshape(1)) / d.world
+        interval.update(train_loss=loss_t.item(), grad_norm=torch.stack(norms).float().mean().item(),
+                        tokens_per_s=(tokens - tok_start) / max(train_s - t_start, 1e-9))
+        record(interval, final=done())
+    bar.close()
+
+
+def _max_op():
+    import torch.distributed as dist
+    return dist.ReduceOp.MAX
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _NoBar:
+    total = n = 0
+
+    def update(self, n):
+        pass
+
+    def set_postfix(self, **k):
+        pass
+
+    def close(self):
+        pass
+
+
+def _bar(cfg, label, enabled, tokens, seconds):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+    if cfg.tokens:
+        return tqdm(total=cfg.tokens, initial=tokens, unit="tok", unit_scale=True, desc=label, dynamic_ncols=True)
+    return tqdm(total=round(cfg.seconds, 1), initial=round(seconds, 1), unit="s", desc=label, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}")
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+def validate(cfg: TrainConfig, world: int) -> None:
+    """Raise TrainError for settings that cannot run (before any work)."""
+    unknown = [m for m in cfg.models if m not in lm.MODELS]
+    if unknown or not cfg.models:
+        raise TrainError(f"unknown model(s) {unknown or cfg.models}; expected some of {sorted(lm.MODELS)}")
+    if cfg.impl not in ("kernels", "torch"):
+        raise TrainError(f"--impl must be 'kernels' or 'torch', got {cfg.impl!r}")
+    if cfg.lstm_kernel not in ("step", "persistent"):
+        raise TrainError(f"--lstm-kernel must be 'step' or 'persistent', got {cfg.lstm_kernel!r}")
+    if cfg.batch % world:
+        raise TrainError(f"--batch {cfg.batch} is not divisible by the world size {world}")
+    if cfg.tokens is None and cfg.seconds is None:
+        raise TrainError("give a budget: --tokens or --seconds")
+    if cfg.match not in ("params", "d_model"):
+        raise TrainError(f"--match must be 'params' or 'd_model', got {cfg.match!r}")
+
+
+def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = True, dist_: Dist | None = None) -> dict:
+    """Train every model of ``cfg`` into ``out`` (train.csv, train.json, checkpoints/); returns the metadata.
+    Rank 0 alone writes; other ranks return the same metadata."""
+    d = dist_ or init_distributed()
+    validate(cfg, d.world)
+    try:
+        widths = lm.match_widths(cfg.models, cfg.d_model, cfg.layers, cfg.match)
+    except ValueError as exc:
+        raise TrainError(str(exc)) from None
+    data, val, corpus = load_corpus(cfg.corpus)
+    for name, part in (("training", data), ("validation", val)):
+        if len(part) <= cfg.seq_len:
+            raise TrainError(f"--seq-len {cfg.seq_len} is longer than the corpus' {name} split ({len(part)} bytes)")
+    windows = val_windows(val, cfg.seq_len, cfg.val_tokens)
+    csv_path, json_path = os.path.join(out, "train.csv"), os.path.join(out, "train.json")
+    kept, resume_states = [], {}
+    if resume:
+        old = schema.read_json(json_path)
+        if old.get("config") and old["config"] != dataclasses.asdict(cfg):
+            changed = sorted(k for k, v in dataclasses.asdict(cfg).items() if old["config"].get(k) != v)
+            raise TrainError(f"--resume with different settings ({', '.join(changed)}) than the run in {out}")
+        rows, _ = schema.read_rows(csv_path, schema.TrainRow)
+        for m in cfg.models:
+            impl = cfg.impl_for(m)
+            path = checkpoint_path(out, m, impl)
+            mine = [r for r in rows if (r["model"], r["impl"], r["status"]) == (m, impl, "ok")]
+            if any(r["final"] == "True" for r in mine):
+                kept += mine
+                resume_states[m] = "finished"
+            elif os.path.exists(path):
+                state = torch.load(path, map_location=d.device, weights_only=False)
+                kept += [r for r in mine if int(r["step"]) <= state["step"]]
+                resume_states[m] = state
+    from bench.env import environment
+    sampler = None
+    if d.device.type == "cuda":
+        from bench.measure import NVMLSampler
+        sampler = NVMLSampler(device_index=d.device.index or 0)
+    meta = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": dataclasses.asdict(cfg),
+            "widths": widths, "params": {m: lm.count_params(m, w, cfg.layers) for m, w in widths.items()},
+            "impls": {m: cfg.impl_for(m) for m in cfg.models}, "corpus": corpus, "world_size": d.world,
+            "val_windows": len(windows), "cpu_only": d.device.type != "cuda",
+            "environment": environment(sampler.static_info() if sampler else {"nvml": "no GPU on this machine"})}
+    writer = None
+    if d.main:
+        os.makedirs(out, exist_ok=True)
+        schema.write_json(json_path, meta)
+        writer = schema.RowWriter(csv_path, kept, schema.TRAIN_COLUMNS)
+    evals: list = []
+    try:
+        for m in cfg.models:
+            state = resume_states.get(m)
+            if state == "finished":
+                continue
+            try:
+                train_one(cfg, m, widths[m], data, windows, d, writer, sampler, out, evals, progress, state)
+            except torch.cuda.OutOfMemoryError as exc:
+                _failed(writer, cfg, m, widths[m], d, "oom", schema.describe(exc))
+            except (RuntimeError, ValueError, TypeError) as exc:
+                if d.world > 1:
+                    raise          # a rank alone cannot go on: the others wait in its collectives
+                _failed(writer, cfg, m, widths[m], d, "error", schema.describe(exc))
+    finally:
+        if writer:
+            writer.close()
+    meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if d.main:
+        schema.write_json(json_path, meta)
+    return meta
+
+
+def _failed(writer, cfg, model, width, d, status, reason):
+    if writer:
+        writer.write(schema.TrainRow(model=model, impl=cfg.impl_for(model), step=0, tokens_seen=0, train_seconds=0.0,
+                                     d_model=width, world_size=d.world, final=True, status=status, reason=reason))
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------------------- time to quality
+
+def load_rows(out: str):
+    """train.csv as a typed DataFrame (whole rows only)."""
+    import pandas as pd
+    rows, _ = schema.read_rows(os.path.join(out, "train.csv"), schema.TrainRow)
+    df = pd.DataFrame(rows, columns=schema.TRAIN_COLUMNS)
+    for c in schema._numeric(schema.TrainRow):
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    return df
+
+
+def time_to_quality(df, target: float | None = None) -> tuple[float | None, list[dict]]:
+    """(target, one dict per model run): the first evaluation at or below the target bits/byte, with its
+    training wall time and tokens.  The default target is the best validation bits/byte every run reached
+    (the largest of the runs' minima)."""
+    ok = df[(df.status == "ok") & df.val_bpb.notna()]
+    runs = list(dict.fromkeys(zip(ok.model, ok.impl)))
+    if not runs:
+        return target, []
+    best = {r: ok[(ok.model == r[0]) & (ok.impl == r[1])].val_bpb.min() for r in runs}
+    if target is None:
+        target = max(best.values())
+    out = []
+    for (m, i) in runs:
+        g = ok[(ok.model == m) & (ok.impl == i)].sort_values("step")
+        hit = g[g.val_bpb <= target + 1e-12]
+        last = g.iloc[-1]
+        first = hit.iloc[0] if len(hit) else None
+        trained = g[g.step > 0]
+        out.append({"model": m, "impl": i, "params": last.params, "d_model": last.d_model,
+                    "reached": first is not None,
+                    "seconds": None if first is None else float(first.train_seconds),
+                    "tokens": None if first is None else int(first.tokens_seen),
+                    "best_bpb": float(best[(m, i)]), "final_bpb": float(last.val_bpb),
+                    "trained_seconds": float(last.train_seconds), "trained_tokens": int(last.tokens_seen),
+                    "tokens_per_s": float(trained.tokens_per_s.median()) if len(trained) else None,
+                    "nvml_util_pct": _mean(trained.nvml_util_pct), "gpm_sm_util_pct": _mean(trained.gpm_sm_util_pct),
+                    "joules_per_token": _mean(trained.joules_per_token)})
+    return target, out
+
+
+def _mean(s):
+    s = s.dropna()
+    return float(s.mean()) if len(s) else None
+
+
+def plot(df, out: str, title: str = "") -> str | None:
+    """train.png: validation bits/byte against training wall time and against tokens, one line per model."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ok = df[(df.status == "ok") & df.val_bpb.notna()]
+    if ok.empty:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for (m, i), g in ok.groupby(["model", "impl"], sort=False):
+        g = g.sort_values("step")
+        for ax, x in zip(axes, ("train_seconds", "tokens_seen")):
+            ax.plot(g[x], g.val_bpb, marker=".", label=f"{m} ({i})")
+    axes[0].set_xlabel("training wall time (s, evaluation excluded)")
+    axes[1].set_xlabel("tokens seen")
+    axes[0].set_ylabel("validation bits/byte")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend()
+    fig.suptitle(title or "seqbench train")
+    fig.tight_layout()
+    path = os.path.join(out, "train.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def report_lines(out: str) -> list[str]:
+    """The "Time to quality" section of REPORT.md, from train.csv and train.json."""
+    from bench.table import fmt
+    df = load_rows(out)
+    meta = schema.read_json(os.path.join(out, "train.json"))
+    cfg = meta.get("config", {})
+    target, runs = time_to_quality(df, cfg.get("target_bpb"))
+    lines = ["## Time to quality (seqbench train)", ""]
+    c = meta.get("corpus", {})
+    lines += [f"Byte-level language models, {cfg.get('layers')} layers each, sequence length {cfg.get('seq_len')}, "
+              f"global batch {cfg.get('batch')}, world size {meta.get('world_size', 1)}, sizes matched by "
+              f"{cfg.get('match')}; corpus {c.get('source', '?')} ({c.get('train_bytes', 0):,} training bytes, "
+              f"{c.get('val_bytes', 0):,} validation bytes, sha1 {c.get('sha1', '?')}); validation on "
+              f"{meta.get('val_windows', '?')} fixed windows.  Wall time is training only (evaluation excluded).", ""]
+    if meta.get("cpu_only"):
+        lines += ["> **CPU-only machine: tiny models and CPU timings of the PyTorch implementations — not GPU "
+                  "numbers.**", ""]
+    if not runs:
+        return lines + ["No model finished an evaluation.", ""]
+    how = "given with --target-bpb" if cfg.get("target_bpb") is not None else "the best every model reached"
+    lines += [f"Target: **{target:.3f} bits/byte** ({how}).", "",
+              "| model | impl | params | d_model | time to target (s) | tokens to target | best bits/byte | "
+              "tokens/s (median) | NVML util % | SM activity % | J/token |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        t = f"{r['seconds']:.1f}" if r["reached"] else f"not reached in {r['trained_seconds']:.0f} s"
+        tok = f"{r['tokens']:,}" if r["reached"] else f"not reached in {r['trained_tokens']:,}"
+        lines.append(f"| {r['model']} | {r['impl']} | {int(r['params']):,} | {int(r['d_model'])} | {t} | {tok} | "
+                     f"{r['best_bpb']:.3f} | {fmt(r['tokens_per_s'])} | {fmt(r['nvml_util_pct'])} | "
+                     f"{fmt(r['gpm_sm_util_pct'])} | {fmt(r['joules_per_token'])} |")
+    failed = df[df.status != "ok"]
+    for _, f in failed.iterrows():
+        lines.append(f"\n{f.model} ({f.impl}) failed: {f.status}: {f.reason}")
+    if not any(r["reached"] for r in runs):
+        lines += ["", f"No model reached {target:.3f} bits/byte."]
+    if os.path.exists(os.path.join(out, "train.png")):
+        lines += ["", "![validation bits/byte against wall time and tokens](train.png)"]
+    return lines + [""]
+
+
+def write_report(out: str) -> str:
+    """train.png, and REPORT.md: the whole run report when the folder also holds a sweep, else the
+    training section alone."""
+    meta = schema.read_json(os.path.join(out, "train.json"))
+    plot(load_rows(out), out, f"seqbench train — {meta.get('environment', {}).get('device', '')}")
+    if os.path.exists(os.path.join(out, "results.csv")):
+        from bench.report import write_report as full
+        return full(out)
+    env = meta.get("environment", {})
+    lines = [f"# seqbench report — {env.get('device', 'unknown device')}", "", "| | |", "|---|---|"]
+    for k in ("device", "cuda", "torch", "triton", "seqbench_commit", "python"):
+        if k in env:
+            lines.append(f"| {k} | {env[k]} |")
+    for k, v in (env.get("nvml") or {}).items():
+        lines.append(f"| nvml {k} | {v} |")
+    lines += [""] + report_lines(out)
+    path = os.path.join(out, "REPORT.md")
+    schema.atomic_write(path, lambda f: f.write("\n".join(lines)))
+    return path
