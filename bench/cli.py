@@ -82,15 +82,19 @@ def cmd_run(a) -> int:
     if problem:
         return _fail("run", problem)
     gpu = torch.cuda.is_available()
-    print(f"seqbench run -> {out}")
-    if not gpu:
+    from bench.dist import close_distributed, init_distributed
+    d = init_distributed()
+    if d.main:
+        print(f"seqbench run -> {out}" + (f" (sharded over {d.world} ranks)" if d.world > 1 else ""))
+    if not gpu and d.main:
         print("No CUDA GPU here: the Triton kernels are checked through the interpreter, and the timings below are "
               "CPU timings of the PyTorch implementations at small sizes (not GPU numbers).")
     modes = MODES if a.mode == "both" else (a.mode,)
     try:
         meta = sweep(out, [WORKLOADS[w] for w in a.workload], getattr(torch, a.dtype), a.quick, a.seq_lens, a.batch,
-                     modes, a.resume, a.cuda_graph, progress=not a.no_progress, impls=impls, checks=not a.no_checks,
-                     isolate=gpu if a.isolate is None else a.isolate)
+                     modes, a.resume, a.cuda_graph, progress=not a.no_progress and d.main, impls=impls,
+                     checks=not a.no_checks, isolate=gpu if a.isolate is None else a.isolate, device=d.device,
+                     shard=(d.rank, d.world), barrier=d.barrier)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished rows are in {out}/results.csv; rerun with --resume to go on", file=sys.stderr)
         return 130
@@ -98,6 +102,10 @@ def cmd_run(a) -> int:
         return _fail("run", f"{exc}; move it away or run without --resume")
     except OSError as exc:
         return _fail("run", _os_error(exc))
+    finally:
+        close_distributed(d)
+    if not d.main:
+        return 0
     try:
         report = write_report(out)
     except OSError as exc:

@@ -100,14 +100,28 @@ def match_widths(models, d_model: int, layers: int, match: str = "params", refer
         if m == reference:
             widths[m] = d_model
             continue
-        step = MODELS[m].width_step
-        best = min(range(step, 4 * d_model + step, step), key=lambda d: abs(count_params(m, d, layers) - target))
+        best = _closest_width(m, layers, target, 4 * d_model, tolerance)
         off = count_params(m, best, layers) / target - 1
         if abs(off) > tolerance:
             raise ValueError(f"model {m!r} cannot match {reference}'s {target:,} parameters within "
                              f"{tolerance:.0%} (closest width {best} is off by {off:+.1%}); use --match d_model")
         widths[m] = best
     return widths
+
+
+def _closest_width(model: str, layers: int, target: int, most: int, tolerance: float) -> int:
+    """The width whose parameter count is closest to ``target`` (counts grow with width: bisection),
+    rounded to the model's width_step where that stays within ``tolerance``."""
+    lo, hi = 1, most
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if count_params(model, mid, layers) < target else (lo, mid)
+    off = lambda d: abs(count_params(model, d, layers) / target - 1)  # noqa: E731
+    exact = min({max(1, lo - 1), lo}, key=off)
+    step = MODELS[model].width_step
+    rounded = [d for d in {step * (exact // step), step * (exact // step + 1)} if d >= step]
+    good = [d for d in rounded if off(d) <= tolerance]
+    return min(good, key=off) if good else exact
 
 
 # ----------------------------------------------------------------------------------------------- mixers

@@ -135,21 +135,33 @@ def run_checks(device, gpu_only: bool = False, on_result=None) -> list[dict]:
 
 def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None, modes=MODES,
           resume: bool = False, cuda_graph: bool = False, progress=True, device=None, impls=None,
-          checks: bool = True, isolate: bool = False, point_timeout_s: float = POINT_TIMEOUT_S) -> dict:
+          checks: bool = True, isolate: bool = False, point_timeout_s: float = POINT_TIMEOUT_S,
+          shard: tuple[int, int] = (0, 1), barrier=None) -> dict:
     """Run every point into out_dir/results.csv and write run.json; returns the run's metadata.
 
     ``isolate`` measures the points in a worker process (tritonbench's --isolate): a point that kills it,
     leaves a sticky CUDA error (an illegal address poisons every later launch in that process) or runs
-    past ``point_timeout_s`` is recorded as an error with its reason, and a fresh worker takes the rest."""
+    past ``point_timeout_s`` is recorded as an error with its reason, and a fresh worker takes the rest.
+
+    ``shard=(rank, world)`` (torchrun): this rank measures every world-th point into results.rank<r>.csv,
+    rank 0 alone runs the checks and writes run.json, and after ``barrier()`` rank 0 merges every rank's
+    rows into results.csv (merge_shards)."""
+    rank, world = shard
     os.makedirs(out_dir, exist_ok=True)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    csv_path = os.path.join(out_dir, "results.csv")
+    main = rank == 0
+    csv_path = os.path.join(out_dir, "results.csv" if world == 1 else f"results.rank{rank}.csv")
     # Nothing on disk changes until the kept rows are safely in the new file (RowWriter): an interruption
     # at any point of a resume loses no finished row.
+    if world == 1 and resume:
+        merge_shards(out_dir)         # rows a sharded run measured but did not merge before it stopped
     kept, dropped = schema.read_rows(csv_path) if resume else ([], 0)
     kept = [r for r in kept if r["status"] == "ok"]
     done = {schema.row_key(r) for r in kept}
-    sampler = measure.NVMLSampler() if device.type == "cuda" else None
+    if resume and world > 1:          # points merged before, or measured by another rank's shard
+        for path in [os.path.join(out_dir, "results.csv"), *_shard_files(out_dir)]:
+            done |= {schema.row_key(r) for r in schema.read_rows(path)[0] if r["status"] == "ok"}
+    sampler = measure.NVMLSampler(device.index or 0) if device.type == "cuda" else None
     meta = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick, "dtype": str(dtype), "modes": list(modes),
             "workloads": [w.name for w in workloads],
             "environment": environment(sampler.static_info() if sampler else {"nvml": "no GPU on this machine"}),
@@ -159,10 +171,12 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
                         "are CPU timings of the PyTorch implementations at small sizes - not GPU numbers.")
     if resume:
         meta["resumed"] = {"kept_rows": len(kept), "dropped_incomplete_rows": dropped}
+    if world > 1:
+        meta["shards"] = world
     json_path = os.path.join(out_dir, "run.json")
-    if not (resume and os.path.exists(json_path)):
+    if main and not (resume and os.path.exists(json_path)):
         schema.write_json(json_path, meta)
-    meta["checks"] = run_checks(device) if checks else []
+    meta["checks"] = run_checks(device) if checks and main else []
     meta["isolated"] = isolate
     points = []
     for w in workloads:
@@ -173,9 +187,12 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
             shapes = [dict(s, B=batch) for s in shapes]
         shapes = list({shape_label(w, s): s for s in shapes}.values())     # --batch can make two shapes one
         chosen = [i for i in w.impls.values() if not impls or i.name in impls]
-        points += [(w, impl, s, mode) for s in shapes for mode in modes for impl in chosen]
+        points += [[(w, impl, s, mode) for impl in chosen] for s in shapes for mode in modes]
+    # a shard takes whole (workload, shape, mode) groups: their impls share inputs and the baseline's output
+    points = [p for group in points[rank::world] for p in group]
     writer = schema.RowWriter(csv_path, kept)  # resume: finished points stay, failed ones are tried again
-    schema.write_json(json_path, meta)
+    if main:
+        schema.write_json(json_path, meta)
     bar = _progress(len(points), progress)
     runner = _Isolated(device, dtype, cuda_graph, point_timeout_s) if isolate else _InProcess(device, dtype, sampler,
                                                                                              cuda_graph)
@@ -190,9 +207,39 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
         runner.close()
         writer.close()
         bar(None)
+    if world > 1:
+        barrier()
+        if main:
+            merge_shards(out_dir)
     meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    schema.write_json(json_path, meta)
+    if main:
+        schema.write_json(json_path, meta)
     return meta
+
+
+def _shard_files(out_dir: str) -> list[str]:
+    import glob
+    return sorted(glob.glob(os.path.join(out_dir, "results.rank*.csv")))
+
+
+def merge_shards(out_dir: str) -> int:
+    """Fold every results.rank<r>.csv into results.csv (a point measured twice keeps its last ok row) and
+    remove them; returns the number of rows merged.  results.csv is replaced atomically first."""
+    files = _shard_files(out_dir)
+    if not files:
+        return 0
+    csv_path = os.path.join(out_dir, "results.csv")
+    rows = {}
+    for path in [csv_path, *files]:
+        for r in schema.read_rows(path)[0]:
+            key = schema.row_key(r)
+            if r["status"] == "ok" or rows.get(key, {}).get("status") != "ok":
+                rows[key] = r
+    writer = schema.RowWriter(csv_path, list(rows.values()))
+    writer.close()
+    for path in files:
+        os.remove(path)
+    return len(rows)
 
 
 class _InProcess:
@@ -235,7 +282,8 @@ def sticky_cuda_error(device) -> str:
 def _worker(conn, device: str, dtype: str, cuda_graph: bool) -> None:
     """Worker loop: (workload, module, impl, shape, mode) in, a Row's fields out; exits after a sticky error."""
     device, dtype = torch.device(device), getattr(torch, dtype)
-    runner = _InProcess(device, dtype, measure.NVMLSampler() if device.type == "cuda" else None, cuda_graph)
+    runner = _InProcess(device, dtype, measure.NVMLSampler(device.index or 0) if device.type == "cuda" else None,
+                        cuda_graph)
     while True:
         msg = conn.recv()
         if msg is None:
