@@ -167,6 +167,8 @@ def cmd_train(a) -> int:
         except KeyboardInterrupt:
             print(f"\ninterrupted: finished evaluations are in {out}/train.csv; rerun with --resume to go on",
                   file=sys.stderr)
+            if d.main and os.path.exists(os.path.join(out, "train.csv")):
+                tr.write_report(out)       # what finished, reported
             return 130
         if not d.main:
             return 0

@@ -34,7 +34,11 @@ def workload_table(df: pd.DataFrame, workload: str, mode: str, value: str = "tok
 
 
 def write_report(run_dir: str) -> str:
-    """Rebuild REPORT.md and the PNG plots of a run folder; returns the report's path."""
+    """Rebuild REPORT.md and the PNG plots of a run folder (a sweep, a training run or both); returns the
+    report's path."""
+    if not os.path.exists(os.path.join(run_dir, "results.csv")) and os.path.exists(os.path.join(run_dir, "train.csv")):
+        from bench import train
+        return train.write_report(run_dir)
     df, meta = load(run_dir)
     env = meta.get("environment", {})
     plots = make_plots(df, run_dir, env.get("device", ""))
@@ -69,6 +73,11 @@ def write_report(run_dir: str) -> str:
     figure = table.figure(df, WORKLOADS, run_dir, env.get("device", ""), bool(meta.get("cpu_only")))
     if figure:
         lines += [f"![the hardware argument]({os.path.basename(figure)})", ""]
+
+    if os.path.exists(os.path.join(run_dir, "train.csv")):     # the table's training-time column, measured
+        from bench import train
+        train.plot(train.load_rows(run_dir), run_dir, f"seqbench train — {env.get('device', '')}")
+        lines += train.report_lines(run_dir)
 
     for name, w in WORKLOADS.items():
         if name not in set(df.workload):

@@ -522,11 +522,11 @@ def report_lines(out: str) -> list[str]:
 def write_report(out: str) -> str:
     """train.png, and REPORT.md: the whole run report when the folder also holds a sweep, else the
     training section alone."""
-    meta = schema.read_json(os.path.join(out, "train.json"))
-    plot(load_rows(out), out, f"seqbench train — {meta.get('environment', {}).get('device', '')}")
     if os.path.exists(os.path.join(out, "results.csv")):
         from bench.report import write_report as full
         return full(out)
+    meta = schema.read_json(os.path.join(out, "train.json"))
+    plot(load_rows(out), out, f"seqbench train — {meta.get('environment', {}).get('device', '')}")
     env = meta.get("environment", {})
     lines = [f"# seqbench report — {env.get('device', 'unknown device')}", "", "| | |", "|---|---|"]
     for k in ("device", "cuda", "torch", "triton", "seqbench_commit", "python"):
