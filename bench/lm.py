@@ -38,7 +38,9 @@ class ModelSpec:
     width_step: int = 8            # widths tried when matching parameter counts
 
     def check_width(self, d: int) -> None:
-        self.build(d, 1, "torch")  # raises ValueError for a width the mixer cannot take
+        """ValueError for a width the mixer cannot take."""
+        with torch.device("meta"):
+            self.build(d, 1, "torch")
 
 
 def register(name: str, impls: tuple[str, ...], description: str, width_step: int = 8):

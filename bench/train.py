@@ -333,6 +333,8 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
     validate(cfg, d.world)
     try:
         widths = lm.match_widths(cfg.models, cfg.d_model, cfg.layers, cfg.match)
+        for m, w in widths.items():
+            lm.MODELS[m].check_width(w)
     except ValueError as exc:
         raise TrainError(str(exc)) from None
     data, val, corpus = load_corpus(cfg.corpus)

@@ -300,6 +300,7 @@ def test_merge_shards_keeps_the_ok_row(tmp_path):
     (["--models", "lstm,gpt"], "unknown model(s) ['gpt']"),
     (["--corpus", "/nonexistent/corpus"], "does not exist"),
     (["--seq-len", "100000"], "longer than the corpus"),
+    (["--d-model", "200", "--match", "d_model"], "divide into 3 heads"),
     (["--d-model", "8", "--layers", "1", "--models", "convs2s"], None),   # a valid tiny run, for contrast
 ])
 def test_bad_train_input_is_one_line(args, message, corpus, tmp_path, capsys):
