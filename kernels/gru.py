@@ -1,4 +1,5 @@
-"""Fused GRU cell step in Triton, with ``torch.nn.GRUCell``'s weight layout and gates (r, z, n):
+"""Fused GRU cell step, a GRU layer and ``FusedGRU`` (a drop-in ``nn.GRU``), in Triton, with
+``torch.nn.GRUCell``'s weight layout and gates (r, z, n):
 
     r = σ(x W_irᵀ + b_ir + h W_hrᵀ + b_hr),   z = σ(x W_izᵀ + b_iz + h W_hzᵀ + b_hz)
     a_hn = h W_hnᵀ + b_hn,                     n = tanh(x W_inᵀ + b_in + r ∘ a_hn)
@@ -10,6 +11,10 @@ needs.  Backward: one pointwise kernel from the saved (r, z, n, a_hn), then matm
 
     ∂n = dh'∘(1−z),  ∂a_n = ∂n∘(1−n²),  ∂a_z = dh'∘(h−n)∘z(1−z),  ∂a_r = ∂a_n∘a_hn∘r(1−r)
     x side: [∂a_r, ∂a_z, ∂a_n];  h side: [∂a_r, ∂a_z, ∂a_n∘r];  dh = (h side) W_hh + dh'∘z
+
+The layer does the input projection of all steps as one GEMM (b_ih folded in), then one fused step
+per time step reading it (``HAS_XW``); its backward runs the pointwise kernel per step in reverse and
+forms dW_hh with one GEMM over all steps.
 
 Dimensions (one meaning per letter in every kernel file):
     B    batch                 T    time steps              IN   input size (I in shapes)
@@ -23,16 +28,20 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels._rnn import gate_matmul, launch_bwd, load4, split4, step_grid, step_launcher, store4, tanh
+from torch import nn
+
+from kernels._rnn import (FusedRNNBase, check_batch_sizes, gate_matmul, launch_bwd, load4, split4, step_grid,
+                          step_launcher, store4, tanh)
 from kernels._tl import cast
-from kernels._common import check_batching, check_rnn_step, dot_options, once_differentiable, strides
+from kernels._common import check_batching, check_rnn_step, check_tensor, dot_options, once_differentiable, strides
 
 
 @triton.jit
-def _gru_step_fwd(X, WIH, H0, WHH, BIH, BHH, H1, GATES, B, IN, HID,
-                  stride_xb, stride_xk, stride_wir, stride_wik, stride_hb, stride_hk, stride_whr, stride_whk,
-                  stride_big, stride_bhg, stride_h1b, stride_h1h, stride_gb, stride_gh,
-                  HAS_H: tl.constexpr, HAS_BIH: tl.constexpr, HAS_BHH: tl.constexpr, STORE_GATES: tl.constexpr,
+def _gru_step_fwd(X, WIH, XW, H0, WHH, BIH, BHH, H1, GATES, B, IN, HID,
+                  stride_xb, stride_xk, stride_wir, stride_wik, stride_xwb, stride_xwg, stride_hb, stride_hk,
+                  stride_whr, stride_whk, stride_big, stride_bhg, stride_h1b, stride_h1h, stride_gb, stride_gh,
+                  HAS_X: tl.constexpr, HAS_XW: tl.constexpr, HAS_H: tl.constexpr, HAS_BIH: tl.constexpr,
+                  HAS_BHH: tl.constexpr, STORE_GATES: tl.constexpr,
                   BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
                   PREC: tl.constexpr):
     """One program: BLOCK_H hidden units × BLOCK_B batch rows, slots (r, z, in, hn)."""
@@ -50,8 +59,12 @@ def _gru_step_fwd(X, WIH, H0, WHH, BIH, BHH, H1, GATES, B, IN, HID,
     b_ok = offs_b < B
 
     acc = tl.zeros([4 * BLOCK_H, BLOCK_B], tl.float32)
-    acc = gate_matmul(acc, WIH, X, stride_wir, stride_wik, stride_xb, stride_xk, x_rows, x_ok, offs_b, b_ok, IN,
-                      BLOCK_K, PREC)
+    if HAS_X:
+        acc = gate_matmul(acc, WIH, X, stride_wir, stride_wik, stride_xb, stride_xk, x_rows, x_ok, offs_b, b_ok, IN,
+                          BLOCK_K, PREC)
+    if HAS_XW:   # a layer's precomputed x W_ihᵀ + b_ih, gate-major (r, z, n) like W_ih's rows
+        acc += tl.load(XW + offs_b[None, :] * stride_xwb + x_rows[:, None] * stride_xwg,
+                       mask=x_ok[:, None] & b_ok[None, :], other=0.0).to(tl.float32)
     if HAS_H:
         acc = gate_matmul(acc, WHH, H0, stride_whr, stride_whk, stride_hb, stride_hk, h_rows, h_ok, offs_b, b_ok, HID,
                           BLOCK_K, PREC)
@@ -107,15 +120,17 @@ def _gru_step_bwd(GATES, H0, DH1, DGX, DGH, DHD, B, HID,
              mask=mask)
 
 
-def step_fwd_args(x, h, w_ih, w_hh, b_ih, b_hh, h1, gates) -> dict:
-    B, IN = x.shape
-    return dict(X=x, WIH=w_ih, H0=h, WHH=w_hh, BIH=b_ih, BHH=b_hh, H1=h1, GATES=gates, B=B, IN=IN, HID=h1.shape[1],
+def step_fwd_args(x, h, w_ih, w_hh, b_ih, b_hh, h1, gates, xw=None) -> dict:
+    """Arguments of ``_gru_step_fwd`` by name: x and w_ih, or a layer's precomputed xw (B, 3·HID)."""
+    B, HID = h1.shape
+    return dict(X=x, WIH=w_ih, XW=xw, H0=h, WHH=w_hh, BIH=b_ih, BHH=b_hh, H1=h1, GATES=gates, B=B,
+                IN=x.shape[1] if x is not None else 0, HID=HID,
                 **strides("x", x, "bk"), **strides("wi", w_ih, "rk"),
-                **strides("h", h, "bk"), **strides("wh", w_hh, "rk"),
+                **strides("xw", xw, "bg"), **strides("h", h, "bk"), **strides("wh", w_hh, "rk"),
                 **strides("bi", b_ih, "g"), **strides("bh", b_hh, "g"),
                 **strides("h1", h1, "bh"), **strides("g", gates, "bh"),
-                HAS_H=h is not None, HAS_BIH=b_ih is not None, HAS_BHH=b_hh is not None,
-                STORE_GATES=gates is not None, **dot_options(x.dtype, x.device))
+                HAS_X=x is not None, HAS_XW=xw is not None, HAS_H=h is not None, HAS_BIH=b_ih is not None,
+                HAS_BHH=b_hh is not None, STORE_GATES=gates is not None, **dot_options(h1.dtype, h1.device))
 
 
 def step_bwd_args(gates, h, dh1, dgx, dgh, dhd) -> dict:
@@ -127,11 +142,13 @@ def step_bwd_args(gates, h, dh1, dgx, dgh, dhd) -> dict:
                 HAS_H=h is not None)
 
 
-def _step_fwd(x, h, w_ih, w_hh, b_ih, b_hh, gates=None):
-    B, HID = x.shape[0], w_hh.shape[1]
-    h1 = torch.empty(B, HID, device=x.device, dtype=x.dtype)
-    fn, meta = step_launcher(_gru_step_fwd, x.device, x.dtype)
-    fn[step_grid(B, HID)](**step_fwd_args(x, h, w_ih, w_hh, b_ih, b_hh, h1, gates), **meta)
+def _step_fwd(x, h, w_ih, w_hh, b_ih, b_hh, gates=None, xw=None, out=None):
+    """Launch one fused step (from x, or from a layer's xw); writes into ``out`` when given."""
+    ref = x if x is not None else xw
+    B, HID = ref.shape[0], w_hh.shape[1]
+    h1 = out if out is not None else torch.empty(B, HID, device=ref.device, dtype=w_hh.dtype)
+    fn, meta = step_launcher(_gru_step_fwd, ref.device, w_hh.dtype)
+    fn[step_grid(B, HID)](**step_fwd_args(x, h, w_ih, w_hh, b_ih, b_hh, h1, gates, xw), **meta)
     return h1
 
 
@@ -177,6 +194,112 @@ def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
     else:
         h1 = _step_fwd(*args)
     return h1[0] if unbatched else h1
+
+
+def _layer_forward(xw, h0, w_hh, b_hh, batch_sizes, store_gates: bool):
+    """The recurrence over xw (T, B, 3·HID): every h (T, B, HID) and the gates if asked.  With
+    ``batch_sizes`` step t runs only its first batch_sizes[t] rows (packed input, rows sorted by length);
+    the others are left zero."""
+    T, B = xw.shape[0], xw.shape[1]
+    HID = w_hh.shape[1]
+    alloc = torch.zeros if batch_sizes is not None else torch.empty
+    out = alloc(T, B, HID, device=xw.device, dtype=xw.dtype)
+    gates = alloc(T, B, 4 * HID, device=xw.device, dtype=xw.dtype) if store_gates else None
+    h = h0
+    for t in range(T):
+        bt = batch_sizes[t] if batch_sizes is not None else B
+        _step_fwd(None, h[:bt] if h is not None else None, None, w_hh, None, b_hh,
+                  gates=gates[t, :bt] if store_gates else None, xw=xw[t, :bt], out=out[t, :bt])
+        h = out[t]
+    return out, gates
+
+
+def _final(out, batch_sizes):
+    """h_n: the last step's h, or for packed input each row's h at its own last step (never aliasing out)."""
+    if batch_sizes is None:
+        return out[-1].clone()
+    lengths = (torch.tensor(batch_sizes)[None, :] > torch.arange(out.shape[1])[:, None]).sum(1).to(out.device)
+    return out.gather(0, (lengths - 1)[None, :, None].expand(1, -1, out.shape[2]))[0]
+
+
+class _GRULayer(torch.autograd.Function):
+    """The recurrence of one layer over precomputed xw = x W_ihᵀ + b_ih (T, B, 3·HID); b_hh stays in the
+    step (its n part sits inside r ∘ (h W_hnᵀ + b_hn))."""
+
+    @staticmethod
+    def forward(ctx, xw, h0, w_hh, b_hh, batch_sizes):
+        out, gates = _layer_forward(xw, h0, w_hh, b_hh, batch_sizes, store_gates=True)
+        ctx.save_for_backward(h0, w_hh, out, gates)
+        ctx.batch_sizes, ctx.has_bhh = batch_sizes, b_hh is not None
+        return out, _final(out, batch_sizes)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout, dhn):
+        h0, w_hh, out, gates = ctx.saved_tensors
+        T, B, HID = out.shape
+        sizes = ctx.batch_sizes
+        alloc = torch.zeros if sizes is not None else torch.empty
+        dgx = alloc(T, B, 3 * HID, device=out.device, dtype=out.dtype)
+        dgh = alloc(T, B, 3 * HID, device=out.device, dtype=out.dtype)
+        dout = dout if dout is not None else torch.zeros_like(out)
+        # every row's carried dh: dh_n enters at the row's own last step (its first in reverse)
+        dh = dhn.clone() if dhn is not None else torch.zeros(B, HID, device=out.device, dtype=out.dtype)
+        for t in range(T - 1, -1, -1):
+            bt = sizes[t] if sizes is not None else B
+            h_prev = out[t - 1, :bt] if t > 0 else (h0[:bt] if h0 is not None else None)
+            dhd = torch.empty(bt, HID, device=out.device, dtype=out.dtype)
+            launch_bwd(_gru_step_bwd, bt, HID, step_bwd_args(gates[t, :bt], h_prev, dout[t, :bt] + dh[:bt],
+                                                             dgx[t, :bt], dgh[t, :bt], dhd))
+            dh[:bt] = dgh[t, :bt] @ w_hh + dhd
+        h_prev = torch.cat([h0.unsqueeze(0) if h0 is not None else torch.zeros_like(out[:1]), out[:-1]])
+        dw_hh = dgh.reshape(T * B, 3 * HID).t() @ h_prev.reshape(T * B, HID)
+        db_hh = dgh.sum((0, 1)) if ctx.has_bhh else None
+        return dgx, (dh if h0 is not None else None), dw_hh, db_hh, None
+
+
+def gru(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_first: bool = False, batch_sizes=None):
+    """One unidirectional GRU layer over a sequence, ``nn.GRU`` semantics for one layer.
+
+    x: (T, B, I), or (B, T, I) with batch_first; h0: (B, HID) or None for zeros.  The input projection of
+    all steps is one GEMM, then one fused step per time step.  ``batch_sizes`` (packed input, rows sorted
+    by decreasing length, time-major x): step t runs its first batch_sizes[t] rows only, and h_n holds
+    each row's h at its own last step.  Returns (out (T, B, HID) or (B, T, HID), h_n (B, HID)).
+    """
+    check_tensor("x", x, 3, "(B, T, input_size)" if batch_first else "(T, B, input_size)")
+    if batch_first:
+        x = x.transpose(0, 1)
+    T, B, IN = x.shape
+    if T < 1:
+        raise ValueError(f"x must hold at least one time step, got shape {tuple(x.shape)}")
+    check_rnn_step(x[0], h0, None, w_ih, w_hh, b_ih, b_hh, 3)
+    check_batch_sizes(batch_sizes, T, B)
+    xw = (x.reshape(T * B, IN) @ w_ih.t()).reshape(T, B, -1)
+    if b_ih is not None:
+        xw = xw + b_ih
+    xw = xw.contiguous()
+    args = (xw, h0, w_hh, b_hh)
+    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in args):
+        out, hn = _GRULayer.apply(*args, batch_sizes)
+    else:
+        out, _ = _layer_forward(*args, batch_sizes, store_gates=False)
+        hn = _final(out, batch_sizes)
+    return (out.transpose(0, 1) if batch_first else out), hn
+
+
+class FusedGRU(FusedRNNBase):
+    """Drop-in for ``torch.nn.GRU`` whose recurrence runs on the fused GRU step (``gru``).
+
+    Same parameters (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), shapes and outputs: layers, bias,
+    batch_first, bidirectional, dropout, unbatched input and PackedSequence input (sorted or not).
+    ``FusedGRU.from_torch(gru)`` copies an ``nn.GRU``.
+    """
+
+    GATES, TORCH, STATES = 3, nn.GRU, 1
+
+    def _layer(self, x, state, weights, lengths, batch_sizes):
+        out, hn = gru(x, state[0] if state is not None else None, *weights, batch_sizes=batch_sizes)
+        return out, (hn,)
 
 
 # ----------------------------------------------------------------------------------------------
