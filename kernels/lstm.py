@@ -26,7 +26,6 @@ k reduction, r weight row, g gate-vector column: e.g. ``stride_xb, stride_xk`` o
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import triton
@@ -34,8 +33,8 @@ import triton.language as tl
 from torch import nn
 
 from kernels._common import check_batching, check_rnn_step, check_tensor, dot_options, once_differentiable, strides
-from kernels._rnn import (gate_matmul, launch_bwd, load4, lstm_pointwise_bwd, split4, step_grid, step_launcher, store4,
-                          tanh)
+from kernels._rnn import (FusedRNNBase, check_batch_sizes, gate_matmul, last_steps, launch_bwd, load4,
+                          lstm_pointwise_bwd, split4, step_grid, step_launcher, store4, tanh)
 from kernels._tl import cast
 from kernels.lstm_persistent import lstm_persistent
 
@@ -206,47 +205,66 @@ class _LSTMCell(torch.autograd.Function):
         return dx, dh, dc, dw_ih, dw_hh, db if need[5] else None, db if need[6] else None
 
 
-def _layer_forward(xw, h0, c0, w_hh, store_gates: bool):
-    """Run the recurrence over xw (T, B, 4·HID): returns every h (T, B, HID), every c, and the gates if asked."""
+def _layer_forward(xw, h0, c0, w_hh, store_gates: bool, batch_sizes=None):
+    """Run the recurrence over xw (T, B, 4·HID): returns every h (T, B, HID), every c, and the gates if asked.
+    With ``batch_sizes`` step t runs only its first batch_sizes[t] rows (packed input, rows sorted by
+    length); the others are left zero."""
     T, B = xw.shape[0], xw.shape[1]
     HID = w_hh.shape[1]
-    out = torch.empty(T, B, HID, device=xw.device, dtype=xw.dtype)
-    cs = torch.empty(T, B, HID, device=xw.device, dtype=xw.dtype)
-    gates = torch.empty(T, B, 4 * HID, device=xw.device, dtype=xw.dtype) if store_gates else None
+    alloc = torch.zeros if batch_sizes is not None else torch.empty
+    out = alloc(T, B, HID, device=xw.device, dtype=xw.dtype)
+    cs = alloc(T, B, HID, device=xw.device, dtype=xw.dtype)
+    gates = alloc(T, B, 4 * HID, device=xw.device, dtype=xw.dtype) if store_gates else None
     h, c = h0, c0
     for t in range(T):
-        _step_fwd(None, xw[t], h, c, None, w_hh, None, None, out_h=out[t], out_c=cs[t],
-                  gates=gates[t] if store_gates else None)
+        bt = batch_sizes[t] if batch_sizes is not None else B
+        _step_fwd(None, xw[t, :bt], h[:bt] if h is not None else None, c[:bt] if c is not None else None, None,
+                  w_hh, None, None, out_h=out[t, :bt], out_c=cs[t, :bt], gates=gates[t, :bt] if store_gates else None)
         h, c = out[t], cs[t]
     return out, cs, gates
+
+
+def _finals(out, cs, batch_sizes):
+    """(h_n, c_n): the last step's, or for packed input each row's at its own last step (never aliasing out)."""
+    if batch_sizes is None:
+        return out[-1].clone(), cs[-1].clone()
+    lengths = (torch.tensor(batch_sizes)[None, :] > torch.arange(out.shape[1])[:, None]).sum(1).to(out.device)
+    return last_steps(out, lengths), last_steps(cs, lengths)
 
 
 class _LSTMLayer(torch.autograd.Function):
     """The recurrence of one layer over precomputed input projections xw (T, B, 4·HID), biases included."""
 
     @staticmethod
-    def forward(ctx, xw, h0, c0, w_hh):
-        out, cs, gates = _layer_forward(xw, h0, c0, w_hh, store_gates=True)
+    def forward(ctx, xw, h0, c0, w_hh, batch_sizes):
+        out, cs, gates = _layer_forward(xw, h0, c0, w_hh, True, batch_sizes)
         ctx.save_for_backward(h0, c0, w_hh, out, cs, gates)
-        return out, out[-1].clone(), cs[-1].clone()
+        ctx.batch_sizes = batch_sizes
+        return (out, *_finals(out, cs, batch_sizes))
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dout, dhn, dcn):
         h0, c0, w_hh, out, cs, gates = ctx.saved_tensors
         T, B, HID = out.shape
-        dgates = torch.empty_like(gates)
+        sizes = ctx.batch_sizes
+        dgates = torch.zeros_like(gates) if sizes is not None else torch.empty_like(gates)
         dout = dout if dout is not None else torch.zeros_like(out)
-        dh = dhn
-        dc = dcn
+        # every row's carried (dh, dc): dh_n and dc_n enter at the row's own last step (its first in reverse)
+        dh = dhn.clone() if dhn is not None else torch.zeros(B, HID, device=out.device, dtype=out.dtype)
+        dc = dcn.clone() if dcn is not None else None
         for t in range(T - 1, -1, -1):
-            dh_t = dout[t] if dh is None else dout[t] + dh
-            c_prev = cs[t - 1] if t > 0 else c0
-            da, dc = _step_bwd(gates[t], c_prev, cs[t], dh_t, dc, dgates[t])
-            dh = da @ w_hh
+            bt = sizes[t] if sizes is not None else B
+            c_prev = cs[t - 1, :bt] if t > 0 else (c0[:bt] if c0 is not None else None)
+            da, dc_prev = _step_bwd(gates[t, :bt], c_prev, cs[t, :bt], dout[t, :bt] + dh[:bt],
+                                    dc[:bt] if dc is not None else None, dgates[t, :bt])
+            if dc is None:
+                dc = torch.zeros(B, HID, device=out.device, dtype=out.dtype)
+            dc[:bt] = dc_prev
+            dh[:bt] = da @ w_hh
         h_prev = torch.cat([h0.unsqueeze(0) if h0 is not None else torch.zeros_like(out[:1]), out[:-1]])
         dw_hh = dgates.reshape(T * B, 4 * HID).t() @ h_prev.reshape(T * B, HID)
-        return dgates, (dh if h0 is not None else None), (dc if c0 is not None else None), dw_hh
+        return dgates, (dh if h0 is not None else None), (dc if c0 is not None else None), dw_hh, None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,10 +292,12 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None):
     return (h1[0], c1[0]) if unbatched else (h1, c1)
 
 
-def lstm(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_first: bool = False):
+def lstm(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_first: bool = False, batch_sizes=None):
     """One unidirectional LSTM layer over a sequence, ``nn.LSTM`` semantics for one layer.
 
     x: (T, B, I), or (B, T, I) with batch_first; hx: (h0, c0) each (B, HID), or None for zeros.
+    ``batch_sizes`` (packed input, rows sorted by decreasing length, time-major x): step t runs its
+    first batch_sizes[t] rows only, and (h_n, c_n) hold each row's state at its own last step.
     Returns (out (T, B, HID) or (B, T, HID), (h_n, c_n) each (B, HID)).
     """
     check_tensor("x", x, 3, "(B, T, input_size)" if batch_first else "(T, B, input_size)")
@@ -288,6 +308,7 @@ def lstm(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_first: bool = False):
         raise ValueError(f"x must hold at least one time step, got shape {tuple(x.shape)}")
     h0, c0 = (None, None) if hx is None else hx
     check_rnn_step(x[0], h0, c0, w_ih, w_hh, b_ih, b_hh, 4)
+    check_batch_sizes(batch_sizes, T, B)
     xw = (x.reshape(T * B, IN) @ w_ih.t()).reshape(T, B, -1)
     if b_ih is not None:
         xw = xw + b_ih
@@ -296,120 +317,53 @@ def lstm(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_first: bool = False):
     xw = xw.contiguous()
     args = (xw, h0, c0, w_hh)
     if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in args):
-        out, hn, cn = _LSTMLayer.apply(*args)
+        out, hn, cn = _LSTMLayer.apply(*args, batch_sizes)
     else:
-        out, cs, _ = _layer_forward(*args, store_gates=False)
-        hn, cn = out[-1].clone(), cs[-1].clone()  # nn.LSTM's h_n never aliases out
+        out, cs, _ = _layer_forward(*args, store_gates=False, batch_sizes=batch_sizes)
+        hn, cn = _finals(out, cs, batch_sizes)  # nn.LSTM's h_n never aliases out
     if batch_first:
         out = out.transpose(0, 1)
     return out, (hn, cn)
 
 
-class FusedLSTM(nn.Module):
+class FusedLSTM(FusedRNNBase):
     """Drop-in for ``torch.nn.LSTM`` whose recurrence runs on Triton kernels.
 
-    Same parameters (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), shapes and outputs; no
+    Same parameters (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...), shapes and outputs: layers, bias,
+    batch_first, bidirectional, dropout, unbatched input and PackedSequence input (sorted or not); no
     ``proj_size``.  ``kernel="step"`` runs one fused step per time step (``lstm``);
-    ``kernel="persistent"`` runs the time loop inside one kernel (``kernels.lstm_persistent``).
-    ``FusedLSTM.from_torch(lstm)`` copies an ``nn.LSTM``.
+    ``kernel="persistent"`` runs the time loop inside one kernel (``kernels.lstm_persistent``), with each
+    row's length inside the kernel for packed input.  ``FusedLSTM.from_torch(lstm)`` copies an ``nn.LSTM``.
     """
 
+    GATES, TORCH, STATES = 4, nn.LSTM, 2
     KERNELS = ("step", "persistent")
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
-                 device=None, dtype=None, kernel: str = "step"):
-        super().__init__()
+                 device=None, dtype=None, kernel: str = "step", proj_size: int = 0):
         if kernel not in self.KERNELS:
             raise ValueError(f"kernel must be one of {self.KERNELS}, got {kernel!r}")
+        if proj_size:
+            raise ValueError(f"FusedLSTM does not support proj_size > 0, got proj_size={proj_size}")
         self.kernel = kernel
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not 0.0 <= dropout <= 1.0:
-            raise ValueError(f"dropout must be in [0, 1], got {dropout}")
-        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
-        self.bias, self.batch_first, self.dropout, self.bidirectional = bias, batch_first, float(dropout), bidirectional
-        dirs = 2 if bidirectional else 1
-        factory = dict(device=device, dtype=dtype)
-        for layer in range(num_layers):
-            layer_in = input_size if layer == 0 else hidden_size * dirs
-            for suffix in ("", "_reverse")[:dirs]:
-                setattr(self, f"weight_ih_l{layer}{suffix}", nn.Parameter(torch.empty(4 * hidden_size, layer_in,
-                                                                                      **factory)))
-                setattr(self, f"weight_hh_l{layer}{suffix}", nn.Parameter(torch.empty(4 * hidden_size, hidden_size,
-                                                                                      **factory)))
-                if bias:
-                    setattr(self, f"bias_ih_l{layer}{suffix}", nn.Parameter(torch.empty(4 * hidden_size, **factory)))
-                    setattr(self, f"bias_hh_l{layer}{suffix}", nn.Parameter(torch.empty(4 * hidden_size, **factory)))
-        self.reset_parameters()
-
-    def reset_parameters(self):
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -bound, bound)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, device,
+                         dtype)
 
     @classmethod
     def from_torch(cls, lstm: nn.LSTM, kernel: str = "step") -> "FusedLSTM":
         """A FusedLSTM holding a copy of ``lstm``'s weights, on its device and dtype."""
-        if not isinstance(lstm, nn.LSTM):
-            raise TypeError(f"from_torch expects an nn.LSTM, got {type(lstm).__name__}")
-        if lstm.proj_size:
-            raise ValueError("FusedLSTM does not support proj_size > 0")
-        w = lstm.weight_ih_l0
-        new = cls(lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias, lstm.batch_first,
-                  lstm.dropout, lstm.bidirectional, device=w.device, dtype=w.dtype, kernel=kernel)
-        new.load_state_dict(lstm.state_dict())
-        return new.train(lstm.training)
+        return super().from_torch(lstm, kernel=kernel)
 
-    def _weights(self, layer: int, suffix: str):
-        get = lambda n: getattr(self, f"{n}_l{layer}{suffix}", None)  # noqa: E731
-        return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
-
-    def forward(self, input, hx=None):
-        dirs = 2 if self.bidirectional else 1
-        unbatched = isinstance(input, torch.Tensor) and input.ndim == 2
-        check_tensor("input", input, 2 if unbatched else 3,
-                     "(B, T, input_size)" if self.batch_first else "(T, B, input_size)")
-        x = input.unsqueeze(1 if not self.batch_first else 0) if unbatched else input
-        if self.batch_first:
-            x = x.transpose(0, 1)
-        if x.shape[-1] != self.input_size:
-            raise ValueError(f"input must have {self.input_size} features in its last dim, got {tuple(input.shape)}")
-        B = x.shape[1]
-        if hx is not None:
-            h0, c0 = hx
-            if unbatched:
-                h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
-            expect = (self.num_layers * dirs, B, self.hidden_size)
-            for name, t in (("h0", h0), ("c0", c0)):
-                if not isinstance(t, torch.Tensor) or tuple(t.shape) != expect:
-                    raise ValueError(f"{name} must have shape {expect}, got {getattr(t, 'shape', type(t).__name__)}")
-        run_layer = lstm_persistent if self.kernel == "persistent" else lstm
-        h_n, c_n = [], []
-        for layer in range(self.num_layers):
-            outs = []
-            for d, suffix in enumerate(("", "_reverse")[:dirs]):
-                idx = layer * dirs + d
-                state = (h0[idx], c0[idx]) if hx is not None else None
-                seq = x.flip(0) if d else x
-                out, (hn, cn) = run_layer(seq, state, *self._weights(layer, suffix))
-                outs.append(out.flip(0) if d else out)
-                h_n.append(hn)
-                c_n.append(cn)
-            x = torch.cat(outs, -1) if dirs == 2 else outs[0]
-            if self.dropout and self.training and layer < self.num_layers - 1:
-                x = nn.functional.dropout(x, self.dropout, training=True)
-        out = x.transpose(0, 1) if self.batch_first else x
-        h_n, c_n = torch.stack(h_n), torch.stack(c_n)
-        if unbatched:
-            return out.squeeze(1 if not self.batch_first else 0), (h_n.squeeze(1), c_n.squeeze(1))
-        return out, (h_n, c_n)
+    def _layer(self, x, state, weights, lengths, batch_sizes):
+        if self.kernel == "persistent":
+            out, st = lstm_persistent(x, state, *weights, lengths=lengths)
+        else:
+            out, st = lstm(x, state, *weights, batch_sizes=batch_sizes)
+        return out, st
 
     def extra_repr(self) -> str:
-        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, bias={self.bias}, "
-                f"batch_first={self.batch_first}, dropout={self.dropout}, bidirectional={self.bidirectional}, "
-                f"kernel={self.kernel!r}")
+        return super().extra_repr() + f", kernel={self.kernel!r}"
 
 
 # ----------------------------------------------------------------------------------------------

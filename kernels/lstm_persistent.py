@@ -62,14 +62,16 @@ def grid_barrier(BAR, target, MAX_SPIN: tl.constexpr):
 
 
 @triton.jit
-def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, t_lo, t_hi, B, HID, DH, TILES,
+def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, LENGTHS, t_lo, t_hi, B, HID, DH, TILES,
                       stride_xt, stride_xb, stride_xg, stride_ht, stride_hb, stride_hh, stride_wn, stride_wr,
                       stride_wk, stride_ct, stride_cb, stride_ch, stride_gt, stride_gb, stride_gh,
-                      STORE_GATES: tl.constexpr, BARRIER: tl.constexpr, MAX_SPIN: tl.constexpr,
+                      STORE_GATES: tl.constexpr, HAS_LEN: tl.constexpr, BARRIER: tl.constexpr, MAX_SPIN: tl.constexpr,
                       HOIST_W: tl.constexpr,
                       BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
                       PREC: tl.constexpr):
-    """Steps t_lo … t_hi−1.  HS is (T+1, B, HID) with HS[0] = h0; c enters and leaves through CCARRY."""
+    """Steps t_lo … t_hi−1.  HS is (T+1, B, HID) with HS[0] = h0; c enters and leaves through CCARRY.
+    With HAS_LEN a row at or past its length (LENGTHS[b]) keeps its h and c: each row's final state is
+    the one at its own last step."""
     pid = tl.program_id(0)
     n = pid // TILES
     j0 = (pid % TILES) * BLOCK_H
@@ -89,6 +91,8 @@ def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, t_lo, t_hi, B, HID, DH,
         w = tl.load(w_base + w_rows[:, None] * stride_wr + offs_k[None, :] * stride_wk,
                     mask=row_ok[:, None] & (offs_k < DH)[None, :], other=0.0)
     c = tl.load(CCARRY + offs_b[None, :] * stride_cb + hcol[:, None] * stride_ch, mask=mask, other=0.0).to(tl.float32)
+    if HAS_LEN:
+        lens = tl.load(LENGTHS + offs_b, mask=b_ok, other=0)
     for t in range(t_lo, t_hi):
         acc = tl.load(XW + t * stride_xt + offs_b[None, :] * stride_xb + g_cols[:, None] * stride_xg,
                       mask=row_ok[:, None] & b_ok[None, :], other=0.0).to(tl.float32)
@@ -107,8 +111,16 @@ def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, t_lo, t_hi, B, HID, DH,
         f = tl.sigmoid(a_f)
         g = tanh(a_g)
         o = tl.sigmoid(a_o)
-        c = f * c + i * g
-        h = o * tanh(c)
+        c_new = f * c + i * g
+        h = o * tanh(c_new)
+        if HAS_LEN:
+            live = (t < lens)[None, :]
+            h_old = tl.load(HS + t * stride_ht + offs_b[None, :] * stride_hb + hcol[:, None] * stride_hh, mask=mask,
+                            other=0.0).to(tl.float32)
+            h = tl.where(live, h, h_old)
+            c = tl.where(live, c_new, c)
+        else:
+            c = c_new
         ty = HS.dtype.element_ty
         tl.store(HS + (t + 1) * stride_ht + offs_b[None, :] * stride_hb + hcol[:, None] * stride_hh, cast(h, ty),
                  mask=mask)
@@ -124,16 +136,20 @@ def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, t_lo, t_hi, B, HID, DH,
 
 
 @triton.jit
-def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, t_lo, t_hi, T, B, HID, DH, TILES,
+def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, LENGTHS, DHCARRY, t_lo, t_hi, T, B, HID,
+                      DH, TILES,
                       stride_ot, stride_ob, stride_oh, stride_dt, stride_db, stride_dg, stride_gt, stride_gb,
                       stride_gh, stride_ct, stride_cb, stride_ch, stride_wn, stride_wr, stride_wk,
-                      HAS_C0: tl.constexpr, HAS_DHN: tl.constexpr, FINAL: tl.constexpr, BARRIER: tl.constexpr,
+                      HAS_C0: tl.constexpr, HAS_DHN: tl.constexpr, HAS_LEN: tl.constexpr, FINAL: tl.constexpr,
+                      BARRIER: tl.constexpr,
                       MAX_SPIN: tl.constexpr,
                       BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
                       PREC: tl.constexpr):
     """Steps t_hi−1 down to t_lo; with FINAL, then dh0 = Wᵀ ∂a[0].  dc enters and leaves through DCCARRY.
 
     B-major tiles here: (BLOCK_B, BLOCK_H) for this program's units, dh = ∂a[t+1] W restricted to them.
+    With HAS_LEN a step at or past a row's length is the identity: its ∂a is zero and dh, dc pass through
+    (dh through DHCARRY between launches).
     """
     pid = tl.program_id(0)
     n = pid // TILES
@@ -147,6 +163,9 @@ def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, t_lo, 
     offs_k = tl.arange(0, BLOCK_K)
     w_base = W + n * stride_wn
     dc = tl.load(DCCARRY + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, mask=mask, other=0.0).to(tl.float32)
+    if HAS_LEN:
+        lens = tl.load(LENGTHS + offs_b, mask=b_ok, other=0)
+        dh_up = tl.load(DHCARRY + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, mask=mask, other=0.0)
     for s in range(0, t_hi - t_lo):
         t = t_hi - 1 - s
         # dh[t] for this program's units: dout[t] + (∂a[t+1] of the whole head) W[n][:, units]
@@ -155,6 +174,8 @@ def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, t_lo, 
         if t + 1 < T:
             dh = _dh_from_next(dh, DG + (t + 1) * stride_dt, w_base, offs_b, b_ok, hj, h_ok, offs_k, n, HID, DH,
                                stride_db, stride_dg, stride_wr, stride_wk, BLOCK_K, PREC)
+            if HAS_LEN:   # step t+1 was the identity for a finished row: its dh passes straight down
+                dh += tl.where((t + 1 < lens)[:, None], 0.0, dh_up)
         elif HAS_DHN:
             dh += tl.load(DHN + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, mask=mask,
                           other=0.0).to(tl.float32)
@@ -170,7 +191,17 @@ def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, t_lo, 
                         other=0.0).to(tl.float32)
         else:
             c = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
-        da_i, da_f, da_g, da_o, dc = lstm_pointwise_bwd(i, f, g, o, c, c1, dh, dc)
+        da_i, da_f, da_g, da_o, dc_new = lstm_pointwise_bwd(i, f, g, o, c, c1, dh, dc)
+        if HAS_LEN:
+            live = (t < lens)[:, None]
+            da_i = tl.where(live, da_i, 0.0)
+            da_f = tl.where(live, da_f, 0.0)
+            da_g = tl.where(live, da_g, 0.0)
+            da_o = tl.where(live, da_o, 0.0)
+            dc = tl.where(live, dc_new, dc)
+            dh_up = dh
+        else:
+            dc = dc_new
         store4(DG + t * stride_dt + offs_b[:, None] * stride_db + hcol[None, :] * stride_dg, HID * stride_dg, da_i,
                da_f, da_g, da_o, mask)
         if BARRIER:
@@ -178,6 +209,8 @@ def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, t_lo, 
         else:
             tl.debug_barrier()
     tl.store(DCCARRY + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, dc, mask=mask)
+    if HAS_LEN:
+        tl.store(DHCARRY + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, dh_up, mask=mask)
     if FINAL:
         dh0 = _dh_from_next(tl.zeros([BLOCK_B, BLOCK_H], tl.float32), DG, w_base, offs_b, b_ok, hj, h_ok, offs_k,
                             n, HID, DH, stride_db, stride_dg, stride_wr, stride_wk, BLOCK_K, PREC)
@@ -279,24 +312,25 @@ def plan(HID: int, heads: int, B: int, dtype: torch.dtype, sms: int, block_h: in
                 num_warps=8 if rows >= 256 and backward or rows >= 512 or (hoist and tiles > 1) else 4)
 
 
-def fwd_args(xw, hs, ccarry, w, cs, gates, bar, HID, DH, p) -> dict:
+def fwd_args(xw, hs, ccarry, w, cs, gates, bar, HID, DH, p, lengths=None) -> dict:
     B = xw.shape[1]
-    return dict(XW=xw, HS=hs, CCARRY=ccarry, W=w, CS=cs, GATES=gates, BAR=bar, B=B, HID=HID, DH=DH,
+    return dict(XW=xw, HS=hs, CCARRY=ccarry, W=w, CS=cs, GATES=gates, BAR=bar, LENGTHS=lengths, B=B, HID=HID, DH=DH,
                 **strides("x", xw, "tbg"), **strides("h", hs, "tbh"),
                 **strides("w", w, "nrk"), **strides("c", cs, "tbh"),
                 **strides("g", gates, "tbh"),
-                STORE_GATES=gates is not None, MAX_SPIN=MAX_SPIN, HOIST_W=p.HOIST_W, **p.constexprs(),
+                STORE_GATES=gates is not None, HAS_LEN=lengths is not None, MAX_SPIN=MAX_SPIN, HOIST_W=p.HOIST_W,
+                **p.constexprs(),
                 **dot_options(xw.dtype, xw.device))
 
 
-def bwd_args(dout, dg, gates, cs, c0, w, dccarry, dhn, dh0, bar, HID, DH, p) -> dict:
+def bwd_args(dout, dg, gates, cs, c0, w, dccarry, dhn, dh0, bar, HID, DH, p, lengths=None, dhcarry=None) -> dict:
     T, B = dout.shape[0], dout.shape[1]
     return dict(DOUT=dout, DG=dg, GATES=gates, CS=cs, C0=c0, W=w, DCCARRY=dccarry, DHN=dhn, DH0=dh0, BAR=bar,
-                T=T, B=B, HID=HID, DH=DH,
+                LENGTHS=lengths, DHCARRY=dhcarry, T=T, B=B, HID=HID, DH=DH,
                 **strides("o", dout, "tbh"), **strides("d", dg, "tbg"),
                 **strides("g", gates, "tbh"), **strides("c", cs, "tbh"),
                 **strides("w", w, "nrk"), HAS_C0=c0 is not None, HAS_DHN=dhn is not None,
-                MAX_SPIN=MAX_SPIN,
+                HAS_LEN=lengths is not None, MAX_SPIN=MAX_SPIN,
                 **p.constexprs(), **dot_options(dout.dtype, dout.device))
 
 
@@ -307,7 +341,7 @@ def _device_plan(HID, heads, B, dtype, device, block_h, backward=False) -> Plan:
     return plan(HID, heads, B, dtype, props.multi_processor_count, block_h, backward, hopper=props.major >= 9)
 
 
-def _forward(xw, h0, c0, w, heads, store_gates, block_h=None):
+def _forward(xw, h0, c0, w, heads, store_gates, block_h=None, lengths=None):
     T, B, HID4 = xw.shape
     HID, DH = HID4 // 4, HID4 // 4 // heads
     p = _device_plan(HID, heads, B, xw.dtype, xw.device, block_h)
@@ -317,7 +351,7 @@ def _forward(xw, h0, c0, w, heads, store_gates, block_h=None):
     cs = torch.empty(T, B, HID, device=xw.device, dtype=xw.dtype)
     gates = torch.empty(T, B, HID4, device=xw.device, dtype=xw.dtype) if store_gates else None
     bar = torch.zeros(2, device=xw.device, dtype=torch.int32)
-    args = fwd_args(xw, hs, ccarry, w, cs, gates, bar, HID, DH, p)
+    args = fwd_args(xw, hs, ccarry, w, cs, gates, bar, HID, DH, p, lengths)
     def launches(p):
         return [dict(t_lo=0, t_hi=T)] if p.single_launch else [dict(t_lo=t, t_hi=t + 1) for t in range(T)]
     _run(_lstm_persist_fwd, args, p, bar, launches)
@@ -355,7 +389,7 @@ def _check_barrier(bar, p):
                            "once (another kernel on the GPU?); results are invalid")
 
 
-def _backward(dout, dhn, dcn, hs, cs, gates, c0, w, heads, block_h=None):
+def _backward(dout, dhn, dcn, hs, cs, gates, c0, w, heads, block_h=None, lengths=None):
     T, B, HID = dout.shape
     DH = HID // heads
     p = _device_plan(HID, heads, B, dout.dtype, dout.device, block_h, backward=True)
@@ -364,7 +398,8 @@ def _backward(dout, dhn, dcn, hs, cs, gates, c0, w, heads, block_h=None):
                                                                                                 device=dout.device)
     dh0 = torch.empty(B, HID, device=dout.device, dtype=torch.float32)
     bar = torch.zeros(2, device=dout.device, dtype=torch.int32)
-    args = bwd_args(dout, dg, gates, cs, c0, w, dccarry, dhn, dh0, bar, HID, DH, p)
+    dhcarry = torch.zeros(B, HID, device=dout.device) if lengths is not None else None
+    args = bwd_args(dout, dg, gates, cs, c0, w, dccarry, dhn, dh0, bar, HID, DH, p, lengths, dhcarry)
     def launches(p):
         if p.single_launch:
             return [dict(t_lo=0, t_hi=T, FINAL=True)]
@@ -380,21 +415,21 @@ def _backward(dout, dhn, dcn, hs, cs, gates, c0, w, heads, block_h=None):
 
 class _PersistentLSTM(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xw, h0, c0, w, heads, block_h):
-        hs, cs, gates, ccarry = _forward(xw, h0, c0, w, heads, True, block_h)
-        ctx.save_for_backward(c0, w, hs, cs, gates)
+    def forward(ctx, xw, h0, c0, w, heads, block_h, lengths):
+        hs, cs, gates, ccarry = _forward(xw, h0, c0, w, heads, True, block_h, lengths)
+        ctx.save_for_backward(c0, w, hs, cs, gates, lengths)
         ctx.heads, ctx.block_h, ctx.has_h0 = heads, block_h, h0 is not None
         return hs[1:], hs[-1].clone(), ccarry.to(xw.dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dout, dhn, dcn):
-        c0, w, hs, cs, gates = ctx.saved_tensors
+        c0, w, hs, cs, gates, lengths = ctx.saved_tensors
         dout = dout.contiguous() if dout is not None else torch.zeros_like(hs[1:])
         dhn = dhn.contiguous() if dhn is not None else None
-        dg, dh0, dc0, dw = _backward(dout, dhn, dcn, hs, cs, gates, c0, w, ctx.heads, ctx.block_h)
+        dg, dh0, dc0, dw = _backward(dout, dhn, dcn, hs, cs, gates, c0, w, ctx.heads, ctx.block_h, lengths)
         return (dg, dh0.to(dout.dtype) if ctx.has_h0 else None, dc0.to(dout.dtype) if c0 is not None else None,
-                dw, None, None)
+                dw, None, None, None)
 
 
 def _check(x, h0, c0, w_ih, w_hh, b_ih, b_hh, heads):
@@ -406,19 +441,35 @@ def _check(x, h0, c0, w_ih, w_hh, b_ih, b_hh, heads):
     check_rnn_step(x[0], h0, c0, w_ih, w_hh, b_ih, b_hh, 4, heads)
 
 
+def _check_lengths(lengths, T: int, B: int, device):
+    """lengths as int32 (B,) on the device, or None; ValueError/TypeError naming it."""
+    if lengths is None:
+        return None
+    if not isinstance(lengths, torch.Tensor) or lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths must be an integer tensor, got {getattr(lengths, 'dtype', type(lengths).__name__)}")
+    if tuple(lengths.shape) != (B,):
+        raise ValueError(f"lengths must have shape ({B},) (one per batch row), got {tuple(lengths.shape)}")
+    if B and (lengths.min().item() < 1 or lengths.max().item() > T):
+        raise ValueError(f"lengths must lie in 1 … {T} (the time steps), got {lengths.tolist()}")
+    return lengths.to(device=device, dtype=torch.int32).contiguous()
+
+
 def lstm_persistent(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, heads: int = 1, batch_first: bool = False,
-                    _block_h: int | None = None):
+                    lengths=None, _block_h: int | None = None):
     """One LSTM layer with the time loop inside the kernel; ``nn.LSTM`` semantics for heads=1.
 
     x: (T, B, I) or (B, T, I) with batch_first; hx: (h0, c0) each (B, HID) or None;
     w_ih: (4·HID, I); w_hh: (4·HID, HID) for heads=1, (heads, 4·DH, DH) block-diagonal for heads>1.
-    Returns (out, (h_n, c_n)).  Differentiable (persistent backward too).
+    ``lengths`` (B,) integers in 1 … T, any order (padded variable-length input): inside the kernel a row at
+    or past its length keeps its state and its output repeats it; (h_n, c_n) hold each row's state at its
+    own last step.  Returns (out, (h_n, c_n)).  Differentiable (persistent backward too).
     """
     if batch_first and isinstance(x, torch.Tensor) and x.ndim == 3:
         x = x.transpose(0, 1)
     h0, c0 = (None, None) if hx is None else hx
     _check(x, h0, c0, w_ih, w_hh, b_ih, b_hh, heads)
     T, B, IN = x.shape
+    lengths = _check_lengths(lengths, T, B, x.device)
     xw = (x.reshape(T * B, IN) @ w_ih.t()).reshape(T, B, -1)
     if b_ih is not None:
         xw = xw + b_ih
@@ -428,9 +479,9 @@ def lstm_persistent(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, heads: int = 1, 
     args = (xw.contiguous(), h0.contiguous() if h0 is not None else None,
             c0.contiguous() if c0 is not None else None, w)
     if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in args):
-        out, hn, cn = _PersistentLSTM.apply(*args, heads, _block_h)
+        out, hn, cn = _PersistentLSTM.apply(*args, heads, _block_h, lengths)
     else:
-        hs, _, _, ccarry = _forward(*args, heads, False, _block_h)
+        hs, _, _, ccarry = _forward(*args, heads, False, _block_h, lengths)
         out, hn, cn = hs[1:], hs[-1].clone(), ccarry.to(xw.dtype)  # h_n never aliases out
     if batch_first:
         out = out.transpose(0, 1)

@@ -14,3 +14,15 @@ def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None):
     r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
     n = torch.tanh(xn + r * hn)
     return (1 - z) * n + z * h
+
+
+def gru(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_first: bool = False):
+    """One layer as the naive per-step loop: returns (out, h_n)."""
+    if batch_first:
+        x = x.transpose(0, 1)
+    h, outs = h0, []
+    for t in range(x.shape[0]):
+        h = gru_cell(x[t], h, w_ih, w_hh, b_ih, b_hh)
+        outs.append(h)
+    out = torch.stack(outs)
+    return (out.transpose(0, 1) if batch_first else out), h

@@ -84,3 +84,34 @@ def strided(t: torch.Tensor | None) -> torch.Tensor | None:
     if t.ndim == 1:
         return odd_bias(t, "strided")
     return t.t().contiguous().t() if t.shape[0] > 1 else odd_bias(t.reshape(-1), "strided").view(t.shape)
+
+
+def check_module(fused, module, x, hx=None, lengths=None, dtype=torch.float32, seed=0):
+    """A FusedLSTM/FusedGRU against its nn module by the 2x rule: outputs, final states, the input's gradient
+    and every parameter's gradient, with ``module`` in float64 as the truth and in ``dtype`` as PyTorch's own
+    error.  ``lengths`` makes the input a PackedSequence (unsorted) of the padded (T, B, I) ``x``; floors as
+    check_fn's."""
+    import copy
+
+    from torch.nn.utils.rnn import pack_padded_sequence
+    from tests.tolerance import assert_within_2x
+    runs = []
+    for m, dt in ((fused, dtype), (module, torch.float64), (module, dtype)):
+        m = copy.deepcopy(m).to(dt)
+        xi = x.detach().to(dt).requires_grad_()
+        inp = pack_padded_sequence(xi, lengths, enforce_sorted=False) if lengths is not None else xi
+        state = None if hx is None else (tuple(s.to(dt) for s in hx) if isinstance(hx, tuple) else hx.to(dt))
+        out, st = m(inp, state)
+        out = out.data if lengths is not None else out
+        states = list(st) if isinstance(st, tuple) else [st]
+        g = torch.Generator().manual_seed(seed)
+        weights = [torch.randn(t.shape, generator=g) for t in [out, *states]]
+        sum((t * w.to(t)).sum() for t, w in zip([out, *states], weights)).backward()
+        runs.append(([out, *states], [xi.grad] + [p.grad for p in m.parameters()]))
+    eps = torch.finfo(dtype).eps
+    for i, (a, r, p) in enumerate(zip(*(run[0] for run in runs))):
+        assert_within_2x(f"output {i}", a, r, p, extra_atol=eps)
+    scale = max(r.abs().max().item() for r in runs[1][1])
+    names = ["input"] + [n for n, _ in module.named_parameters()]
+    for name, a, r, p in zip(names, *(run[1] for run in runs)):
+        assert_within_2x(f"grad of {name}", a, r, p, extra_atol=2 * eps * scale)

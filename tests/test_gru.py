@@ -92,3 +92,99 @@ def test_every_argument_strided():
     args = [strided(t) for t in make(3, 5, 4, torch.float32)]
     assert not any(t.is_contiguous() for t in args)
     check_fn(gru_cell, ref.gru_cell, args, 1)
+
+
+# -------------------------------------------------------------------------------- gru layer, FusedGRU
+
+from kernels.gru import FusedGRU, gru  # noqa: E402
+from tests.helpers import check_module  # noqa: E402
+
+
+def _layer(x, h, *w):
+    return gru(x, h, *w)
+
+
+def _ref_layer(x, h, *w):
+    return ref.gru(x, h, *w)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("T", [1, 37])
+def test_layer_matches_textbook(T, dtype):
+    x, h, *w = make(3, 24, 50, dtype)
+    xs = torch.rand(T, 3, 24, generator=torch.Generator().manual_seed(2)).to(x) * 2 - 1
+    check_fn(_layer, _ref_layer, (xs, h, *w), 2)
+
+
+@pytest.mark.parametrize("bias, state", [(False, True), (True, False)])
+def test_layer_optional_bias_and_state(bias, state):
+    x, h, *w = make(2, 16, 20, torch.float32, bias=bias, state=state)
+    check_fn(_layer, _ref_layer, (torch.randn(9, 2, 16, device=DEVICE), h, *w), 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layers, bidirectional, batch_first", [(1, False, False), (2, False, True), (2, True, False)])
+def test_fused_gru_matches_nn_gru(layers, bidirectional, batch_first, dtype):
+    torch.manual_seed(0)
+    m = nn.GRU(12, 20, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first, device=DEVICE)
+    f = FusedGRU.from_torch(m)
+    x = torch.randn(3, 7, 12, device=DEVICE)
+    dirs = 2 if bidirectional else 1
+    for hx in (None, torch.randn(layers * dirs, 3 if batch_first else 7, 20, device=DEVICE)):
+        check_module(f, m, x, hx, dtype=dtype)
+
+
+def test_fused_gru_unbatched_dropout_and_names():
+    m = nn.GRU(10, 20, num_layers=2, dropout=0.5, bias=False, device=DEVICE)
+    f = FusedGRU.from_torch(m)
+    assert [n for n, _ in f.named_parameters()] == [n for n, _ in m.named_parameters()]
+    m.eval()
+    f.eval()
+    x = torch.randn(6, 10, device=DEVICE)
+    (got, gh), (want, wh) = f(x), m(x)
+    assert got.shape == want.shape == (6, 20) and gh.shape == wh.shape == (2, 20)
+    torch.testing.assert_close(got, want, atol=2e-6, rtol=1e-5)
+    f.train()
+    a, _ = f(torch.randn(5, 2, 10, device=DEVICE))       # dropout between layers, in training only
+    assert a.shape == (5, 2, 20)
+    assert "num_layers=2" in repr(f) and FusedGRU(4, 8).weight_hh_l0.shape == (24, 8)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_fused_gru_packed_matches_nn_gru(bidirectional, dtype):
+    """Ragged, unsorted lengths with a length of 1: outputs, h_n at each row's own end, every gradient."""
+    torch.manual_seed(1)
+    m = nn.GRU(12, 20, num_layers=2, bidirectional=bidirectional, device=DEVICE)
+    x = torch.randn(9, 5, 12, device=DEVICE)
+    lengths = torch.tensor([4, 9, 1, 6, 9])
+    hx = torch.randn(2 * (2 if bidirectional else 1), 5, 20, device=DEVICE)
+    for state in (None, hx):
+        check_module(FusedGRU.from_torch(m), m, x, state, lengths, dtype)
+
+
+@given(lengths=st.lists(st.integers(1, 8), min_size=1, max_size=6), seed=st.integers(0, 2**16))
+def test_packed_lengths_hypothesis(lengths, seed):
+    torch.manual_seed(seed)
+    m = nn.GRU(5, 9, bidirectional=seed % 2 == 1, device=DEVICE)
+    x = torch.randn(max(lengths), len(lengths), 5, device=DEVICE)
+    check_module(FusedGRU.from_torch(m), m, x, None, torch.tensor(lengths))
+
+
+def test_bad_module_input():
+    from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+    f = FusedGRU(4, 6, device=DEVICE)
+    with pytest.raises(ValueError, match="4 features"):
+        f(torch.randn(3, 2, 5, device=DEVICE))
+    packed = pack_padded_sequence(torch.randn(5, 3, 4, device=DEVICE), torch.tensor([5, 2, 3]), enforce_sorted=False)
+    with pytest.raises(ValueError, match="h0 must have shape \\(1, 3, 6\\) for this packed batch"):
+        f(packed, torch.randn(1, 5, 6, device=DEVICE))
+    bad = PackedSequence(packed.data, torch.tensor([2, 3, 3, 2]), packed.sorted_indices, packed.unsorted_indices)
+    with pytest.raises(ValueError, match="input.batch_sizes must be positive, non-increasing and sum to data's 10"):
+        f(bad)
+    with pytest.raises(ValueError, match="input: the PackedSequence's data must have 4 features"):
+        f(pack_padded_sequence(torch.randn(5, 3, 7, device=DEVICE), torch.tensor([5, 2, 3]), enforce_sorted=False))
+    with pytest.raises(TypeError, match="nn.GRU"):
+        FusedGRU.from_torch(nn.LSTM(4, 6))
+    with pytest.raises(ValueError, match="batch_sizes must be 3 positive"):
+        gru(torch.randn(3, 2, 4, device=DEVICE), None, f.weight_ih_l0, f.weight_hh_l0, batch_sizes=[2, 3, 1])

@@ -245,3 +245,115 @@ def test_cell_every_argument_strided():
     args = [strided(t) for t in make(3, 5, 4, torch.float32)]
     assert not any(t.is_contiguous() for t in args)
     check_fn(lstm_cell, ref.lstm_cell, args, 2)
+
+
+# ------------------------------------------------------------------------ packed sequences (issue 14)
+
+from tests.helpers import check_module  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("kernel", FusedLSTM.KERNELS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_packed_matches_nn_lstm(bidirectional, kernel, dtype):
+    """Ragged, unsorted lengths with a length of 1, both kernels: outputs, (h_n, c_n) at each row's own end,
+    the input's and every parameter's gradient."""
+    torch.manual_seed(1)
+    m = nn.LSTM(12, 20, num_layers=2, bidirectional=bidirectional, device=DEVICE)
+    x = torch.randn(9, 5, 12, device=DEVICE)
+    lengths = torch.tensor([4, 9, 1, 6, 9])
+    dirs = 2 if bidirectional else 1
+    hx = (torch.randn(2 * dirs, 5, 20, device=DEVICE), torch.randn(2 * dirs, 5, 20, device=DEVICE))
+    for state in (None, hx):
+        check_module(FusedLSTM.from_torch(m, kernel=kernel), m, x, state, lengths, dtype)
+
+
+def test_packed_persistent_split_head():
+    """A head split over programs (one launch per step, dh carried between launches through memory)."""
+    from kernels.lstm_persistent import lstm_persistent
+    torch.manual_seed(2)
+    m = nn.LSTM(6, 40, device=DEVICE)
+    x = torch.randn(7, 5, 6, device=DEVICE, requires_grad=True)
+    lengths = torch.tensor([3, 7, 1, 5, 7])
+    w = [m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0]
+    out, (hn, cn) = lstm_persistent(x, None, *w, lengths=lengths, _block_h=16)
+    loss = sum(out[:n, b].sum() for b, n in enumerate(lengths.tolist())) + hn.square().sum() + cn.sum()
+    got = torch.autograd.grad(loss, [x, *w])
+    rows = [m(x[:n, b:b + 1]) for b, n in enumerate(lengths.tolist())]
+    loss = sum(o.sum() + h.square().sum() + c.sum() for o, (h, c) in rows)
+    want = torch.autograd.grad(loss, [x, *w])
+    torch.testing.assert_close(hn, torch.cat([h[0] for _, (h, _) in rows]), atol=2e-6, rtol=1e-5)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+@given(lengths=st.lists(st.integers(1, 8), min_size=1, max_size=6), seed=st.integers(0, 2**16),
+       kernel=st.sampled_from(FusedLSTM.KERNELS))
+def test_packed_lengths_hypothesis(lengths, seed, kernel):
+    torch.manual_seed(seed)
+    m = nn.LSTM(5, 9, bidirectional=seed % 2 == 1, device=DEVICE)
+    x = torch.randn(max(lengths), len(lengths), 5, device=DEVICE)
+    check_module(FusedLSTM.from_torch(m, kernel=kernel), m, x, None, torch.tensor(lengths))
+
+
+def test_packed_bad_input():
+    from torch.nn.utils.rnn import pack_padded_sequence
+    from kernels.lstm_persistent import lstm_persistent
+    f = FusedLSTM(4, 6, device=DEVICE)
+    packed = pack_padded_sequence(torch.randn(5, 3, 4, device=DEVICE), torch.tensor([5, 2, 3]), enforce_sorted=False)
+    with pytest.raises(ValueError, match="h0 must have shape \\(1, 3, 6\\) for this packed batch"):
+        f(packed, (torch.randn(1, 5, 6, device=DEVICE), torch.randn(1, 5, 6, device=DEVICE)))
+    with pytest.raises(ValueError, match="proj_size"):
+        FusedLSTM(4, 6, proj_size=2)
+    w = [f.weight_ih_l0, f.weight_hh_l0]
+    with pytest.raises(ValueError, match="lengths must lie in 1 … 5"):
+        lstm_persistent(torch.randn(5, 3, 4, device=DEVICE), None, *w, lengths=torch.tensor([5, 0, 2]))
+    with pytest.raises(ValueError, match="lengths must have shape \\(3,\\)"):
+        lstm_persistent(torch.randn(5, 3, 4, device=DEVICE), None, *w, lengths=torch.tensor([5, 2]))
+    with pytest.raises(TypeError, match="lengths must be an integer tensor"):
+        lstm_persistent(torch.randn(5, 3, 4, device=DEVICE), None, *w, lengths=torch.tensor([5.0, 1.0, 2.0]))
+
+
+# --------------------------------------------------------- the drop-ins in the textbook's own code (issue 14)
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_textbook_gradient_demo_runs_unchanged(kind):
+    """§1.3's demo with the recurrent layer swapped for ours: |dL/dx_t| over 100 positions equals nn's."""
+    from kernels.gru import FusedGRU
+    torch.manual_seed(0)
+    rnn = (nn.LSTM if kind == "lstm" else nn.GRU)(input_size=1, hidden_size=64, batch_first=True, device=DEVICE)
+    fused = (FusedLSTM if kind == "lstm" else FusedGRU).from_torch(rnn)
+    head = nn.Linear(64, 1, device=DEVICE)
+    grads = []
+    for layer in (rnn, fused):
+        x = torch.randn(1, 100, 1, device=DEVICE, generator=torch.Generator(DEVICE).manual_seed(1)).requires_grad_()
+        output, _ = layer(x)
+        head(output[:, -1]).sum().backward()
+        grads.append(x.grad.abs().squeeze())
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-7, rtol=1e-4)
+    assert grads[1][0] / grads[1][99] > 0      # the ratio the chapter prints is finite and computed
+
+
+@pytest.mark.parametrize("kind", ["lstm-step", "lstm-persistent", "gru"])
+def test_packed_training_step(kind):
+    """One optimizer step on a packed batch of variable-length sentences: the same update as nn's."""
+    from torch.nn.utils.rnn import pack_sequence
+    from kernels.gru import FusedGRU
+    torch.manual_seed(0)
+    ref_rnn = (nn.GRU if kind == "gru" else nn.LSTM)(8, 16, num_layers=2, bidirectional=True, device=DEVICE)
+    rnn = FusedGRU.from_torch(ref_rnn) if kind == "gru" else FusedLSTM.from_torch(ref_rnn, kernel=kind[5:])
+    sentences = [torch.randn(n, 8, device=DEVICE) for n in (5, 2, 7, 1)]
+    labels = torch.tensor([0, 1, 1, 0], device=DEVICE)
+    updated = []
+    for model in (ref_rnn, rnn):
+        torch.manual_seed(3)
+        head = nn.Linear(32, 2, device=DEVICE)
+        opt = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=0.5)
+        _, state = model(pack_sequence(sentences, enforce_sorted=False))
+        h_n = state[0] if isinstance(state, tuple) else state
+        loss = nn.functional.cross_entropy(head(torch.cat([h_n[-2], h_n[-1]], -1)), labels)
+        loss.backward()
+        opt.step()
+        updated.append([p.detach().clone() for p in model.parameters()])
+    for a, b in zip(*updated):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5)
