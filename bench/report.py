@@ -74,6 +74,7 @@ def write_report(run_dir: str) -> str:
     if figure:
         lines += [f"![the hardware argument]({os.path.basename(figure)})", ""]
 
+    lines += table.guide_markdown(df, WORKLOADS, bool(meta.get("cpu_only")))
     if os.path.exists(os.path.join(run_dir, "train.csv")):     # the table's training-time column, measured
         from bench import train
         train.plot(train.load_rows(run_dir), run_dir, f"seqbench train — {env.get('device', '')}")

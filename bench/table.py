@@ -212,3 +212,84 @@ def figure(df: pd.DataFrame, workloads, run_dir: str, device: str, cpu_only: boo
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------------ the textbook's LSTM-vs-GRU guide
+
+GUIDE_CLAIM = ("Textbook §1.4, \"LSTM vs GRU: quick guide\": the GRU has fewer parameters and is faster to "
+               "train and to run (no source given).")
+
+
+def guide(df: pd.DataFrame, workloads) -> list[dict]:
+    """One row per (implementation kind, mode): the LSTM and GRU impls tagged ``guide`` with that kind, at
+    the largest shape both measured (same label: equal batch, length and hidden size), with parameters,
+    tokens/s and GRU ÷ LSTM; ``ratios`` over every shared shape.  Kinds where either side was not
+    measured come back with the reason."""
+    tagged = {}
+    for w in workloads.values():
+        for i in w.impls.values():
+            if i.guide:
+                tagged.setdefault(i.guide[1], {})[i.guide[0]] = (w, i)
+    out = []
+    for kind, sides in tagged.items():
+        if set(sides) != {"LSTM", "GRU"}:
+            continue
+        for mode in ("fwd", "fwd+bwd"):
+            got = {}
+            for arch, (w, i) in sides.items():
+                d = _usable(df[(df.workload == w.name) & (df.impl == i.name) & (df["mode"] == mode)])
+                got[arch] = d.set_index("shape")
+            row = {"kind": kind, "mode": mode}
+            shared = [s for s in got["LSTM"].index if s in got["GRU"].index]
+            if not shared:
+                why = []
+                for a in ("LSTM", "GRU"):
+                    if got[a].empty:
+                        w, i = sides[a]
+                        r = df[(df.workload == w.name) & (df.impl == i.name) & (df["mode"] == mode)].reason.dropna()
+                        why.append(f"{a} {i.name}: {r.iloc[0] if len(r) else 'not in this run'}")
+                out.append(row | {"reason": "; ".join(why) or "no shape measured by both"})
+                continue
+            ratios = [got["GRU"].tokens_per_s[s] / got["LSTM"].tokens_per_s[s] for s in shared]
+            s = max(shared, key=lambda s: got["LSTM"].tokens[s])
+            shape = {k: int(v) for k, v in (p.split("=") for p in s.split())}
+            lw, gw = sides["LSTM"][0], sides["GRU"][0]
+            row.update(shape=s, lstm_impl=sides["LSTM"][1].name, gru_impl=sides["GRU"][1].name,
+                       lstm_params=lw.params(shape) if lw.params else None,
+                       gru_params=gw.params(shape) if gw.params else None,
+                       lstm_tokens_per_s=got["LSTM"].tokens_per_s[s], gru_tokens_per_s=got["GRU"].tokens_per_s[s],
+                       ratio=ratios[shared.index(s)], ratios=ratios, reason="")
+            out.append(row)
+    return out
+
+
+def guide_verdict(ratio: float) -> str:
+    if ratio > 1.05:
+        return "GRU faster"
+    if ratio < 1 / 1.05:
+        return "LSTM faster"
+    return "the same (within 5%)"
+
+
+def guide_markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
+    rows = guide(df, workloads)
+    if not rows:
+        return []
+    lines = ["## The textbook's LSTM-vs-GRU guide, measured", "", GUIDE_CLAIM + "  Ours: the same implementation "
+             "kind of each at equal batch, length and hidden size (input = hidden), the largest shape both "
+             "measured; GRU ÷ LSTM over every shared shape in the last column.", ""]
+    if cpu_only:
+        lines += ["> CPU-only run: PyTorch implementations timed on the CPU; the Triton rows are checked through "
+                  "the interpreter and timed on a GPU only.", ""]
+    lines += ["| implementation | mode | shape | params LSTM / GRU (GRU ÷ LSTM) | tokens/s LSTM | tokens/s GRU | "
+              "GRU ÷ LSTM | verdict | GRU ÷ LSTM, all shapes |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["reason"]:
+            lines.append(f"| {r['kind']} | {r['mode']} | | | | | | not measured: {r['reason']} | |")
+            continue
+        p = (f"{r['lstm_params']:,} / {r['gru_params']:,} ({r['gru_params'] / r['lstm_params']:.2f})"
+             if r["lstm_params"] and r["gru_params"] else "")
+        spread = f"{min(r['ratios']):.2f}–{max(r['ratios']):.2f} ({len(r['ratios'])} shapes)"
+        lines.append(f"| {r['kind']} | {r['mode']} | {r['shape']} | {p} | {fmt(r['lstm_tokens_per_s'])} | "
+                     f"{fmt(r['gru_tokens_per_s'])} | {r['ratio']:.2f} | {guide_verdict(r['ratio'])} | {spread} |")
+    return lines + [""]

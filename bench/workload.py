@@ -57,6 +57,7 @@ class Impl:
     triton: bool = False            # runs a Triton kernel: timed on a GPU only
     needs_cuda: bool = False        # a CUDA-only library path (SDPA flash/cudnn, cuDNN)
     textbook: str | None = None     # the line of the textbook's table this impl stands for
+    guide: tuple[str, str] | None = None   # (architecture, implementation) in the LSTM-vs-GRU guide table
     note: str = ""
 
 
@@ -98,6 +99,7 @@ class Workload:
     tokens: Callable         # (shape) -> int
     inputs: Callable         # (shape, dtype, device, grad) -> SimpleNamespace of shared tensors/modules
     recurrent_params: Callable | None = None   # (shape) -> weights one dependent step multiplies (sequential floor)
+    params: Callable | None = None   # (shape) -> the layer's parameter count (the LSTM-vs-GRU guide)
     checks: tuple[Check, ...] = ()
     impls: dict[str, Impl] = field(default_factory=dict)
     register: bool = True

@@ -748,3 +748,24 @@ def test_a_failed_comparison_keeps_the_timing():
     row = brun.measure_point(w, w.impls["flaky"], dict(B=1, T=4), "fwd", torch.float32, torch.device("cpu"), None)
     assert row.status == "ok" and row.ms > 0 and row.accurate is None
     assert "comparison failed: RuntimeError: CUDA out of memory" in row.baseline
+
+
+def test_lstm_vs_gru_guide_table(tmp_path):
+    """The guide pairs the LSTM and GRU impls of one kind at equal shapes: parameters 4:3, tokens/s ratio
+    from the rows, and a reason where a side was not measured (Triton on a CPU)."""
+    from bench import report, table
+    from bench.run import sweep
+    ws = [WORKLOADS["lstm_layer"], WORKLOADS["gru_layer"]]
+    sweep(str(tmp_path), ws, torch.float32, quick=True, modes=("fwd",), progress=False, checks=False)
+    df, _ = report.load(str(tmp_path))
+    rows = {r["kind"]: r for r in table.guide(df, WORKLOADS) if r["mode"] == "fwd"}
+    nn_row = rows["nn (cuDNN on a GPU)"]
+    assert nn_row["shape"] == "B=4 T=32 H=64" and nn_row["lstm_params"] == 4 * 64 * 130
+    assert nn_row["gru_params"] / nn_row["lstm_params"] == 0.75
+    d = df[(df["shape"] == "B=4 T=32 H=64") & (df["mode"] == "fwd")].set_index(["workload", "impl"]).tokens_per_s
+    assert nn_row["ratio"] == pytest.approx(d[("gru_layer", "nn.GRU")] / d[("lstm_layer", "nn.LSTM")])
+    assert len(nn_row["ratios"]) == 2
+    if not torch.cuda.is_available():
+        assert "timed on a GPU only" in rows["Triton step"]["reason"]
+    text = "\n".join(table.guide_markdown(df, WORKLOADS, True))
+    assert "LSTM-vs-GRU guide" in text and "(0.75)" in text and table.guide_verdict(nn_row["ratio"]) in text

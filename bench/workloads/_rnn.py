@@ -59,3 +59,73 @@ def uniform_tensors(device, *shapes, scale=1.0):
     g = torch.Generator().manual_seed(0)
     return [((torch.rand(*s, generator=g) * 2 - 1) * scale).to(device) for s in shapes]
 
+
+
+def layer_params(gates):
+    """Parameters of one layer with input = hidden = H: gates·H·(2H + 2) (both matrices, both biases)."""
+    return lambda s: gates * s["H"] * (2 * s["H"] + 2)
+
+
+# Ragged batches: more rows than LAYER_SHAPES (packing pays off with many sequences of mixed length).
+RAGGED_SHAPES = Shapes(cpu_quick=[dict(B=8, T=t, H=64) for t in (16, 32)],
+                       cpu_full=[dict(B=8, T=t, H=64) for t in (16, 32, 128)],
+                       gpu_quick=[dict(B=64, T=t, H=1024) for t in (64, 256, 1024)],
+                       gpu_full=[dict(B=64, T=t, H=1024) for t in (64, 128, 256, 512, 1024)])
+
+
+def ragged_lengths(B: int, T: int) -> torch.Tensor:
+    """The fixed length distribution of the ragged workloads: uniform on [T/4, T] (seeded), one row of T,
+    in random order."""
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.ceil(T * (0.25 + 0.75 * torch.rand(B, generator=g))).long().clamp(1, T)
+    lengths[torch.randint(0, B, (1,), generator=g)] = T
+    return lengths
+
+
+def ragged_inputs(gates):
+    """layer_inputs plus the batch's lengths (x is padded, (T, B, H))."""
+    base = layer_inputs(gates)
+
+    def inputs(s, dtype, device, grad):
+        inp = base(s, dtype, device, grad)
+        inp.lengths = ragged_lengths(s["B"], s["T"])
+        return inp
+    return inputs
+
+
+def ragged_tokens(s) -> int:
+    """The real tokens of a ragged batch (padding excluded)."""
+    return int(ragged_lengths(s["B"], s["T"]).sum())
+
+
+def ragged_scaled(count):
+    """A padded-batch count scaled by the share of real tokens."""
+    return lambda s, *a: count(s, *a) * ragged_tokens(s) / (s["B"] * s["T"])
+
+
+def torch_module(cls, inp):
+    """An nn.LSTM/nn.GRU holding the shared weights (a copy: its gradients stay its own)."""
+    H = inp.w_hh.shape[1]
+    m = cls(H, H, device=inp.x.device, dtype=inp.x.dtype)
+    with torch.no_grad():
+        for p, src in zip((m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0),
+                          (inp.w_ih, inp.w_hh, inp.b_ih, inp.b_hh)):
+            p.copy_(src)
+    return m
+
+
+def packed_runner(module, inp):
+    """module on the padded batch packed by its lengths (the packing timed, as a user pays it); the packed
+    output's data."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+    return lambda: module(pack_padded_sequence(inp.x, inp.lengths, enforce_sorted=False))[0].data
+
+
+def padded_runner(module, inp):
+    """module on the whole padded batch (padding computed at full cost), its output at the real positions
+    in the packed order (so it compares with the packed impls)."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+    order = pack_padded_sequence(inp.x, inp.lengths, enforce_sorted=False).sorted_indices.to(inp.x.device)
+    lengths = inp.lengths.to(inp.x.device)[order]
+    mask = torch.arange(inp.x.shape[0], device=inp.x.device)[:, None] < lengths[None, :]
+    return lambda: module(inp.x)[0].index_select(1, order)[mask]

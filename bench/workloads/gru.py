@@ -1,14 +1,17 @@
-"""gru_layer: one GRU layer over a sequence as a loop of cell steps, input size = hidden size = H.
+"""gru_layer: one GRU layer over a sequence, input size = hidden size = H, the input projection included;
+gru_ragged: the same over a ragged batch as a PackedSequence.
 
-The textbook's "GRU: fewer parameters, faster" beside lstm_layer: three gates instead of four.
-FLOPs 2·B·3H·(I + H) per step, the backward twice that; minimum bytes: the weights once, x in, h out.
-Sequential floor: each step multiplies the 3H × H matrix W_hh.
+The textbook's "GRU: fewer parameters, faster" beside lstm_layer / lstm_ragged (the guide table pairs the
+impls marked ``guide``): three gates instead of four.  FLOPs 2·B·3H·(I + H) per step, the backward
+twice that; minimum bytes: the weights once, x in, h out.  Sequential floor: each step multiplies the
+3H × H matrix W_hh.  Ragged counts scale by the share of real tokens.
 """
 import torch
 
 from bench.workload import Check, Workload, forward_backward
-from bench.workloads._rnn import (LAYER_SHAPES, check_args, double, layer_bytes, layer_flops, layer_inputs,
-                                  uniform_tensors)
+from bench.workloads._rnn import (LAYER_SHAPES, RAGGED_SHAPES, check_args, double, layer_bytes, layer_flops,
+                                  layer_inputs, layer_params, packed_runner, padded_runner, ragged_inputs,
+                                  ragged_scaled, ragged_tokens, torch_module, uniform_tensors)
 
 
 def check_cell(device):
@@ -28,11 +31,32 @@ def check_gpu(device, B=16, H=1024, dtype=torch.float16):
     return forward_backward(gru_cell, args, dtype), forward_backward(ref, args, torch.float64)
 
 
+def check_layer(device):
+    """The GRU layer (input GEMM + fused steps) at T=9, hidden 50, forward, against float64."""
+    from kernels.gru import gru
+    from reference.gru import gru as ref
+    x, W, U, b, _ = check_args(device, 3, steps=9)
+    return gru(x, None, W, U, b, b)[0], ref(*double(x), None, *double(W, U, b, b))[0]
+
+
+def check_packed(device):
+    """FusedGRU, two layers, bidirectional, on an unsorted ragged PackedSequence, against nn.GRU in float64."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+    from kernels.gru import FusedGRU
+    torch.manual_seed(0)
+    m = torch.nn.GRU(24, 50, num_layers=2, bidirectional=True, device=device)
+    x = torch.randn(9, 4, 24, device=device)
+    lengths = torch.tensor([5, 9, 1, 7])
+    pack = lambda t: pack_padded_sequence(t, lengths, enforce_sorted=False)  # noqa: E731
+    return FusedGRU.from_torch(m)(pack(x))[0].data, m.double()(pack(x.double()))[0].data
+
+
 gru_layer = Workload(
-    "gru_layer", "one GRU layer over a sequence, one cell step per time step", ("B", "T", "H"), "T", LAYER_SHAPES,
+    "gru_layer", "one GRU layer over a sequence (input projection included)", ("B", "T", "H"), "T", LAYER_SHAPES,
     layer_flops(3), layer_bytes(3), lambda s: s["B"] * s["T"], layer_inputs(3),
-    recurrent_params=lambda s: 3 * s["H"] * s["H"],
+    recurrent_params=lambda s: 3 * s["H"] * s["H"], params=layer_params(3),
     checks=(Check("GRU cell fwd (hidden 50)", check_cell),
+            Check("GRU layer fwd (T=9, hidden 50)", check_layer),
             Check("GRU cell fwd+bwd, B=16 I=H=1024, fp16", check_gpu, 3e-2, gpu_only=True)))
 
 
@@ -45,25 +69,44 @@ def _loop(cell, inp):
     return torch.stack(outs)
 
 
-@gru_layer.impl(baseline=True, note="textbook equations, one torch op per gate per step")
+@gru_layer.impl(baseline=True, guide=("GRU", "textbook loop"), note="textbook equations, one torch op per gate per step")
 def torch_loop(inp):
     from reference.gru import gru_cell
     return lambda: _loop(gru_cell, inp)
 
 
-@gru_layer.impl(name="nn.GRU", note="cuDNN on a GPU, ATen's CPU kernel otherwise")
+@gru_layer.impl(name="nn.GRU", guide=("GRU", "nn (cuDNN on a GPU)"), note="cuDNN on a GPU, ATen's CPU kernel otherwise")
 def nn_gru(inp):
-    import torch
-    H = inp.w_hh.shape[1]
-    m = torch.nn.GRU(H, H, device=inp.x.device, dtype=inp.x.dtype)
-    with torch.no_grad():
-        for p, src in zip((m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0),
-                          (inp.w_ih, inp.w_hh, inp.b_ih, inp.b_hh)):
-            p.copy_(src)
+    m = torch_module(torch.nn.GRU, inp)
     return lambda: m(inp.x)[0]
 
 
-@gru_layer.impl(triton=True, note="one fused Triton cell step (both matmuls) per time step")
+@gru_layer.impl(triton=True, guide=("GRU", "Triton step"), note="input GEMM + one fused Triton step per time step")
 def triton_step(inp):
-    from kernels.gru import gru_cell
-    return lambda: _loop(gru_cell, inp)
+    from kernels.gru import gru
+    return lambda: gru(inp.x, None, inp.w_ih, inp.w_hh, inp.b_ih, inp.b_hh)[0]
+
+
+gru_ragged = Workload(
+    "gru_ragged", "one GRU layer over a ragged batch (PackedSequence; lengths uniform on [T/4, T])",
+    ("B", "T", "H"), "T", RAGGED_SHAPES, ragged_scaled(layer_flops(3)), layer_bytes(3), ragged_tokens,
+    ragged_inputs(3), recurrent_params=lambda s: 3 * s["H"] * s["H"], params=layer_params(3),
+    checks=(Check("FusedGRU on a ragged PackedSequence (2 layers, bidirectional)", check_packed),))
+
+
+@gru_ragged.impl(name="nn.GRU packed", baseline=True, guide=("GRU", "nn, packed ragged batch"),
+                 note="nn.GRU on the PackedSequence")
+def nn_gru_packed(inp):
+    return packed_runner(torch_module(torch.nn.GRU, inp), inp)
+
+
+@gru_ragged.impl(name="nn.GRU padded", note="nn.GRU on the padded batch: padding computed at full cost")
+def nn_gru_padded(inp):
+    return padded_runner(torch_module(torch.nn.GRU, inp), inp)
+
+
+@gru_ragged.impl(name="FusedGRU packed", triton=True, guide=("GRU", "Triton step, packed ragged batch"),
+                 note="FusedGRU on the PackedSequence: each step runs its active rows only")
+def triton_step_packed(inp):
+    from kernels.gru import FusedGRU
+    return packed_runner(FusedGRU.from_torch(torch_module(torch.nn.GRU, inp)), inp)

@@ -1,14 +1,17 @@
-"""lstm_layer: one LSTM layer over a sequence, input size = hidden size = H, the input projection included.
+"""lstm_layer: one LSTM layer over a sequence, input size = hidden size = H, the input projection included;
+lstm_ragged: the same over a ragged batch as a PackedSequence (padded, for contrast).
 
 FLOPs: the two matmuls, 2·B·4H·(I + H) per step (the pointwise gate work is O(B·H), left out); the
 backward does twice the forward's matmul work.  Minimum bytes: the weights once, x in, h out.
-Sequential floor: each step multiplies the 4H × H matrix W_hh.
+Sequential floor: each step multiplies the 4H × H matrix W_hh.  Ragged counts scale by the share of
+real tokens.
 """
 import torch
 
 from bench.workload import Check, Workload, forward_backward
-from bench.workloads._rnn import (LAYER_SHAPES, check_args, double, layer_bytes, layer_flops, layer_inputs,
-                                  uniform_tensors)
+from bench.workloads._rnn import (LAYER_SHAPES, RAGGED_SHAPES, check_args, double, layer_bytes, layer_flops,
+                                  layer_inputs, layer_params, packed_runner, padded_runner, ragged_inputs,
+                                  ragged_scaled, ragged_tokens, torch_module, uniform_tensors)
 
 
 def check_layer(device):
@@ -40,7 +43,7 @@ def check_gpu(kind, dtype, B=16, H=1024, T=32):
 lstm_layer = Workload(
     "lstm_layer", "one LSTM layer over a sequence (input projection included)", ("B", "T", "H"), "T", LAYER_SHAPES,
     layer_flops(4), layer_bytes(4), lambda s: s["B"] * s["T"], layer_inputs(4),
-    recurrent_params=lambda s: 4 * s["H"] * s["H"],
+    recurrent_params=lambda s: 4 * s["H"] * s["H"], params=layer_params(4),
     checks=(Check("LSTM layer fwd (T=9, hidden 50)", check_layer),
             Check("LSTM cell fwd+bwd, B=16 I=H=1024, fp16", check_gpu("cell", torch.float16), 3e-2, gpu_only=True),
             Check("LSTM layer (fused steps) fwd+bwd, B=16 H=1024 T=32, fp16", check_gpu("layer", torch.float16), 3e-2,
@@ -51,24 +54,19 @@ def _weights(inp):
     return inp.w_ih, inp.w_hh, inp.b_ih, inp.b_hh
 
 
-@lstm_layer.impl(baseline=True, note="textbook equations, one torch op per gate per step")
+@lstm_layer.impl(baseline=True, guide=("LSTM", "textbook loop"), note="textbook equations, one torch op per gate per step")
 def torch_loop(inp):
     from reference.lstm import lstm
     return lambda: lstm(inp.x, None, *_weights(inp))[0]
 
 
-@lstm_layer.impl(name="nn.LSTM", note="cuDNN on a GPU, ATen's CPU kernel otherwise")
+@lstm_layer.impl(name="nn.LSTM", guide=("LSTM", "nn (cuDNN on a GPU)"), note="cuDNN on a GPU, ATen's CPU kernel otherwise")
 def nn_lstm(inp):
-    import torch
-    H = inp.w_hh.shape[1]
-    m = torch.nn.LSTM(H, H, device=inp.x.device, dtype=inp.x.dtype)
-    with torch.no_grad():
-        for p, src in zip((m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0), _weights(inp)):
-            p.copy_(src)
+    m = torch_module(torch.nn.LSTM, inp)
     return lambda: m(inp.x)[0]
 
 
-@lstm_layer.impl(triton=True, note="input GEMM + one fused Triton step per time step")
+@lstm_layer.impl(triton=True, guide=("LSTM", "Triton step"), note="input GEMM + one fused Triton step per time step")
 def triton_step(inp):
     from kernels.lstm import lstm
     return lambda: lstm(inp.x, None, *_weights(inp))[0]
@@ -78,3 +76,48 @@ def triton_step(inp):
 def triton_persistent(inp):
     from kernels.lstm_persistent import lstm_persistent
     return lambda: lstm_persistent(inp.x, None, *_weights(inp))[0]
+
+
+def check_packed(device):
+    """FusedLSTM (the persistent kernel: per-row lengths inside it), two layers, bidirectional, on an unsorted
+    ragged PackedSequence, against nn.LSTM in float64."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+    from kernels.lstm import FusedLSTM
+    torch.manual_seed(0)
+    m = torch.nn.LSTM(24, 50, num_layers=2, bidirectional=True, device=device)
+    x = torch.randn(9, 4, 24, device=device)
+    lengths = torch.tensor([5, 9, 1, 7])
+    pack = lambda t: pack_padded_sequence(t, lengths, enforce_sorted=False)  # noqa: E731
+    return FusedLSTM.from_torch(m, kernel="persistent")(pack(x))[0].data, m.double()(pack(x.double()))[0].data
+
+
+lstm_ragged = Workload(
+    "lstm_ragged", "one LSTM layer over a ragged batch (PackedSequence; lengths uniform on [T/4, T])",
+    ("B", "T", "H"), "T", RAGGED_SHAPES, ragged_scaled(layer_flops(4)), layer_bytes(4), ragged_tokens,
+    ragged_inputs(4), recurrent_params=lambda s: 4 * s["H"] * s["H"], params=layer_params(4),
+    checks=(Check("FusedLSTM persistent on a ragged PackedSequence (2 layers, bidirectional)", check_packed),))
+
+
+@lstm_ragged.impl(name="nn.LSTM packed", baseline=True, guide=("LSTM", "nn, packed ragged batch"),
+                  note="nn.LSTM on the PackedSequence")
+def nn_lstm_packed(inp):
+    return packed_runner(torch_module(torch.nn.LSTM, inp), inp)
+
+
+@lstm_ragged.impl(name="nn.LSTM padded", note="nn.LSTM on the padded batch: padding computed at full cost")
+def nn_lstm_padded(inp):
+    return padded_runner(torch_module(torch.nn.LSTM, inp), inp)
+
+
+@lstm_ragged.impl(name="FusedLSTM packed", triton=True, guide=("LSTM", "Triton step, packed ragged batch"),
+                  note="FusedLSTM (step) on the PackedSequence: each step runs its active rows only")
+def triton_step_packed(inp):
+    from kernels.lstm import FusedLSTM
+    return packed_runner(FusedLSTM.from_torch(torch_module(torch.nn.LSTM, inp)), inp)
+
+
+@lstm_ragged.impl(name="FusedLSTM persistent packed", triton=True,
+                  note="FusedLSTM(kernel='persistent') on the PackedSequence: per-row lengths inside the kernel")
+def triton_persistent_packed(inp):
+    from kernels.lstm import FusedLSTM
+    return packed_runner(FusedLSTM.from_torch(torch_module(torch.nn.LSTM, inp), kernel="persistent"), inp)
