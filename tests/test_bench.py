@@ -23,7 +23,7 @@ from bench.report import compare, load, write_report
 
 def test_registry_lists_the_workloads_and_impls():
     assert set(WORKLOADS) == {"lstm_layer", "lstm_heads", "attention", "model_lstm", "model_transformer", "gru_layer",
-                              "model_convs2s"}
+                              "model_convs2s", "lstm_ragged", "gru_ragged"}
     assert {"torch_loop", "nn.LSTM", "triton_step", "triton_persistent"} <= set(WORKLOADS["lstm_layer"].impls)
     assert {"naive", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math", "triton"} == set(WORKLOADS["attention"].impls)
     for w in WORKLOADS.values():
@@ -42,6 +42,14 @@ def test_flop_byte_token_formulas_hand_computed():
     # bf16: weights 4096·2048 + 8192 biases, x and out 1024·16·1024 each, 2 bytes apiece
     assert lstm.min_bytes(s, torch.bfloat16, "fwd") == (4096 * 2048 + 8192) * 2 + 2 * 1024 * 16 * 1024 * 2
     assert lstm.tokens(s) == 16 * 1024
+    # a ragged batch counts its real tokens only, and FLOPs in proportion
+    from bench.workloads._rnn import ragged_lengths
+    lengths = ragged_lengths(16, 1024)
+    assert lengths.max() == 1024 and lengths.min() >= 256 and lengths.tolist() == ragged_lengths(16, 1024).tolist()
+    ragged = WORKLOADS["lstm_ragged"]
+    assert ragged.tokens(s) == int(lengths.sum())
+    assert ragged.flops(s, "fwd") == pytest.approx(lstm.flops(s, "fwd") * int(lengths.sum()) / (16 * 1024))
+    assert WORKLOADS["gru_ragged"].params(s) * 4 == lstm.params(s) * 3 == 3 * 4 * 1024 * 2050
 
     attn = WORKLOADS["attention"]
     s = dict(B=8, H=16, N=8192, D=128)
