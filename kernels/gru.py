@@ -307,11 +307,12 @@ class FusedGRU(FusedRNNBase):
 # ----------------------------------------------------------------------------------------------
 
 # Kernels that must issue Hopper wgmma (HGMMA) on sm_90a in 16 bits (`seqbench inspect`, tests/test_inspect.py).
-WGMMA = ("gru.cell",)
+WGMMA = ("gru.cell", "gru.layer_step")
 
 
 def compile_builds(family: str, dtypes=(torch.float16,)):
-    """Every step config as launched at batch 16, input = hidden = 1024, and the pointwise backward."""
+    """Every step config as launched at batch 16, input = hidden = 1024 (the cell, and the layer's step
+    reading the precomputed input projection), and the pointwise backward."""
     from kernels._rnn import BWD_CONFIG, step_configs
 
     for dtype in dtypes:
@@ -319,7 +320,9 @@ def compile_builds(family: str, dtypes=(torch.float16,)):
         B, HID = 16, 1024
         x, h, gates, w, b, g3 = t(B, HID), t(B, HID), t(B, 4 * HID), t(3 * HID, HID), t(3 * HID), t(B, 3 * HID)
         args = step_fwd_args(x, h, w, w, b, b, h, gates)
+        layer = step_fwd_args(None, h, None, w, None, b, h, gates, xw=g3)      # the layer's step: xw read in
         for cfg in step_configs(dtype):
             yield "gru.cell", _gru_step_fwd, args, cfg
+            yield "gru.layer_step", _gru_step_fwd, layer, cfg
         args = step_bwd_args(gates, h, h, g3, g3, h)
         yield "gru.step_bwd", _gru_step_bwd, args, BWD_CONFIG

@@ -149,7 +149,7 @@ def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, LENGTH
 
     B-major tiles here: (BLOCK_B, BLOCK_H) for this program's units, dh = ∂a[t+1] W restricted to them.
     With HAS_LEN a step at or past a row's length is the identity: its ∂a is zero and dh, dc pass through
-    (dh through DHCARRY between launches).
+    (dh through DHCARRY, this program's units only).
     """
     pid = tl.program_id(0)
     n = pid // TILES
@@ -163,9 +163,6 @@ def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, LENGTH
     offs_k = tl.arange(0, BLOCK_K)
     w_base = W + n * stride_wn
     dc = tl.load(DCCARRY + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, mask=mask, other=0.0).to(tl.float32)
-    if HAS_LEN:
-        lens = tl.load(LENGTHS + offs_b, mask=b_ok, other=0)
-        dh_up = tl.load(DHCARRY + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, mask=mask, other=0.0)
     for s in range(0, t_hi - t_lo):
         t = t_hi - 1 - s
         # dh[t] for this program's units: dout[t] + (∂a[t+1] of the whole head) W[n][:, units]
@@ -175,7 +172,8 @@ def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, LENGTH
             dh = _dh_from_next(dh, DG + (t + 1) * stride_dt, w_base, offs_b, b_ok, hj, h_ok, offs_k, n, HID, DH,
                                stride_db, stride_dg, stride_wr, stride_wk, BLOCK_K, PREC)
             if HAS_LEN:   # step t+1 was the identity for a finished row: its dh passes straight down
-                dh += tl.where((t + 1 < lens)[:, None], 0.0, dh_up)
+                done = (t + 1 >= tl.load(LENGTHS + offs_b, mask=b_ok, other=0))[:, None] & mask
+                dh += tl.load(DHCARRY + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, mask=done, other=0.0)
         elif HAS_DHN:
             dh += tl.load(DHN + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, mask=mask,
                           other=0.0).to(tl.float32)
@@ -191,17 +189,16 @@ def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, LENGTH
                         other=0.0).to(tl.float32)
         else:
             c = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
-        da_i, da_f, da_g, da_o, dc_new = lstm_pointwise_bwd(i, f, g, o, c, c1, dh, dc)
         if HAS_LEN:
-            live = (t < lens)[:, None]
-            da_i = tl.where(live, da_i, 0.0)
-            da_f = tl.where(live, da_f, 0.0)
-            da_g = tl.where(live, da_g, 0.0)
-            da_o = tl.where(live, da_o, 0.0)
+            # this program's own units, read back by the same threads next step (in memory, not registers)
+            tl.store(DHCARRY + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, dh, mask=mask)
+            live = (t < tl.load(LENGTHS + offs_b, mask=b_ok, other=0))[:, None]
+            # a finished row's step is the identity: zero dh and dc into it give ∂a = 0; its dc is kept
+            da_i, da_f, da_g, da_o, dc_new = lstm_pointwise_bwd(i, f, g, o, c, c1, tl.where(live, dh, 0.0),
+                                                                tl.where(live, dc, 0.0))
             dc = tl.where(live, dc_new, dc)
-            dh_up = dh
         else:
-            dc = dc_new
+            da_i, da_f, da_g, da_o, dc = lstm_pointwise_bwd(i, f, g, o, c, c1, dh, dc)
         store4(DG + t * stride_dt + offs_b[:, None] * stride_db + hcol[None, :] * stride_dg, HID * stride_dg, da_i,
                da_f, da_g, da_o, mask)
         if BARRIER:
@@ -209,8 +206,6 @@ def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, LENGTH
         else:
             tl.debug_barrier()
     tl.store(DCCARRY + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, dc, mask=mask)
-    if HAS_LEN:
-        tl.store(DHCARRY + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, dh_up, mask=mask)
     if FINAL:
         dh0 = _dh_from_next(tl.zeros([BLOCK_B, BLOCK_H], tl.float32), DG, w_base, offs_b, b_ok, hj, h_ok, offs_k,
                             n, HID, DH, stride_db, stride_dg, stride_wr, stride_wk, BLOCK_K, PREC)
@@ -503,6 +498,9 @@ INSPECTED_LAYOUTS = (("heads12x64", 768, 12, 16), ("h768", 768, 1, 16), ("h1024"
                      ("heads8x128", 1024, 8, 16), ("heads4x256", 1024, 4, 16), ("heads12x64_b64", 768, 12, 64),
                      ("h1024_b64", 1024, 1, 64))
 INSPECT_SMS = {"sm80": 108, "sm90": 132}
+# Layouts also compiled with per-row lengths (FusedLSTM on a PackedSequence): one program per head, and
+# one head split over programs with the grid barrier.
+PACKED_LAYOUTS = ("heads12x64", "h768")
 
 
 def compile_builds(family: str, dtypes=(torch.float16,)):
@@ -526,3 +524,14 @@ def compile_builds(family: str, dtypes=(torch.float16,)):
             args.update(t_lo=0, t_hi=T)
             cfg = triton.Config({"BARRIER": p.barrier, "FINAL": True}, num_warps=p.num_warps, num_stages=p.num_stages)
             yield f"lstm_persistent.bwd.{label}", _lstm_persist_bwd, args, cfg
+            if label in PACKED_LAYOUTS:       # per-row lengths (packed input): the HAS_LEN code paths
+                lens = torch.empty(B, device="meta", dtype=torch.int32)
+                pf = plan(HID, heads, B, dtype, INSPECT_SMS[family], hopper=family == "sm90")
+                args = fwd_args(xw, hs, f32(B, HID), w, cs, t(T, B, 4 * HID), bar, HID, DH, pf, lens)
+                args.update(t_lo=0, t_hi=T)
+                cfg_f = triton.Config({"BARRIER": pf.barrier}, num_warps=pf.num_warps, num_stages=pf.num_stages)
+                yield f"lstm_persistent.fwd.packed_{label}", _lstm_persist_fwd, args, cfg_f
+                args = bwd_args(t(T, B, HID), t(T, B, 4 * HID), t(T, B, 4 * HID), cs, t(B, HID), w, f32(B, HID),
+                                t(B, HID), f32(B, HID), bar, HID, DH, p, lens, f32(B, HID))
+                args.update(t_lo=0, t_hi=T)
+                yield f"lstm_persistent.bwd.packed_{label}", _lstm_persist_bwd, args, cfg

@@ -37,7 +37,7 @@ def test_every_shipped_config_is_compiled(rows):
 
 def test_every_step_config_is_compiled(rows):
     from kernels._rnn import step_configs
-    for kernel in ("lstm.cell", "lstm.layer_step", "gru.cell"):
+    for kernel in ("lstm.cell", "lstm.layer_step", "gru.cell", "gru.layer_step"):
         for arch in ("sm_80", "sm_90a"):
             for dtype in ("float16", "float32"):
                 n = sum(r["kernel"] == kernel and r["arch"] == arch and r["dtype"] == dtype for r in rows)
@@ -64,7 +64,8 @@ WGMMA_EXCEPT = ins.wgmma_exceptions()     # declared with the reason; they still
 
 def test_tensor_cores_where_there_is_a_dot(rows):
     with_dot = {r["kernel"] for r in rows if r["uses_dot"]}
-    assert {"attention.fwd", "attention.dkdv", "attention.dq", "lstm.cell", "lstm.layer_step", "gru.cell"} <= with_dot
+    assert {"attention.fwd", "attention.dkdv", "attention.dq", "lstm.cell", "lstm.layer_step", "gru.cell",
+            "gru.layer_step"} <= with_dot
     assert not with_dot & {"attention.delta", "lstm.step_bwd", "gru.step_bwd"}
     for r in rows:
         if not r["uses_dot"] or r["dtype"] != "float16":  # fp32 dots are exact IEEE: CUDA cores by design
@@ -78,8 +79,9 @@ def test_tensor_cores_where_there_is_a_dot(rows):
 
 
 def test_persistent_layouts_are_compiled(rows):
-    from kernels.lstm_persistent import INSPECTED_LAYOUTS
-    for label, *_ in INSPECTED_LAYOUTS:
+    from kernels.lstm_persistent import INSPECTED_LAYOUTS, PACKED_LAYOUTS
+    labels = [label for label, *_ in INSPECTED_LAYOUTS] + [f"packed_{label}" for label in PACKED_LAYOUTS]
+    for label in labels:
         for part in ("fwd", "bwd"):
             assert sum(r["kernel"] == f"lstm_persistent.{part}.{label}" for r in rows) == 2 * 2  # archs × dtypes
     barrier = {r["kernel"] for r in rows if "BARRIER=True" in r["config"]}
