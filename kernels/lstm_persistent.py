@@ -270,7 +270,7 @@ class Plan:
 
 
 def plan(HID: int, heads: int, B: int, dtype: torch.dtype, sms: int, block_h: int | None = None,
-         backward: bool = False, hopper: bool = True) -> Plan:
+         backward: bool = False, hopper: bool = True, packed: bool = False) -> Plan:
     """Tiles and launch mode for a layer on a GPU with ``sms`` SMs (0: the interpreter)."""
     dh = HID // heads
     gpu = sms > 0
@@ -293,7 +293,8 @@ def plan(HID: int, heads: int, B: int, dtype: torch.dtype, sms: int, block_h: in
     budget = 128 * 1024 if tiles > 1 and hopper else 32 * 1024
     if backward:
         # (warps, K block) per tile size from a compile sweep: other pairs leave ptxas spilling a register
-        block_k = 32 if rows < 256 else 16
+        # (packed: the per-row-length backward of a split head holds more; 16 keeps fp32 on sm_80 spill-free)
+        block_k = 32 if rows < 256 and not (packed and tiles > 1) else 16
     elif rows * whole * elt <= budget:
         block_k = whole
     else:
@@ -329,11 +330,12 @@ def bwd_args(dout, dg, gates, cs, c0, w, dccarry, dhn, dh0, bar, HID, DH, p, len
                 **p.constexprs(), **dot_options(dout.dtype, dout.device))
 
 
-def _device_plan(HID, heads, B, dtype, device, block_h, backward=False) -> Plan:
+def _device_plan(HID, heads, B, dtype, device, block_h, backward=False, packed=False) -> Plan:
     if device.type != "cuda":
-        return plan(HID, heads, B, dtype, 0, block_h, backward)
+        return plan(HID, heads, B, dtype, 0, block_h, backward, packed=packed)
     props = torch.cuda.get_device_properties(device)
-    return plan(HID, heads, B, dtype, props.multi_processor_count, block_h, backward, hopper=props.major >= 9)
+    return plan(HID, heads, B, dtype, props.multi_processor_count, block_h, backward, hopper=props.major >= 9,
+                packed=packed)
 
 
 def _forward(xw, h0, c0, w, heads, store_gates, block_h=None, lengths=None):
@@ -387,7 +389,7 @@ def _check_barrier(bar, p):
 def _backward(dout, dhn, dcn, hs, cs, gates, c0, w, heads, block_h=None, lengths=None):
     T, B, HID = dout.shape
     DH = HID // heads
-    p = _device_plan(HID, heads, B, dout.dtype, dout.device, block_h, backward=True)
+    p = _device_plan(HID, heads, B, dout.dtype, dout.device, block_h, backward=True, packed=lengths is not None)
     dg = torch.empty_like(gates)
     dccarry = dcn.to(torch.float32, copy=True).contiguous() if dcn is not None else torch.zeros(B, HID,
                                                                                                 device=dout.device)
@@ -531,7 +533,10 @@ def compile_builds(family: str, dtypes=(torch.float16,)):
                 args.update(t_lo=0, t_hi=T)
                 cfg_f = triton.Config({"BARRIER": pf.barrier}, num_warps=pf.num_warps, num_stages=pf.num_stages)
                 yield f"lstm_persistent.fwd.packed_{label}", _lstm_persist_fwd, args, cfg_f
+                pb = plan(HID, heads, B, dtype, INSPECT_SMS[family], backward=True, hopper=family == "sm90", packed=True)
                 args = bwd_args(t(T, B, HID), t(T, B, 4 * HID), t(T, B, 4 * HID), cs, t(B, HID), w, f32(B, HID),
-                                t(B, HID), f32(B, HID), bar, HID, DH, p, lens, f32(B, HID))
+                                t(B, HID), f32(B, HID), bar, HID, DH, pb, lens, f32(B, HID))
                 args.update(t_lo=0, t_hi=T)
-                yield f"lstm_persistent.bwd.packed_{label}", _lstm_persist_bwd, args, cfg
+                cfg_b = triton.Config({"BARRIER": pb.barrier, "FINAL": True}, num_warps=pb.num_warps,
+                                      num_stages=pb.num_stages)
+                yield f"lstm_persistent.bwd.packed_{label}", _lstm_persist_bwd, args, cfg_b
