@@ -86,10 +86,11 @@ def once_differentiable(backward):
 _AUTOTUNERS: list[tuple[str, object]] = []
 
 
-def autotune(fn, configs, key: list[str], label: str):
-    """``triton.autotune`` that remembers the tuner, so a benchmark row can record the config it chose."""
+def autotune(fn, configs, key: list[str], label: str, restore_value: list[str] | None = None):
+    """``triton.autotune`` that remembers the tuner, so a benchmark row can record the config it chose.
+    ``restore_value``: buffers a kernel accumulates into, restored after every benchmarking run."""
     import triton
-    tuner = triton.autotune(configs=configs, key=key)(fn)
+    tuner = triton.autotune(configs=configs, key=key, restore_value=restore_value)(fn)
     _AUTOTUNERS.append((label, tuner))
     return tuner
 

@@ -46,14 +46,15 @@ LOG2E = math.log2(math.e)   # the kernels work in base 2: exp(x) = exp2(x · LOG
 
 
 @triton.jit
-def _softmax_block(qk, m_i, l_i, cols, offs_m, N_K, qk_scale,
+def _softmax_block(qk, m_i, l_i, cols, col_ok, offs_m, qk_scale,
                    CAUSAL: tl.constexpr, MASK: tl.constexpr, NEG_SCALE: tl.constexpr):
-    """One key block of the online softmax: (p, alpha, m_new, l_new) from the raw logits qk.
+    """One key block of the online softmax: (p, alpha, m_new, l_new) from the raw logits qk; ``col_ok``
+    the keys that exist (and are kept by a key mask).
 
     Unmasked blocks scale only the row max (the row min for a negative scale) and let the scale ride in
     exp2's FFMA: qk·qk_scale − m, one instruction per element instead of a multiply and a subtract."""
     if MASK:
-        keep = (cols < N_K)[None, :]
+        keep = col_ok[None, :]
         if CAUSAL:
             keep = keep & (cols[None, :] <= offs_m[:, None])
         qk = tl.where(keep, qk * qk_scale, float("-inf"))
@@ -71,22 +72,25 @@ def _softmax_block(qk, m_i, l_i, cols, offs_m, N_K, qk_scale,
 
 @triton.jit
 def _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-                    offs_m, offs_n, offs_d, mask_d, lo, hi, N_K, qk_scale,
+                    offs_m, offs_n, offs_d, mask_d, lo, hi, N_K, qk_scale, km_base,
                     CAUSAL: tl.constexpr, MASK: tl.constexpr, NEG_SCALE: tl.constexpr, BLOCK_N: tl.constexpr,
-                    PREC: tl.constexpr):
+                    PREC: tl.constexpr, HAS_KMASK: tl.constexpr = False):
     """Fold key/value blocks [lo, hi) into the running (acc, l, m), loading K/V through pointers.
-    MASK: the blocks may need masking (the causal diagonal, the Nk tail)."""
+    MASK: the blocks may need masking (the causal diagonal, the Nk tail, a key mask)."""
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
+        in_k = cols < N_K
         if MASK:
-            in_k = cols < N_K
             kt = tl.load(k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
                          mask=in_k[None, :] & mask_d[:, None], other=0.0)
         else:
             kt = tl.load(k_base + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
                          mask=mask_d[:, None], other=0.0)
         qk = dot_acc(q, kt, tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC)
-        p, alpha, m_i, l_i = _softmax_block(qk, m_i, l_i, cols, offs_m, N_K, qk_scale, CAUSAL, MASK, NEG_SCALE)
+        col_ok = in_k
+        if HAS_KMASK:   # masked keys' K and V are loaded like any other; only their p is zero
+            col_ok = col_ok & (tl.load(km_base + cols, mask=in_k, other=0) != 0)
+        p, alpha, m_i, l_i = _softmax_block(qk, m_i, l_i, cols, col_ok, offs_m, qk_scale, CAUSAL, MASK, NEG_SCALE)
         if MASK:
             v = tl.load(v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
                         mask=in_k[:, None] & mask_d[None, :], other=0.0)
@@ -107,22 +111,25 @@ def _attn_fwd_inner_tma(acc, l_i, m_i, q, k_desc, v_desc, b, hk, offs_m, offs_n,
         cols = start_n + offs_n
         k = k_desc.load([b, hk, start_n, 0]).reshape(BLOCK_N, BLOCK_D)
         qk = dot_acc(q, tl.trans(k), tl.zeros([q.shape[0], BLOCK_N], tl.float32), PREC)
-        p, alpha, m_i, l_i = _softmax_block(qk, m_i, l_i, cols, offs_m, N_K, qk_scale, CAUSAL, MASK, NEG_SCALE)
+        p, alpha, m_i, l_i = _softmax_block(qk, m_i, l_i, cols, cols < N_K, offs_m, qk_scale, CAUSAL, MASK,
+                                            NEG_SCALE)
         v = v_desc.load([b, hk, start_n, 0]).reshape(BLOCK_N, BLOCK_D)
         acc = dot_acc(cast(p, v.dtype), v, acc * alpha[:, None], PREC)
     return acc, l_i, m_i
 
 
 @triton.jit
-def _attn_fwd(Q, K, V, O, LSE,
+def _attn_fwd(Q, K, V, O, LSE, KM, KLO, KHI,
               stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd, stride_vb,
-              stride_vh, stride_vn, stride_vd, stride_ob, stride_oh, stride_om, stride_od,
+              stride_vh, stride_vn, stride_vd, stride_ob, stride_oh, stride_om, stride_od, stride_kmb,
               B, H, GROUP, N_Q, N_K, qk_scale, HEAD_DIM: tl.constexpr,
-              CAUSAL: tl.constexpr, NEG_SCALE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-              BLOCK_D: tl.constexpr, PREC: tl.constexpr,
+              CAUSAL: tl.constexpr, NEG_SCALE: tl.constexpr, HAS_KMASK: tl.constexpr, BLOCK_M: tl.constexpr,
+              BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr,
               USE_TMA: tl.constexpr = False):
     """One program: BLOCK_M query rows of one (batch, head) against all visible keys.  USE_TMA: Q, K, V
-    and O move by tensor descriptors (Hopper's TMA; the launcher checks the layout allows it)."""
+    and O move by tensor descriptors (Hopper's TMA; the launcher checks the layout allows it).
+    HAS_KMASK: KM (B, N_K) marks the kept keys; only blocks in [KLO[b], KHI[b]) (the first and past the
+    last kept key) are visited, all through the masked path."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
@@ -135,7 +142,10 @@ def _attn_fwd(Q, K, V, O, LSE,
     mask_m = offs_m < N_Q
     mask_d = offs_d < HEAD_DIM
 
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    if HAS_KMASK:   # finite: a row that has seen no kept key yet (causal) keeps p = 0, alpha = 1, l = 0
+        m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)
+    else:
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
 
@@ -146,6 +156,11 @@ def _attn_fwd(Q, K, V, O, LSE,
     else:
         hi = N_K
         full = N_K // BLOCK_N * BLOCK_N
+    km_base = KM
+    if HAS_KMASK:
+        full = tl.load(KLO + b) // BLOCK_N * BLOCK_N     # the masked loop starts at the first kept key's block
+        hi = tl.minimum(hi, tl.load(KHI + b))
+        km_base = KM + b * stride_kmb
     if USE_TMA:
         b32, h32 = bh // H, bh % H
         hk32 = h32 // GROUP
@@ -168,15 +183,24 @@ def _attn_fwd(Q, K, V, O, LSE,
                     mask=mask_m[:, None] & mask_d[None, :], other=0.0)
         k_base = K + b * stride_kb + hk * stride_kh
         v_base = V + b * stride_vb + hk * stride_vh
+        if not HAS_KMASK:   # with a key mask every visited block takes the masked path
+            acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
+                                            stride_vd, offs_m, offs_n, offs_d, mask_d, 0, full, N_K, qk_scale,
+                                            km_base, CAUSAL, False, NEG_SCALE, BLOCK_N, PREC)
         acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
-                                        stride_vd, offs_m, offs_n, offs_d, mask_d, 0, full, N_K, qk_scale,
-                                        CAUSAL, False, NEG_SCALE, BLOCK_N, PREC)
-        acc, l_i, m_i = _attn_fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_kd, stride_vn,
-                                        stride_vd, offs_m, offs_n, offs_d, mask_d, full, hi, N_K, qk_scale,
-                                        CAUSAL, True, NEG_SCALE, BLOCK_N, PREC)
+                                        stride_vd, offs_m, offs_n, offs_d, mask_d, full, hi, N_K, qk_scale, km_base,
+                                        CAUSAL, True, NEG_SCALE, BLOCK_N, PREC, HAS_KMASK)
+        if HAS_KMASK:   # a query that sees no kept key (causal) gets 0, as SDPA's safe softmax gives it
+            l_out = tl.where(l_i == 0.0, 1.0, l_i)
+        else:
+            l_out = l_i
         tl.store(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od,
-                 cast(acc / l_i[:, None], O.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
-    tl.store(LSE + bh.to(tl.int64) * N_Q + offs_m, m_i + tl.math.log2(l_i), mask=mask_m)
+                 cast(acc / l_out[:, None], O.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
+    if HAS_KMASK:       # +inf: the backward then recomputes p = 0 for such a row
+        lse = tl.where(l_i == 0.0, float("inf"), m_i + tl.math.log2(l_i))
+    else:
+        lse = m_i + tl.math.log2(l_i)
+    tl.store(LSE + bh.to(tl.int64) * N_Q + offs_m, lse, mask=mask_m)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -235,15 +259,17 @@ def _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
 
 
 @triton.jit
-def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA,
+def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA, KM, KLO, KHI,
                    stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd, stride_vb,
                    stride_vh, stride_vn, stride_vd,
                    stride_db, stride_dh, stride_dm, stride_dd, stride_dkb, stride_dkh, stride_dkn, stride_dkd,
-                   stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+                   stride_dvb, stride_dvh, stride_dvn, stride_dvd, stride_kmb,
                    H, HKV, GROUP, N_Q, N_K, qk_scale, scale, HEAD_DIM: tl.constexpr,
-                   CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                   CAUSAL: tl.constexpr, HAS_KMASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                    BLOCK_D: tl.constexpr, PREC: tl.constexpr):
-    """One program: dK, dV of BLOCK_N keys of one (batch, kv head), summed over the query heads of its group."""
+    """One program: dK, dV of BLOCK_N keys of one (batch, kv head), summed over the query heads of its group.
+    HAS_KMASK: a block with no kept key does no work; masked keys' rows are not stored (the launcher
+    zeroes dK, dV; each of their rows depends only on its own key)."""
     pid_n = tl.program_id(0)
     bhk = tl.program_id(1)
     b = (bhk // HKV).to(tl.int64)
@@ -268,7 +294,12 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA,
     else:
         lo = 0
         diag = 0
-    tail = tl.maximum(diag, N_Q // BLOCK_M * BLOCK_M)
+    end = N_Q
+    if HAS_KMASK:
+        end = tl.where((n0 < tl.load(KHI + b)) & (n0 + BLOCK_N > tl.load(KLO + b)), N_Q, 0)
+        lo = tl.minimum(lo, end)
+        diag = tl.minimum(diag, end)
+    tail = tl.minimum(tl.maximum(diag, N_Q // BLOCK_M * BLOCK_M), end)
     for g in range(0, GROUP):
         h = hk * GROUP + g
         bh = b * H + h
@@ -285,9 +316,11 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA,
                                       N_Q, qk_scale,
                                       CAUSAL, False, BLOCK_M, PREC)
         dk, dv = _attn_bwd_dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base,
-                                      stride_qm, stride_qd, stride_dm, stride_dd, offs_n, offs_d, mask_d, tail, N_Q,
+                                      stride_qm, stride_qd, stride_dm, stride_dd, offs_n, offs_d, mask_d, tail, end,
                                       N_Q, qk_scale,
                                       CAUSAL, True, BLOCK_M, PREC)
+    if HAS_KMASK:   # masked keys' rows stay as the launcher zeroed them
+        mask_kd = mask_kd & (tl.load(KM + b * stride_kmb + offs_n, mask=offs_n < N_K, other=0) != 0)[:, None]
 
     tl.store(DK + b * stride_dkb + hk * stride_dkh + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
              cast(dk * scale, DK.dtype.element_ty), mask=mask_kd)
@@ -297,9 +330,9 @@ def _attn_bwd_dkdv(Q, K, V, DO, DK, DV, LSE, DELTA,
 
 @triton.jit
 def _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-                       offs_m, offs_n, offs_d, mask_d, lo, hi, N_K, qk_scale,
+                       offs_m, offs_n, offs_d, mask_d, lo, hi, N_K, qk_scale, km_base,
                        CAUSAL: tl.constexpr, MASK: tl.constexpr, BLOCK_N: tl.constexpr,
-                       PREC: tl.constexpr):
+                       PREC: tl.constexpr, HAS_KMASK: tl.constexpr = False):
     """Accumulate dQ of one query block over key blocks [lo, hi)."""
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
@@ -312,6 +345,8 @@ def _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_
         p = tl.math.exp2(qk * qk_scale - lse[:, None])
         if MASK:
             keep = in_k[None, :]
+            if HAS_KMASK:
+                keep = keep & (tl.load(km_base + cols, mask=in_k, other=0) != 0)[None, :]
             if CAUSAL:
                 keep = keep & (cols[None, :] <= offs_m[:, None])
             p = tl.where(keep, p, 0.0)
@@ -322,12 +357,12 @@ def _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_
 
 
 @triton.jit
-def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA,
+def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA, KM, KLO, KHI,
                  stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd, stride_vb,
                  stride_vh, stride_vn, stride_vd,
-                 stride_db, stride_dh, stride_dm, stride_dd, stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+                 stride_db, stride_dh, stride_dm, stride_dd, stride_dqb, stride_dqh, stride_dqm, stride_dqd, stride_kmb,
                  H, GROUP, N_Q, N_K, qk_scale, scale, HEAD_DIM: tl.constexpr,
-                 CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 CAUSAL: tl.constexpr, HAS_KMASK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                  BLOCK_D: tl.constexpr, PREC: tl.constexpr):
     """One program: dQ of BLOCK_M query rows of one (batch, head)."""
     pid_m = tl.program_id(0)
@@ -359,12 +394,18 @@ def _attn_bwd_dq(Q, K, V, DO, DQ, LSE, DELTA,
     else:
         hi = N_K
         full = N_K // BLOCK_N * BLOCK_N
+    km_base = KM
+    if HAS_KMASK:
+        full = tl.load(KLO + b) // BLOCK_N * BLOCK_N     # the masked loop starts at the first kept key's block
+        hi = tl.minimum(hi, tl.load(KHI + b))
+        km_base = KM + b * stride_kmb
+    if not HAS_KMASK:
+        dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+                                offs_m, offs_n, offs_d, mask_d, 0, full, N_K, qk_scale, km_base,
+                                CAUSAL, False, BLOCK_N, PREC)
     dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-                            offs_m, offs_n, offs_d, mask_d, 0, full, N_K, qk_scale,
-                            CAUSAL, False, BLOCK_N, PREC)
-    dq = _attn_bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
-                            offs_m, offs_n, offs_d, mask_d, full, hi, N_K, qk_scale,
-                            CAUSAL, True, BLOCK_N, PREC)
+                            offs_m, offs_n, offs_d, mask_d, full, hi, N_K, qk_scale, km_base,
+                            CAUSAL, True, BLOCK_N, PREC, HAS_KMASK)
     tl.store(DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
              cast(dq * scale, DQ.dtype.element_ty), mask=mask_qd)
 
@@ -487,19 +528,36 @@ def head_dim_block(d: int) -> int:
     return max(16, triton.next_power_of_2(d))
 
 
-def configs_for(kernel: str, family: str, block_d: int, dtype: torch.dtype, tma: bool = False) -> list:
-    """The autotune candidates; ``tma`` adds the tensor-descriptor forward variants (sm90, 16-bit)."""
+# Configs the key-mask kernels leave out, (kernel, family, 16-bit?) -> {(BLOCK_M, BLOCK_N, warps, stages)}:
+# the compile sweep (`seqbench inspect`, triton 3.6 and 3.9) showed them spilling 8-16 B with the mask's
+# extra live values.
+MASKED_SKIP = {("fwd", "sm80", True): {(128, 128, 8, 3)}, ("dkdv", "sm90", False): {(32, 32, 8, 1)}}
+
+
+def _signature(c) -> tuple:
+    return c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages
+
+
+def configs_for(kernel: str, family: str, block_d: int, dtype: torch.dtype, tma: bool = False,
+                masked: bool = False) -> list:
+    """The autotune candidates; ``tma`` adds the tensor-descriptor forward variants (sm90, 16-bit);
+    ``masked``: those for a key mask (pointer path, MASKED_SKIP left out)."""
     if dtype == torch.float32:
-        return FP32_CONFIGS[kernel][block_d]
-    extra = TMA_CONFIGS[block_d] if tma and kernel == "fwd" and family == "sm90" else []
-    return CONFIGS[kernel][family][block_d] + extra
+        found = FP32_CONFIGS[kernel][block_d]
+    else:
+        extra = TMA_CONFIGS[block_d] if tma and not masked and kernel == "fwd" and family == "sm90" else []
+        found = CONFIGS[kernel][family][block_d] + extra
+    if masked:
+        skip = MASKED_SKIP.get((kernel, family, dtype != torch.float32), set())
+        found = [c for c in found if _signature(c) not in skip]
+    return found
 
 
 @functools.lru_cache(maxsize=None)
-def _tuned(kernel: str, family: str, block_d: int, dtype: torch.dtype, tma: bool = False):
+def _tuned(kernel: str, family: str, block_d: int, dtype: torch.dtype, tma: bool = False, masked: bool = False):
     """An autotuner over the candidates for this arch family, head-dim bucket and dtype, keyed on the lengths."""
-    return autotune(KERNELS[kernel], configs_for(kernel, family, block_d, dtype, tma), ["N_Q", "N_K", "CAUSAL"],
-                    f"attention.{kernel}")
+    return autotune(KERNELS[kernel], configs_for(kernel, family, block_d, dtype, tma, masked),
+                    ["N_Q", "N_K", "CAUSAL"], f"attention.{kernel}" + (".masked" if masked else ""))
 
 
 def tma_ok(*tensors, allow_fp32: bool = False) -> bool:
@@ -525,7 +583,7 @@ def _install_tma_scratch() -> None:
     triton.set_allocator(_tma_scratch)
 
 
-def _launcher(kernel: str, q: torch.Tensor, block_d: int, tma: bool = False):
+def _launcher(kernel: str, q: torch.Tensor, block_d: int, tma: bool = False, masked: bool = False):
     """(jit function to index with a grid, extra launch kwargs): autotuned on a GPU, fixed in the interpreter."""
     if q.device.type != "cuda":
         bm, bn = INTERPRETER_CONFIG[kernel]
@@ -537,7 +595,7 @@ def _launcher(kernel: str, q: torch.Tensor, block_d: int, tma: bool = False):
     tma = tma and family == "sm90"
     if tma:
         _install_tma_scratch()
-    return _tuned(kernel, family, block_d, q.dtype, tma), {}
+    return _tuned(kernel, family, block_d, q.dtype, tma, masked), {}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -580,11 +638,18 @@ def _common(q, k, causal: bool, scale: float) -> dict:
                 HEAD_DIM=D, BLOCK_D=head_dim_block(D), CAUSAL=causal, **dot_options(q.dtype, q.device))
 
 
-def fwd_args(q, k, v, o, lse, causal: bool, scale: float) -> dict:
+def _kmask_args(kmask) -> dict:
+    """The key-mask arguments: kmask = (KM (B, Nk) int8, KLO (B,), KHI (B,) int32) or None."""
+    km, klo, khi = kmask if kmask is not None else (None, None, None)
+    return dict(KM=km, KLO=klo, KHI=khi, stride_kmb=km.stride(0) if km is not None else 0,
+                HAS_KMASK=kmask is not None)
+
+
+def fwd_args(q, k, v, o, lse, causal: bool, scale: float, kmask=None) -> dict:
     """Every argument of ``_attn_fwd`` but the tuned BLOCK_M/BLOCK_N, by name."""
     return dict(Q=q, K=k, V=v, O=o, LSE=lse, **strides("q", q, "bhmd"), **strides("k", k, "bhnd"),
                 **strides("v", v, "bhnd"), **strides("o", o, "bhmd"), **_common(q, k, causal, scale),
-                B=q.shape[0], NEG_SCALE=scale < 0)
+                B=q.shape[0], NEG_SCALE=scale < 0, **_kmask_args(kmask))
 
 
 def delta_args(o, do, delta) -> dict:
@@ -594,10 +659,11 @@ def delta_args(o, do, delta) -> dict:
                 HEAD_DIM=D, BLOCK_D=head_dim_block(D))
 
 
-def bwd_args(q, k, v, do, dq, dk, dv, lse, delta, causal: bool, scale: float) -> tuple[dict, dict]:
+def bwd_args(q, k, v, do, dq, dk, dv, lse, delta, causal: bool, scale: float, kmask=None) -> tuple[dict, dict]:
     """Arguments of ``_attn_bwd_dkdv`` and ``_attn_bwd_dq`` (tuned block sizes excluded)."""
     shared = dict(Q=q, K=k, V=v, DO=do, LSE=lse, DELTA=delta, **strides("q", q, "bhmd"), **strides("k", k, "bhnd"),
-                  **strides("v", v, "bhnd"), **strides("d", do, "bhmd"), scale=scale, **_common(q, k, causal, scale))
+                  **strides("v", v, "bhnd"), **strides("d", do, "bhmd"), scale=scale, **_common(q, k, causal, scale),
+                  **_kmask_args(kmask))
     dkdv = dict(shared, DK=dk, DV=dv, HKV=k.shape[1], **strides("dk", dk, "bhnd"), **strides("dv", dv, "bhnd"))
     dq_ = dict(shared, DQ=dq, **strides("dq", dq, "bhmd"))
     return dkdv, dq_
@@ -622,56 +688,86 @@ def grid(n: int, block, bh: int):
     return lambda meta: (triton.cdiv(n, meta[block]), bh)
 
 
-def _forward(q, k, v, causal: bool, scale: float):
+def _sliced(kmask, b):
+    return None if kmask is None else tuple(t[b] for t in kmask)
+
+
+def _forward(q, k, v, causal: bool, scale: float, kmask=None):
     B, H, Nq, D = q.shape
     o = torch.empty((B, H, Nq, D), device=q.device, dtype=q.dtype)
     lse = torch.empty((B, H, Nq), device=q.device, dtype=torch.float32)
-    fn, meta = _launcher("fwd", q, head_dim_block(D), tma=tma_ok(q, k, v, o, allow_fp32=q.device.type != "cuda"))
+    tma = kmask is None and tma_ok(q, k, v, o, allow_fp32=q.device.type != "cuda")   # a key mask: pointers
+    fn, meta = _launcher("fwd", q, head_dim_block(D), tma=tma, masked=kmask is not None)
     for b in batch_slices(B, H):
-        fn[grid(Nq, "BLOCK_M", len(range(B)[b]) * H)](**fwd_args(q[b], k[b], v[b], o[b], lse[b], causal, scale),
-                                                      **meta)
+        fn[grid(Nq, "BLOCK_M", len(range(B)[b]) * H)](**fwd_args(q[b], k[b], v[b], o[b], lse[b], causal, scale,
+                                                                 _sliced(kmask, b)), **meta)
     return o, lse
 
 
-def _backward(do, q, k, v, o, lse, causal: bool, scale: float):
+def _backward(do, q, k, v, o, lse, causal: bool, scale: float, kmask=None):
     B, H, Nq, D = q.shape
     Hkv, Nk = k.shape[1], k.shape[2]
     block_d = head_dim_block(D)
     delta = torch.empty_like(lse)
     dq = torch.empty_like(q, memory_format=torch.contiguous_format)
-    dk = torch.empty_like(k, memory_format=torch.contiguous_format)
-    dv = torch.empty_like(v, memory_format=torch.contiguous_format)
+    alloc = torch.zeros_like if kmask is not None else torch.empty_like   # masked keys' rows are not written
+    dk = alloc(k, memory_format=torch.contiguous_format)
+    dv = alloc(v, memory_format=torch.contiguous_format)
     bm = DELTA_CONFIG.kwargs["BLOCK_M"]
     for b in batch_slices(B, H):
         nb = len(range(B)[b])
         _attn_bwd_delta[grid(Nq, bm, nb * H)](**delta_args(o[b], do[b], delta[b]), BLOCK_M=bm,
                                               num_warps=DELTA_CONFIG.num_warps, num_stages=DELTA_CONFIG.num_stages)
-        dkdv_args, dq_args = bwd_args(q[b], k[b], v[b], do[b], dq[b], dk[b], dv[b], lse[b], delta[b], causal, scale)
-        fn, meta = _launcher("dkdv", q, block_d)
+        dkdv_args, dq_args = bwd_args(q[b], k[b], v[b], do[b], dq[b], dk[b], dv[b], lse[b], delta[b], causal, scale,
+                                      _sliced(kmask, b))
+        fn, meta = _launcher("dkdv", q, block_d, masked=kmask is not None)
         fn[grid(Nk, "BLOCK_N", nb * Hkv)](**dkdv_args, **meta)
-        fn, meta = _launcher("dq", q, block_d)
+        fn, meta = _launcher("dq", q, block_d, masked=kmask is not None)
         fn[grid(Nq, "BLOCK_M", nb * H)](**dq_args, **meta)
     return dq, dk, dv
 
 
 class _Attention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, causal, scale):
-        o, lse = _forward(q, k, v, causal, scale)
-        ctx.save_for_backward(q, k, v, o, lse)
+    def forward(ctx, q, k, v, causal, scale, km, klo, khi):
+        kmask = (km, klo, khi) if km is not None else None
+        o, lse = _forward(q, k, v, causal, scale, kmask)
+        ctx.save_for_backward(q, k, v, o, lse, km, klo, khi)
         ctx.causal, ctx.scale = causal, scale
         return o
 
     @staticmethod
     @once_differentiable
     def backward(ctx, do):
-        q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = _backward(do, q, k, v, o, lse, ctx.causal, ctx.scale)
-        return dq, dk, dv, None, None
+        q, k, v, o, lse, km, klo, khi = ctx.saved_tensors
+        kmask = (km, klo, khi) if km is not None else None
+        dq, dk, dv = _backward(do, q, k, v, o, lse, ctx.causal, ctx.scale, kmask)
+        return dq, dk, dv, None, None, None, None, None
+
+
+def key_mask_args(key_mask, B: int, Nk: int, device):
+    """(KM int8 (B, Nk), KLO, KHI int32 (B,)) for a (B, Nk) bool key mask: the kept keys and, per sequence,
+    the first kept key and one past the last; ValueError/TypeError naming key_mask."""
+    if not isinstance(key_mask, torch.Tensor):
+        raise TypeError(f"key_mask must be a torch.Tensor of bools, got {type(key_mask).__name__}")
+    if key_mask.dtype != torch.bool:
+        raise TypeError(f"key_mask must be a bool tensor (True = attend), got {key_mask.dtype}")
+    if tuple(key_mask.shape) != (B, Nk):
+        raise ValueError(f"key_mask must have shape (B, Nk) = ({B}, {Nk}), got {tuple(key_mask.shape)}")
+    if key_mask.device != device:
+        raise ValueError(f"key_mask is on {key_mask.device} but q is on {device}; expected the same device")
+    kept = key_mask.any(1)
+    if not bool(kept.all()):
+        bad = (~kept).nonzero().flatten().tolist()
+        raise ValueError(f"key_mask: every sequence must keep at least one key; batch rows {bad[:8]} keep none")
+    km = key_mask.to(torch.int8).contiguous()
+    klo = km.argmax(1).to(torch.int32)
+    khi = (Nk - km.flip(1).argmax(1)).to(torch.int32)
+    return km, klo, khi
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = False,
-              scale: float | None = None) -> torch.Tensor:
+              scale: float | None = None, key_mask: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(scale · Q Kᵀ) V, the result of ``F.scaled_dot_product_attention(..., enable_gqa=True)``.
 
     q: (B, H, Nq, D); k, v: (B, Hkv, Nk, D) with H a multiple of Hkv; D in 1..256; float16,
@@ -682,15 +778,21 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
     Inside ``torch.autocast`` it follows SDPA: q, k and v are cast to the autocast dtype (mixed
     float32/bfloat16 inputs included) and the output has that dtype; gradients flow back through
     the casts.  Not twice differentiable: ``create_graph=True`` raises.
+
+    ``key_mask`` (B, Nk) bool, True = attend: SDPA's result with ``attn_mask = key_mask[:, None, None, :]``
+    (with ``causal`` too: both apply), forward and backward.  Every sequence must keep a key; a query that
+    sees none under ``causal`` gets zeros, as SDPA's safe softmax gives it.  Key blocks before a sequence's
+    first kept key and past its last are skipped.
     """
     if all(isinstance(t, torch.Tensor) for t in (q, k, v)) and torch.is_autocast_enabled(q.device.type):
         low = torch.get_autocast_dtype(q.device.type)
         q, k, v = (t.to(low) if t.dtype in FLOAT_DTYPES else t for t in (q, k, v))  # as autocast: not float64
     _check_inputs(q, k, v, causal, scale)
     scale = float(scale) if scale is not None else q.shape[-1] ** -0.5
+    kmask = key_mask_args(key_mask, q.shape[0], k.shape[2], q.device) if key_mask is not None else None
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
-        return _Attention.apply(q, k, v, causal, scale)
-    return _forward(q, k, v, causal, scale)[0]
+        return _Attention.apply(q, k, v, causal, scale, *(kmask or (None, None, None)))
+    return _forward(q, k, v, causal, scale, kmask)[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -698,7 +800,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
 # ----------------------------------------------------------------------------------------------
 
 # Kernels that must issue Hopper wgmma (HGMMA) on sm_90a in 16 bits (`seqbench inspect`, tests/test_inspect.py).
-WGMMA = ("attention.fwd", "attention.dkdv", "attention.dq")
+WGMMA = ("attention.fwd", "attention.dkdv", "attention.dq", "attention_masked.")
+# Head dim at which `seqbench inspect` also compiles the key-mask variants.
+MASKED_INSPECT_D = 64
 # (kernel, head-dim bucket) that use mma.sync (HMMA) instead, and why.
 WGMMA_EXCEPT = {("attention.dkdv", 256): "a 64-key tile (wgmma's M) holds dK and dV of 64×256 in fp32: every such "
                                          "config spilled under triton 3.9 (16-136 B), so 32-key tiles use mma.sync"}
@@ -718,3 +822,13 @@ def compile_builds(family: str, dtypes=(torch.float16,)):
                 for cfg in configs_for(kernel, family, block_d, dtype, tma=True):
                     yield f"attention.{kernel}", KERNELS[kernel], args, cfg
             yield "attention.delta", _attn_bwd_delta, delta_args(o, do, delta), DELTA_CONFIG
+            if block_d == MASKED_INSPECT_D:   # the key-mask variants (pointer path), causal, at one head dim
+                kmask = (torch.empty(2, 1024, device="meta", dtype=torch.int8),
+                         *(torch.empty(2, device="meta", dtype=torch.int32) for _ in range(2)))
+                dkdv_args, dq_args = bwd_args(q, k, v, do, dq, dk, dv, lse, delta, True, block_d ** -0.5, kmask)
+                masked = {"fwd": fwd_args(q, k, v, o, lse, True, block_d ** -0.5, kmask), "dkdv": dkdv_args,
+                          "dq": dq_args}
+                for kernel, args in masked.items():
+                    args.update(PREC="ieee" if dtype == torch.float32 else "tf32")
+                    for cfg in configs_for(kernel, family, block_d, dtype, masked=True):
+                        yield f"attention_masked.{kernel}", KERNELS[kernel], args, cfg

@@ -25,8 +25,9 @@ def causal_mask(n_q: int, n_k: int, device=None) -> torch.Tensor:
     return torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril()
 
 
-def naive_attention(q, k, v, causal: bool = False, scale: float | None = None) -> torch.Tensor:
-    """softmax(scale · Q Kᵀ) V computed in the inputs' dtype; GQA by repeating k/v heads."""
+def naive_attention(q, k, v, causal: bool = False, scale: float | None = None, key_mask=None) -> torch.Tensor:
+    """softmax(scale · Q Kᵀ) V computed in the inputs' dtype; GQA by repeating k/v heads.  ``key_mask``
+    (B, Nk) bool, True = attend; a query left with no key gets zeros (SDPA's safe softmax)."""
     group = q.shape[1] // k.shape[1]
     if group > 1:
         k = k.repeat_interleave(group, dim=1)
@@ -35,6 +36,10 @@ def naive_attention(q, k, v, causal: bool = False, scale: float | None = None) -
     s = (q @ k.transpose(-1, -2)) * scale
     if causal:
         s = s.masked_fill(~causal_mask(q.shape[2], k.shape[2], q.device), float("-inf"))
+    if key_mask is not None:
+        s = s.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        p = torch.softmax(s, dim=-1)
+        return torch.where(torch.isinf(s).all(-1, keepdim=True), 0.0, p).to(v.dtype) @ v
     return torch.softmax(s, dim=-1) @ v
 
 

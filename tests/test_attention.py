@@ -15,7 +15,7 @@ from tests.tolerance import assert_within_2x
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
-def gradient_term_scales(q, k, v, do, causal, scale):
+def gradient_term_scales(q, k, v, do, causal, scale, key_mask=None):
     """Largest sum of |terms| behind each gradient, in float64.
 
     dV = Pᵀ dO, dQ = scale·dS K and dK = scale·dSᵀ Q with dS = P∘(dP − δ): a rounding error in
@@ -31,7 +31,9 @@ def gradient_term_scales(q, k, v, do, causal, scale):
     s = q @ kr.transpose(-1, -2) * scale
     if causal:
         s = s.masked_fill(~causal_mask(q.shape[2], k.shape[2]), float("-inf"))
-    p = torch.softmax(s, -1)
+    if key_mask is not None:
+        s = s.masked_fill(~key_mask.cpu()[:, None, None, :], float("-inf"))
+    p = torch.nan_to_num(torch.softmax(s, -1))
     dp = do @ vr.transpose(-1, -2)
     delta = (p * dp).sum(-1, keepdim=True)
     ds_terms = p * (dp.abs() + delta.abs())
@@ -39,7 +41,8 @@ def gradient_term_scales(q, k, v, do, causal, scale):
     def per_kv_head(x):
         return x.unflatten(1, (k.shape[1], group)).sum(2)
 
-    rel = torch.finfo(torch.float32).eps * s[torch.isfinite(s)].abs().max().item()
+    finite = s[torch.isfinite(s)]
+    rel = torch.finfo(torch.float32).eps * finite.abs().max().item() if finite.numel() else 0.0
     return rel, {
         "q": (scale * ds_terms @ kr.abs()).max().item(),
         "k": per_kv_head(scale * ds_terms.transpose(-1, -2) @ q.abs()).max().item(),
@@ -55,15 +58,15 @@ def make_qkv(B, H, Hkv, Nq, Nk, D, dtype, scale=1.0, seed=0):
     return [t.to(device=DEVICE, dtype=dtype) for t in (q, k, v)]
 
 
-def check_against_reference(q, k, v, causal=False, scale=None, grads=True):
+def check_against_reference(q, k, v, causal=False, scale=None, grads=True, key_mask=None):
     """Forward (and gradients) of the kernel vs float64, bounded by 2x the error of naive PyTorch in q's dtype."""
     leaves = [t.detach().clone().requires_grad_(grads) for t in (q, k, v)]
     ref_leaves = [t.detach().double().requires_grad_(grads) for t in (q, k, v)]
     pt_leaves = [t.detach().clone().requires_grad_(grads) for t in (q, k, v)]
 
-    out = attention(*leaves, causal=causal, scale=scale)
-    ref = naive_attention(*ref_leaves, causal=causal, scale=scale)
-    pt = naive_attention(*pt_leaves, causal=causal, scale=scale)
+    out = attention(*leaves, causal=causal, scale=scale, key_mask=key_mask)
+    ref = naive_attention(*ref_leaves, causal=causal, scale=scale, key_mask=key_mask)
+    pt = naive_attention(*pt_leaves, causal=causal, scale=scale, key_mask=key_mask)
     assert_within_2x("output", out, ref, pt)
     if not grads:
         return
@@ -71,7 +74,7 @@ def check_against_reference(q, k, v, causal=False, scale=None, grads=True):
     out.backward(do)
     ref.backward(do.double())
     pt.backward(do)
-    rel, terms = gradient_term_scales(q.cpu(), k.cpu(), v.cpu(), do.cpu(), causal, scale)
+    rel, terms = gradient_term_scales(q.cpu(), k.cpu(), v.cpu(), do.cpu(), causal, scale, key_mask)
     eps = torch.finfo(q.dtype).eps + rel
     for name, a, r, p in zip("qkv", leaves, ref_leaves, pt_leaves):
         assert_within_2x(f"d{name}", a.grad, r.grad, p.grad, extra_atol=2 * eps * terms[name])
@@ -313,3 +316,59 @@ def test_device_mismatch_is_reported_before_the_device_is_judged():
     q, k, v = make_qkv(1, 1, 1, 4, 4, 16, torch.float32)
     with pytest.raises(ValueError, match="k is on meta but q is on .*expected the same device"):
         attention(q, k.to("meta"), v)
+
+
+
+# ------------------------------------------------------------------------------ key-padding mask (issue 15)
+
+def ragged_mask(B, Nk, seed=0, interior=False):
+    """Per-sequence kept prefixes of random length >= 1 (key padding); ``interior``: random holes too."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, Nk + 1, (B,), generator=g)
+    m = torch.arange(Nk)[None, :] < lengths[:, None]
+    if interior:
+        m &= torch.rand(B, Nk, generator=g) > 0.3
+        m[torch.arange(B), lengths - 1] = True
+    return m.to(DEVICE)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("shape", [(3, 2, 2, 17, 45, 32), (2, 4, 2, 37, 70, 40), (2, 1, 1, 1, 33, 16),
+                                   (2, 2, 1, 5, 1, 8)], ids=lambda s: "x".join(map(str, s)))
+def test_key_mask_matches_reference(shape, causal, dtype):
+    B, H, Hkv, Nq, Nk, D = shape
+    for interior in (False, True):
+        check_against_reference(*make_qkv(B, H, Hkv, Nq, Nk, D, dtype), causal=causal,
+                                key_mask=ragged_mask(B, Nk, interior=interior))
+
+
+def test_key_mask_equals_sdpa_attn_mask():
+    """The same result as SDPA with attn_mask = key_mask[:, None, None, :], causal included (queries left
+    with no key get zeros in both)."""
+    q, k, v = make_qkv(2, 2, 2, 40, 40, 16, torch.float32)
+    m = ragged_mask(2, 40)
+    m[1, :25] = False
+    for causal in (False, True):
+        full = m[:, None, None, :] & (causal_mask(40, 40, DEVICE) if causal else True)
+        want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=full)
+        torch.testing.assert_close(attention(q, k, v, causal=causal, key_mask=m), want, atol=2e-6, rtol=1e-5)
+
+
+@given(B=st.integers(1, 3), Nq=st.integers(1, 40), Nk=st.integers(1, 40), D=st.sampled_from([8, 16, 24]),
+       causal=st.booleans(), interior=st.booleans(), seed=st.integers(0, 2**16))
+def test_key_mask_random(B, Nq, Nk, D, causal, interior, seed):
+    check_against_reference(*make_qkv(B, 2, 1, Nq, Nk, D, torch.float32, seed=seed), causal=causal,
+                            key_mask=ragged_mask(B, Nk, seed, interior))
+
+
+@pytest.mark.parametrize("mask, exc, msg", [
+    (torch.ones(2, 9, dtype=torch.bool), ValueError, "key_mask must have shape \\(B, Nk\\) = \\(2, 8\\)"),
+    (torch.ones(2, 8), TypeError, "key_mask must be a bool tensor"),
+    ([[True] * 8] * 2, TypeError, "key_mask must be a torch.Tensor"),
+    (torch.tensor([[True] * 8, [False] * 8]), ValueError, "every sequence must keep at least one key; batch rows \\[1\\]"),
+], ids=["shape", "dtype", "type", "empty row"])
+def test_key_mask_bad_input(mask, exc, msg):
+    q, k, v = make_qkv(2, 2, 2, 4, 8, 16, torch.float32)
+    with pytest.raises(exc, match=msg):
+        attention(q, k, v, key_mask=mask.to(DEVICE) if isinstance(mask, torch.Tensor) else mask)
