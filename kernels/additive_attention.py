@@ -36,7 +36,7 @@ from kernels._common import (autotune, check_same, check_tensor, dot_options, on
 from kernels._rnn import tanh
 from kernels._tl import cast, dot_acc
 
-LOG2E = math.log2(math.e)
+LOG2E = tl.constexpr(math.log2(math.e))   # the kernels work in base 2
 
 
 @triton.jit
@@ -44,6 +44,9 @@ def _mm(a, b, acc, DOT: tl.constexpr, PREC: tl.constexpr):
     """acc + a @ b: a tensor-core dot, or (DOT=False, a 1-row tile) a broadcast sum on CUDA cores."""
     if DOT:
         return dot_acc(a, b, acc, PREC)
+    if a.shape[1] == 1:   # an outer product (one query): no reduction, which triton 3.9 would turn into a dot
+        return acc + tl.reshape(a, [a.shape[0]]).to(tl.float32)[:, None] * tl.reshape(b, [b.shape[1]]).to(
+            tl.float32)[None, :]
     return acc + tl.sum(a.to(tl.float32)[:, :, None] * b.to(tl.float32)[None, :, :], 1)
 
 
@@ -176,7 +179,8 @@ def _additive_bwd_k(PQ, PK, VAL, VV, KM, DO, LSE, DELTA, DPK, DVAL,
                     HAS_KMASK: tl.constexpr, DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     BLOCK_A: tl.constexpr, BLOCK_DV: tl.constexpr, PREC: tl.constexpr):
     """One program: dPk (accumulated in DPK, fp32, rows it owns) and dvalues of BLOCK_N keys, over all
-    queries; masked keys get zeros."""
+    queries; masked keys get zeros.  Works transposed (keys × queries), as FlashAttention-2's dK/dV kernel:
+    the score is symmetric in its two projections, and no tile needs a transpose."""
     pid_n = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -200,23 +204,25 @@ def _additive_bwd_k(PQ, PK, VAL, VV, KM, DO, LSE, DELTA, DPK, DVAL,
         rows = m0 + offs_mb
         m_ok = rows < N_Q
         pq_rows = PQ + b * stride_pqb + rows[:, None] * stride_pqm
-        s = _scores(pq_rows, pk_rows, VV, stride_pqa, stride_pka, m_ok, n_ok, A, BLOCK_M, BLOCK_N, BLOCK_A)
+        st = _scores(pk_rows, pq_rows, VV, stride_pka, stride_pqa, n_ok, m_ok, A, BLOCK_N, BLOCK_M, BLOCK_A)
         lse = tl.load(LSE + b * N_Q + rows, mask=m_ok, other=0.0)
         delta = tl.load(DELTA + b * N_Q + rows, mask=m_ok, other=0.0)
-        p = tl.where(m_ok[:, None] & keep_n[None, :], tl.math.exp2(s * LOG2E - lse[:, None]), 0.0)
+        pt = tl.where(keep_n[:, None] & m_ok[None, :], tl.math.exp2(st * LOG2E - lse[None, :]), 0.0)
         do = tl.load(DO + b * stride_dob + rows[:, None] * stride_dom + offs_d[None, :] * stride_dod,
                      mask=m_ok[:, None] & d_ok[None, :], other=0.0)
-        dval = _mm(tl.trans(cast(p, do.dtype)), do, dval, DOT, PREC)
-        dp = _mm(do, tl.trans(val), tl.zeros([BLOCK_M, BLOCK_N], tl.float32), DOT, PREC)
-        ds = p * (dp - delta[:, None])
+        dot_ = tl.load(DO + b * stride_dob + rows[None, :] * stride_dom + offs_d[:, None] * stride_dod,
+                       mask=m_ok[None, :] & d_ok[:, None], other=0.0)
+        dval = _mm(cast(pt, do.dtype), do, dval, DOT, PREC)
+        dpt = _mm(val, dot_, tl.zeros([BLOCK_N, BLOCK_M], tl.float32), DOT, PREC)
+        dst = pt * (dpt - delta[None, :])
         for a0 in range(0, A, BLOCK_A):
             aa = a0 + offs_a
             a_ok = aa < A
-            pq = tl.load(pq_rows + aa[None, :] * stride_pqa, mask=m_ok[:, None] & a_ok[None, :], other=0.0)
             pk = tl.load(pk_rows + aa[None, :] * stride_pka, mask=n_ok[:, None] & a_ok[None, :], other=0.0)
+            pq = tl.load(pq_rows + aa[None, :] * stride_pqa, mask=m_ok[:, None] & a_ok[None, :], other=0.0)
             va = tl.load(VV + aa, mask=a_ok, other=0.0).to(tl.float32)
-            t = tanh(pq.to(tl.float32)[:, None, :] + pk.to(tl.float32)[None, :, :])
-            g = tl.sum(ds[:, :, None] * (1.0 - t * t), 0) * va[None, :]
+            t = tanh(pk.to(tl.float32)[:, None, :] + pq.to(tl.float32)[None, :, :])
+            g = tl.sum(dst[:, :, None] * (1.0 - t * t), 1) * va[None, :]
             ptr = dpk_rows + aa[None, :]
             msk = n_ok[:, None] & a_ok[None, :]
             tl.store(ptr, tl.load(ptr, mask=msk, other=0.0) + g, mask=msk)
@@ -235,11 +241,13 @@ def _cfg(bm, bn, ba, warps, dot=True):
     return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_A": ba, "DOT": dot}, num_warps=warps, num_stages=1)
 
 
-# (queries × keys × A-chunk) tiles of tanh live in registers: 8K elements for 4 warps.  Many queries:
-# 16-row tensor-core tiles.  A decoder step (N_Q <= DECODE_MAX_Q): one query per program, wide key
-# blocks, products on CUDA cores.
-CONFIGS = [_cfg(16, 32, 16, 4), _cfg(16, 16, 32, 4), _cfg(32, 32, 8, 8)]
-DECODE_CONFIGS = [_cfg(1, 64, 32, 4, dot=False), _cfg(1, 128, 16, 4, dot=False)]
+# The (queries × keys × A-chunk) tile of tanh lives in registers beside the value-wide accumulators:
+# 16 × 16 × (4 or 8) for 4 warps.  A decoder step (N_Q <= DECODE_MAX_Q): one query per program, 32-key
+# blocks, products on CUDA cores.  Every config compiles spill-free for sm_80 and sm_90a at DV = 256
+# under triton 3.6 and 3.9 (a compile sweep; `seqbench inspect` checks them).
+CONFIGS = [_cfg(16, 16, 8, 4), _cfg(16, 16, 4, 4)]
+DECODE_CONFIGS = [_cfg(1, 32, 8, 4, dot=False), _cfg(1, 32, 4, 4, dot=False)]
+MAX_DV = 256
 DECODE_MAX_Q = 4
 INTERPRETER_CONFIG = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_A=8, DOT=True, num_warps=4)
 INTERPRETER_DECODE = dict(BLOCK_M=1, BLOCK_N=16, BLOCK_A=8, DOT=False, num_warps=4)
@@ -384,12 +392,15 @@ def additive_attention(query, keys, values=None, *, w_q, w_k, v, bias=None, mask
         raise ValueError(f"v must have shape (A,) = ({A},), got {tuple(v.shape)}")
     if bias is not None and tuple(bias.shape) != (A,):
         raise ValueError(f"bias must have shape (A,) = ({A},), got {tuple(bias.shape)}")
+    if values.shape[2] > MAX_DV:
+        raise ValueError(f"values may have at most {MAX_DV} features (the kernel keeps a row of the context in "
+                         f"registers), got {values.shape[2]}")
     kmask = _check_mask(mask, B, Nk, query.device) if mask is not None else None
     pq = query @ w_q.t()
     if bias is not None:
         pq = pq + bias
     pk = keys @ w_k.t()
-    args = (pq.contiguous(), pk.contiguous(), values, v)
+    args = (pq.contiguous(), pk.contiguous(), values, v.contiguous())   # the kernels read v (A,) densely
     if torch.is_grad_enabled() and any(t.requires_grad for t in args):
         out = _Additive.apply(*args, *(kmask or (None, None, None)))
     else:
@@ -458,7 +469,7 @@ WGMMA = ()
 
 
 def compile_builds(family: str, dtypes=(torch.float16,)):
-    """Every config as launched at B=16, Nq = Nk = 512 (and Nq = 1, the decoder step), A = Dk = Dv = 256."""
+    """Every config as launched at B=16, Nq = Nk = 512 (and Nq = 1, the decoder step), A = Dv = 256 (MAX_DV)."""
     for dtype in dtypes:
         t = lambda *s: torch.empty(*s, device="meta", dtype=dtype)  # noqa: E731
         f32 = lambda *s: torch.empty(*s, device="meta", dtype=torch.float32)  # noqa: E731
