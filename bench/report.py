@@ -75,6 +75,10 @@ def write_report(run_dir: str) -> str:
         lines += [f"![the hardware argument]({os.path.basename(figure)})", ""]
 
     lines += table.guide_markdown(df, WORKLOADS, bool(meta.get("cpu_only")))
+    lines += table.scoring_markdown(df, WORKLOADS, bool(meta.get("cpu_only")))
+    scores = table.scoring_figure(df, WORKLOADS, run_dir, env.get("device", ""))
+    if scores:
+        lines += [f"![time per query-key pair against d]({os.path.basename(scores)})", ""]
     if os.path.exists(os.path.join(run_dir, "train.csv")):     # the table's training-time column, measured
         from bench import train
         train.plot(train.load_rows(run_dir), run_dir, f"seqbench train — {env.get('device', '')}")

@@ -293,3 +293,110 @@ def guide_markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
         lines.append(f"| {r['kind']} | {r['mode']} | {r['shape']} | {p} | {fmt(r['lstm_tokens_per_s'])} | "
                      f"{fmt(r['gru_tokens_per_s'])} | {r['ratio']:.2f} | {guide_verdict(r['ratio'])} | {spread} |")
     return lines + [""]
+
+
+# ---------------------------------------------------------------- the textbook's scoring functions (§1.7)
+
+SCORING = {"Luong dot": ("h_jᵀ s_i", "O(d)"), "Luong general": ("h_jᵀ W s_i", "O(d²)"),
+           "Bahdanau (additive)": ("vᵀ tanh(W₁h_j + W₂s_i)", "O(d²)")}
+SCORING_CLAIM = ("Textbook §1.7: the dot score \"works nearly as well … and it's much faster because it's just a "
+                 "matrix multiply\"; the additive and general scores cost O(d²) per query-key pair as it states them.")
+
+
+def _d(shape: str) -> int:
+    return int(dict(p.split("=") for p in shape.split())["d"])
+
+
+def scoring(df: pd.DataFrame, workloads) -> list[dict]:
+    """Per (score, mode): the fastest usable impl at the largest d measured (and, there, the largest N), its
+    time per query-key pair, and how that time grew from the smallest d measured."""
+    pairs = stand_ins(workloads)
+    out = []
+    for mode in ("fwd", "fwd+bwd"):
+        for label in SCORING:
+            d = _usable(_rows(df, pairs.get(label, []), mode)).copy()
+            row = {"score": label, "mode": mode, "formula": SCORING[label][0], "textbook": SCORING[label][1]}
+            skipped = _rows(df, pairs.get(label, []), mode)
+            row["not_timed"] = sorted(set(skipped[skipped.status != "ok"].impl))
+            if d.empty:
+                out.append(row)
+                continue
+            d["d"] = d["shape"].map(_d)
+            d["ns_per_pair"] = d.ms * 1e6 / (d.batch * d.seq_len * d.seq_len)
+            n = d.seq_len.max()
+            d = d[d.seq_len == n]
+            best = d.sort_values("ns_per_pair").groupby("d").first()
+            row.update(N=int(n), d_max=int(best.index.max()), d_min=int(best.index.min()),
+                       impl=best.impl.iloc[-1], ns_per_pair=best.ns_per_pair.iloc[-1],
+                       growth=best.ns_per_pair.iloc[-1] / best.ns_per_pair.iloc[0], by_d=best.ns_per_pair.to_dict())
+            out.append(row)
+    dots = {r["mode"]: r for r in out if r["score"] == "Luong dot" and "ns_per_pair" in r}
+    for r in out:
+        ref = dots.get(r["mode"])
+        if "ns_per_pair" in r and ref and r["d_max"] in ref["by_d"]:
+            r["vs_dot"] = r["by_d"][r["d_max"]] / ref["by_d"][r["d_max"]]
+    return out
+
+
+def scoring_markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
+    rows = scoring(df, workloads)
+    if not any("ns_per_pair" in r for r in rows):
+        return []
+    lines = ["## The textbook's scoring functions, measured", "", SCORING_CLAIM + "  Ours: the fastest accurate "
+             "implementation of each score (PyTorch with the scores materialised, or this project's kernels) at the "
+             "largest d measured, in ns per query-key pair; the growth column is the time per pair at that d over "
+             "the time at the smallest d (O(d) work grows with d, O(d²) with d², until the GPU is saturated).  FLOPs "
+             "count a tanh as one (`bench/workloads/additive_attention.py`).", ""]
+    if cpu_only:
+        lines += ["> CPU-only run: the PyTorch implementations timed on the CPU; the Triton kernels checked through "
+                  "the interpreter and timed on a GPU only.", ""]
+    lines += ["| score | formula | textbook cost per pair | mode | fastest (ours) | d | ns per pair | × dot | "
+              "growth from the smallest d | not timed here |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "ns_per_pair" not in r:
+            lines.append(f"| {r['score']} | {r['formula']} | {r['textbook']} | {r['mode']} | not measured | | | | | "
+                         f"{', '.join(r['not_timed'])} |")
+            continue
+        vs = f"{r['vs_dot']:.2f}" if r.get("vs_dot") is not None else ""
+        lines.append(f"| {r['score']} | {r['formula']} | {r['textbook']} | {r['mode']} | {r['impl']} | {r['d_max']} | "
+                     f"{fmt(r['ns_per_pair'])} | {vs} | ×{r['growth']:.2f} for d ×{r['d_max'] / r['d_min']:g} | "
+                     f"{', '.join(r['not_timed'])} |")
+    return lines + [""]
+
+
+def scoring_figure(df: pd.DataFrame, workloads, run_dir: str, device: str) -> str | None:
+    """scores.png: time per query-key pair against d, every implementation of every score, per mode."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    pairs = stand_ins(workloads)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    drew = False
+    for ax, mode in zip(axes, ("fwd", "fwd+bwd")):
+        for label in SCORING:
+            d = _usable(_rows(df, pairs.get(label, []), mode)).copy()
+            if d.empty:
+                continue
+            d["d"] = d["shape"].map(_d)
+            d = d[d.seq_len == d.seq_len.max()]
+            for impl, g in d.groupby("impl"):
+                g = g.sort_values("d")
+                ax.plot(g.d, g.ms * 1e6 / (g.batch * g.seq_len * g.seq_len), marker="o", label=f"{label}: {impl}")
+                drew = True
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("d (query, key, value and attention size)")
+        ax.set_ylabel("ns per query-key pair")
+        ax.set_title("inference" if mode == "fwd" else "training (forward + backward)")
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    if not drew:
+        plt.close(fig)
+        return None
+    fig.suptitle(f"attention scores: time per pair against d — {device}")
+    fig.tight_layout()
+    path = os.path.join(run_dir, "scores.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

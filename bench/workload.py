@@ -58,6 +58,7 @@ class Impl:
     needs_cuda: bool = False        # a CUDA-only library path (SDPA flash/cudnn, cuDNN)
     textbook: str | None = None     # the line of the textbook's table this impl stands for
     guide: tuple[str, str] | None = None   # (architecture, implementation) in the LSTM-vs-GRU guide table
+    group: str | None = None        # impls computing one function: compared with their group's baseline
     note: str = ""
 
 
@@ -127,6 +128,11 @@ class Workload:
     def baseline(self) -> Impl | None:
         return next((i for i in self.impls.values() if i.baseline), None)
 
+    def baseline_for(self, impl: Impl) -> Impl | None:
+        """The baseline ``impl`` is compared with: its group's (a workload of several functions, such as
+        three attention scores), else the workload's."""
+        return next((i for i in self.impls.values() if i.baseline and i.group == impl.group), None)
+
     def default_shapes(self, quick: bool, gpu: bool) -> list[dict]:
         return self.shapes.pick(quick, gpu)
 
@@ -161,7 +167,7 @@ class Point:
         self.workload, self.shape, self.mode, self.dtype, self.device = workload, shape, mode, dtype, device
         self._inputs = None
         self._grad = None
-        self._reference = None      # (baseline name, its tensors) or (name, error text)
+        self._references = {}       # group -> (baseline name, its tensors) or (name, error text)
 
     @property
     def inputs(self):
@@ -210,15 +216,15 @@ class Point:
 
     def accuracy(self, impl: Impl) -> dict:
         """The Row fields comparing ``impl`` with the baseline on these inputs."""
-        base = self.workload.baseline
+        base = self.workload.baseline_for(impl)
         if base is None:
             return {}
-        if self._reference is None:
+        if impl.group not in self._references:
             try:
-                self._reference = (base.name, self.evaluate(base))
+                self._references[impl.group] = (base.name, self.evaluate(base))
             except Exception as exc:  # an unusable baseline leaves the columns empty, with the reason
-                self._reference = (base.name, describe(exc, 200))
-        name, ref = self._reference
+                self._references[impl.group] = (base.name, describe(exc, 200))
+        name, ref = self._references[impl.group]
         if isinstance(ref, str):
             return {"baseline": f"{name} (failed: {ref})"}
         try:

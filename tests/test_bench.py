@@ -23,7 +23,7 @@ from bench.report import compare, load, write_report
 
 def test_registry_lists_the_workloads_and_impls():
     assert set(WORKLOADS) == {"lstm_layer", "lstm_heads", "attention", "model_lstm", "model_transformer", "gru_layer",
-                              "model_convs2s", "lstm_ragged", "gru_ragged"}
+                              "model_convs2s", "lstm_ragged", "gru_ragged", "attention_scores"}
     assert {"torch_loop", "nn.LSTM", "triton_step", "triton_persistent"} <= set(WORKLOADS["lstm_layer"].impls)
     assert {"naive", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math", "triton"} == set(WORKLOADS["attention"].impls)
     for w in WORKLOADS.values():
@@ -777,3 +777,29 @@ def test_lstm_vs_gru_guide_table(tmp_path):
         assert "timed on a GPU only" in rows["Triton step"]["reason"]
     text = "\n".join(table.guide_markdown(df, WORKLOADS, True))
     assert "LSTM-vs-GRU guide" in text and "(0.75)" in text and table.guide_verdict(nn_row["ratio"]) in text
+
+
+def test_attention_scores_groups_and_table(tmp_path):
+    """Each score is compared with its own baseline (a group), and the scoring table reads time per pair."""
+    from bench import report, table
+    from bench.run import sweep
+    w = WORKLOADS["attention_scores"]
+    assert {w.baseline_for(i).name for i in w.impls.values()} == {"dot_torch", "general_torch", "additive_torch"}
+    assert w.baseline_for(w.impls["dot_sdpa"]).name == "dot_torch"
+    sweep(str(tmp_path), [w], torch.float32, quick=True, modes=("fwd",), progress=False, checks=False,
+          impls=["dot_torch", "dot_sdpa", "general_torch", "additive_torch", "additive_triton"])
+    df, _ = report.load(str(tmp_path))
+    ok = df[df.status == "ok"]
+    assert set(ok.baseline) == {"dot_torch", "general_torch", "additive_torch"} and (ok.accurate.astype(str) == "True").all()
+    assert ok[ok.impl == "dot_sdpa"].baseline.eq("dot_torch").all()
+    rows = {r["score"]: r for r in table.scoring(df, WORKLOADS) if r["mode"] == "fwd"}
+    add = rows["Bahdanau (additive)"]
+    one = ok[(ok.impl == "additive_torch") & (ok["shape"] == "B=2 N=64 d=64")].iloc[0]
+    assert add["ns_per_pair"] == pytest.approx(one.ms * 1e6 / (2 * 64 * 64)) and add["d_max"] == 64
+    assert add["textbook"] == "O(d²)" and rows["Luong dot"]["textbook"] == "O(d)"
+    assert add["vs_dot"] == pytest.approx(add["ns_per_pair"] / rows["Luong dot"]["ns_per_pair"])
+    if not torch.cuda.is_available():
+        assert "additive_triton" in add["not_timed"]
+    text = "\n".join(table.scoring_markdown(df, WORKLOADS, True))
+    assert "scoring functions, measured" in text and "| Bahdanau (additive) |" in text
+    assert table.scoring_figure(df, WORKLOADS, str(tmp_path), "cpu").endswith("scores.png")
