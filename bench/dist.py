@@ -32,14 +32,6 @@ class Dist:
             import torch.distributed as dist
             dist.barrier()
 
-    def broadcast_object(self, obj):
-        if self.world == 1:
-            return obj
-        import torch.distributed as dist
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
 
 def init_distributed() -> Dist:
     """Join torchrun's process group when WORLD_SIZE > 1: NCCL with one GPU per rank, gloo on CPUs."""

@@ -143,7 +143,8 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     leaves a sticky CUDA error (an illegal address poisons every later launch in that process) or runs
     past ``point_timeout_s`` is recorded as an error with its reason, and a fresh worker takes the rest.
 
-    ``shard=(rank, world)`` (torchrun): this rank measures every world-th point into results.rank<r>.csv,
+    ``shard=(rank, world)`` (torchrun): this rank measures every world-th (workload, shape, mode) group of
+    points into results.rank<r>.csv,
     rank 0 alone runs the checks and writes run.json, and after ``barrier()`` rank 0 merges every rank's
     rows into results.csv (merge_shards)."""
     rank, world = shard

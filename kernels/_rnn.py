@@ -157,8 +157,8 @@ def unpack(packed):
         raise ValueError(f"input: a PackedSequence must hold 2-D data (total steps, input_size), got "
                          f"{tuple(getattr(data, 'shape', ()))}")
     sizes = bs.tolist()
-    if (bs.ndim != 1 or not sizes or sizes[0] < 1 or any(b < a for a, b in zip(sizes[1:], sizes))
-            or sizes[-1] < 1 or sum(sizes) != data.shape[0]):
+    if (bs.ndim != 1 or not sizes or sizes[-1] < 1 or sum(sizes) != data.shape[0]
+            or any(later > earlier for earlier, later in zip(sizes, sizes[1:]))):
         raise ValueError(f"input.batch_sizes must be positive, non-increasing and sum to data's {data.shape[0]} "
                          f"rows, got {sizes}")
     T, B = len(sizes), sizes[0]
