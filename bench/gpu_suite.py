@@ -85,9 +85,10 @@ def stage_steps(stage: str, out: str, quick: bool, budget_s: float) -> list[Step
     """The steps of a stage; their budgets share the stage's."""
     py = [sys.executable]
     if stage == "smoke":
-        from bench.table import stand_ins
+        from bench.table import ROWS, stand_ins
         from bench.workloads import WORKLOADS
-        pairs = [p for ps in stand_ins(WORKLOADS).values() for p in ps]
+        rows = stand_ins(WORKLOADS)         # the hardware-argument table's four rows (not the scoring table's)
+        pairs = [p for label in ROWS for p in rows.get(label, [])]
         headline = sorted({i for _, i in pairs})
         workloads = sorted({w for w, _ in pairs})
         return [Step("smoke-checks", py + ["-m", "bench", "check", "--gpu-only", "--out",
