@@ -116,9 +116,13 @@ def load_corpus(path: str | None, max_bytes: int = 64 << 20) -> tuple[torch.Tens
         cut = len(train_b) - max(1, len(train_b) // 10)
         train_b, val_b = train_b[:cut], train_b[cut:]
     digest = hashlib.sha1(train_b + val_b).hexdigest()[:12]
-    as_tensor = lambda b: torch.frombuffer(bytearray(b), dtype=torch.uint8) if b else torch.empty(0, dtype=torch.uint8)  # noqa: E731
-    return as_tensor(train_b), as_tensor(val_b), {"source": source, "files": len(files), "train_bytes": len(train_b),
-                                                  "val_bytes": len(val_b), "sha1": digest}
+    return _bytes_tensor(train_b), _bytes_tensor(val_b), {"source": source, "files": len(files),
+                                                          "train_bytes": len(train_b), "val_bytes": len(val_b),
+                                                          "sha1": digest}
+
+
+def _bytes_tensor(b: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(b), dtype=torch.uint8) if b else torch.empty(0, dtype=torch.uint8)
 
 
 def batch_at(data: torch.Tensor, step: int, seed: int, batch: int, seq_len: int, rank: int = 0, world: int = 1):

@@ -77,7 +77,8 @@ def check_gpu(device, B=16, N=512, d=128, dtype=torch.float16):
     from reference.additive_attention import additive_attention as ref
     g = torch.Generator().manual_seed(2)
     t = lambda *shape, scale=1.0: (torch.randn(*shape, generator=g) * scale).to(device)  # noqa: E731
-    args = (t(B, N, d), t(B, N, d), t(B, N, d), t(d, d, scale=d ** -0.5), t(d, d, scale=d ** -0.5), t(d, scale=d ** -0.5))
+    args = (t(B, N, d), t(B, N, d), t(B, N, d), t(d, d, scale=d ** -0.5), t(d, d, scale=d ** -0.5),
+            t(d, scale=d ** -0.5))
 
     def fn(impl):
         return lambda q, k, val, wq, wk, v: impl(q, k, val, w_q=wq, w_k=wk, v=v)

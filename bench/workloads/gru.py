@@ -69,7 +69,8 @@ def _loop(cell, inp):
     return torch.stack(outs)
 
 
-@gru_layer.impl(baseline=True, guide=("GRU", "textbook loop"), note="textbook equations, one torch op per gate per step")
+@gru_layer.impl(baseline=True, guide=("GRU", "textbook loop"),
+                note="textbook equations, one torch op per gate per step")
 def torch_loop(inp):
     from reference.gru import gru_cell
     return lambda: _loop(gru_cell, inp)

@@ -54,13 +54,15 @@ def _weights(inp):
     return inp.w_ih, inp.w_hh, inp.b_ih, inp.b_hh
 
 
-@lstm_layer.impl(baseline=True, guide=("LSTM", "textbook loop"), note="textbook equations, one torch op per gate per step")
+@lstm_layer.impl(baseline=True, guide=("LSTM", "textbook loop"),
+                 note="textbook equations, one torch op per gate per step")
 def torch_loop(inp):
     from reference.lstm import lstm
     return lambda: lstm(inp.x, None, *_weights(inp))[0]
 
 
-@lstm_layer.impl(name="nn.LSTM", guide=("LSTM", "nn (cuDNN on a GPU)"), note="cuDNN on a GPU, ATen's CPU kernel otherwise")
+@lstm_layer.impl(name="nn.LSTM", guide=("LSTM", "nn (cuDNN on a GPU)"),
+                 note="cuDNN on a GPU, ATen's CPU kernel otherwise")
 def nn_lstm(inp):
     m = torch_module(torch.nn.LSTM, inp)
     return lambda: m(inp.x)[0]
