@@ -25,8 +25,15 @@ class RunFolderError(ValueError):
     """A run folder whose results.csv or run.json cannot be read as seqbench wrote it."""
 
 
+class _CsvRow:
+    """csv_record for a row dataclass: its fields by name, None as the empty cell."""
+
+    def csv_record(self) -> dict:
+        return {k: ("" if v is None else v) for k, v in dataclasses.asdict(self).items()}
+
+
 @dataclass
-class Row:
+class Row(_CsvRow):
     """One (workload, impl, mode, dtype, shape) point.  Empty fields are None."""
 
     workload: str
@@ -77,9 +84,6 @@ class Row:
     kernels_ran: str | None = None
     device: str | None = None
 
-    def csv_record(self) -> dict:
-        return {k: ("" if v is None else v) for k, v in dataclasses.asdict(self).items()}
-
 
 COLUMNS = [f.name for f in fields(Row)]
 KEY = ("workload", "impl", "mode", "dtype", "shape")
@@ -96,7 +100,7 @@ def _numeric(row_cls) -> tuple:
 
 
 @dataclass
-class TrainRow:
+class TrainRow(_CsvRow):
     """One evaluation of one model in ``seqbench train`` (train.csv).  The NVML fields cover the training
     steps since the previous evaluation (evaluation excluded); empty on a CPU, with the reason."""
 
@@ -132,9 +136,6 @@ class TrainRow:
     nvml_reason: str | None = None
 
     REQUIRED = ("model", "impl", "step", "status")
-
-    def csv_record(self) -> dict:
-        return {k: ("" if v is None else v) for k, v in dataclasses.asdict(self).items()}
 
 
 TRAIN_COLUMNS = [f.name for f in fields(TrainRow)]

@@ -307,6 +307,16 @@ def _d(shape: str) -> int:
     return int(dict(p.split("=") for p in shape.split())["d"])
 
 
+def _per_pair(df: pd.DataFrame, pairs, mode: str) -> pd.DataFrame:
+    """A score's usable rows at the largest N measured, with their d and ns per query-key pair."""
+    d = _usable(_rows(df, pairs, mode)).copy()
+    if d.empty:
+        return d
+    d["d"] = d["shape"].map(_d)
+    d["ns_per_pair"] = d.ms * 1e6 / (d.batch * d.seq_len * d.seq_len)
+    return d[d.seq_len == d.seq_len.max()]
+
+
 def scoring(df: pd.DataFrame, workloads) -> list[dict]:
     """Per (score, mode): the fastest usable impl at the largest d measured (and, there, the largest N), its
     time per query-key pair, and how that time grew from the smallest d measured."""
@@ -314,17 +324,14 @@ def scoring(df: pd.DataFrame, workloads) -> list[dict]:
     out = []
     for mode in ("fwd", "fwd+bwd"):
         for label in SCORING:
-            d = _usable(_rows(df, pairs.get(label, []), mode)).copy()
+            d = _per_pair(df, pairs.get(label, []), mode)
             row = {"score": label, "mode": mode, "formula": SCORING[label][0], "textbook": SCORING[label][1]}
             skipped = _rows(df, pairs.get(label, []), mode)
             row["not_timed"] = sorted(set(skipped[skipped.status != "ok"].impl))
             if d.empty:
                 out.append(row)
                 continue
-            d["d"] = d["shape"].map(_d)
-            d["ns_per_pair"] = d.ms * 1e6 / (d.batch * d.seq_len * d.seq_len)
             n = d.seq_len.max()
-            d = d[d.seq_len == n]
             best = d.sort_values("ns_per_pair").groupby("d").first()
             row.update(N=int(n), d_max=int(best.index.max()), d_min=int(best.index.min()),
                        impl=best.impl.iloc[-1], ns_per_pair=best.ns_per_pair.iloc[-1],
@@ -374,14 +381,10 @@ def scoring_figure(df: pd.DataFrame, workloads, run_dir: str, device: str) -> st
     drew = False
     for ax, mode in zip(axes, ("fwd", "fwd+bwd")):
         for label in SCORING:
-            d = _usable(_rows(df, pairs.get(label, []), mode)).copy()
-            if d.empty:
-                continue
-            d["d"] = d["shape"].map(_d)
-            d = d[d.seq_len == d.seq_len.max()]
+            d = _per_pair(df, pairs.get(label, []), mode)
             for impl, g in d.groupby("impl"):
                 g = g.sort_values("d")
-                ax.plot(g.d, g.ms * 1e6 / (g.batch * g.seq_len * g.seq_len), marker="o", label=f"{label}: {impl}")
+                ax.plot(g.d, g.ns_per_pair, marker="o", label=f"{label}: {impl}")
                 drew = True
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

@@ -13,6 +13,7 @@ batch is split across ranks, tokens/s counts every rank, and rank 0 alone writes
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import hashlib
@@ -207,7 +208,7 @@ def train_one(cfg: TrainConfig, model_name: str, width: int, data, windows, d: D
         from torch.nn.parallel import DistributedDataParallel as DDP
         net = DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     gpu = d.device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if gpu else _null
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if gpu else contextlib.nullcontext
     tokens_per_step = cfg.batch * cfg.seq_len
     base = dict(model=model_name, impl=impl, params=params, d_model=width, world_size=d.world,
                 dtype="bfloat16 autocast" if gpu else "float32")
@@ -278,14 +279,6 @@ def train_one(cfg: TrainConfig, model_name: str, width: int, data, windows, d: D
 def _max_op():
     import torch.distributed as dist
     return dist.ReduceOp.MAX
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class _NoBar:

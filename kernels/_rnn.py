@@ -148,6 +148,11 @@ def check_batch_sizes(batch_sizes, T: int, B: int) -> None:
         raise ValueError(f"batch_sizes must be {T} positive, non-increasing ints of at most {B}, got {sizes}")
 
 
+def lengths_of(batch_sizes, B: int, device=None) -> torch.Tensor:
+    """Each row's length (B,) from the per-step active-row counts of rows sorted by decreasing length."""
+    return (torch.tensor(list(batch_sizes))[None, :] > torch.arange(B)[:, None]).sum(1).to(device)
+
+
 def unpack(packed):
     """A PackedSequence as (x (T, B, I) padded, rows sorted by decreasing length as PyTorch packs them,
     lengths (B,) int64 on x's device, batch_sizes: the active rows per step, a list).  Padding is zero."""
@@ -163,7 +168,7 @@ def unpack(packed):
                          f"rows, got {sizes}")
     T, B = len(sizes), sizes[0]
     steps = torch.arange(T)
-    lengths = (torch.tensor(sizes)[None, :] > torch.arange(B)[:, None]).sum(1)       # (B,) sorted, decreasing
+    lengths = lengths_of(sizes, B)                                                      # (B,) sorted, decreasing
     mask = steps[:, None] < lengths[None, :]                                            # (T, B) time-major
     x = data.new_zeros(T, B, data.shape[1])
     x[mask.to(data.device)] = data

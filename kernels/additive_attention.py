@@ -33,6 +33,7 @@ import triton
 import triton.language as tl
 
 from kernels._common import (autotune, check_same, check_tensor, dot_options, once_differentiable, strides)
+from kernels.attention import key_mask_args, kmask_args
 from kernels._rnn import tanh
 from kernels._tl import cast, dot_acc
 
@@ -271,24 +272,18 @@ def block_dv(dv: int) -> int:
     return max(16, triton.next_power_of_2(dv))
 
 
-def _kmask(kmask):
-    km, klo, khi = kmask if kmask is not None else (None, None, None)
-    return dict(KM=km, KLO=klo, KHI=khi, stride_kmb=km.stride(0) if km is not None else 0,
-                HAS_KMASK=kmask is not None)
-
-
 def fwd_args(pq, pk, values, v, o, lse, kmask=None) -> dict:
     return dict(PQ=pq, PK=pk, VAL=values, VV=v, O=o, LSE=lse, **strides("pq", pq, "bma"),
                 **strides("pk", pk, "bna"), **strides("val", values, "bnd"), **strides("o", o, "bmd"),
                 N_Q=pq.shape[1], N_K=pk.shape[1], A=pq.shape[2], DV=values.shape[2],
-                BLOCK_DV=block_dv(values.shape[2]), **_kmask(kmask), **dot_options(values.dtype, values.device))
+                BLOCK_DV=block_dv(values.shape[2]), **kmask_args(kmask), **dot_options(values.dtype, values.device))
 
 
 def bwd_args(pq, pk, values, v, do, lse, delta, dpq, dvv, dpk, dval, m_blocks, kmask=None) -> tuple[dict, dict]:
     shared = dict(PQ=pq, PK=pk, VAL=values, VV=v, DO=do, LSE=lse, DELTA=delta, **strides("pq", pq, "bma"),
                   **strides("pk", pk, "bna"), **strides("val", values, "bnd"), **strides("do", do, "bmd"),
                   N_Q=pq.shape[1], N_K=pk.shape[1], A=pq.shape[2], DV=values.shape[2],
-                  BLOCK_DV=block_dv(values.shape[2]), **_kmask(kmask), **dot_options(values.dtype, values.device))
+                  BLOCK_DV=block_dv(values.shape[2]), **kmask_args(kmask), **dot_options(values.dtype, values.device))
     q_args = dict(shared, DPQ=dpq, DVV=dvv, M_BLOCKS=m_blocks)
     k_args = dict(shared, DPK=dpk, DVAL=dval, **strides("dv", dval, "bnd"))
     k_args.pop("KLO")
@@ -345,7 +340,6 @@ class _Additive(torch.autograd.Function):
 # ----------------------------------------------------------------------------------------------
 
 def _check_mask(mask, B: int, Nk: int, device):
-    from kernels.attention import key_mask_args
     try:
         return key_mask_args(mask, B, Nk, device)
     except (TypeError, ValueError) as exc:

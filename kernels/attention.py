@@ -638,7 +638,7 @@ def _common(q, k, causal: bool, scale: float) -> dict:
                 HEAD_DIM=D, BLOCK_D=head_dim_block(D), CAUSAL=causal, **dot_options(q.dtype, q.device))
 
 
-def _kmask_args(kmask) -> dict:
+def kmask_args(kmask) -> dict:
     """The key-mask arguments: kmask = (KM (B, Nk) int8, KLO (B,), KHI (B,) int32) or None."""
     km, klo, khi = kmask if kmask is not None else (None, None, None)
     return dict(KM=km, KLO=klo, KHI=khi, stride_kmb=km.stride(0) if km is not None else 0,
@@ -649,7 +649,7 @@ def fwd_args(q, k, v, o, lse, causal: bool, scale: float, kmask=None) -> dict:
     """Every argument of ``_attn_fwd`` but the tuned BLOCK_M/BLOCK_N, by name."""
     return dict(Q=q, K=k, V=v, O=o, LSE=lse, **strides("q", q, "bhmd"), **strides("k", k, "bhnd"),
                 **strides("v", v, "bhnd"), **strides("o", o, "bhmd"), **_common(q, k, causal, scale),
-                B=q.shape[0], NEG_SCALE=scale < 0, **_kmask_args(kmask))
+                B=q.shape[0], NEG_SCALE=scale < 0, **kmask_args(kmask))
 
 
 def delta_args(o, do, delta) -> dict:
@@ -663,7 +663,7 @@ def bwd_args(q, k, v, do, dq, dk, dv, lse, delta, causal: bool, scale: float, km
     """Arguments of ``_attn_bwd_dkdv`` and ``_attn_bwd_dq`` (tuned block sizes excluded)."""
     shared = dict(Q=q, K=k, V=v, DO=do, LSE=lse, DELTA=delta, **strides("q", q, "bhmd"), **strides("k", k, "bhnd"),
                   **strides("v", v, "bhnd"), **strides("d", do, "bhmd"), scale=scale, **_common(q, k, causal, scale),
-                  **_kmask_args(kmask))
+                  **kmask_args(kmask))
     dkdv = dict(shared, DK=dk, DV=dv, HKV=k.shape[1], **strides("dk", dk, "bhnd"), **strides("dv", dv, "bhnd"))
     dq_ = dict(shared, DQ=dq, **strides("dq", dq, "bhmd"))
     return dkdv, dq_

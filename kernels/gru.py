@@ -30,8 +30,8 @@ import triton.language as tl
 
 from torch import nn
 
-from kernels._rnn import (FusedRNNBase, check_batch_sizes, gate_matmul, launch_bwd, load4, split4, step_grid,
-                          step_launcher, store4, tanh)
+from kernels._rnn import (FusedRNNBase, check_batch_sizes, gate_matmul, last_steps, launch_bwd, lengths_of, load4,
+                          split4, step_grid, step_launcher, store4, tanh)
 from kernels._tl import cast
 from kernels._common import check_batching, check_rnn_step, check_tensor, dot_options, once_differentiable, strides
 
@@ -218,8 +218,7 @@ def _final(out, batch_sizes):
     """h_n: the last step's h, or for packed input each row's h at its own last step (never aliasing out)."""
     if batch_sizes is None:
         return out[-1].clone()
-    lengths = (torch.tensor(batch_sizes)[None, :] > torch.arange(out.shape[1])[:, None]).sum(1).to(out.device)
-    return out.gather(0, (lengths - 1)[None, :, None].expand(1, -1, out.shape[2]))[0]
+    return last_steps(out, lengths_of(batch_sizes, out.shape[1], out.device))
 
 
 class _GRULayer(torch.autograd.Function):

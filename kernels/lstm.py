@@ -33,7 +33,7 @@ import triton.language as tl
 from torch import nn
 
 from kernels._common import check_batching, check_rnn_step, check_tensor, dot_options, once_differentiable, strides
-from kernels._rnn import (FusedRNNBase, check_batch_sizes, gate_matmul, last_steps, launch_bwd, load4,
+from kernels._rnn import (FusedRNNBase, check_batch_sizes, gate_matmul, last_steps, launch_bwd, lengths_of, load4,
                           lstm_pointwise_bwd, split4, step_grid, step_launcher, store4, tanh)
 from kernels._tl import cast
 from kernels.lstm_persistent import lstm_persistent
@@ -228,7 +228,7 @@ def _finals(out, cs, batch_sizes):
     """(h_n, c_n): the last step's, or for packed input each row's at its own last step (never aliasing out)."""
     if batch_sizes is None:
         return out[-1].clone(), cs[-1].clone()
-    lengths = (torch.tensor(batch_sizes)[None, :] > torch.arange(out.shape[1])[:, None]).sum(1).to(out.device)
+    lengths = lengths_of(batch_sizes, out.shape[1], out.device)
     return last_steps(out, lengths), last_steps(cs, lengths)
 
 

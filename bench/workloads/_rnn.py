@@ -114,6 +114,20 @@ def torch_module(cls, inp):
     return m
 
 
+def packed_check(torch_cls, fused):
+    """A Check: ``fused(nn_module)`` (two layers, bidirectional) on an unsorted ragged PackedSequence against
+    the nn module in float64."""
+    def run(device):
+        from torch.nn.utils.rnn import pack_padded_sequence
+        torch.manual_seed(0)
+        m = torch_cls(24, 50, num_layers=2, bidirectional=True, device=device)
+        x = torch.randn(9, 4, 24, device=device)
+        lengths = torch.tensor([5, 9, 1, 7])
+        pack = lambda t: pack_padded_sequence(t, lengths, enforce_sorted=False)  # noqa: E731
+        return fused(m)(pack(x))[0].data, m.double()(pack(x.double()))[0].data
+    return run
+
+
 def packed_runner(module, inp):
     """module on the padded batch packed by its lengths (the packing timed, as a user pays it); the packed
     output's data."""

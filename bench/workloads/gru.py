@@ -10,7 +10,7 @@ import torch
 
 from bench.workload import Check, Workload, forward_backward
 from bench.workloads._rnn import (LAYER_SHAPES, RAGGED_SHAPES, check_args, double, layer_bytes, layer_flops,
-                                  layer_inputs, layer_params, packed_runner, padded_runner, ragged_inputs,
+                                  layer_inputs, layer_params, packed_check, packed_runner, padded_runner, ragged_inputs,
                                   ragged_scaled, ragged_tokens, torch_module, uniform_tensors)
 
 
@@ -39,16 +39,12 @@ def check_layer(device):
     return gru(x, None, W, U, b, b)[0], ref(*double(x), None, *double(W, U, b, b))[0]
 
 
-def check_packed(device):
-    """FusedGRU, two layers, bidirectional, on an unsorted ragged PackedSequence, against nn.GRU in float64."""
-    from torch.nn.utils.rnn import pack_padded_sequence
+def _fused_gru(m):
     from kernels.gru import FusedGRU
-    torch.manual_seed(0)
-    m = torch.nn.GRU(24, 50, num_layers=2, bidirectional=True, device=device)
-    x = torch.randn(9, 4, 24, device=device)
-    lengths = torch.tensor([5, 9, 1, 7])
-    pack = lambda t: pack_padded_sequence(t, lengths, enforce_sorted=False)  # noqa: E731
-    return FusedGRU.from_torch(m)(pack(x))[0].data, m.double()(pack(x.double()))[0].data
+    return FusedGRU.from_torch(m)
+
+
+check_packed = packed_check(torch.nn.GRU, _fused_gru)   # FusedGRU on a ragged PackedSequence
 
 
 gru_layer = Workload(

@@ -10,7 +10,7 @@ import torch
 
 from bench.workload import Check, Workload, forward_backward
 from bench.workloads._rnn import (LAYER_SHAPES, RAGGED_SHAPES, check_args, double, layer_bytes, layer_flops,
-                                  layer_inputs, layer_params, packed_runner, padded_runner, ragged_inputs,
+                                  layer_inputs, layer_params, packed_check, packed_runner, padded_runner, ragged_inputs,
                                   ragged_scaled, ragged_tokens, torch_module, uniform_tensors)
 
 
@@ -80,17 +80,12 @@ def triton_persistent(inp):
     return lambda: lstm_persistent(inp.x, None, *_weights(inp))[0]
 
 
-def check_packed(device):
-    """FusedLSTM (the persistent kernel: per-row lengths inside it), two layers, bidirectional, on an unsorted
-    ragged PackedSequence, against nn.LSTM in float64."""
-    from torch.nn.utils.rnn import pack_padded_sequence
+def _fused_lstm_persistent(m):
     from kernels.lstm import FusedLSTM
-    torch.manual_seed(0)
-    m = torch.nn.LSTM(24, 50, num_layers=2, bidirectional=True, device=device)
-    x = torch.randn(9, 4, 24, device=device)
-    lengths = torch.tensor([5, 9, 1, 7])
-    pack = lambda t: pack_padded_sequence(t, lengths, enforce_sorted=False)  # noqa: E731
-    return FusedLSTM.from_torch(m, kernel="persistent")(pack(x))[0].data, m.double()(pack(x.double()))[0].data
+    return FusedLSTM.from_torch(m, kernel="persistent")     # per-row lengths inside the kernel
+
+
+check_packed = packed_check(torch.nn.LSTM, _fused_lstm_persistent)   # on a ragged PackedSequence
 
 
 lstm_ragged = Workload(
