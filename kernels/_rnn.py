@@ -1,4 +1,4 @@
-"""Building blocks shared by the LSTM and GRU step kernels.
+"""Building blocks shared by the LSTM, GRU and Elman RNN step kernels.
 
 A step computes four (hidden × batch) gate tiles.  They are stacked into one (4·BLOCK_H × BLOCK_B)
 tile so a single dot per K block has M = 4·BLOCK_H rows (64 or 128: Hopper's wgmma wants M >= 64
@@ -135,7 +135,7 @@ def launch_bwd(kernel, B: int, HID: int, args: dict):
 
 
 # ----------------------------------------------------------------------------------------------
-# layers and modules shared by FusedLSTM and FusedGRU: packed sequences, directions, stacking
+# layers and modules shared by FusedLSTM, FusedGRU and FusedRNN: packed sequences, directions, stacking
 # ----------------------------------------------------------------------------------------------
 
 def check_batch_sizes(batch_sizes, T: int, B: int) -> None:
@@ -198,10 +198,10 @@ def last_steps(out, lengths):
 
 
 class FusedRNNBase(nn.Module):
-    """The nn.LSTM/nn.GRU module around a layer function: parameters by PyTorch's names, stacked layers,
+    """The nn.LSTM/GRU/RNN module around a layer function: parameters by PyTorch's names, stacked layers,
     both directions, dropout between layers, batch_first, unbatched input and PackedSequence input.
 
-    Subclasses set GATES (4 LSTM, 3 GRU), TORCH (the module they replace), STATES (2: (h, c); 1: h) and
+    Subclasses set GATES (4 LSTM, 3 GRU, 1 RNN), TORCH (the module they replace), STATES (2: (h, c); 1: h) and
     implement ``_layer(x (T, B, I), state tuple or None, weights, lengths, batch_sizes) -> (out, state
     tuple)``, where ``batch_sizes`` (a list, rows sorted by decreasing length) is given for packed input:
     a row past its length neither updates its state nor writes output, and each state holds the row's
@@ -243,14 +243,15 @@ class FusedRNNBase(nn.Module):
 
     @classmethod
     def from_torch(cls, module, **kw):
-        """A copy of ``module`` (an nn.LSTM for FusedLSTM, an nn.GRU for FusedGRU), on its device and dtype."""
+        """A copy of ``module`` (the nn module in TORCH: nn.LSTM, nn.GRU, nn.RNN), on its device and dtype."""
         if not isinstance(module, cls.TORCH):
             raise TypeError(f"from_torch expects an nn.{cls.TORCH.__name__}, got {type(module).__name__}")
         if getattr(module, "proj_size", 0):
             raise ValueError(f"{cls.__name__} does not support proj_size > 0, got proj_size={module.proj_size}")
         w = module.weight_ih_l0
-        new = cls(module.input_size, module.hidden_size, module.num_layers, module.bias, module.batch_first,
-                  module.dropout, module.bidirectional, device=w.device, dtype=w.dtype, **kw)
+        new = cls(module.input_size, module.hidden_size, num_layers=module.num_layers, bias=module.bias,
+                  batch_first=module.batch_first, dropout=module.dropout, bidirectional=module.bidirectional,
+                  device=w.device, dtype=w.dtype, **kw)
         new.load_state_dict(module.state_dict())
         return new.train(module.training)
 

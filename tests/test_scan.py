@@ -1,0 +1,138 @@
+"""kernels.scan (linear_scan, min_gru, min_lstm) against sequential float64 references, by the 2x rule."""
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kernels.scan import INTERPRETER, MinGRU, MinLSTM, linear_scan, min_gru, min_lstm
+from reference import scan as ref
+from tests.helpers import DEVICE, DTYPES, check_fn, double_backward
+
+CHUNK = INTERPRETER["BLOCK_T"]
+
+
+def make(B, T, D, dtype, seed=0, lo=0.0, hi=1.0, state=True):
+    """a uniform on [lo, hi), b and h0 standard normal."""
+    g = torch.Generator().manual_seed(seed)
+    a = lo + (hi - lo) * torch.rand(B, T, D, generator=g, dtype=torch.float64)
+    b, h0 = torch.randn(B, T, D, generator=g), torch.randn(B, D, generator=g)
+    return a.to(DEVICE, dtype), b.to(DEVICE, dtype), (h0.to(DEVICE, dtype) if state else None)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("T", [1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5])
+@pytest.mark.parametrize("state", [True, False], ids=["h0", "no h0"])
+def test_matches_sequential(T, state, dtype):
+    check_fn(linear_scan, ref.linear_scan, make(2, T, 19, dtype, state=state), 1)
+
+
+@pytest.mark.parametrize("lo, hi", [(0.0, 1e-4), (1 - 1e-4, 1.0), (1 - 1e-7, 1.0), (0.0, 1.0)],
+                         ids=["a near 0", "a near 1", "a within 1e-7 of 1", "a in [0, 1)"])
+def test_extreme_decays(lo, hi):
+    """Where a log-space scan (log a summed, exp'd back) loses digits: a ~ 0 underflows and a ~ 1 needs
+    log1p; the direct products here keep fp32 accuracy over 200 steps."""
+    a, b, h0 = make(3, 200, 17, torch.float32, lo=lo, hi=hi)
+    check_fn(linear_scan, ref.linear_scan, (a, b, h0), 1)
+
+
+def test_constant_decay_closed_form():
+    """a = ½ everywhere and b = 1: h0 = 3 gives h_t = 2 + 2^−(t+1), exactly."""
+    T = 2 * CHUNK + 3
+    a = torch.full((1, T, 5), 0.5, device=DEVICE)
+    h0 = torch.full((1, 5), 3.0, device=DEVICE)
+    t = torch.arange(T, device=DEVICE, dtype=torch.float32)[None, :, None]
+    torch.testing.assert_close(linear_scan(a, torch.ones_like(a), h0), (2 + 0.5 ** (t + 1)).expand(1, T, 5))
+
+
+@given(B=st.integers(1, 3), T=st.integers(1, 50), D=st.integers(1, 40), dtype=st.sampled_from(DTYPES),
+       seed=st.integers(0, 2**16), state=st.booleans())
+def test_random_shapes(B, T, D, dtype, seed, state):
+    check_fn(linear_scan, ref.linear_scan, make(B, T, D, dtype, seed, state=state), 1)
+
+
+def test_strided_inputs():
+    """a time-major in memory, b every other element of a wider tensor, h0 a column slice."""
+    a, b, h0 = make(2, 21, 12, torch.float32)
+    a_t = a.transpose(0, 1).contiguous().transpose(0, 1)
+    b_t = torch.stack([b, torch.full_like(b, 1e3)], -1).reshape(2, 21, 24)[..., ::2]
+    h0_t = torch.stack([h0, torch.full_like(h0, 1e3)], -1).reshape(2, 24)[:, ::2]
+    assert not any(t.is_contiguous() for t in (a_t, b_t, h0_t))
+    check_fn(linear_scan, ref.linear_scan, (a_t, b_t, h0_t), 1)
+
+
+def _args(names, B, T, IN, D, dtype, seed=0, bias=True, state=True):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s, k=1.0: ((torch.rand(*s, generator=g) * 2 - 1) * k).to(DEVICE, dtype)  # noqa: E731
+    x = r(B, T, IN)
+    ws = [r(D, IN, k=2 * IN ** -0.5) for _ in names]
+    bs = [r(D) if bias else None for _ in names]
+    return (x, *ws, *bs, r(B, D) if state else None)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("fn, gates", [(min_gru, 2), (min_lstm, 3)], ids=["min_gru", "min_lstm"])
+@pytest.mark.parametrize("T", [1, 2 * CHUNK + 3])
+def test_min_rnns_match_the_paper(fn, gates, T, dtype):
+    reference = getattr(ref, fn.__name__)
+    check_fn(fn, reference, _args(range(gates), 2, T, 13, 21, dtype), 1)
+
+
+@pytest.mark.parametrize("fn, gates", [(min_gru, 2), (min_lstm, 3)], ids=["min_gru", "min_lstm"])
+@pytest.mark.parametrize("bias, state", [(False, True), (True, False), (False, False)])
+def test_min_rnns_optional_bias_and_state(fn, gates, bias, state):
+    check_fn(fn, getattr(ref, fn.__name__), _args(range(gates), 3, 20, 7, 9, torch.float32, bias=bias, state=state), 1)
+
+
+@pytest.mark.parametrize("cls, fn", [(MinGRU, ref.min_gru), (MinLSTM, ref.min_lstm)], ids=["MinGRU", "MinLSTM"])
+def test_modules(cls, fn):
+    torch.manual_seed(0)
+    m = cls(7, 11, device=DEVICE)
+    x, h0 = torch.randn(3, 20, 7, device=DEVICE), torch.randn(3, 11, device=DEVICE)
+    out, hn = m(x, h0)
+    want = fn(x, *m.weights(), h0=h0)
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(hn, want[:, -1])
+    out.sum().backward()
+    assert m.proj.weight.grad is not None and m.proj.bias.grad is not None
+    assert cls(4, 8, bias=False).proj.bias is None and "7, 11" in repr(m)
+    with pytest.raises(ValueError, match="x must have 7 features"):
+        m(torch.randn(3, 20, 8, device=DEVICE))
+    with pytest.raises(ValueError, match="hidden_size must be a positive int"):
+        cls(3, 0)
+
+
+@pytest.mark.parametrize("over, exc, msg", [
+    (dict(b=torch.randn(2, 5, 4)), ValueError, "b must have a's shape"),
+    (dict(a=torch.randn(2, 5)), ValueError, "a must have rank 3"),
+    (dict(h0=torch.randn(3, 3)), ValueError, "h0 must have shape \\(2, 3\\)"),
+    (dict(a=torch.ones(2, 5, 3, dtype=torch.int32)), TypeError, "a must be float16"),
+    (dict(b=torch.randn(2, 5, 3, dtype=torch.float16)), TypeError, "b has dtype torch.float16"),
+    (dict(a=torch.randn(2, 0, 3), b=torch.randn(2, 0, 3)), ValueError, "B, T and D >= 1"),
+], ids=["b shape", "rank", "h0 shape", "int a", "mixed dtypes", "empty T"])
+def test_bad_input(over, exc, msg):
+    a, b, h0 = make(2, 5, 3, torch.float32)
+    args = dict(a=a, b=b, h0=h0)
+    args.update({k: v.to(DEVICE) for k, v in over.items()})
+    with pytest.raises(exc, match=msg):
+        linear_scan(**args)
+
+
+def test_min_rnn_bad_input():
+    x, wz, wh, bz, bh, h0 = _args(range(2), 2, 5, 4, 6, torch.float32)
+    with pytest.raises(ValueError, match=r"w_h must have shape \(6, 4\)"):
+        min_gru(x, wz, wh[:, :3], bz, bh, h0)
+    with pytest.raises(ValueError, match=r"b_z must have shape \(6,\)"):
+        min_gru(x, wz, wh, bz[:5], bh, h0)
+    with pytest.raises(ValueError, match="x must have rank 3"):
+        min_lstm(x[0], wz, wz, wh)
+    with pytest.raises(TypeError, match="w_i has dtype torch.float16"):
+        min_lstm(x, wz, wz.half(), wh)
+    if DEVICE == "cpu":
+        with pytest.raises(ValueError, match="x is on meta but w_z is on cpu|w_z is on cpu but x is on meta"):
+            min_gru(x.to("meta"), wz, wh)
+
+
+def test_double_backward_raises():
+    a, b, h0 = make(2, 5, 3, torch.float32)
+    with pytest.raises(RuntimeError, match="double backward"):
+        double_backward(linear_scan, a, b, h0)
