@@ -55,6 +55,7 @@ def _identity(workload, impl, shape, mode, dtype, device) -> dict:
 
 def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point) -> dict:
     row = _identity(workload, impl, shape, mode, dtype, device)
+    workload = workload.counted(impl)
     gpu = device.type == "cuda"
     spec = roofline.gpu_spec(torch.cuda.get_device_name(device)) if gpu else roofline.GPUS[roofline.MODEL_GPU]
     if spec is not None:

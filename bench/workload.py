@@ -15,6 +15,7 @@ output is compared with, on every measured point.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import types
 from dataclasses import dataclass, field
@@ -103,6 +104,9 @@ class Workload:
     params: Callable | None = None   # (shape) -> the layer's parameter count (the LSTM-vs-GRU guide)
     checks: tuple[Check, ...] = ()
     impls: dict[str, Impl] = field(default_factory=dict)
+    # group -> its own counts where a workload holds several functions ({"flops": ..., "min_bytes": ...,
+    # "recurrent_params": ...}, any subset): the rows of that group's impls use them
+    group_counts: dict[str, dict] = field(default_factory=dict)
     register: bool = True
     module: str = ""          # the module that declared it (an isolated worker imports it from there)
 
@@ -132,6 +136,11 @@ class Workload:
         """The baseline ``impl`` is compared with: its group's (a workload of several functions, such as
         three attention scores), else the workload's."""
         return next((i for i in self.impls.values() if i.baseline and i.group == impl.group), None)
+
+    def counted(self, impl: Impl) -> "Workload":
+        """This workload with ``impl``'s group's own FLOP / byte counts and sequential floor, where declared."""
+        over = self.group_counts.get(impl.group)
+        return dataclasses.replace(self, register=False, **over) if over else self
 
     def default_shapes(self, quick: bool, gpu: bool) -> list[dict]:
         return self.shapes.pick(quick, gpu)
