@@ -1,4 +1,4 @@
-"""The ``seqbench`` command: run, train, check, list, report, compare, inspect."""
+"""The ``seqbench`` command: run, train, gradients, check, list, report, compare, inspect."""
 from __future__ import annotations
 
 import argparse
@@ -188,6 +188,39 @@ def cmd_train(a) -> int:
         close_distributed(d)
 
 
+def cmd_gradients(a) -> int:
+    """The textbook's vanishing-gradient demo for every architecture: gradients.csv, gradients.png, GRADIENTS.md."""
+    import torch
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    from bench import gradients as gr
+    from bench.env import device_slug
+    seq_len = a.seq_len or (100 if a.quick else 1000)
+    seeds = a.seeds or (2 if a.quick else 5)
+    out = a.out or os.path.join("runs", f"{time.strftime('%Y-%m-%d')}-{device_slug()}-gradients")
+    problem = _writable_folder(out)
+    if problem:
+        return _fail("gradients", problem)
+    print(f"seqbench gradients -> {out} (T={seq_len}, {seeds} seeds, {a.impl})")
+    if not torch.cuda.is_available() and a.impl == "kernels":
+        print("No CUDA GPU here: the kernels run through the Triton interpreter (slow at long T; --quick is T=100).")
+    try:
+        gr.run(out, a.models or gr.MODELS, seq_len, seeds, a.hidden, a.impl, a.checkpoint, progress=not a.no_progress)
+    except gr.GradientError as exc:
+        return _fail("gradients", exc)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished (model, seed) rows are in {out}/gradients.csv", file=sys.stderr)
+        if os.path.exists(os.path.join(out, "gradients.csv")):
+            gr.write_report(out)
+        return 130
+    except OSError as exc:
+        return _fail("gradients", _os_error(exc))
+    table = [line for line in gr.report_lines(out) if line.startswith("|")]
+    print("\n".join(table))
+    print(f"wrote {out}/gradients.csv, gradients.png and GRADIENTS.md")
+    return 0
+
+
 def _chosen_impls(a, workloads):
     """The --impl names (None: all), or why they cannot be run."""
     if a.impl is None:
@@ -318,7 +351,7 @@ def main(argv=None) -> int:
     t = sub.add_parser("train", help="train byte-level LSTM / ConvS2S / Transformer LMs; time to a quality target")
     t.add_argument("--quick", action="store_true", help="small and short (about a minute in all on a CPU)")
     t.add_argument("--models", type=lambda s: [x for x in s.split(",") if x],
-                   help="comma list of models (default lstm,convs2s,transformer)")
+                   help="comma list of models (default lstm,convs2s,transformer,mingru)")
     t.add_argument("--impl", choices=("kernels", "torch"),
                    help="this project's kernels, or the PyTorch references (default: kernels on a GPU, torch on a CPU)")
     t.add_argument("--lstm-kernel", dest="lstm_kernel", choices=("step", "persistent"), help="LSTM kernel (default step)")
@@ -342,6 +375,21 @@ def main(argv=None) -> int:
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint of --out")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(fn=cmd_train)
+    g = sub.add_parser("gradients", help="the textbook's vanishing-gradient demo (‖∂L/∂x_t‖ per position) for every "
+                                         "architecture")
+    g.add_argument("--models", type=lambda s: [x for x in s.split(",") if x],
+                   help="comma list from rnn,lstm,gru,mingru,transformer (default all)")
+    g.add_argument("--seq-len", dest="seq_len", type=_positive_int, help="sequence length (default 1000; --quick 100)")
+    g.add_argument("--seeds", type=_positive_int, help="initialisations and inputs per model (default 5; --quick 2)")
+    g.add_argument("--hidden", type=_positive_int, default=64, help="hidden size (default 64, the textbook's)")
+    g.add_argument("--impl", choices=("kernels", "torch"), default="kernels",
+                   help="this project's kernels (default) or the PyTorch references")
+    g.add_argument("--checkpoint", help="a seqbench train checkpoint (runs/.../checkpoints/<model>-<impl>.pt): probe "
+                                        "that trained LM instead of default-initialised layers")
+    g.add_argument("--quick", action="store_true", help="T=100 (the chapter's length) and 2 seeds")
+    g.add_argument("--out", help="output folder (default runs/<date>-<device>-gradients)")
+    g.add_argument("--no-progress", action="store_true")
+    g.set_defaults(fn=cmd_gradients)
     k = sub.add_parser("check", help="every Triton kernel against its float64 reference on this machine")
     k.add_argument("--gpu-only", action="store_true", help="only the checks at real GPU shapes")
     k.add_argument("--out", help="write the results as JSON lines, each as soon as it is known")

@@ -11,7 +11,7 @@
 * tests: the test suite on the GPU, in parallel (pytest-xdist) where installed, RNN and barrier tests
   before the compile-heavy attention matrix; every failure's traceback is on disk as it happens.
 * sweep: the full sweep (``--quick`` for the short one) into DIR/sweep, resumable across calls.
-* train: ``seqbench train --quick`` on the kernels: the three models, 55 s of training each, resumable.
+* train: ``seqbench train --quick`` on the kernels: the four models, 40 s of training each, resumable.
 * benchmarks: pytest-benchmark over a handful of representative points, so its JSON is written.
 * inspect: ``seqbench inspect --arch sm_90a`` for the record.
 
@@ -40,8 +40,8 @@ STAGES = ("smoke", "tests", "sweep", "train", "benchmarks", "inspect")
 # Seconds per stage; smoke + tests fit one 10-minute call, the sweep another, the rest a third.
 BUDGETS = {"smoke": 170, "tests": 380, "sweep": 540, "train": 300, "benchmarks": 200, "inspect": 150}
 GRACE_S = 20     # between SIGINT and SIGKILL
-# Training seconds per model in the train stage: three models, each with compile and evaluation time on top.
-TRAIN_SECONDS = 55
+# Training seconds per model in the train stage: four models, each with compile and evaluation time on top.
+TRAIN_SECONDS = 40
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # steps run here
 
 
@@ -87,7 +87,7 @@ def stage_steps(stage: str, out: str, quick: bool, budget_s: float) -> list[Step
     if stage == "smoke":
         from bench.table import ROWS, stand_ins
         from bench.workloads import WORKLOADS
-        rows = stand_ins(WORKLOADS)         # the hardware-argument table's four rows (not the scoring table's)
+        rows = stand_ins(WORKLOADS)         # the hardware-argument table's five rows (not the scoring table's)
         pairs = [p for label in ROWS for p in rows.get(label, [])]
         headline = sorted({i for _, i in pairs})
         workloads = sorted({w for w, _ in pairs})
@@ -113,7 +113,7 @@ def stage_steps(stage: str, out: str, quick: bool, budget_s: float) -> list[Step
                      + (["--quick"] if quick else []), budget_s - 40),
                 Step("sweep-report", py + ["-m", "bench", "report", sweep], 40)]
     if stage == "train":
-        # the quick GPU sizes (d_model 512, 4 layers, T=256, global batch 32; LSTM and ConvS2S widths matched
+        # the quick GPU sizes (d_model 512, 4 layers, T=256, global batch 32; LSTM, ConvS2S and minGRU widths matched
         # to the transformer's 12.7 M parameters), each model for TRAIN_SECONDS of training on the kernels
         seconds = os.environ.get("SEQBENCH_SUITE_TRAIN_S", str(TRAIN_SECONDS))
         return [Step("train", py + ["-m", "bench", "train", "--quick", "--seconds", seconds, "--resume",

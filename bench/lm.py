@@ -222,3 +222,40 @@ class TransformerMixer(nn.Module):
           description="pre-norm causal Transformer blocks (the flash-attention kernel); torch: SDPA")
 def transformer_model(d, layers, impl):
     return TransformerMixer(d, layers, impl)
+
+
+class MinGRUMixer(nn.Module):
+    """Pre-norm blocks with the Transformer's frame and a minGRU (Feng et al. 2024) in place of attention:
+    x + minGRU(LN(x)), then x + MLP(LN(x)) with a 4d GELU MLP.  The minGRU's gates read x only, so each
+    layer is one GEMM and one parallel scan (no positions needed: the recurrence is ordered)."""
+
+    def __init__(self, d: int, layers: int, impl: str):
+        super().__init__()
+        from kernels.scan import MinGRU
+        self.rnns = nn.ModuleList(MinGRU(d, d) for _ in range(layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(2 * layers))
+        self.mlps = nn.ModuleList(nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+                                  for _ in range(layers))
+        self.impl = impl
+
+    def _rnn(self, m, x):
+        if self.impl != "torch":
+            return m(x)[0]
+        from reference.scan import linear_scan, min_gru
+
+        def scan(a, b, h0):          # the state in fp32 at least, as the kernel keeps it
+            state = torch.promote_types(a.dtype, torch.float32)
+            return linear_scan(a.to(state), b.to(state), h0).to(a.dtype)
+        return min_gru(x, *m.weights(), scan=scan)
+
+    def forward(self, x):
+        for i, (rnn, mlp) in enumerate(zip(self.rnns, self.mlps)):
+            x = x + self._rnn(rnn, self.norms[2 * i](x))
+            x = x + mlp(self.norms[2 * i + 1](x))
+        return x
+
+
+@register("mingru", impls=("triton", "torch"),
+          description="pre-norm blocks with a minGRU as the mixer (GEMM + the Triton scan); torch: a sequential loop")
+def mingru_model(d, layers, impl):
+    return MinGRUMixer(d, layers, impl)

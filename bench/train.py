@@ -38,7 +38,7 @@ class TrainError(ValueError):
 
 @dataclass
 class TrainConfig:
-    models: list = field(default_factory=lambda: ["lstm", "convs2s", "transformer"])
+    models: list = field(default_factory=lambda: ["lstm", "convs2s", "transformer", "mingru"])
     impl: str = "kernels"          # kernels (each model's first impl) | torch (the references)
     lstm_kernel: str = "step"      # step | persistent
     d_model: int = 512             # the transformer's width; the others match its parameters (match="params")
@@ -66,7 +66,7 @@ class TrainConfig:
 
 
 def defaults(quick: bool, gpu: bool) -> dict:
-    """Sizes and budgets: --quick on a CPU trains the three models for 15 s each; on a GPU the
+    """Sizes and budgets: --quick on a CPU trains the four models for 15 s each; on a GPU the
     quick run fits the GPU job's train stage (see README)."""
     if gpu:
         return dict(d_model=512, layers=4, seq_len=256, batch=32, seconds=60.0 if quick else 600.0, eval_every=100,
@@ -227,6 +227,7 @@ def train_one(cfg: TrainConfig, model_name: str, width: int, data, windows, d: D
             writer.write(row)      # then the checkpoint: a crash between them redoes this interval on --resume
             _save_checkpoint(checkpoint_path(out, model_name, impl),
                              {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                              "model_name": model_name, "impl": impl,
                               "tokens": tokens, "train_seconds": train_s, "config": dataclasses.asdict(cfg)})
             bar.set_postfix(val_bpb=f"{val:.3f}")
         evals_done.append(1)
