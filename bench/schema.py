@@ -141,6 +141,30 @@ class TrainRow(_CsvRow):
 TRAIN_COLUMNS = [f.name for f in fields(TrainRow)]
 
 
+@dataclass
+class GradientRow(_CsvRow):
+    """One input position of one (model, seed) in ``seqbench gradients`` (gradients.csv): the norm of the
+    loss's gradient with respect to the input at that position.  A failed (model, seed) is one row with
+    its status and reason and no position."""
+
+    model: str
+    impl: str                      # kernels | torch
+    seed: int
+    source: str                    # "default init" or the checkpoint's path
+    seq_len: int
+    hidden: int | None = None
+    position: int | None = None
+    grad_norm: float | None = None
+    status: str = "ok"             # ok | error | oom
+    reason: str = ""
+    device: str = ""
+
+    REQUIRED = ("model", "impl", "seed", "position", "grad_norm", "status")
+
+
+GRADIENT_COLUMNS = [f.name for f in fields(GradientRow)]
+
+
 def row_key(r) -> tuple:
     return tuple(str(r[k]) for k in KEY)
 
@@ -229,7 +253,11 @@ class RowWriter:
         self.w = csv.DictWriter(self.f, fieldnames=columns, restval="", lineterminator="\n")
 
     def write(self, row) -> None:
-        self.w.writerow(row.csv_record())
+        self.write_many([row])
+
+    def write_many(self, rows) -> None:
+        """Append rows that finish together (one sync for all)."""
+        self.w.writerows(r.csv_record() for r in rows)
         self.f.flush()
         os.fsync(self.f.fileno())
 
