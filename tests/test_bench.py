@@ -803,3 +803,52 @@ def test_attention_scores_groups_and_table(tmp_path):
     text = "\n".join(table.scoring_markdown(df, WORKLOADS, True))
     assert "scoring functions, measured" in text and "| Bahdanau (additive) |" in text
     assert table.scoring_figure(df, WORKLOADS, str(tmp_path), "cpu").endswith("scores.png")
+
+
+def test_recurrence_groups_counts_and_floors(tmp_path):
+    """Five functions in one workload: each impl is compared with its group's baseline, and each group's rows
+    carry its own FLOPs and floor: the step kernels a sequential floor, the scans none."""
+    from bench import report, roofline
+    from bench.run import sweep
+    w = WORKLOADS["recurrence"]
+    assert {w.baseline_for(i).name for i in w.impls.values()} == {
+        "nn.RNN", "nn.GRU", "nn.LSTM", "minGRU torch loop", "minLSTM torch loop"}
+    s = dict(B=16, T=1024, H=1024)
+    h100 = roofline.GPUS["H100 SXM"]
+    floors = {g: roofline.floor_ms(w.counted(next(i for i in w.impls.values() if i.group == g)), s, "fwd",
+                                   torch.bfloat16, h100) for g in ("rnn", "lstm", "mingru")}
+    # the scan's floor is its work: 2·16·1024·(2·1024·1024 + 1024) FLOPs at 989 TFLOP/s = 0.0695 ms (bytes: 0.021 ms)
+    assert floors["mingru"]["floor_bound"] == "compute"
+    assert floors["mingru"]["floor_ms"] == pytest.approx(2 * 16 * 1024 * (2 * 1024 * 1024 + 1024) / 989e12 * 1e3)
+    assert floors["lstm"]["floor_bound"] == floors["rnn"]["floor_bound"] == "compute"   # W_hh on chip at H=1024
+    assert roofline.sequential_floor_ms(w.counted(w.impls["minGRU Triton scan"]), s, "fwd", torch.bfloat16, h100) is None
+    seq = {g: roofline.sequential_floor_ms(w.counted(w.impls[f"{g} Triton step"]), s, "fwd", torch.bfloat16, h100)
+           for g in ("rnn", "gru", "lstm")}
+    assert seq["gru"] == pytest.approx(3 * seq["rnn"]) and seq["lstm"] == pytest.approx(4 * seq["rnn"])
+    assert w.counted(w.impls["nn.GRU"]).flops(s, "fwd") == pytest.approx(3 / 4 * w.flops(s, "fwd"))
+    sweep(str(tmp_path), [w], torch.float32, quick=True, seq_lens=[8], modes=("fwd+bwd",), progress=False,
+          checks=False, impls=["nn.RNN", "nn.LSTM", "minGRU torch loop", "minGRU torch scan"])
+    df, _ = report.load(str(tmp_path))
+    ok = df[df.status == "ok"].set_index("impl")
+    assert (ok.accurate.astype(str) == "True").all() and len(ok) == 4
+    assert ok.baseline["minGRU torch scan"] == "minGRU torch loop" and ok.baseline["nn.RNN"] == "nn.RNN"
+    assert ok.tflops["nn.LSTM"] / ok.tflops["nn.RNN"] == pytest.approx(4 * ok.ms["nn.RNN"] / ok.ms["nn.LSTM"])
+
+
+def test_fifth_row_parallel_scan():
+    """The fifth row stands for the minGRU scans, is judged against the ratio the textbook implies for any
+    recurrence (the sequential LSTM's 0.16) and says so."""
+    from bench import table
+    assert table.ROWS[-1] == table.BEYOND and table.textbook_ratio(table.BEYOND) == table.textbook_ratio(
+        "LSTM (sequential)")
+    assert set(table.stand_ins(WORKLOADS)[table.BEYOND]) == {("model_mingru", "mingru_torch_scan"),
+                                                            ("model_mingru", "mingru_triton")}
+    t = {("model_transformer", "transformer_torch"): 100_000, ("model_mingru", "mingru_triton"): 90_000,
+         ("model_mingru", "mingru_torch_loop"): 200_000}        # the sequential loop does not stand for the row
+    rows = {r["row"]: r for r in table.table(_model_rows(t), WORKLOADS, "fwd")}
+    assert rows[table.BEYOND]["ratio"] == 0.9 and rows[table.BEYOND]["verdict"] == "does not hold"
+    slow = {r["row"]: r for r in table.table(_model_rows({**t, ("model_mingru", "mingru_triton"): 30_000}),
+                                               WORKLOADS, "fwd")}
+    assert slow[table.BEYOND]["verdict"] == "holds"
+    text = "\n".join(table.markdown(_model_rows(t), WORKLOADS, False))
+    assert "| beyond the textbook: parallel-scan RNN | not given |" in text and "0.16 (implied)" in text
