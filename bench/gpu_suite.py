@@ -11,7 +11,8 @@
 * tests: the test suite on the GPU, in parallel (pytest-xdist) where installed, RNN and barrier tests
   before the compile-heavy attention matrix; every failure's traceback is on disk as it happens.
 * sweep: the full sweep (``--quick`` for the short one) into DIR/sweep, resumable across calls.
-* train: ``seqbench train --quick`` on the kernels: the four models, 40 s of training each, resumable.
+* train: ``seqbench train --quick`` on the kernels: the four models, 35 s of training each, resumable; then
+  ``seqbench gradients`` (T = 1000, 5 seeds: every recurrent kernel's backward over a long sequence).
 * benchmarks: pytest-benchmark over a handful of representative points, so its JSON is written.
 * inspect: ``seqbench inspect --arch sm_90a`` for the record.
 
@@ -41,7 +42,8 @@ STAGES = ("smoke", "tests", "sweep", "train", "benchmarks", "inspect")
 BUDGETS = {"smoke": 170, "tests": 380, "sweep": 540, "train": 300, "benchmarks": 200, "inspect": 150}
 GRACE_S = 20     # between SIGINT and SIGKILL
 # Training seconds per model in the train stage: four models, each with compile and evaluation time on top.
-TRAIN_SECONDS = 40
+TRAIN_SECONDS = 35
+GRADIENTS_S = 60    # of the train stage's budget
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # steps run here
 
 
@@ -117,7 +119,10 @@ def stage_steps(stage: str, out: str, quick: bool, budget_s: float) -> list[Step
         # to the transformer's 12.7 M parameters), each model for TRAIN_SECONDS of training on the kernels
         seconds = os.environ.get("SEQBENCH_SUITE_TRAIN_S", str(TRAIN_SECONDS))
         return [Step("train", py + ["-m", "bench", "train", "--quick", "--seconds", seconds, "--resume",
-                                    "--no-progress", "--out", os.path.join(out, "train")], budget_s)]
+                                    "--no-progress", "--out", os.path.join(out, "train")], budget_s - GRADIENTS_S),
+                Step("gradients", py + ["-m", "bench", "gradients", "--seq-len",
+                                        os.environ.get("SEQBENCH_SUITE_GRADIENTS_T", "1000"), "--no-progress",
+                                        "--out", os.path.join(out, "gradients")], GRADIENTS_S)]
     if stage == "benchmarks":
         json_out = os.path.join(out, "pytest-benchmark.json")
         return [Step("benchmarks", py + ["-m", "pytest", "-q", "tests/benchmarks", "--benchmark", "-p",

@@ -23,7 +23,8 @@ from bench.report import compare, load, write_report
 
 def test_registry_lists_the_workloads_and_impls():
     assert set(WORKLOADS) == {"lstm_layer", "lstm_heads", "attention", "model_lstm", "model_transformer", "gru_layer",
-                              "model_convs2s", "lstm_ragged", "gru_ragged", "attention_scores"}
+                              "model_convs2s", "lstm_ragged", "gru_ragged", "attention_scores", "rnn_layer",
+                              "recurrence", "model_mingru"}
     assert {"torch_loop", "nn.LSTM", "triton_step", "triton_persistent"} <= set(WORKLOADS["lstm_layer"].impls)
     assert {"naive", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math", "triton"} == set(WORKLOADS["attention"].impls)
     for w in WORKLOADS.values():

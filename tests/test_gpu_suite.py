@@ -84,11 +84,12 @@ def test_smoke_stage_rehearsed_on_the_cpu(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     r = subprocess.run([PY, "-m", "bench.gpu_suite", "--stage", "smoke,train", "--out", str(out), "--archive",
                         str(archive)], cwd=root, capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "SEQBENCH_COMMIT": "abc1234", "SEQBENCH_SUITE_TRAIN_S": "2"})
+                       env={**os.environ, "SEQBENCH_COMMIT": "abc1234", "SEQBENCH_SUITE_TRAIN_S": "2",
+                            "SEQBENCH_SUITE_GRADIENTS_T": "8"})
     assert r.returncode == 0, r.stdout + r.stderr
     state = json.load(open(out / "suite.json"))
     exits = {s["step"]: s["exit"] for s in state["steps"]}
-    assert exits["smoke-checks"] == 0 and exits["smoke-headline"] == 0 and exits["train"] == 0
+    assert exits["smoke-checks"] == 0 and exits["smoke-headline"] == 0 and exits["train"] == exits["gradients"] == 0
     names = _names(archive)
     assert {"smoke/results.csv", "smoke/REPORT.md", "SUITE.md"} <= names
     rows = open(out / "smoke" / "results.csv").read()
@@ -96,6 +97,7 @@ def test_smoke_stage_rehearsed_on_the_cpu(tmp_path):
     assert "abc1234" in open(out / "smoke" / "run.json").read()
     assert {"train/train.csv", "train/train.png", "train/REPORT.md"} <= names
     assert "Time to quality" in (out / "train" / "REPORT.md").read_text()
+    assert {"gradients/gradients.csv", "gradients/gradients.png", "gradients/GRADIENTS.md"} <= names
 
 
 def test_unknown_stage_is_a_one_line_error(capsys):

@@ -181,7 +181,7 @@ def test_kernel_models_train_through_the_interpreter(corpus, tmp_path):
                val_tokens=16)
     tr.train(cfg, str(tmp_path), progress=False, dist_=Dist())
     df = tr.load_rows(str(tmp_path))
-    assert (df.status == "ok").all() and set(df.impl) == {"step", "triton"} and len(df) == 3 * 3
+    assert (df.status == "ok").all() and set(df.impl) == {"step", "triton"} and len(df) == len(cfg.models) * 3
     assert df.val_bpb.notna().all()
 
 
