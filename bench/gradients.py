@@ -194,13 +194,16 @@ def load(out: str):
 
 # A position "reached" by the gradient: within this fraction of the last position's gradient.
 HORIZON = 1e-6
+# The per-step factor is measured down to this fraction of the last gradient (fp32 underflows near 1e-38).
+FACTOR_RANGE = 1e-30
 
 
 def ratios(df) -> list[dict]:
     """Per (model, impl, source): ‖g_last‖ / ‖g_first‖ per seed, its median, min and max; the per-step factor
-    (‖g_first‖ / ‖g_last‖)^(1/(T−1)) of the median (below 1, gradients shrink going back in time); the
-    horizon, the steps back from the last position before ‖g_t‖ < HORIZON·‖g_last‖, and the positions
-    whose gradient is exactly 0 (underflow), both medians over seeds."""
+    (‖g_k‖ / ‖g_last‖)^(1/(T−1−k)), k the earliest position with ‖g_k‖ ≥ FACTOR_RANGE·‖g_last‖ (the whole
+    sequence unless the gradient underflows; below 1, gradients shrink going back in time); the horizon,
+    the steps back from the last position before ‖g_t‖ < HORIZON·‖g_last‖; and the positions whose
+    gradient is exactly 0 (underflow).  Medians over seeds."""
     out = []
     ok = df[df.status == "ok"]
     for (model, impl, source), d in df.groupby(["model", "impl", "source"], sort=False):
@@ -208,18 +211,19 @@ def ratios(df) -> list[dict]:
         failed = d[d.status != "ok"]
         row = {"model": model, "impl": impl, "source": source, "seeds": int(good.seed.nunique()),
                "failed": [f"seed {int(r.seed)}: {r.reason}" for r in failed.itertuples()]}
-        per_seed, horizons, zeros = [], [], []
+        per_seed, factors, horizons, zeros = [], [], [], []
         for _, s in good.groupby("seed"):
             g = s.sort_values("position").grad_norm.to_numpy()
             per_seed.append(g[-1] / g[0] if g[0] > 0 else math.inf)
+            k = int((g >= FACTOR_RANGE * g[-1]).argmax())     # the earliest position still far above underflow
+            factors.append((g[k] / g[-1]) ** (1 / (len(g) - 1 - k)) if k < len(g) - 1 else math.nan)
             below = (g < HORIZON * g[-1])[::-1]          # from the last position back
             horizons.append(int(below.argmax()) if below.any() else len(g))
             zeros.append(int((g == 0).sum()))
         if per_seed:
             T = int(good.seq_len.iloc[0])
-            med = statistics.median(per_seed)
-            per_step = math.inf if med == 0 else (1 / med) ** (1 / (T - 1))
-            row.update(seq_len=T, ratio=med, ratio_min=min(per_seed), ratio_max=max(per_seed), per_step=per_step,
+            row.update(seq_len=T, ratio=statistics.median(per_seed), ratio_min=min(per_seed), ratio_max=max(per_seed),
+                       per_step=statistics.median(factors),
                        horizon=statistics.median(horizons), zeros=statistics.median(zeros))
         out.append(row)
     return out
@@ -256,13 +260,14 @@ def report_lines(out: str) -> list[str]:
                      f"{_fmt(r['ratio_min'])} – {_fmt(r['ratio_max'])} | {r['per_step']:.4f} | {r['horizon']:g} | "
                      f"{r['zeros']:g} | {'; '.join(r['failed'])} |")
     lines += ["", "A ratio above 1: the first position's gradient is smaller than the last's (it vanished going back "
-              "in time); the per-step factor is the geometric mean shrink per step, (‖g_first‖ / ‖g_last‖)^(1/(T−1)) "
-              "(the chapter's 0.9⁵⁰ ≈ 0.005 is a factor 0.9).  Horizon: the steps back from the last position "
+              "in time); the per-step factor is the geometric mean change per step going back, (‖g_k‖ / ‖g_last‖)^(1/(T−1−k)) "
+              "from the earliest position k still above 10⁻³⁰ of the last (position 0 unless the gradient underflows; "
+              "the chapter's 0.9⁵⁰ ≈ 0.005 is a factor 0.9).  Horizon: the steps back from the last position "
               "before the gradient falls below 10⁻⁶ of the last's; zero gradients: positions where it underflowed "
               "to exactly 0 in the run's dtype (then the ratio is infinite).  Medians over seeds.", "",
               "![gradients](gradients.png)", ""]
     if env:
-        lines += [f"torch {env.get('torch', '')}, triton {env.get('triton', '')}, commit {env.get('commit', '')}.", ""]
+        lines += [f"torch {env.get('torch', '')}, triton {env.get('triton', '')}, commit {env.get('seqbench_commit', '')}.", ""]
     return lines
 
 
@@ -281,8 +286,10 @@ def plot(out: str) -> str | None:
         line, = ax.plot(med.index, med.values, label=f"{model} ({impl})" + ("" if source == "default init" else
                                                                            " trained"))
         ax.fill_between(med.index, lo.values, hi.values, color=line.get_color(), alpha=0.15)
+    seeds, T = ok.groupby("model").seed.nunique().max(), int(ok.seq_len.max())
     ax.set(yscale="log", xlabel="input position t", ylabel="‖∂L/∂x_t‖ (median over seeds; band: min–max)",
-           title=f"gradient of the last position's output w.r.t. each input — {ok.device.iloc[0]}")
+           title=f"gradient of the last position's output w.r.t. each input: T={T}, {seeds} seeds, "
+                 f"{ok.source.iloc[0]} — {ok.device.iloc[0]}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
