@@ -53,10 +53,11 @@ def test_benchmark(benchmark, workload, impl, shape, mode):
     benchmark.pedantic(target, setup=_flush_l2 if GPU else None, rounds=20 if GPU else 5, warmup_rounds=3)
     median_s = benchmark.stats.stats.median
     tokens = workload.tokens(shape)
+    counts = workload.counted(impl)          # a group's own FLOPs and bytes (the recurrence workload)
     benchmark.extra_info.update(
         shape=shape_label(workload, shape), mode=mode, dtype=str(DTYPE), tokens=tokens,
-        tokens_per_s=tokens / median_s, tflops=workload.flops(shape, mode) / median_s / 1e12,
-        gbps=workload.min_bytes(shape, DTYPE, mode) / median_s / 1e9, **point.accuracy(impl))
+        tokens_per_s=tokens / median_s, tflops=counts.flops(shape, mode) / median_s / 1e12,
+        gbps=counts.min_bytes(shape, DTYPE, mode) / median_s / 1e9, **point.accuracy(impl))
     if GPU:
         sampler = measure.NVMLSampler()
         benchmark.extra_info.update({k: v for k, v in sampler.measure(fn, tokens).items() if v is not None})
