@@ -75,6 +75,7 @@ def write_report(run_dir: str) -> str:
         lines += [f"![the hardware argument]({os.path.basename(figure)})", ""]
 
     lines += table.guide_markdown(df, WORKLOADS, bool(meta.get("cpu_only")))
+    lines += table.recurrence_markdown(df, WORKLOADS, bool(meta.get("cpu_only")))
     lines += table.scoring_markdown(df, WORKLOADS, bool(meta.get("cpu_only")))
     scores = table.scoring_figure(df, WORKLOADS, run_dir, env.get("device", ""))
     if scores:

@@ -416,3 +416,56 @@ def scoring_figure(df: pd.DataFrame, workloads, run_dir: str, device: str) -> st
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------------- beyond the textbook: every recurrence
+
+RECURRENCES = (("rnn", "RNN"), ("gru", "GRU"), ("lstm", "LSTM"), ("mingru", "minGRU"), ("minlstm", "minLSTM"))
+RECURRENCE_CLAIM = ("Textbook §1.2 and §1.5: a recurrence runs step by step, O(n) sequential operations, \"no "
+                    "parallelization possible\".  Feng et al. 2024 (minGRU, minLSTM): gates that read only x make the "
+                    "recurrence linear, a parallel scan; they report 175× the GRU's / LSTM's speed at T = 512 "
+                    "(training step).")
+
+
+def recurrence(df: pd.DataFrame, workloads) -> list[dict]:
+    """Per (mode, batch, length) of the ``recurrence`` workload: each architecture's fastest accurate impl
+    and its tokens/s, and the scans' speed over their gated counterparts (minGRU ÷ GRU, minLSTM ÷ LSTM)."""
+    w = workloads.get("recurrence")
+    d = _usable(df[df.workload == "recurrence"]) if w is not None and not df.empty else pd.DataFrame()
+    if d.empty:
+        return []
+    d = d.assign(group=d.impl.map({i.name: i.group for i in w.impls.values()}))
+    out = []
+    for (mode, batch, seq_len), g in d.groupby(["mode", "batch", "seq_len"]):
+        row = {"mode": mode, "batch": int(batch), "seq_len": int(seq_len)}
+        for group, _ in RECURRENCES:
+            x = g[g.group == group]
+            if not x.empty:
+                top = x.sort_values("tokens_per_s").iloc[-1]
+                row[group] = (top.impl, float(top.tokens_per_s))
+        for scan, gated in (("mingru", "gru"), ("minlstm", "lstm")):
+            if scan in row and gated in row:
+                row[f"{scan}_over_{gated}"] = row[scan][1] / row[gated][1]
+        out.append(row)
+    return out
+
+
+def recurrence_markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
+    rows = recurrence(df, workloads)
+    if not rows:
+        return []
+    lines = ["## Beyond the textbook: every recurrence, sequential and scanned", "", RECURRENCE_CLAIM + "  Ours: the "
+             "`recurrence` workload, every architecture at equal batch, hidden size (= input size) and length; "
+             "each cell is the fastest implementation whose output agreed with its own baseline.", ""]
+    if cpu_only:
+        lines += ["> CPU-only run: PyTorch implementations timed on the CPU (cuDNN's place taken by ATen's CPU "
+                  "kernels); the Triton step kernels and scans checked through the interpreter, timed on a GPU "
+                  "only.", ""]
+    head = " | ".join(f"{label} tokens/s (impl)" for _, label in RECURRENCES)
+    lines += [f"| mode | batch | T | {head} | minGRU ÷ GRU | minLSTM ÷ LSTM |",
+              "|---" * (3 + len(RECURRENCES) + 2) + "|"]
+    for r in rows:
+        cells = [f"{fmt(r[g][1])} ({r[g][0]})" if g in r else "not measured" for g, _ in RECURRENCES]
+        ratios = [fmt(r.get(k)) for k in ("mingru_over_gru", "minlstm_over_lstm")]
+        lines.append(f"| {r['mode']} | {r['batch']} | {r['seq_len']} | {' | '.join(cells)} | {' | '.join(ratios)} |")
+    return lines + [""]

@@ -853,3 +853,17 @@ def test_fifth_row_parallel_scan():
     assert slow[table.BEYOND]["verdict"] == "holds"
     text = "\n".join(table.markdown(_model_rows(t), WORKLOADS, False))
     assert "| beyond the textbook: parallel-scan RNN | not given |" in text and "0.16 (implied)" in text
+
+
+def test_recurrence_table_picks_each_architectures_best():
+    from bench import table
+    rows = [dict(workload="recurrence", impl=impl, mode="fwd+bwd", status="ok", batch=16, seq_len=512,
+                 shape="B=16 T=512 H=1024", tokens_per_s=float(tps), accurate=acc)
+            for impl, tps, acc in (("nn.GRU", 100, "True"), ("gru Triton step", 150, "True"),
+                                   ("minGRU torch loop", 50, "True"), ("minGRU Triton scan", 6000, "False"),
+                                   ("minGRU torch scan", 3000, "True"), ("nn.LSTM", 80, "True"))]
+    (r,) = table.recurrence(pd.DataFrame(rows), WORKLOADS)
+    assert r["gru"] == ("gru Triton step", 150.0) and r["mingru"] == ("minGRU torch scan", 3000.0)  # wrong: not counted
+    assert r["mingru_over_gru"] == 20.0 and "minlstm_over_lstm" not in r and "rnn" not in r
+    text = "\n".join(table.recurrence_markdown(pd.DataFrame(rows), WORKLOADS, False))
+    assert "| fwd+bwd | 16 | 512 | not measured | 150 (gru Triton step) |" in text and "| 20 |  |" in text
