@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 
 import pandas as pd
 
@@ -208,14 +209,14 @@ def figure(df: pd.DataFrame, workloads, run_dir: str, device: str, cpu_only: boo
     else:
         ax2.text(0.5, 0.5, f"no NVML on this machine\n({device})", ha="center", va="center", transform=ax2.transAxes)
     ax2.set(xticks=list(x), ylabel="%", title="utilisation beside SM activity (inference)")
-    ax2.set_xticklabels(labels, fontsize=7)
+    ax2.set_xticklabels([textwrap.fill(label, 18) for label in labels], fontsize=7)
     if any(v is not None and v == v for v in peak):
         ax3.bar(list(x), [v or 0 for v in peak], color=[colors[label] for label in labels])
     else:
         ax3.text(0.5, 0.5, "% of peak needs a GPU's datasheet peak\n(no GPU on this machine)", ha="center",
                  va="center", transform=ax3.transAxes)
     ax3.set(xticks=list(x), ylabel="% of dense peak FLOP/s", title="% of peak (inference)")
-    ax3.set_xticklabels(labels, fontsize=7)
+    ax3.set_xticklabels([textwrap.fill(label, 18) for label in labels], fontsize=7)
     title = f"The hardware argument, measured — {device}"
     if cpu_only:
         title += "  (CPU timings, not GPU numbers; Triton rows interpreter-checked, not timed)"
