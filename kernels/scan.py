@@ -47,8 +47,8 @@ def _scan_fwd(A, Bv, H0, H, T, D,
               stride_hb, stride_ht, stride_hd,
               HAS_H0: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
     """One program: one batch row × BLOCK_D state units, every chunk of T in order."""
-    pid_d = tl.program_id(0)
-    pid_b = tl.program_id(1)
+    pid_b = tl.program_id(0).to(tl.int64)          # B on grid axis 0 (2³¹ − 1 programs); 64-bit row offsets
+    pid_d = tl.program_id(1)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     if HAS_H0:
@@ -79,8 +79,8 @@ def _scan_bwd(A, H0, H, G, DA, DB, DH0, T, D,
               HAS_H0: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
     """One program: one batch row × BLOCK_D state units, the chunks from the last; row r of a chunk is
     time step t0 − r, so a forward scan over rows runs backwards in time."""
-    pid_d = tl.program_id(0)
-    pid_b = tl.program_id(1)
+    pid_b = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1)
     offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     d_ok = offs_d[None, :] < D
     rows = tl.arange(0, BLOCK_T)
@@ -122,6 +122,7 @@ def _cfg(bt, bd, warps):
 CONFIGS = [_cfg(32, 32, 2), _cfg(64, 32, 4), _cfg(32, 64, 4), _cfg(64, 64, 4), _cfg(128, 32, 4)]
 # The interpreter runs one program at a time: small tiles so tests cross chunk and block edges.
 INTERPRETER = dict(BLOCK_T=16, BLOCK_D=16, num_warps=4)
+MAX_D = 65_535 * 16          # D blocks ride grid axis 1 (at most 65,535), BLOCK_D >= 16
 
 
 @functools.lru_cache(maxsize=None)
@@ -131,9 +132,9 @@ def _tuned(kernel):
 
 def _launch(kernel, args: dict, B: int, D: int, device):
     if device.type == "cuda":
-        _tuned(kernel)[lambda m: (triton.cdiv(D, m["BLOCK_D"]), B)](**args)
+        _tuned(kernel)[lambda m: (B, triton.cdiv(D, m["BLOCK_D"]))](**args)
     else:
-        kernel[(triton.cdiv(D, INTERPRETER["BLOCK_D"]), B)](**args, **INTERPRETER)
+        kernel[(B, triton.cdiv(D, INTERPRETER["BLOCK_D"]))](**args, **INTERPRETER)
 
 
 def fwd_args(a, b, h0, h) -> dict:
@@ -192,6 +193,8 @@ def linear_scan(a, b, h0=None):
     check_same(tuple(n for n, _ in named), tuple(t for _, t in named))
     if min(a.shape) < 1:
         raise ValueError(f"a and b must have B, T and D >= 1, got shape {tuple(a.shape)}")
+    if a.shape[2] > MAX_D:
+        raise ValueError(f"a and b: D must be at most {MAX_D:,} (CUDA's 65,535 grid rows of 16), got {a.shape[2]:,}")
     args = (a, b, h0)
     if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in args):
         return _LinearScan.apply(*args)

@@ -117,6 +117,13 @@ def test_bad_input(over, exc, msg):
         linear_scan(**args)
 
 
+def test_too_wide_a_state_is_refused():
+    from kernels.scan import MAX_D
+    a = torch.zeros(1, 1, MAX_D + 1, device=DEVICE)
+    with pytest.raises(ValueError, match="D must be at most 1,048,560"):
+        linear_scan(a, a)
+
+
 def test_min_rnn_bad_input():
     x, wz, wh, bz, bh, h0 = _args(range(2), 2, 5, 4, 6, torch.float32)
     with pytest.raises(ValueError, match=r"w_h must have shape \(6, 4\)"):
