@@ -148,6 +148,25 @@ def check_batch_sizes(batch_sizes, T: int, B: int) -> None:
         raise ValueError(f"batch_sizes must be {T} positive, non-increasing ints of at most {B}, got {sizes}")
 
 
+def project_inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, gates: int, batch_first: bool, batch_sizes, fold=()):
+    """A layer's input checks, then the input projection of all its steps as one GEMM: xw = x W_ihᵀ plus the
+    biases in ``fold``, time-major (T, B, gates·HID) and contiguous for the step kernels."""
+    from kernels._common import check_rnn_step, check_tensor
+    check_tensor("x", x, 3, "(B, T, input_size)" if batch_first else "(T, B, input_size)")
+    if batch_first:
+        x = x.transpose(0, 1)
+    T, B, IN = x.shape
+    if T < 1:
+        raise ValueError(f"x must hold at least one time step, got shape {tuple(x.shape)}")
+    check_rnn_step(x[0], h0, c0, w_ih, w_hh, b_ih, b_hh, gates)
+    check_batch_sizes(batch_sizes, T, B)
+    xw = (x.reshape(T * B, IN) @ w_ih.t()).reshape(T, B, -1)
+    for b in fold:
+        if b is not None:
+            xw = xw + b
+    return xw.contiguous()
+
+
 def lengths_of(batch_sizes, B: int, device=None) -> torch.Tensor:
     """Each row's length (B,) from the per-step active-row counts of rows sorted by decreasing length."""
     return (torch.tensor(list(batch_sizes))[None, :] > torch.arange(B)[:, None]).sum(1).to(device)

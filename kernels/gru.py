@@ -30,10 +30,10 @@ import triton.language as tl
 
 from torch import nn
 
-from kernels._rnn import (FusedRNNBase, check_batch_sizes, gate_matmul, last_steps, launch_bwd, lengths_of, load4,
-                          split4, step_grid, step_launcher, store4, tanh)
+from kernels._rnn import (FusedRNNBase, gate_matmul, last_steps, launch_bwd, lengths_of, load4, project_inputs, split4,
+                          step_grid, step_launcher, store4, tanh)
 from kernels._tl import cast
-from kernels._common import check_batching, check_rnn_step, check_tensor, dot_options, once_differentiable, strides
+from kernels._common import check_batching, check_rnn_step, dot_options, once_differentiable, strides
 
 
 @triton.jit
@@ -265,18 +265,7 @@ def gru(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_first: bool = False, b
     by decreasing length, time-major x): step t runs its first batch_sizes[t] rows only, and h_n holds
     each row's h at its own last step.  Returns (out (T, B, HID) or (B, T, HID), h_n (B, HID)).
     """
-    check_tensor("x", x, 3, "(B, T, input_size)" if batch_first else "(T, B, input_size)")
-    if batch_first:
-        x = x.transpose(0, 1)
-    T, B, IN = x.shape
-    if T < 1:
-        raise ValueError(f"x must hold at least one time step, got shape {tuple(x.shape)}")
-    check_rnn_step(x[0], h0, None, w_ih, w_hh, b_ih, b_hh, 3)
-    check_batch_sizes(batch_sizes, T, B)
-    xw = (x.reshape(T * B, IN) @ w_ih.t()).reshape(T, B, -1)
-    if b_ih is not None:
-        xw = xw + b_ih
-    xw = xw.contiguous()
+    xw = project_inputs(x, h0, None, w_ih, w_hh, b_ih, b_hh, 3, batch_first, batch_sizes, fold=(b_ih,))
     args = (xw, h0, w_hh, b_hh)
     if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in args):
         out, hn = _GRULayer.apply(*args, batch_sizes)

@@ -32,9 +32,9 @@ import triton
 import triton.language as tl
 from torch import nn
 
-from kernels._common import check_batching, check_rnn_step, check_tensor, dot_options, once_differentiable, strides
-from kernels._rnn import (FusedRNNBase, check_batch_sizes, gate_matmul, last_steps, launch_bwd, lengths_of, load4,
-                          lstm_pointwise_bwd, split4, step_grid, step_launcher, store4, tanh)
+from kernels._common import check_batching, check_rnn_step, dot_options, once_differentiable, strides
+from kernels._rnn import (FusedRNNBase, gate_matmul, last_steps, launch_bwd, lengths_of, load4, lstm_pointwise_bwd,
+                          project_inputs, split4, step_grid, step_launcher, store4, tanh)
 from kernels._tl import cast
 from kernels.lstm_persistent import lstm_persistent
 
@@ -300,21 +300,8 @@ def lstm(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_first: bool = False, 
     first batch_sizes[t] rows only, and (h_n, c_n) hold each row's state at its own last step.
     Returns (out (T, B, HID) or (B, T, HID), (h_n, c_n) each (B, HID)).
     """
-    check_tensor("x", x, 3, "(B, T, input_size)" if batch_first else "(T, B, input_size)")
-    if batch_first:
-        x = x.transpose(0, 1)
-    T, B, IN = x.shape
-    if T < 1:
-        raise ValueError(f"x must hold at least one time step, got shape {tuple(x.shape)}")
     h0, c0 = (None, None) if hx is None else hx
-    check_rnn_step(x[0], h0, c0, w_ih, w_hh, b_ih, b_hh, 4)
-    check_batch_sizes(batch_sizes, T, B)
-    xw = (x.reshape(T * B, IN) @ w_ih.t()).reshape(T, B, -1)
-    if b_ih is not None:
-        xw = xw + b_ih
-    if b_hh is not None:
-        xw = xw + b_hh
-    xw = xw.contiguous()
+    xw = project_inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, 4, batch_first, batch_sizes, fold=(b_ih, b_hh))
     args = (xw, h0, c0, w_hh)
     if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in args):
         out, hn, cn = _LSTMLayer.apply(*args, batch_sizes)
