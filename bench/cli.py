@@ -348,7 +348,7 @@ def main(argv=None) -> int:
     r.add_argument("--no-checks", action="store_true", help="skip the kernel checks (seqbench check runs them)")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(fn=cmd_run)
-    t = sub.add_parser("train", help="train byte-level LSTM / ConvS2S / Transformer LMs; time to a quality target")
+    t = sub.add_parser("train", help="train byte-level LSTM / ConvS2S / Transformer / minGRU LMs; time to a quality target")
     t.add_argument("--quick", action="store_true", help="small and short (about a minute in all on a CPU)")
     t.add_argument("--models", type=lambda s: [x for x in s.split(",") if x],
                    help="comma list of models (default lstm,convs2s,transformer,mingru)")
