@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from bench.workload import Shapes, dtype_bytes, namespace, randn, uniform
+from bench.workload import Shapes, Workload, dtype_bytes, namespace, randn, uniform
 
 LAYER_SHAPES = Shapes(cpu_quick=[dict(B=4, T=t, H=64) for t in (8, 32)],
                       cpu_full=[dict(B=4, T=t, H=64) for t in (8, 32, 128)],
@@ -143,3 +143,22 @@ def padded_runner(module, inp):
     lengths = inp.lengths.to(inp.x.device)[order]
     mask = torch.arange(inp.x.shape[0], device=inp.x.device)[:, None] < lengths[None, :]
     return lambda: module(inp.x)[0].index_select(1, order)[mask]
+
+
+def ragged_workload(module: str, arch: str, gates: int, torch_cls, fused, fused_note: str, checks=()):
+    """``<arch>_ragged``: one layer over a ragged batch, declared by ``module``, with the impls every
+    architecture shares: nn on the PackedSequence (the baseline), nn on the padded batch, and
+    ``fused(nn_module)`` on the PackedSequence."""
+    nn_name = f"nn.{torch_cls.__name__}"
+    w = Workload(
+        f"{arch.lower()}_ragged", f"one {arch} layer over a ragged batch (PackedSequence; lengths uniform on [T/4, T])",
+        ("B", "T", "H"), "T", RAGGED_SHAPES, ragged_scaled(layer_flops(gates)), layer_bytes(gates), ragged_tokens,
+        ragged_inputs(gates), recurrent_params=lambda s: gates * s["H"] * s["H"], params=layer_params(gates),
+        checks=tuple(checks), module=module)
+    w.impl(name=f"{nn_name} packed", baseline=True, guide=(arch, "nn, packed ragged batch"),
+           note=f"{nn_name} on the PackedSequence")(lambda inp: packed_runner(torch_module(torch_cls, inp), inp))
+    w.impl(name=f"{nn_name} padded", note=f"{nn_name} on the padded batch: padding computed at full cost")(
+        lambda inp: padded_runner(torch_module(torch_cls, inp), inp))
+    w.impl(name=f"Fused{torch_cls.__name__} packed", triton=True, guide=(arch, "Triton step, packed ragged batch"),
+           note=fused_note)(lambda inp: packed_runner(fused(torch_module(torch_cls, inp)), inp))
+    return w

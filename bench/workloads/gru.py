@@ -9,9 +9,8 @@ twice that; minimum bytes: the weights once, x in, h out.  Sequential floor: eac
 import torch
 
 from bench.workload import Check, Workload, forward_backward
-from bench.workloads._rnn import (LAYER_SHAPES, RAGGED_SHAPES, check_args, double, layer_bytes, layer_flops,
-                                  layer_inputs, layer_params, packed_check, packed_runner, padded_runner, ragged_inputs,
-                                  ragged_scaled, ragged_tokens, torch_module, uniform_tensors)
+from bench.workloads._rnn import (LAYER_SHAPES, check_args, double, layer_bytes, layer_flops, layer_inputs,
+                                  layer_params, packed_check, ragged_workload, torch_module, uniform_tensors)
 
 
 def check_cell(device):
@@ -42,9 +41,6 @@ def check_layer(device):
 def _fused_gru(m):
     from kernels.gru import FusedGRU
     return FusedGRU.from_torch(m)
-
-
-check_packed = packed_check(torch.nn.GRU, _fused_gru)   # FusedGRU on a ragged PackedSequence
 
 
 gru_layer = Workload(
@@ -84,26 +80,7 @@ def triton_step(inp):
     return lambda: gru(inp.x, None, inp.w_ih, inp.w_hh, inp.b_ih, inp.b_hh)[0]
 
 
-gru_ragged = Workload(
-    "gru_ragged", "one GRU layer over a ragged batch (PackedSequence; lengths uniform on [T/4, T])",
-    ("B", "T", "H"), "T", RAGGED_SHAPES, ragged_scaled(layer_flops(3)), layer_bytes(3), ragged_tokens,
-    ragged_inputs(3), recurrent_params=lambda s: 3 * s["H"] * s["H"], params=layer_params(3),
-    checks=(Check("FusedGRU on a ragged PackedSequence (2 layers, bidirectional)", check_packed),))
-
-
-@gru_ragged.impl(name="nn.GRU packed", baseline=True, guide=("GRU", "nn, packed ragged batch"),
-                 note="nn.GRU on the PackedSequence")
-def nn_gru_packed(inp):
-    return packed_runner(torch_module(torch.nn.GRU, inp), inp)
-
-
-@gru_ragged.impl(name="nn.GRU padded", note="nn.GRU on the padded batch: padding computed at full cost")
-def nn_gru_padded(inp):
-    return padded_runner(torch_module(torch.nn.GRU, inp), inp)
-
-
-@gru_ragged.impl(name="FusedGRU packed", triton=True, guide=("GRU", "Triton step, packed ragged batch"),
-                 note="FusedGRU on the PackedSequence: each step runs its active rows only")
-def triton_step_packed(inp):
-    from kernels.gru import FusedGRU
-    return packed_runner(FusedGRU.from_torch(torch_module(torch.nn.GRU, inp)), inp)
+gru_ragged = ragged_workload(
+    __name__, "GRU", 3, torch.nn.GRU, _fused_gru, "FusedGRU on the PackedSequence: each step runs its active rows only",
+    checks=(Check("FusedGRU on a ragged PackedSequence (2 layers, bidirectional)",
+                  packed_check(torch.nn.GRU, _fused_gru)),))

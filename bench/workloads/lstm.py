@@ -9,9 +9,9 @@ real tokens.
 import torch
 
 from bench.workload import Check, Workload, forward_backward
-from bench.workloads._rnn import (LAYER_SHAPES, RAGGED_SHAPES, check_args, double, layer_bytes, layer_flops,
-                                  layer_inputs, layer_params, packed_check, packed_runner, padded_runner, ragged_inputs,
-                                  ragged_scaled, ragged_tokens, torch_module, uniform_tensors)
+from bench.workloads._rnn import (LAYER_SHAPES, check_args, double, layer_bytes, layer_flops, layer_inputs,
+                                  layer_params, packed_check, packed_runner, ragged_workload, torch_module,
+                                  uniform_tensors)
 
 
 def check_layer(device):
@@ -88,33 +88,18 @@ def _fused_lstm_persistent(m):
 check_packed = packed_check(torch.nn.LSTM, _fused_lstm_persistent)   # on a ragged PackedSequence
 
 
-lstm_ragged = Workload(
-    "lstm_ragged", "one LSTM layer over a ragged batch (PackedSequence; lengths uniform on [T/4, T])",
-    ("B", "T", "H"), "T", RAGGED_SHAPES, ragged_scaled(layer_flops(4)), layer_bytes(4), ragged_tokens,
-    ragged_inputs(4), recurrent_params=lambda s: 4 * s["H"] * s["H"], params=layer_params(4),
-    checks=(Check("FusedLSTM persistent on a ragged PackedSequence (2 layers, bidirectional)", check_packed),))
-
-
-@lstm_ragged.impl(name="nn.LSTM packed", baseline=True, guide=("LSTM", "nn, packed ragged batch"),
-                  note="nn.LSTM on the PackedSequence")
-def nn_lstm_packed(inp):
-    return packed_runner(torch_module(torch.nn.LSTM, inp), inp)
-
-
-@lstm_ragged.impl(name="nn.LSTM padded", note="nn.LSTM on the padded batch: padding computed at full cost")
-def nn_lstm_padded(inp):
-    return padded_runner(torch_module(torch.nn.LSTM, inp), inp)
-
-
-@lstm_ragged.impl(name="FusedLSTM packed", triton=True, guide=("LSTM", "Triton step, packed ragged batch"),
-                  note="FusedLSTM (step) on the PackedSequence: each step runs its active rows only")
-def triton_step_packed(inp):
+def _fused_lstm(m):
     from kernels.lstm import FusedLSTM
-    return packed_runner(FusedLSTM.from_torch(torch_module(torch.nn.LSTM, inp)), inp)
+    return FusedLSTM.from_torch(m)
+
+
+lstm_ragged = ragged_workload(
+    __name__, "LSTM", 4, torch.nn.LSTM, _fused_lstm,
+    "FusedLSTM (step) on the PackedSequence: each step runs its active rows only",
+    checks=(Check("FusedLSTM persistent on a ragged PackedSequence (2 layers, bidirectional)", check_packed),))
 
 
 @lstm_ragged.impl(name="FusedLSTM persistent packed", triton=True,
                   note="FusedLSTM(kernel='persistent') on the PackedSequence: per-row lengths inside the kernel")
 def triton_persistent_packed(inp):
-    from kernels.lstm import FusedLSTM
-    return packed_runner(FusedLSTM.from_torch(torch_module(torch.nn.LSTM, inp), kernel="persistent"), inp)
+    return packed_runner(_fused_lstm_persistent(torch_module(torch.nn.LSTM, inp)), inp)
