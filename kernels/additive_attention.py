@@ -52,6 +52,16 @@ def _mm(a, b, acc, DOT: tl.constexpr, PREC: tl.constexpr):
 
 
 @triton.jit
+def _tanh_chunk(X_ROWS, Y_ROWS, VV, stride_xa, stride_ya, x_ok, y_ok, aa, a_ok):
+    """One chunk aa of the attention units: t (rows × cols × chunk) = tanh(X[i, a] + Y[j, a]) in fp32, and
+    v's chunk.  X, Y are the two projections (Pq, Pk, or Pk, Pq in the transposed dK kernel)."""
+    x = tl.load(X_ROWS + aa[None, :] * stride_xa, mask=x_ok[:, None] & a_ok[None, :], other=0.0).to(tl.float32)
+    y = tl.load(Y_ROWS + aa[None, :] * stride_ya, mask=y_ok[:, None] & a_ok[None, :], other=0.0).to(tl.float32)
+    va = tl.load(VV + aa, mask=a_ok, other=0.0).to(tl.float32)
+    return tanh(x[:, None, :] + y[None, :, :]), va
+
+
+@triton.jit
 def _scores(PQ_ROWS, PK_ROWS, VV, stride_pqa, stride_pka, m_ok, n_ok, A,
             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_A: tl.constexpr):
     """s (BLOCK_M × BLOCK_N) = Σ_a v_a tanh(Pq[i, a] + Pk[j, a]), A in chunks of BLOCK_A."""
@@ -59,11 +69,7 @@ def _scores(PQ_ROWS, PK_ROWS, VV, stride_pqa, stride_pka, m_ok, n_ok, A,
     s = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     for a0 in range(0, A, BLOCK_A):
         aa = a0 + offs_a
-        a_ok = aa < A
-        pq = tl.load(PQ_ROWS + aa[None, :] * stride_pqa, mask=m_ok[:, None] & a_ok[None, :], other=0.0).to(tl.float32)
-        pk = tl.load(PK_ROWS + aa[None, :] * stride_pka, mask=n_ok[:, None] & a_ok[None, :], other=0.0).to(tl.float32)
-        va = tl.load(VV + aa, mask=a_ok, other=0.0).to(tl.float32)
-        t = tanh(pq[:, None, :] + pk[None, :, :])
+        t, va = _tanh_chunk(PQ_ROWS, PK_ROWS, VV, stride_pqa, stride_pka, m_ok, n_ok, aa, aa < A)
         s += tl.sum(t * va[None, None, :], 2)
     return s
 
@@ -159,10 +165,7 @@ def _additive_bwd_q(PQ, PK, VAL, VV, KM, KLO, KHI, DO, LSE, DELTA, DPQ, DVV,
         for a0 in range(0, A, BLOCK_A):
             aa = a0 + offs_a
             a_ok = aa < A
-            pq = tl.load(pq_rows + aa[None, :] * stride_pqa, mask=m_ok[:, None] & a_ok[None, :], other=0.0)
-            pk = tl.load(pk_rows + aa[None, :] * stride_pka, mask=n_ok[:, None] & a_ok[None, :], other=0.0)
-            va = tl.load(VV + aa, mask=a_ok, other=0.0).to(tl.float32)
-            t = tanh(pq.to(tl.float32)[:, None, :] + pk.to(tl.float32)[None, :, :])
+            t, va = _tanh_chunk(pq_rows, pk_rows, VV, stride_pqa, stride_pka, m_ok, n_ok, aa, a_ok)
             g = ds[:, :, None] * (1.0 - t * t)
             ptr = dpq_rows + aa[None, :]
             msk = m_ok[:, None] & a_ok[None, :]
@@ -219,10 +222,7 @@ def _additive_bwd_k(PQ, PK, VAL, VV, KM, DO, LSE, DELTA, DPK, DVAL,
         for a0 in range(0, A, BLOCK_A):
             aa = a0 + offs_a
             a_ok = aa < A
-            pk = tl.load(pk_rows + aa[None, :] * stride_pka, mask=n_ok[:, None] & a_ok[None, :], other=0.0)
-            pq = tl.load(pq_rows + aa[None, :] * stride_pqa, mask=m_ok[:, None] & a_ok[None, :], other=0.0)
-            va = tl.load(VV + aa, mask=a_ok, other=0.0).to(tl.float32)
-            t = tanh(pk.to(tl.float32)[:, None, :] + pq.to(tl.float32)[None, :, :])
+            t, va = _tanh_chunk(pk_rows, pq_rows, VV, stride_pka, stride_pqa, n_ok, m_ok, aa, a_ok)
             g = tl.sum(dst[:, :, None] * (1.0 - t * t), 1) * va[None, :]
             ptr = dpk_rows + aa[None, :]
             msk = n_ok[:, None] & a_ok[None, :]

@@ -1,5 +1,5 @@
 """What the recurrent-layer workloads share: counts, inputs and shapes of one layer whose input size
-equals its hidden size H, with ``gates`` gate blocks (4: LSTM, 3: GRU)."""
+equals its hidden size H, with ``gates`` gate blocks (4: LSTM, 3: GRU, 1: Elman RNN)."""
 import math
 
 import torch
