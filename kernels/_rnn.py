@@ -210,6 +210,15 @@ def reverse_padded(x, lengths):
     return x.gather(0, idx[:, :, None].expand(-1, -1, x.shape[2]))
 
 
+def final_states(batch_sizes, *seqs):
+    """Each (T, B, H) sequence's state at its end: the last step's, or for packed input (``batch_sizes``) each
+    row's at its own last step; copies, never views of the sequences (nn.LSTM's h_n never aliases out)."""
+    if batch_sizes is None:
+        return tuple(s[-1].clone() for s in seqs)
+    lengths = lengths_of(batch_sizes, seqs[0].shape[1], seqs[0].device)
+    return tuple(last_steps(s, lengths) for s in seqs)
+
+
 def last_steps(out, lengths):
     """out[lengths[b] − 1, b] for every row b: each sequence's state at its own last step, (B, H)."""
     idx = (lengths - 1)[None, :, None].expand(1, -1, out.shape[2])

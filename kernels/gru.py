@@ -30,8 +30,8 @@ import triton.language as tl
 
 from torch import nn
 
-from kernels._rnn import (FusedRNNBase, gate_matmul, last_steps, launch_bwd, lengths_of, load4, project_inputs, split4,
-                          step_grid, step_launcher, store4, tanh)
+from kernels._rnn import (FusedRNNBase, final_states, gate_matmul, launch_bwd, load4, project_inputs, split4, step_grid,
+                          step_launcher, store4, tanh)
 from kernels._tl import cast
 from kernels._common import check_batching, check_rnn_step, dot_options, once_differentiable, strides
 
@@ -214,13 +214,6 @@ def _layer_forward(xw, h0, w_hh, b_hh, batch_sizes, store_gates: bool):
     return out, gates
 
 
-def _final(out, batch_sizes):
-    """h_n: the last step's h, or for packed input each row's h at its own last step (never aliasing out)."""
-    if batch_sizes is None:
-        return out[-1].clone()
-    return last_steps(out, lengths_of(batch_sizes, out.shape[1], out.device))
-
-
 class _GRULayer(torch.autograd.Function):
     """The recurrence of one layer over precomputed xw = x W_ihᵀ + b_ih (T, B, 3·HID); b_hh stays in the
     step (its n part sits inside r ∘ (h W_hnᵀ + b_hn))."""
@@ -230,7 +223,7 @@ class _GRULayer(torch.autograd.Function):
         out, gates = _layer_forward(xw, h0, w_hh, b_hh, batch_sizes, store_gates=True)
         ctx.save_for_backward(h0, w_hh, out, gates)
         ctx.batch_sizes, ctx.has_bhh = batch_sizes, b_hh is not None
-        return out, _final(out, batch_sizes)
+        return out, final_states(batch_sizes, out)[0]
 
     @staticmethod
     @once_differentiable
@@ -271,7 +264,7 @@ def gru(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_first: bool = False, b
         out, hn = _GRULayer.apply(*args, batch_sizes)
     else:
         out, _ = _layer_forward(*args, batch_sizes, store_gates=False)
-        hn = _final(out, batch_sizes)
+        hn = final_states(batch_sizes, out)[0]
     return (out.transpose(0, 1) if batch_first else out), hn
 
 

@@ -33,8 +33,8 @@ import triton.language as tl
 from torch import nn
 
 from kernels._common import check_batching, check_rnn_step, dot_options, once_differentiable, strides
-from kernels._rnn import (FusedRNNBase, gate_matmul, last_steps, launch_bwd, lengths_of, load4, lstm_pointwise_bwd,
-                          project_inputs, split4, step_grid, step_launcher, store4, tanh)
+from kernels._rnn import (FusedRNNBase, final_states, gate_matmul, launch_bwd, load4, lstm_pointwise_bwd, project_inputs,
+                          split4, step_grid, step_launcher, store4, tanh)
 from kernels._tl import cast
 from kernels.lstm_persistent import lstm_persistent
 
@@ -224,14 +224,6 @@ def _layer_forward(xw, h0, c0, w_hh, store_gates: bool, batch_sizes=None):
     return out, cs, gates
 
 
-def _finals(out, cs, batch_sizes):
-    """(h_n, c_n): the last step's, or for packed input each row's at its own last step (never aliasing out)."""
-    if batch_sizes is None:
-        return out[-1].clone(), cs[-1].clone()
-    lengths = lengths_of(batch_sizes, out.shape[1], out.device)
-    return last_steps(out, lengths), last_steps(cs, lengths)
-
-
 class _LSTMLayer(torch.autograd.Function):
     """The recurrence of one layer over precomputed input projections xw (T, B, 4·HID), biases included."""
 
@@ -240,7 +232,7 @@ class _LSTMLayer(torch.autograd.Function):
         out, cs, gates = _layer_forward(xw, h0, c0, w_hh, True, batch_sizes)
         ctx.save_for_backward(h0, c0, w_hh, out, cs, gates)
         ctx.batch_sizes = batch_sizes
-        return (out, *_finals(out, cs, batch_sizes))
+        return (out, *final_states(batch_sizes, out, cs))
 
     @staticmethod
     @once_differentiable
@@ -307,7 +299,7 @@ def lstm(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, batch_first: bool = False, 
         out, hn, cn = _LSTMLayer.apply(*args, batch_sizes)
     else:
         out, cs, _ = _layer_forward(*args, store_gates=False, batch_sizes=batch_sizes)
-        hn, cn = _finals(out, cs, batch_sizes)  # nn.LSTM's h_n never aliases out
+        hn, cn = final_states(batch_sizes, out, cs)
     if batch_first:
         out = out.transpose(0, 1)
     return out, (hn, cn)

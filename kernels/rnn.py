@@ -28,7 +28,7 @@ import triton.language as tl
 from torch import nn
 
 from kernels._common import autotune, check_batching, check_rnn_step, dot_options, once_differentiable, strides
-from kernels._rnn import FusedRNNBase, gate_matmul, last_steps, launch_bwd, lengths_of, project_inputs, tanh
+from kernels._rnn import FusedRNNBase, final_states, gate_matmul, launch_bwd, project_inputs, tanh
 from kernels._tl import cast
 
 NONLINEARITIES = ("tanh", "relu")
@@ -205,13 +205,6 @@ def _layer_forward(xw, h0, w_hh, b_hh, relu, batch_sizes):
     return out
 
 
-def _final(out, batch_sizes):
-    """h_n: the last step's h, or for packed input each row's h at its own last step (never aliasing out)."""
-    if batch_sizes is None:
-        return out[-1].clone()
-    return last_steps(out, lengths_of(batch_sizes, out.shape[1], out.device))
-
-
 class _RNNLayer(torch.autograd.Function):
     """The recurrence of one layer over precomputed xw = x W_ihᵀ + b_ih (T, B, HID)."""
 
@@ -220,7 +213,7 @@ class _RNNLayer(torch.autograd.Function):
         out = _layer_forward(xw, h0, w_hh, b_hh, relu, batch_sizes)
         ctx.save_for_backward(h0, w_hh, out)
         ctx.relu, ctx.batch_sizes, ctx.has_bhh = relu, batch_sizes, b_hh is not None
-        return out, _final(out, batch_sizes)
+        return out, final_states(batch_sizes, out)[0]
 
     @staticmethod
     @once_differentiable
@@ -259,7 +252,7 @@ def rnn(x, h0, w_ih, w_hh, b_ih=None, b_hh=None, *, nonlinearity: str = "tanh", 
         out, hn = _RNNLayer.apply(*args, relu, batch_sizes)
     else:
         out = _layer_forward(*args, relu, batch_sizes)
-        hn = _final(out, batch_sizes)
+        hn = final_states(batch_sizes, out)[0]
     return (out.transpose(0, 1) if batch_first else out), hn
 
 
