@@ -115,13 +115,9 @@ def load_checkpoint(path: str, impl: str, device):
     return model, name, cfg
 
 
-def checkpoint_grads(model, corpus, seq_len: int, seed: int) -> torch.Tensor:
-    """‖∂L/∂e_t‖ per position of a validation window chosen by ``seed``: e the embeddings, L the cross-entropy
-    of the byte after the window, predicted at the last position."""
-    from bench.train import load_corpus
-    _, val, _ = load_corpus(corpus)
-    if len(val) <= seq_len + 1:
-        raise GradientError(f"--seq-len {seq_len} is longer than the corpus' validation split ({len(val)} bytes)")
+def checkpoint_grads(model, val: torch.Tensor, seq_len: int, seed: int) -> torch.Tensor:
+    """‖∂L/∂e_t‖ per position of a window of the validation bytes ``val`` chosen by ``seed``: e the embeddings,
+    L the cross-entropy of the byte after the window, predicted at the last position."""
     start = int(torch.randint(0, len(val) - seq_len - 1, (1,), generator=torch.Generator().manual_seed(seed)))
     window = val[start:start + seq_len + 1].long().to(model.embed.weight.device)
     e = model.embed(window[None, :-1]).detach().requires_grad_()
@@ -143,7 +139,11 @@ def run(out: str, models=MODELS, seq_len: int = 1000, seeds: int = 5, hidden: in
         raise GradientError(f"impl must be one of {list(IMPLS)}, got {impl!r}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if checkpoint:
+        from bench.train import load_corpus
         trained, name, cfg = load_checkpoint(checkpoint, impl, device)
+        _, val, _ = load_corpus(cfg.get("corpus"))          # the checkpoint's validation split, read once
+        if len(val) <= seq_len + 1:
+            raise GradientError(f"--seq-len {seq_len} is longer than the corpus' validation split ({len(val)} bytes)")
         jobs, source = [name], checkpoint
     else:
         unknown = [m for m in models if m not in MODELS]
@@ -163,10 +163,8 @@ def run(out: str, models=MODELS, seq_len: int = 1000, seeds: int = 5, hidden: in
                 base = dict(model=m, impl=impl, seed=seed, source=source, seq_len=seq_len, device=str(device),
                             hidden=None if checkpoint else hidden)
                 try:
-                    g = (checkpoint_grads(trained, cfg.get("corpus"), seq_len, seed) if checkpoint else
+                    g = (checkpoint_grads(trained, val, seq_len, seed) if checkpoint else
                          position_grads(m, seq_len, seed, impl, hidden, device))
-                except GradientError:
-                    raise
                 except torch.cuda.OutOfMemoryError as exc:
                     writer.write(schema.GradientRow(**base, status="oom", reason=schema.describe(exc)))
                 except (RuntimeError, ValueError, TypeError) as exc:
@@ -205,10 +203,8 @@ def ratios(df) -> list[dict]:
     the steps back from the last position before ‖g_t‖ < HORIZON·‖g_last‖; and the positions whose
     gradient is exactly 0 (underflow).  Medians over seeds."""
     out = []
-    ok = df[df.status == "ok"]
     for (model, impl, source), d in df.groupby(["model", "impl", "source"], sort=False):
-        good = ok[(ok.model == model) & (ok.impl == impl) & (ok.source == source)]
-        failed = d[d.status != "ok"]
+        good, failed = d[d.status == "ok"], d[d.status != "ok"]
         row = {"model": model, "impl": impl, "source": source, "seeds": int(good.seed.nunique()),
                "failed": [f"seed {int(r.seed)}: {r.reason}" for r in failed.itertuples()]}
         per_seed, factors, horizons, zeros = [], [], [], []
@@ -235,9 +231,9 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
-def report_lines(out: str) -> list[str]:
+def report_lines(out: str, df=None) -> list[str]:
     import json
-    df = load(out)
+    df = load(out) if df is None else df
     meta = json.load(open(os.path.join(out, "gradients.json"))) if os.path.exists(os.path.join(out, "gradients.json")) else {}
     env = meta.get("environment", {})
     lines = ["# The vanishing-gradient experiment (textbook §1.3)", "",
@@ -271,11 +267,11 @@ def report_lines(out: str) -> list[str]:
     return lines
 
 
-def plot(out: str) -> str | None:
+def plot(out: str, df=None) -> str | None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    df = load(out)
+    df = load(out) if df is None else df
     ok = df[(df.status == "ok") & (df.grad_norm > 0)]
     if ok.empty:
         return None
@@ -300,7 +296,10 @@ def plot(out: str) -> str | None:
 
 
 def write_report(out: str) -> str:
-    plot(out)
+    """gradients.png and GRADIENTS.md from gradients.csv (read once); the report's path."""
+    df = load(out)
+    plot(out, df)
     path = os.path.join(out, "GRADIENTS.md")
-    schema.atomic_write(path, lambda f: f.write("\n".join(report_lines(out))))
+    lines = report_lines(out, df)
+    schema.atomic_write(path, lambda f: f.write("\n".join(lines)))
     return path
