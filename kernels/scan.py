@@ -204,7 +204,7 @@ def linear_scan(a, b, h0=None):
 # ------------------------------------------------------------------------------------ minGRU, minLSTM
 
 def _check_min(x, weights, biases, h0):
-    """x (B, T, IN); the weights (D, IN) and biases (D,) or None; h0 (B, D) or None.  Returns D."""
+    """x (B, T, IN); the weights (D, IN) and biases (D,) or None; h0 (B, D) or None."""
     check_tensor("x", x, 3, "(B, T, input_size)")
     D = None
     named = [("x", x)]
@@ -230,7 +230,6 @@ def _check_min(x, weights, biases, h0):
     if min(x.shape) < 1 or D < 1:
         raise ValueError(f"x must have B, T and input_size >= 1 and hidden_size >= 1, got x {tuple(x.shape)}, "
                          f"hidden_size {D}")
-    return D
 
 
 def _project(x, weight, bias, parts: int):
