@@ -151,8 +151,8 @@ def check_rnn_step(x, h, c, w_ih, w_hh, b_ih, b_hh, n_gates: int, heads: int = 1
             raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
         named.append((name, t))
     check_same(tuple(n for n, _ in named), tuple(t for _, t in named))
-    if B < 1 or IN < 1 or HID < 1:
-        raise ValueError(f"batch, input_size and hidden_size must be >= 1, got x {tuple(x.shape)}, "
+    if IN < 1 or HID < 1:     # an empty batch (B = 0) is fine, as for nn.LSTM: empty outputs, no launch
+        raise ValueError(f"input_size and hidden_size must be >= 1, got x {tuple(x.shape)}, "
                          f"w_hh {tuple(w_hh.shape)}")
     return HID
 

@@ -129,6 +129,8 @@ def step_grid(B: int, HID: int):
 
 
 def launch_bwd(kernel, B: int, HID: int, args: dict):
+    if not B:                      # an empty batch: nothing to compute
+        return
     bb, bh = BWD_CONFIG.kwargs["BLOCK_B"], BWD_CONFIG.kwargs["BLOCK_H"]
     kernel[(triton.cdiv(HID, bh), triton.cdiv(B, bb))](**args, BLOCK_B=bb, BLOCK_H=bh,
                                                       num_warps=BWD_CONFIG.num_warps, num_stages=BWD_CONFIG.num_stages)
@@ -139,13 +141,15 @@ def launch_bwd(kernel, B: int, HID: int, args: dict):
 # ----------------------------------------------------------------------------------------------
 
 def check_batch_sizes(batch_sizes, T: int, B: int) -> None:
-    """A layer's batch_sizes: None, or T positive non-increasing ints starting at most at B."""
+    """A layer's batch_sizes: None, or T positive non-increasing ints starting at B (every row runs its first
+    step, as in a PackedSequence; a row that never ran would have no state to return)."""
     if batch_sizes is None:
         return
     sizes = list(batch_sizes)
-    if (len(sizes) != T or not all(isinstance(b, int) and b >= 1 for b in sizes) or sizes[0] > B
+    if (len(sizes) != T or not all(isinstance(b, int) and b >= 1 for b in sizes) or sizes[0] != B
             or any(b > a for a, b in zip(sizes, sizes[1:]))):
-        raise ValueError(f"batch_sizes must be {T} positive, non-increasing ints of at most {B}, got {sizes}")
+        raise ValueError(f"batch_sizes must be {T} positive, non-increasing ints starting at the batch size {B}, "
+                         f"got {sizes}")
 
 
 def project_inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, gates: int, batch_first: bool, batch_sizes, fold=()):
@@ -160,7 +164,7 @@ def project_inputs(x, h0, c0, w_ih, w_hh, b_ih, b_hh, gates: int, batch_first: b
         raise ValueError(f"x must hold at least one time step, got shape {tuple(x.shape)}")
     check_rnn_step(x[0], h0, c0, w_ih, w_hh, b_ih, b_hh, gates)
     check_batch_sizes(batch_sizes, T, B)
-    xw = (x.reshape(T * B, IN) @ w_ih.t()).reshape(T, B, -1)
+    xw = (x.reshape(T * B, IN) @ w_ih.t()).reshape(T, B, w_ih.shape[0])
     for b in fold:
         if b is not None:
             xw = xw + b
@@ -359,6 +363,10 @@ class FusedRNNBase(nn.Module):
                 out = out.squeeze(1 if not self.batch_first else 0)
                 finals = [f.squeeze(1) for f in finals]
         return out, (tuple(finals) if self.STATES > 1 else finals[0])
+
+    def flatten_parameters(self) -> None:
+        """nn.LSTM/GRU/RNN's cuDNN weight-compaction call: a no-op here (the kernels read the weights in place),
+        so code written for the nn module runs unchanged."""
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, bias={self.bias}, "

@@ -356,10 +356,7 @@ def additive_attention(query, keys, values=None, *, w_q, w_k, v, bias=None, mask
     The projections are GEMMs; one kernel then scores, normalises and weights without the (Nq, Nk, A)
     tensor.  Differentiable in every tensor argument (a Triton backward that recomputes the scores).
     """
-    values = keys if values is None else values
-    check_tensor("query", query, 3, "(B, Nq, Dq)")
-    check_tensor("keys", keys, 3, "(B, Nk, Dk)")
-    check_tensor("values", values, 3, "(B, Nk, Dv)")
+    values = _check_qkv(query, keys, values)
     check_tensor("w_q", w_q, 2, "(A, Dq)")
     check_tensor("w_k", w_k, 2, "(A, Dk)")
     check_tensor("v", v, 1, "(A,)")
@@ -371,10 +368,6 @@ def additive_attention(query, keys, values=None, *, w_q, w_k, v, bias=None, mask
     B, Nq, Dq = query.shape
     _, Nk, Dk = keys.shape
     A = w_q.shape[0]
-    if keys.shape[0] != B or values.shape[0] != B:
-        raise ValueError(f"query, keys and values must share the batch, got {B}, {keys.shape[0]}, {values.shape[0]}")
-    if values.shape[1] != Nk:
-        raise ValueError(f"values must have Nk = {Nk} rows like keys, got {tuple(values.shape)}")
     if Nq < 1 or Nk < 1 or A < 1:
         raise ValueError(f"Nq, Nk and A must be >= 1, got query {tuple(query.shape)}, keys {tuple(keys.shape)}, "
                          f"w_q {tuple(w_q.shape)}")
@@ -409,6 +402,21 @@ def additive_attention(query, keys, values=None, *, w_q, w_k, v, bias=None, mask
     return out, weights
 
 
+def _check_qkv(query, keys, values):
+    """query (B, Nq, Dq), keys (B, Nk, Dk) and values (B, Nk, Dv) (None: keys): ranks, float dtypes, one batch
+    and one Nk, each named; returns values.  Dtypes and devices are compared with check_same after."""
+    values = keys if values is None else values
+    check_tensor("query", query, 3, "(B, Nq, Dq)")
+    check_tensor("keys", keys, 3, "(B, Nk, Dk)")
+    check_tensor("values", values, 3, "(B, Nk, Dv)")
+    B = query.shape[0]
+    if keys.shape[0] != B or values.shape[0] != B:
+        raise ValueError(f"query, keys and values must share the batch, got {B}, {keys.shape[0]}, {values.shape[0]}")
+    if values.shape[1] != keys.shape[1]:
+        raise ValueError(f"values must have Nk = {keys.shape[1]} rows like keys, got {tuple(values.shape)}")
+    return values
+
+
 SCORES = ("dot", "general", "concat")
 
 
@@ -420,9 +428,7 @@ def luong_attention(query, keys, values=None, *, score="dot", weight=None, v=Non
     from kernels.attention import attention
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-    values = keys if values is None else values
-    check_tensor("query", query, 3, "(B, Nq, Dq)")
-    check_tensor("keys", keys, 3, "(B, Nk, Dk)")
+    values = _check_qkv(query, keys, values)
     if score == "concat":
         if weight is None or v is None:
             raise ValueError("score='concat' needs weight (A, Dq + Dk) and v (A,)")
@@ -430,6 +436,8 @@ def luong_attention(query, keys, values=None, *, score="dot", weight=None, v=Non
         if weight.shape[1] != query.shape[2] + keys.shape[2]:
             raise ValueError(f"weight must have shape (A, Dq + Dk) = (A, {query.shape[2] + keys.shape[2]}), got "
                              f"{tuple(weight.shape)}")
+        check_tensor("v", v, 1, "(A,)")
+        check_same(("query", "keys", "values", "weight", "v"), (query, keys, values, weight, v))
         Dq = query.shape[2]
         return additive_attention(query, keys, values, w_q=weight[:, :Dq], w_k=weight[:, Dq:], v=v, mask=mask)
     if score == "general":
@@ -439,9 +447,12 @@ def luong_attention(query, keys, values=None, *, score="dot", weight=None, v=Non
         if tuple(weight.shape) != (keys.shape[2], query.shape[2]):
             raise ValueError(f"weight must have shape (Dk, Dq) = ({keys.shape[2]}, {query.shape[2]}), got "
                              f"{tuple(weight.shape)}")
+        check_same(("query", "keys", "values", "weight"), (query, keys, values, weight))
         query = query @ weight.t()
     elif weight is not None:
         raise ValueError("score='dot' takes no weight")
+    else:
+        check_same(("query", "keys", "values"), (query, keys, values))
     if query.shape[2] != keys.shape[2]:
         raise ValueError(f"score={score!r} needs query and keys of one size, got {query.shape[2]} and {keys.shape[2]}")
     if values.shape[2] != keys.shape[2]:

@@ -151,8 +151,9 @@ def _conv_bwd_dw(DPRE, X, DW, DBIAS, B, T, CI, J, P,
     tl.store(DW + offs_j[:, None] * stride_dwo + offs_ci[None, :] * stride_dwi + k * stride_dwk,
              cast(acc, DW.dtype.element_ty), mask=j_ok[:, None] & ci_ok[None, :])
     if HAS_BIAS:
-        first = (tl.program_id(1) == 0) & (k == 0)
-        tl.store(DBIAS + offs_j * stride_dbiaso, cast(db, DBIAS.dtype.element_ty), mask=j_ok & first)
+        # a scalar branch, not a mask: triton 3.9's interpreter refuses a mask built from program ids
+        if (tl.program_id(1) == 0) & (k == 0):
+            tl.store(DBIAS + offs_j * stride_dbiaso, cast(db, DBIAS.dtype.element_ty), mask=j_ok)
 
 
 # ----------------------------------------------------------------------------------------------

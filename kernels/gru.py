@@ -147,6 +147,8 @@ def _step_fwd(x, h, w_ih, w_hh, b_ih, b_hh, gates=None, xw=None, out=None):
     ref = x if x is not None else xw
     B, HID = ref.shape[0], w_hh.shape[1]
     h1 = out if out is not None else torch.empty(B, HID, device=ref.device, dtype=w_hh.dtype)
+    if not B:                      # an empty batch: nothing to compute
+        return h1
     fn, meta = step_launcher(_gru_step_fwd, ref.device, w_hh.dtype)
     fn[step_grid(B, HID)](**step_fwd_args(x, h, w_ih, w_hh, b_ih, b_hh, h1, gates, xw), **meta)
     return h1

@@ -160,6 +160,8 @@ def _step_fwd(x, xw, h, c, w_ih, w_hh, b_ih, b_hh, out_h=None, out_c=None, gates
     B, HID = ref.shape[0], w_hh.shape[1]
     h1 = out_h if out_h is not None else torch.empty(B, HID, device=ref.device, dtype=w_hh.dtype)
     c1 = out_c if out_c is not None else torch.empty(B, HID, device=ref.device, dtype=w_hh.dtype)
+    if not B:                      # an empty batch: nothing to compute
+        return h1, c1
     fn, meta = step_launcher(_lstm_step_fwd, ref.device, w_hh.dtype)
     fn[step_grid(B, HID)](**step_fwd_args(x, xw, h, c, w_ih, w_hh, b_ih, b_hh, h1, c1, gates), **meta)
     return h1, c1

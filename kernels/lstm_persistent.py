@@ -358,6 +358,8 @@ def _forward(xw, h0, c0, w, heads, store_gates, block_h=None, lengths=None):
 def _run(kernel, args, p, bar, launches):
     """Launch ``kernel`` for each of ``launches(p)``; a cooperative grid the driver refuses (not co-resident)
     falls back to one launch per step before any program ran."""
+    if not p.grid[1]:              # an empty batch: nothing to compute
+        return
     todo = launches(p)
     if p.barrier:
         try:
@@ -467,7 +469,7 @@ def lstm_persistent(x, hx, w_ih, w_hh, b_ih=None, b_hh=None, *, heads: int = 1, 
     _check(x, h0, c0, w_ih, w_hh, b_ih, b_hh, heads)
     T, B, IN = x.shape
     lengths = _check_lengths(lengths, T, B, x.device)
-    xw = (x.reshape(T * B, IN) @ w_ih.t()).reshape(T, B, -1)
+    xw = (x.reshape(T * B, IN) @ w_ih.t()).reshape(T, B, w_ih.shape[0])
     if b_ih is not None:
         xw = xw + b_ih
     if b_hh is not None:

@@ -129,6 +129,8 @@ def _step_fwd(x, h, w_ih, w_hh, b_ih, b_hh, relu: bool, xw=None, out=None):
     ref = x if x is not None else xw
     B, HID = ref.shape[0], w_hh.shape[1]
     h1 = out if out is not None else torch.empty(B, HID, device=ref.device, dtype=w_hh.dtype)
+    if not B:                      # an empty batch: nothing to compute
+        return h1
     args = step_fwd_args(x, h, w_ih, w_hh, b_ih, b_hh, h1, relu, xw)
     if ref.device.type == "cuda":
         _tuned(w_hh.dtype)[lambda m: (triton.cdiv(HID, m["BLOCK_H"]), triton.cdiv(B, m["BLOCK_B"]))](**args)

@@ -15,6 +15,12 @@ minGRU:  z = σ(x W_zᵀ + b_z),  h̃ = x W_hᵀ + b_h,           h_t = (1 − z
 minLSTM: f, i = σ(x W_fᵀ + b_f), σ(x W_iᵀ + b_i),  h̃ = x W_hᵀ + b_h,
          h_t = f'_t ∘ h_{t−1} + i'_t ∘ h̃_t  with f' = f / (f + i), i' = i / (f + i)
 The gates read x only, never h: the projections of all steps are one GEMM, the recurrence one scan.
+
+Range: the carried state enters each chunk through its first b (b₀ + a₀·h), so a product of a's that
+overflows never multiplies a zero state (the loop's 0 · 1e20 · 1e20 = 0 stays 0, not inf · 0 = NaN).  What
+a scan cannot avoid: within a chunk, a segment whose ∏a overflows fp32 (|a| ≫ 1 over many steps) times a
+zero prefix state is NaN, and times a nonzero one is inf, where the sequential loop may come back to
+finite values.  With |a| ≤ 1, as for the minGRU's 1 − z and the minLSTM's f', no product overflows.
 This is the paper's plain (not log-space) form; 1 − z is taken as σ(−·), exact where z is near 1.
 
 Dimensions (one meaning per letter in every kernel file):
@@ -64,8 +70,10 @@ def _scan_fwd(A, Bv, H0, H, T, D,
                     other=1.0).to(tl.float32)
         b = tl.load(Bv + pid_b * stride_bb + t[:, None] * stride_bt + offs_d[None, :] * stride_bd, mask=ok,
                     other=0.0).to(tl.float32)
-        ca, cb = tl.associative_scan((a, b), 0, _compose)
-        h = ca * carry[None, :] + cb
+        # the carried state enters through the chunk's first b (b₀ + a₀·carry), not as ∏a · carry: a product
+        # of a's that overflows then never meets a zero state (inf · 0 = NaN where the loop gives 0)
+        b = tl.where((rows == 0)[:, None], b + a * carry[None, :], b)
+        _, h = tl.associative_scan((a, b), 0, _compose)
         tl.store(H + pid_b * stride_hb + t[:, None] * stride_ht + offs_d[None, :] * stride_hd,
                  cast(h, H.dtype.element_ty), mask=ok)
         carry = tl.sum(tl.where((rows == BLOCK_T - 1)[:, None], h, 0.0), axis=0)
@@ -94,8 +102,8 @@ def _scan_bwd(A, H0, H, G, DA, DB, DH0, T, D,
         a_next = tl.load(A + pid_b * stride_ab + (t + 1)[:, None] * stride_at + offs_d[None, :] * stride_ad,
                          mask=nxt, other=0.0).to(tl.float32)
         a_next = tl.where((t >= 0)[:, None], a_next, 1.0)   # before step 0: the identity, carrying dh_0
-        ca, cb = tl.associative_scan((a_next, g), 0, _compose)
-        dh = ca * carry[None, :] + cb
+        g = tl.where((rows == 0)[:, None], g + a_next * carry[None, :], g)     # the carry, as in the forward
+        _, dh = tl.associative_scan((a_next, g), 0, _compose)
         prev = (t >= 1)[:, None] & ok
         h_prev = tl.load(H + pid_b * stride_hb + (t - 1)[:, None] * stride_ht + offs_d[None, :] * stride_hd,
                          mask=prev, other=0.0).to(tl.float32)
@@ -299,7 +307,7 @@ class _MinRNN(nn.Module):
             raise ValueError(f"x must have {self.input_size} features in its last dim, got {tuple(x.shape)}")
         _check_min(x, tuple(zip(self.NAMES, self.proj.weight.chunk(self.PARTS))), (), h0)
         h = self._run(x, self.proj.weight, self.proj.bias, h0)
-        return h, h[:, -1]
+        return h, h[:, -1].clone()          # h_n never aliases h (nn.GRU's rule)
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, bias={self.proj.bias is not None}"

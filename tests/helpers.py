@@ -115,3 +115,37 @@ def check_module(fused, module, x, hx=None, lengths=None, dtype=torch.float32, s
     names = ["input"] + [n for n, _ in module.named_parameters()]
     for name, a, r, p in zip(names, *(run[1] for run in runs)):
         assert_within_2x(f"grad of {name}", a, r, p, extra_atol=2 * eps * scale)
+
+
+def assert_empty_batch_like(fused, module, x):
+    """An empty batch (``x`` with batch 0) through a drop-in and its nn module: the same output and state
+    shapes and dtypes, and gradients of the same shapes (all zero) for the input and every parameter."""
+    import copy
+    results = []
+    for m in (fused, copy.deepcopy(module)):
+        xi = x.detach().clone().requires_grad_()
+        out, st = m(xi)
+        states = list(st) if isinstance(st, tuple) else [st]
+        (out.sum() + sum(s.sum() for s in states)).backward()
+        results.append(([out, *states], [xi.grad, *(p.grad for p in m.parameters())]))
+    for a, b in zip(results[0][0], results[1][0]):
+        assert a.shape == b.shape and a.dtype == b.dtype, (a.shape, b.shape)
+    for a, b in zip(results[0][1], results[1][1]):
+        assert a is not None and a.shape == b.shape and not a.any(), (None if a is None else a.shape, b.shape)
+
+
+def assert_empty_cell_like(cell_fn, nn_cell, states):
+    """A cell on an empty batch ((0, I) input; ``states`` the state tensors' count) against the nn cell: empty
+    outputs of the right shapes and gradients of the right shapes for every argument."""
+    I, H = nn_cell.input_size, nn_cell.hidden_size
+    args = [torch.zeros(0, I, device=DEVICE)] + [torch.zeros(0, H, device=DEVICE) for _ in range(states)]
+    ws = [p.detach().clone().requires_grad_() for p in nn_cell.parameters()]
+    leaves = [a.requires_grad_() for a in args]
+    out = cell_fn(*leaves, *ws)
+    want = nn_cell(args[0], tuple(args[1:]) if states > 1 else args[1])
+    outs, wants = (list(out), list(want)) if states > 1 else ([out], [want])
+    for a, b in zip(outs, wants):
+        assert a.shape == b.shape == (0, H) and a.dtype == b.dtype
+    sum(o.sum() for o in outs).backward()
+    for t in leaves + ws:
+        assert t.grad is not None and t.grad.shape == t.shape and not t.grad.any()

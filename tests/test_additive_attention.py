@@ -182,3 +182,30 @@ def test_double_backward_raises():
     ours, _ = fns()
     with pytest.raises(RuntimeError, match="double backward"):
         double_backward(ours, *make(1, 3, 4, 4, 4, 4, 5, torch.float32))
+
+
+# ------------------------------------------------------------------------ rough edges (issue 21)
+
+@pytest.mark.parametrize("score", ["dot", "general", "concat"])
+@pytest.mark.parametrize("values, exc, msg", [
+    ("list", TypeError, "values must be a torch.Tensor"),
+    ("rank2", ValueError, "values must have rank 3"),
+    ("short", ValueError, "values must have Nk = 6"),
+    ("batch", ValueError, "query, keys and values must share the batch"),
+    ("fp16", TypeError, "values has dtype torch.float16"),
+], ids=["list", "rank 2", "wrong Nk", "wrong batch", "wrong dtype"])
+def test_luong_names_values(score, values, exc, msg):
+    q, k, val, *_ = make(2, 4, 6, 5, 5, 5, 7, torch.float32)
+    values = {"list": [[1.0]], "rank2": val[0], "short": val[:, :5], "batch": val[:1], "fp16": val.half()}[values]
+    weight = {"dot": None, "general": torch.randn(5, 5, device=DEVICE), "concat": torch.randn(7, 10, device=DEVICE)}
+    v = torch.randn(7, device=DEVICE) if score == "concat" else None
+    with pytest.raises(exc, match=msg):
+        luong_attention(q, k, values, score=score, weight=weight[score], v=v)
+
+
+@pytest.mark.parametrize("score", ["general", "concat"])
+def test_luong_names_a_weight_of_another_dtype(score):
+    q, k, val, *_ = make(2, 4, 6, 5, 5, 5, 7, torch.float32)
+    shape, v = ((5, 5), None) if score == "general" else ((7, 10), torch.randn(7, device=DEVICE))
+    with pytest.raises(TypeError, match="weight has dtype torch.float16 but query has torch.float32"):
+        luong_attention(q, k, val, score=score, weight=torch.randn(*shape, device=DEVICE).half(), v=v)

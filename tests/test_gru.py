@@ -188,3 +188,29 @@ def test_bad_module_input():
         FusedGRU.from_torch(nn.LSTM(4, 6))
     with pytest.raises(ValueError, match="batch_sizes must be 3 positive"):
         gru(torch.randn(3, 2, 4, device=DEVICE), None, f.weight_ih_l0, f.weight_hh_l0, batch_sizes=[2, 3, 1])
+
+
+# ------------------------------------------------------------------------ rough edges (issue 21)
+
+@pytest.mark.parametrize("batch_first, bidirectional", [(False, False), (True, True)])
+def test_empty_batch_like_nn_gru(batch_first, bidirectional):
+    from tests.helpers import assert_empty_batch_like
+    m = nn.GRU(3, 4, num_layers=2, batch_first=batch_first, bidirectional=bidirectional, device=DEVICE)
+    x = torch.zeros((0, 5, 3) if batch_first else (5, 0, 3), device=DEVICE)
+    assert_empty_batch_like(FusedGRU.from_torch(m), m, x)
+
+
+def test_empty_batch_cell():
+    from tests.helpers import assert_empty_cell_like
+    assert_empty_cell_like(gru_cell, nn.GRUCell(3, 4, device=DEVICE), states=1)
+
+
+def test_flatten_parameters_is_a_no_op():
+    f = FusedGRU.from_torch(nn.GRU(3, 4, device=DEVICE))
+    assert f.flatten_parameters() is None
+
+
+def test_batch_sizes_must_start_at_the_batch():
+    x, h, *w = make(3, 5, 4, torch.float32)
+    with pytest.raises(ValueError, match="batch_sizes must be 3 positive, non-increasing ints starting at"):
+        gru(torch.randn(3, 3, 5, device=DEVICE), None, *w, batch_sizes=[2, 2, 1])

@@ -357,3 +357,37 @@ def test_packed_training_step(kind):
         updated.append([p.detach().clone() for p in model.parameters()])
     for a, b in zip(*updated):
         torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------ rough edges (issue 21)
+
+@pytest.mark.parametrize("kernel", FusedLSTM.KERNELS)
+@pytest.mark.parametrize("batch_first, bidirectional", [(False, False), (True, True)])
+def test_empty_batch_like_nn_lstm(kernel, batch_first, bidirectional):
+    from tests.helpers import assert_empty_batch_like
+    m = nn.LSTM(3, 4, num_layers=2, batch_first=batch_first, bidirectional=bidirectional, device=DEVICE)
+    x = torch.zeros((0, 5, 3) if batch_first else (5, 0, 3), device=DEVICE)
+    assert_empty_batch_like(FusedLSTM.from_torch(m, kernel=kernel), m, x)
+
+
+def test_empty_batch_cell_and_layer():
+    from tests.helpers import assert_empty_cell_like
+    assert_empty_cell_like(lstm_cell, nn.LSTMCell(3, 4, device=DEVICE), states=2)
+    x, h, c, *w = make(1, 3, 4, torch.float32)
+    out, (hn, cn) = lstm(torch.zeros(5, 0, 3, device=DEVICE), None, *w)
+    assert out.shape == (5, 0, 4) and hn.shape == cn.shape == (0, 4)
+
+
+def test_flatten_parameters_is_a_no_op():
+    m = nn.LSTM(3, 4, device=DEVICE)
+    f = FusedLSTM.from_torch(m)
+    before = {k: v.clone() for k, v in f.state_dict().items()}
+    assert f.flatten_parameters() is None
+    assert all(torch.equal(before[k], v) for k, v in f.state_dict().items())
+
+
+@pytest.mark.parametrize("sizes", [[2, 2, 1], [1, 1, 1]])
+def test_batch_sizes_must_start_at_the_batch(sizes):
+    x, h, c, *w = make(3, 5, 4, torch.float32)
+    with pytest.raises(ValueError, match="batch_sizes must be 3 positive, non-increasing ints starting at"):
+        lstm(torch.randn(3, 3, 5, device=DEVICE), None, *w, batch_sizes=sizes)

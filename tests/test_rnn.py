@@ -191,3 +191,31 @@ def test_fused_rnn_unbatched_names_and_bad_input():
         f(torch.randn(3, 2, 5, device=DEVICE))
     with pytest.raises(ValueError, match="batch_sizes must be 3 positive"):
         rnn(torch.randn(3, 2, 10, device=DEVICE), None, f.weight_ih_l0, f.weight_hh_l0, batch_sizes=[2, 3, 1])
+
+
+# ------------------------------------------------------------------------ rough edges (issue 21)
+
+@pytest.mark.parametrize("nonlinearity", NONLIN)
+@pytest.mark.parametrize("batch_first, bidirectional", [(False, False), (True, True)])
+def test_empty_batch_like_nn_rnn(batch_first, bidirectional, nonlinearity):
+    from tests.helpers import assert_empty_batch_like
+    m = nn.RNN(3, 4, num_layers=2, nonlinearity=nonlinearity, batch_first=batch_first, bidirectional=bidirectional,
+               device=DEVICE)
+    x = torch.zeros((0, 5, 3) if batch_first else (5, 0, 3), device=DEVICE)
+    assert_empty_batch_like(FusedRNN.from_torch(m), m, x)
+
+
+def test_empty_batch_cell():
+    from tests.helpers import assert_empty_cell_like
+    assert_empty_cell_like(rnn_cell, nn.RNNCell(3, 4, device=DEVICE), states=1)
+
+
+def test_flatten_parameters_is_a_no_op():
+    f = FusedRNN.from_torch(nn.RNN(3, 4, device=DEVICE))
+    assert f.flatten_parameters() is None
+
+
+def test_batch_sizes_must_start_at_the_batch():
+    x, h, *w = make(3, 5, 4, torch.float32)
+    with pytest.raises(ValueError, match="batch_sizes must be 3 positive, non-increasing ints starting at"):
+        rnn(torch.randn(3, 3, 5, device=DEVICE), None, *w, batch_sizes=[2, 2, 1])

@@ -143,3 +143,40 @@ def test_double_backward_raises():
     a, b, h0 = make(2, 5, 3, torch.float32)
     with pytest.raises(RuntimeError, match="double backward"):
         double_backward(linear_scan, a, b, h0)
+
+
+# ------------------------------------------------------------------------ rough edges (issue 21)
+
+@pytest.mark.parametrize("cls", [MinGRU, MinLSTM], ids=["MinGRU", "MinLSTM"])
+def test_h_n_does_not_alias_h(cls):
+    m = cls(3, 4).to(DEVICE)
+    with torch.no_grad():
+        h, hn = m(torch.randn(2, 5, 3, device=DEVICE))
+        want = hn.clone()
+        h.zero_()
+    assert torch.equal(hn, want) and want.abs().sum() > 0
+
+
+@pytest.mark.parametrize("state", [False, True], ids=["no h0", "h0 = 0"])
+@pytest.mark.parametrize("T", [4, CHUNK + 4])
+def test_overflowing_products_meet_no_zero_state(T, state):
+    """∏a overflows fp32 (1e20 · 1e20) while the state is 0: the sequential loop in fp32 gives 0, 0, 1, 1 and
+    so must the scan (it gave 0, nan, nan, nan when the carried state multiplied the chunk's product); its
+    gradients are the fp32 loop's too (inf where dh really passes fp32, and the loop's own inf · 0 there)."""
+    steps = [(1e20, 0.0), (1e20, 0.0), (1e-30, 1.0), (1e-30, 1.0)]
+    a = torch.ones(1, T, 1)
+    b = torch.zeros(1, T, 1)
+    for i, (ai, bi) in enumerate(steps):        # in the last chunk when T > CHUNK: the carry is 0 there too
+        a[0, T - 4 + i, 0], b[0, T - 4 + i, 0] = ai, bi
+    h0 = torch.zeros(1, 1) if state else None
+    loop = [t.clone().requires_grad_() if t is not None else None for t in (a, b, h0)]
+    want = ref.linear_scan(*loop)
+    assert torch.equal(want[0, -4:, 0], torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    want.sum().backward()
+    args = [t.detach().to(DEVICE).requires_grad_() if t is not None else None for t in loop]
+    got = linear_scan(*args)
+    torch.testing.assert_close(got.cpu(), want.detach(), rtol=1e-6, atol=0)
+    got.sum().backward()
+    for ours, theirs in zip(args, loop):
+        if ours is not None:
+            torch.testing.assert_close(ours.grad.cpu(), theirs.grad, rtol=1e-6, atol=0, equal_nan=True)
