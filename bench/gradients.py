@@ -95,13 +95,16 @@ def position_grads(model: str, seq_len: int, seed: int, impl: str = "kernels", h
 # ----------------------------------------------------------------------------------- trained checkpoints
 
 def load_checkpoint(path: str, impl: str, device):
-    """(ByteLM with the checkpoint's weights, its model name, its training config) from ``seqbench train``."""
+    """(ByteLM with the checkpoint's weights, its model name, its training config, the description of the corpus it
+    trained on or None) from ``seqbench train``."""
     from bench import lm
     if not os.path.isfile(path):
         raise GradientError(f"--checkpoint {path} is not a file")
     try:
         state = torch.load(path, map_location=device, weights_only=False)
         weights, cfg = state["model"], state["config"]
+        if not isinstance(weights, dict) or not isinstance(cfg, dict):
+            raise TypeError("its 'model' and 'config' are not dicts")
     except Exception as exc:  # any unreadable file is the user's to fix
         raise GradientError(f"--checkpoint {path} is not a seqbench train checkpoint ({schema.describe(exc)})") from None
     name = state.get("model_name") or os.path.basename(path).split("-")[0]
@@ -110,9 +113,28 @@ def load_checkpoint(path: str, impl: str, device):
     spec = lm.MODELS[name]
     trained_impl = state.get("impl") or os.path.basename(path).rsplit(".", 1)[0].split("-", 1)[-1]
     run = "torch" if impl == "torch" else (trained_impl if trained_impl in spec.impls[:-1] else spec.impls[0])
-    model = lm.ByteLM(name, weights["embed.weight"].shape[1], cfg["layers"], run).to(device)
-    model.load_state_dict(weights)
-    return model, name, cfg
+    try:
+        model = lm.ByteLM(name, weights["embed.weight"].shape[1], cfg["layers"], run).to(device)
+        model.load_state_dict(weights)
+    except Exception as exc:  # missing or mismatched weights: not the model the checkpoint names
+        raise GradientError(f"--checkpoint {path}: its weights do not fit a {name!r} model "
+                            f"({schema.describe(exc, 160)})") from None
+    return model, name, cfg, state.get("corpus")
+
+
+def checkpoint_corpus(path: str, cfg: dict, trained_on: dict | None):
+    """The validation bytes of the corpus a checkpoint trained on; GradientError when it cannot be read or its
+    bytes have changed since (the probe would run on other data)."""
+    from bench.train import TrainError, load_corpus
+    try:
+        _, val, now = load_corpus(cfg.get("corpus"))
+    except TrainError as exc:
+        raise GradientError(f"--checkpoint {path}: cannot read the corpus it trained on ({exc})") from None
+    was = (trained_on or {}).get("sha1")
+    if was and was != now["sha1"]:
+        raise GradientError(f"--checkpoint {path}: the corpus {now['source']} has changed since it trained (sha1 "
+                            f"{now['sha1']}, was {was})")
+    return val
 
 
 def checkpoint_grads(model, val: torch.Tensor, seq_len: int, seed: int) -> torch.Tensor:
@@ -139,9 +161,8 @@ def run(out: str, models=MODELS, seq_len: int = 1000, seeds: int = 5, hidden: in
         raise GradientError(f"impl must be one of {list(IMPLS)}, got {impl!r}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if checkpoint:
-        from bench.train import load_corpus
-        trained, name, cfg = load_checkpoint(checkpoint, impl, device)
-        _, val, _ = load_corpus(cfg.get("corpus"))          # the checkpoint's validation split, read once
+        trained, name, cfg, trained_on = load_checkpoint(checkpoint, impl, device)
+        val = checkpoint_corpus(checkpoint, cfg, trained_on)     # the checkpoint's validation split, read once
         if len(val) <= seq_len + 1:
             raise GradientError(f"--seq-len {seq_len} is longer than the corpus' validation split ({len(val)} bytes)")
         jobs, source = [name], checkpoint

@@ -182,13 +182,32 @@ def _save_checkpoint(path: str, state: dict) -> None:
     schema.atomic_write(path, lambda f: torch.save(state, f), binary=True)
 
 
+CHECKPOINT_KEYS = ("model", "optimizer", "step", "tokens", "train_seconds")
+
+
+def _load_checkpoint(path: str, device) -> dict:
+    """A checkpoint to resume from; TrainError naming it when it is damaged (a run killed mid-write by an old
+    version, a full disk, a copy cut short) or not one of ours."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # any unreadable file: the user's to remove
+        raise TrainError(f"--resume: the checkpoint {path} is damaged ({schema.describe(exc, 120)}); delete it to "
+                         f"train that model again from the start") from None
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise TrainError(f"--resume: {path} is not a seqbench train checkpoint (it lacks {missing}); delete it to "
+                         f"train that model again from the start")
+    return state
+
+
 # Tests set this to interrupt a run after that many evaluations in total (a Ctrl-C there).
 STOP_AFTER_EVALS_ENV = "SEQBENCH_TRAIN_STOP_AFTER_EVALS"
 
 
 def train_one(cfg: TrainConfig, model_name: str, width: int, data, windows, d: Dist, writer, sampler, out: str,
-              evals_done: list, progress: bool = True, resume_state: dict | None = None) -> None:
-    """Train one model to its budget, writing a row (and a checkpoint) at every evaluation."""
+              evals_done: list, progress: bool = True, resume_state: dict | None = None,
+              corpus: dict | None = None) -> None:
+    """Train one model to its budget, writing a row (and a checkpoint, naming ``corpus``) at every evaluation."""
     impl = cfg.impl_for(model_name)
     torch.manual_seed(cfg.seed)
     model = lm.ByteLM(model_name, width, cfg.layers, impl).to(d.device)
@@ -227,7 +246,7 @@ def train_one(cfg: TrainConfig, model_name: str, width: int, data, windows, d: D
             writer.write(row)      # then the checkpoint: a crash between them redoes this interval on --resume
             _save_checkpoint(checkpoint_path(out, model_name, impl),
                              {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                              "model_name": model_name, "impl": impl,
+                              "model_name": model_name, "impl": impl, "corpus": corpus,
                               "tokens": tokens, "train_seconds": train_s, "config": dataclasses.asdict(cfg)})
             bar.set_postfix(val_bpb=f"{val:.3f}")
         evals_done.append(1)
@@ -329,6 +348,8 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
     Rank 0 alone writes; other ranks return the same metadata."""
     d = dist_ or init_distributed()
     validate(cfg, d.world)
+    if cfg.corpus:      # checkpoints and train.json name it absolutely: `seqbench gradients` may run elsewhere
+        cfg = dataclasses.replace(cfg, corpus=os.path.abspath(cfg.corpus))
     try:
         widths = lm.match_widths(cfg.models, cfg.d_model, cfg.layers, cfg.match)
         for m, w in widths.items():
@@ -347,6 +368,11 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
         if old.get("config") and old["config"] != dataclasses.asdict(cfg):
             changed = sorted(k for k, v in dataclasses.asdict(cfg).items() if old["config"].get(k) != v)
             raise TrainError(f"--resume with different settings ({', '.join(changed)}) than the run in {out}")
+        was = (old.get("corpus") or {}).get("sha1")
+        if was and was != corpus["sha1"]:
+            raise TrainError(f"--resume onto other data: the corpus {corpus['source']} now hashes to "
+                             f"{corpus['sha1']}, but the run in {out} trained on {was}; restore it, or start a new "
+                             f"run without --resume")
         rows, _ = schema.read_rows(csv_path, schema.TrainRow)
         for m in cfg.models:
             impl = cfg.impl_for(m)
@@ -356,7 +382,7 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
                 kept += mine
                 resume_states[m] = "finished"
             elif os.path.exists(path):
-                state = torch.load(path, map_location=d.device, weights_only=False)
+                state = _load_checkpoint(path, d.device)
                 kept += [r for r in mine if int(r["step"]) <= state["step"]]
                 resume_states[m] = state
     from bench.env import environment
@@ -381,7 +407,8 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
             if state == "finished":
                 continue
             try:
-                train_one(cfg, m, widths[m], data, windows, d, writer, sampler, out, evals, progress, state)
+                train_one(cfg, m, widths[m], data, windows, d, writer, sampler, out, evals, progress, state,
+                          corpus=corpus)
             except torch.cuda.OutOfMemoryError as exc:
                 _failed(writer, cfg, m, widths[m], d, "oom", schema.describe(exc))
             except (RuntimeError, ValueError, TypeError) as exc:

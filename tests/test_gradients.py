@@ -136,3 +136,55 @@ def test_trained_checkpoint(tmp_path):
         outs[impl] = torch.tensor(df.grad_norm.to_numpy())
     torch.testing.assert_close(outs["kernels"], outs["torch"], rtol=1e-4, atol=1e-9)
     assert "trained checkpoint" in (tmp_path / "kernels" / "GRADIENTS.md").read_text()
+
+
+# ------------------------------------------------------------------------ rough edges (issue 21)
+
+def _tiny_checkpoint(tmp_path, corpus_arg):
+    cfg = tr.TrainConfig(models=["convs2s"], d_model=16, layers=1, seq_len=16, batch=4, tokens=4 * 16 * 2, warmup=1,
+                         eval_every=2, val_tokens=64, impl="torch", corpus=corpus_arg)
+    tr.train(cfg, str(tmp_path / "train"), progress=False)
+    return tr.checkpoint_path(str(tmp_path / "train"), "convs2s", "torch")
+
+
+def test_checkpoint_with_a_relative_corpus_works_from_elsewhere(tmp_path, monkeypatch, capsys):
+    corpus = tmp_path / "data" / "corpus.txt"
+    corpus.parent.mkdir()
+    corpus.write_bytes(open(os.path.join(ROOT, "bench", "train.py"), "rb").read())
+    monkeypatch.chdir(corpus.parent)
+    ckpt = _tiny_checkpoint(tmp_path, "corpus.txt")
+    monkeypatch.chdir(tmp_path)
+    assert main(["gradients", "--checkpoint", ckpt, "--seq-len", "8", "--seeds", "1", "--out", str(tmp_path / "g"),
+                 "--no-progress"]) == 0
+    # the corpus moved or changed: one line naming it, no traceback
+    for change in ("moved", "changed"):
+        if change == "moved":
+            corpus.rename(tmp_path / "elsewhere.txt")
+        else:
+            (tmp_path / "elsewhere.txt").rename(corpus)
+            corpus.write_bytes(b"other bytes " * 4000)
+        capsys.readouterr()
+        assert main(["gradients", "--checkpoint", ckpt, "--seq-len", "8", "--out", str(tmp_path / "g2"),
+                     "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and str(corpus) in err, err
+
+
+@pytest.mark.parametrize("damage", ["empty dicts", "renamed model"])
+def test_checkpoint_that_does_not_fit_is_one_line(tmp_path, capsys, damage):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(open(os.path.join(ROOT, "bench", "train.py"), "rb").read())
+    ckpt = _tiny_checkpoint(tmp_path, str(corpus))
+    state = torch.load(ckpt, weights_only=False)
+    state = {"model": {}, "config": {}} if damage == "empty dicts" else {**state, "model_name": "transformer"}
+    torch.save(state, ckpt)
+    assert main(["gradients", "--checkpoint", ckpt, "--seq-len", "8", "--out", str(tmp_path / "g"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and ckpt in err, err
+
+
+def test_unknown_model_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["gradients", "--models", "foo", "--out", str(out), "--no-progress"]) == 2
+    assert not out.exists()

@@ -359,3 +359,76 @@ def test_failed_model_is_a_row_and_the_run_goes_on(corpus, tmp_path, monkeypatch
     assert list(bad.status) == ["error"] and "illegal memory access" in bad.reason.iloc[0]
     assert (df[df.model == "convs2s"].status == "ok").all()
     assert "lstm (torch) failed: error" in open(tr.write_report(str(tmp_path))).read()
+
+
+# ------------------------------------------------------------------------ rough edges (issue 21)
+
+def _tiny_cli(corpus, out, *extra):
+    return main(["train", "--models", "convs2s", "--tokens", "512", "--batch", "8", "--seq-len", "16",
+                 "--d-model", "16", "--layers", "1", "--val-tokens", "64", "--eval-every", "2", "--impl", "torch",
+                 "--no-progress", "--corpus", corpus, "--out", str(out), *extra])
+
+
+def test_resume_onto_other_data_is_refused(tmp_path, capsys, monkeypatch):
+    """Stop after the first evaluations, change the corpus' bytes, resume: refused, naming the corpus; the
+    run's record of what it trained on is not overwritten."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(open(os.path.join(ROOT, "bench", "train.py"), "rb").read())
+    out = tmp_path / "run"
+    monkeypatch.setenv(tr.STOP_AFTER_EVALS_ENV, "2")
+    assert _tiny_cli(str(corpus), out) == 130
+    monkeypatch.delenv(tr.STOP_AFTER_EVALS_ENV)
+    was = schema.read_json(str(out / "train.json"))["corpus"]["sha1"]
+    corpus.write_bytes(open(os.path.join(ROOT, "bench", "lm.py"), "rb").read())
+    capsys.readouterr()
+    assert _tiny_cli(str(corpus), out, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "--resume onto other data" in err and str(corpus) in err and err.count("\n") == 1
+    assert schema.read_json(str(out / "train.json"))["corpus"]["sha1"] == was
+
+
+def test_resume_onto_a_truncated_checkpoint_names_it(corpus, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    monkeypatch.setenv(tr.STOP_AFTER_EVALS_ENV, "2")
+    assert _tiny_cli(corpus, out) == 130
+    monkeypatch.delenv(tr.STOP_AFTER_EVALS_ENV)
+    ckpt = tr.checkpoint_path(str(out), "convs2s", "torch")
+    data = open(ckpt, "rb").read()
+    open(ckpt, "wb").write(data[: len(data) // 2])
+    rows = open(out / "train.csv").read()
+    capsys.readouterr()
+    assert _tiny_cli(corpus, out, "--resume") == 2
+    err = capsys.readouterr().err
+    assert f"the checkpoint {ckpt} is damaged" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert open(out / "train.csv").read() == rows          # train.csv survives
+
+
+def test_checkpoints_name_the_corpus_absolutely(corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(os.path.dirname(corpus))
+    out = tmp_path / "run"
+    assert _tiny_cli(os.path.basename(corpus), out) == 0
+    state = torch.load(tr.checkpoint_path(str(out), "convs2s", "torch"), weights_only=False)
+    assert state["config"]["corpus"] == corpus and state["corpus"]["sha1"]
+
+
+@pytest.mark.parametrize("args", [["--models", "foo"], ["--models", "lstm", "--match", "nope"],
+                                  ["--models", "transformer", "--d-model", "200", "--match", "d_model"]])
+def test_bad_arguments_write_nothing(corpus, tmp_path, args):
+    out = tmp_path / "never"
+    try:
+        code = main(["train", *args, "--tokens", "64", "--corpus", corpus, "--out", str(out)])
+    except SystemExit as exc:          # argparse's own refusal
+        code = exc.code
+    assert code == 2 and not out.exists()
+
+
+def test_result_files_follow_the_umask(corpus, tmp_path):
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "run"
+        assert _tiny_cli(corpus, out) == 0
+    finally:
+        os.umask(old)
+    for path in [out / "train.csv", out / "train.json", tr.checkpoint_path(str(out), "convs2s", "torch")]:
+        assert os.stat(path).st_mode & 0o777 == 0o644, path
+
