@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 DTYPES = ("bfloat16", "float16", "float32")
@@ -45,16 +44,29 @@ def _os_error(exc: OSError) -> str:
 
 
 def _writable_folder(path: str) -> str | None:
-    """Why ``path`` cannot take a run's files, or None when it can (created if missing)."""
+    """Why ``path`` cannot take a run's files, or None when it can.  Writes nothing: a missing folder is judged
+    by its nearest existing parent, and the command creates it only once every argument has been checked."""
     if os.path.exists(path) and not os.path.isdir(path):
         return f"--out {path} exists and is not a folder"
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        return f"cannot write to {path}: {exc.strerror or exc}"
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        return f"cannot write to {path}: {probe} is not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"cannot write to {path}: Permission denied ({probe} is not writable)"
     return None
+
+
+def _names(text: str) -> list[str]:
+    """A comma list of names (workloads, implementations, models); one that names nothing is an error."""
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"names nothing (got {text!r}; expected a comma-separated list)")
+    return names
 
 
 def cmd_run(a) -> int:
@@ -69,8 +81,6 @@ def cmd_run(a) -> int:
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
     from bench.env import device_slug
-    if not a.workload:
-        return _fail("run", f"--workload names no workload; expected some of {sorted(WORKLOADS)}")
     unknown = [w for w in a.workload if w not in WORKLOADS]
     if unknown:
         return _fail("run", f"unknown workload(s) {unknown}; expected some of {sorted(WORKLOADS)}")
@@ -113,6 +123,9 @@ def cmd_run(a) -> int:
     bad = [c for c in meta.get("checks", []) if not c["ok"]]
     for c in meta.get("checks", []):
         print(f"  check {'ok  ' if c['ok'] else 'FAIL'} {c['kernel']}: error {c['error']}")
+    from bench.report import load, stability_line
+    df, run_meta = load(out)
+    print(stability_line(df, run_meta).replace("**", ""))
     print(f"wrote {out}/results.csv, run.json, {os.path.basename(report)} and plots")
     return 1 if bad else 0
 
@@ -225,8 +238,6 @@ def _chosen_impls(a, workloads):
     """The --impl names (None: all), or why they cannot be run."""
     if a.impl is None:
         return None
-    if not a.impl:
-        return "--impl names no implementation"
     known = {i for w in workloads for i in w.impls}
     unknown = [i for i in a.impl if i not in known]
     if unknown:
@@ -312,15 +323,18 @@ def cmd_compare(a) -> int:
     from bench.report import compare
     from bench.schema import RunFolderError
     try:
-        table, regressed = compare(a.dir_a, a.dir_b, a.threshold)
+        stable, shaky = compare(a.dir_a, a.dir_b, a.threshold)
     except (FileNotFoundError, RunFolderError) as exc:
         return _fail("compare", exc)
-    if table.empty:
-        print("no points in common")
-        return 0
-    print(table.to_markdown(index=False, floatfmt=".4g"))
+    print(f"tokens/s of {a.dir_b} over {a.dir_a}; low/high: the ratio's p20/p80 bounds\n")
+    print(stable.to_markdown(index=False, floatfmt=".4g") if not stable.empty else "no point stable in both runs")
+    if not shaky.empty:
+        print(f"\nunstable in either run (never a regression): {len(shaky)} point(s)\n")
+        print(shaky.to_markdown(index=False, floatfmt=".4g"))
+    regressed = int(stable.regressed.sum()) if not stable.empty else 0
     if regressed:
-        print(f"\nregression: {int(table.regressed.sum())} point(s) slower by more than {a.threshold:.0%}")
+        print(f"\nregression: {regressed} point(s) slower by more than {a.threshold:.0%}, outside both runs' "
+              f"p20-p80 spread")
     return 1 if regressed else 0
 
 
@@ -331,9 +345,9 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     r = sub.add_parser("run", help="check the kernels and sweep the workloads (the main job)")
     r.add_argument("--quick", action="store_true", help="fewer sequence lengths")
-    r.add_argument("--workload", type=lambda s: [x for x in s.split(",") if x], default=list(WORKLOADS),
+    r.add_argument("--workload", type=_names, default=list(WORKLOADS),
                    help=f"comma list from {', '.join(WORKLOADS)}")
-    r.add_argument("--impl", type=lambda s: [x for x in s.split(",") if x],
+    r.add_argument("--impl", type=_names,
                    help="comma list of implementations to run (default: all; see seqbench list)")
     r.add_argument("--seq-lens", type=_positive_ints, help="comma list of sequence lengths (replaces the defaults)")
     r.add_argument("--batch", type=_positive_int, help="batch size for every workload")
@@ -350,7 +364,7 @@ def main(argv=None) -> int:
     r.set_defaults(fn=cmd_run)
     t = sub.add_parser("train", help="train byte-level LSTM / ConvS2S / Transformer / minGRU LMs; time to a quality target")
     t.add_argument("--quick", action="store_true", help="small and short (about a minute in all on a CPU)")
-    t.add_argument("--models", type=lambda s: [x for x in s.split(",") if x],
+    t.add_argument("--models", type=_names,
                    help="comma list of models (default lstm,convs2s,transformer,mingru)")
     t.add_argument("--impl", choices=("kernels", "torch"),
                    help="this project's kernels, or the PyTorch references (default: kernels on a GPU, torch on a CPU)")
@@ -377,7 +391,7 @@ def main(argv=None) -> int:
     t.set_defaults(fn=cmd_train)
     g = sub.add_parser("gradients", help="the textbook's vanishing-gradient demo (‖∂L/∂x_t‖ per position) for every "
                                          "architecture")
-    g.add_argument("--models", type=lambda s: [x for x in s.split(",") if x],
+    g.add_argument("--models", type=_names,
                    help="comma list from rnn,lstm,gru,mingru,transformer (default all)")
     g.add_argument("--seq-len", dest="seq_len", type=_positive_int, help="sequence length (default 1000; --quick 100)")
     g.add_argument("--seeds", type=_positive_int, help="initialisations and inputs per model (default 5; --quick 2)")

@@ -22,7 +22,37 @@ def load(run_dir: str) -> tuple[pd.DataFrame, dict]:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     for c in df.columns.difference(schema.NUMERIC):
         df[c] = df[c].where(df[c] != "", None)
+    # an ok row without the numbers every measured point has (a hand-edited or foreign file) is reported as
+    # incomplete, with what it lacks, instead of breaking the tables and plots
+    lacking = df[list(MEASURED)].isna()
+    bad = (df.status == "ok") & lacking.any(axis=1)
+    if bad.any():
+        df["reason"] = df["reason"].astype(object)
+        df.loc[bad, "reason"] = lacking[bad].apply(lambda r: "an ok row without " + ", ".join(r.index[r]), axis=1)
+        df.loc[bad, "status"] = "incomplete"
     return df, schema.read_json(os.path.join(run_dir, "run.json"))
+
+
+# what every measured (ok) row carries
+MEASURED = ("seq_len", "batch", "tokens", "ms", "tokens_per_s")
+
+
+def stability_line(df: pd.DataFrame, meta: dict) -> str:
+    """How steady the machine was, from the rows: the unstable points (spread over the device's limit twice),
+    the load averages seen and the cores, in one sentence for the terminal and REPORT.md."""
+    st = meta.get("stability") or {}
+    limit = st.get("spread_limit")
+    timed = df[df.status.isin(["ok", "unstable"])]
+    loads = pd.concat([timed.get("load_start", pd.Series(dtype=float)),
+                       timed.get("load_end", pd.Series(dtype=float))]).dropna()
+    seen = (f"load average {loads.min():g}–{loads.max():g} on {st.get('cores', '?')} cores" if not loads.empty
+            else "no load average recorded")
+    shaky = int((timed.status == "unstable").sum())
+    rule = f"spread (p80 − p20) / median over {limit:g}" if limit is not None else "spread over the device's limit"
+    if shaky:
+        return (f"**The machine was busy**: {shaky} of {len(timed)} timed points stayed unstable ({rule}, measured "
+                f"twice); they are flagged `unstable` and decide no verdict ({seen}).")
+    return f"All {len(timed)} timed points were stable (none with a {rule}; {seen})."
 
 
 def workload_table(df: pd.DataFrame, workload: str, mode: str, value: str = "tokens_per_s") -> pd.DataFrame:
@@ -52,6 +82,7 @@ def write_report(run_dir: str) -> str:
     for k, v in (env.get("nvml") or {}).items():
         lines.append(f"| nvml {k} | {v} |")
     lines += [f"| dtype | {meta.get('dtype', '')} |", f"| started | {meta.get('started', '')} |", ""]
+    lines += [f"> {stability_line(df, meta)}", ""]
 
     if meta.get("checks"):
         where = "through the Triton interpreter" if meta.get("cpu_only") else "on the GPU"
@@ -181,12 +212,27 @@ def make_plots(df: pd.DataFrame, run_dir: str, device: str) -> list[str]:
     return out
 
 
-def compare(dir_a: str, dir_b: str, threshold: float = 0.10) -> tuple[pd.DataFrame, bool]:
-    """B against A on shared points: tokens/s ratio B/A; regressed when B is slower by more than threshold."""
+def compare(dir_a: str, dir_b: str, threshold: float = 0.10) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """B against A on the points both measured: (stable points, points unstable in either run).
+
+    Each stable point has B's tokens/s over A's with its p20/p80 interval; it ``regressed`` only when B is
+    slower by more than ``threshold`` **and** the two runs' p20–p80 intervals do not overlap (B's fastest
+    repetitions are slower than A's slowest), so noise inside either run's spread is never a regression.
+    RunFolderError when the runs share no point: a comparison of nothing passes no gate."""
     a, _ = load(dir_a)
     b, _ = load(dir_b)
-    a, b = a[a.status == "ok"], b[b.status == "ok"]
-    m = a[list(KEY) + ["tokens_per_s"]].merge(b[list(KEY) + ["tokens_per_s"]], on=list(KEY), suffixes=("_a", "_b"))
-    m["ratio_b_over_a"] = m.tokens_per_s_b / m.tokens_per_s_a
-    m["regressed"] = m.ratio_b_over_a < 1 - threshold
-    return m, bool(m.regressed.any())
+    timed = ["ok", "unstable"]
+    cols = list(KEY) + ["status", "tokens_per_s", "ms", "ms_p20", "ms_p80"]
+    m = a[a.status.isin(timed)][cols].merge(b[b.status.isin(timed)][cols], on=list(KEY), suffixes=("_a", "_b"))
+    if m.empty:
+        raise schema.RunFolderError(f"{dir_a} and {dir_b} have no measured point in common: nothing to compare")
+    side = {x: m[[f"{c}_{x}" for c in ("tokens_per_s", "ms", "ms_p20", "ms_p80")]].set_axis(
+        ["tokens_per_s", "ms", "ms_p20", "ms_p80"], axis=1) for x in ("a", "b")}
+    intervals = [table.ratio_interval(side["b"].iloc[i], side["a"].iloc[i]) for i in range(len(m))]
+    m["ratio_b_over_a"] = [iv[0] for iv in intervals]
+    m["low"], m["high"] = [iv[1] for iv in intervals], [iv[2] for iv in intervals]
+    m["regressed"] = (m.ratio_b_over_a < 1 - threshold) & (m.high < 1)
+    shaky = (m.status_a == "unstable") | (m.status_b == "unstable")
+    keep = list(KEY) + ["tokens_per_s_a", "tokens_per_s_b", "ratio_b_over_a", "low", "high"]
+    return (m[~shaky][keep + ["regressed"]].reset_index(drop=True),
+            m[shaky][keep + ["status_a", "status_b"]].reset_index(drop=True))

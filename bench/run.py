@@ -41,9 +41,17 @@ def _kernels_ran(fn) -> str:
 
 def measure_point(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False, point=None) -> schema.Row:
     """One row: timing, derived throughput, telemetry and accuracy against the baseline, or a failure
-    status with its reason.  ``point`` carries the inputs and baseline output shared with the other impls."""
+    status with its reason.  ``point`` carries the inputs and baseline output shared with the other impls.
+    A timing whose spread is over the device's limit has status ``unstable`` (``sweep`` measures it again)."""
+    return measure_point_times(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point)[0]
+
+
+def measure_point_times(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False, point=None):
+    """``measure_point``'s row and every timed repetition's time (ms; [] when not timed), for pytest-benchmark."""
     point = point or Point(workload, shape, mode, dtype, device)
-    return schema.Row(**_measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point))
+    times: list[float] = []
+    row = schema.Row(**_measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point, times))
+    return row, times
 
 
 def _identity(workload, impl, shape, mode, dtype, device) -> dict:
@@ -53,7 +61,7 @@ def _identity(workload, impl, shape, mode, dtype, device) -> dict:
             "tokens": workload.tokens(shape), "device": str(device)}
 
 
-def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point) -> dict:
+def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point, times) -> dict:
     row = _identity(workload, impl, shape, mode, dtype, device)
     workload = workload.counted(impl)
     gpu = device.type == "cuda"
@@ -79,7 +87,12 @@ def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, po
             fn()
             torch.cuda.synchronize()
             row["peak_mem_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        if gpu and cuda_graph:
+            fn = measure.capture_graph(fn).replay      # timed, and watched by NVML, as graph replays
+        row.update(threads=torch.get_num_threads(), load_start=measure.load_average())
         t = measure.time_gpu(fn, cuda_graph) if gpu else measure.time_cpu(fn)
+        row["load_end"] = measure.load_average()
+        times.extend(t.pop("times_ms"))
         row.update(t)
         if gpu:
             row.update(sampler.measure(fn, workload.tokens(shape)))
@@ -98,7 +111,11 @@ def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, po
     ms = row["ms"]
     flops = workload.flops(shape, mode)
     nbytes = workload.min_bytes(shape, dtype, mode)
-    row.update(status="ok", reason="", tokens_per_s=workload.tokens(shape) / (ms / 1e3),
+    limit = measure.spread_limit(device)
+    status, reason = "ok", ""
+    if measure.is_unstable(row, device):
+        status, reason = "unstable", f"spread {row['spread']:.2f} over the {device.type.upper()} limit {limit:g}"
+    row.update(status=status, reason=reason, tokens_per_s=workload.tokens(shape) / (ms / 1e3),
                tflops=flops / (ms / 1e3) / 1e12, gbps=nbytes / (ms / 1e3) / 1e9)
     if spec is not None:
         row["measured_over_floor"] = ms / row["floor_ms"]
@@ -134,6 +151,21 @@ def run_checks(device, gpu_only: bool = False, on_result=None) -> list[dict]:
     return checks
 
 
+def run_meta(device, dtype, quick: bool, modes, workloads, sampler) -> dict:
+    """run.json's opening fields for a run on ``device`` (torch's CPU threads set to the usable cores first, as
+    every timed row records them)."""
+    if device.type == "cpu":
+        torch.set_num_threads(measure.usable_cores())
+    meta = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick, "dtype": str(dtype), "modes": list(modes),
+            "workloads": [w.name for w in workloads],
+            "environment": environment(sampler.static_info() if sampler else {"nvml": "no GPU on this machine"}),
+            "cpu_only": device.type != "cuda"}
+    if device.type != "cuda":
+        meta["note"] = ("CPU-only machine: Triton kernels were checked through the interpreter, and the timings "
+                        "are CPU timings of the PyTorch implementations at small sizes - not GPU numbers.")
+    return meta
+
+
 def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None, modes=MODES,
           resume: bool = False, cuda_graph: bool = False, progress=True, device=None, impls=None,
           checks: bool = True, isolate: bool = False, point_timeout_s: float = POINT_TIMEOUT_S,
@@ -164,13 +196,7 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
         for path in [os.path.join(out_dir, "results.csv"), *_shard_files(out_dir)]:
             done |= {schema.row_key(r) for r in schema.read_rows(path)[0] if r["status"] == "ok"}
     sampler = measure.NVMLSampler(device.index or 0) if device.type == "cuda" else None
-    meta = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick, "dtype": str(dtype), "modes": list(modes),
-            "workloads": [w.name for w in workloads],
-            "environment": environment(sampler.static_info() if sampler else {"nvml": "no GPU on this machine"}),
-            "cpu_only": device.type != "cuda"}
-    if device.type != "cuda":
-        meta["note"] = ("CPU-only machine: Triton kernels were checked through the interpreter, and the timings "
-                        "are CPU timings of the PyTorch implementations at small sizes - not GPU numbers.")
+    meta = run_meta(device, dtype, quick, modes, workloads, sampler)
     if resume:
         meta["resumed"] = {"kept_rows": len(kept), "dropped_incomplete_rows": dropped}
     if world > 1:
@@ -198,17 +224,33 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     bar = _progress(len(points), progress)
     runner = _Isolated(device, dtype, cuda_graph, point_timeout_s) if isolate else _InProcess(device, dtype, sampler,
                                                                                              cuda_graph)
+    written, todo = [], {}
     try:
         for w, impl, s, mode in points:
             key = (w.name, impl.name, mode, str(dtype).removeprefix("torch."), shape_label(w, s))
             bar(f"{w.name} {impl.name} {shape_label(w, s)} {mode}")
             if key in done:
                 continue
-            writer.write(runner.measure(w, impl, s, mode))
+            written.append(runner.measure(w, impl, s, mode))
+            writer.write(written[-1])
+            todo[key] = (w, impl, s, mode)
+        bar(None)
+        again = [r for r in written if r.status == "unstable"]
+        if again:                                   # later in the run: whatever disturbed them may have passed
+            runner.close()
+            bar = _progress(len(again), progress, "again")
+            final = {schema.row_key(dataclasses.asdict(r)): r for r in written}
+            for first in again:
+                key = schema.row_key(dataclasses.asdict(first))
+                bar(f"{first.workload} {first.impl} {first.shape} {first.mode}")
+                final[key] = settle(first, runner.measure(*todo[key]), device)
+            writer.rewrite(kept + [dataclasses.asdict(r) for r in final.values()])
+            written = list(final.values())
     finally:
         runner.close()
         writer.close()
         bar(None)
+    meta["stability"] = stability(kept + written, device)
     if world > 1:
         barrier()
         if main:
@@ -217,6 +259,36 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     if main:
         schema.write_json(json_path, meta)
     return meta
+
+
+def settle(first: schema.Row, second: schema.Row, device) -> schema.Row:
+    """A point measured again after it was unstable: the second row if it is stable now; else the steadier of
+    the two, ``unstable``, with both spreads and the load averages seen; the first if the second failed."""
+    limit = measure.spread_limit(device)
+    if second.status == "ok":
+        return second
+    if second.status != "unstable":
+        first.reason += f"; measured again: {second.status} ({second.reason})"
+        return first
+    keep = min(first, second, key=lambda r: r.spread)
+    loads = [v for r in (first, second) for v in (r.load_start, r.load_end) if v is not None]
+    seen = f" (load average {min(loads):g}–{max(loads):g} on {measure.usable_cores()} cores)" if loads else ""
+    keep.reason = (f"spread {first.spread:.2f}, then {second.spread:.2f} measured again: over the "
+                   f"{torch.device(device).type.upper()} limit {limit:g} twice{seen}")
+    return keep
+
+
+def stability(rows, device) -> dict:
+    """What run.json and the report say about how steady the machine was: the limit, the points timed and
+    unstable, and the load averages seen.  ``rows``: Rows or results.csv records."""
+    def get(r, k):
+        v = r.get(k) if isinstance(r, dict) else getattr(r, k)
+        return None if v in (None, "") else (float(v) if k != "status" else v)
+    timed = [r for r in rows if get(r, "status") in ("ok", "unstable")]
+    loads = [v for r in timed for v in (get(r, "load_start"), get(r, "load_end")) if v is not None]
+    return {"spread_limit": measure.spread_limit(device), "timed": len(timed),
+            "unstable": sum(get(r, "status") == "unstable" for r in timed), "cores": measure.usable_cores(),
+            "threads": torch.get_num_threads(), "load_average": [min(loads), max(loads)] if loads else None}
 
 
 def _shard_files(out_dir: str) -> list[str]:
@@ -346,12 +418,12 @@ class _Isolated:
             self.proc = self.conn = None
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, desc: str | None = None):
     """A callable advancing a tqdm bar (stderr) with a label; None closes it."""
     if not enabled:
         return lambda label: None
     from tqdm import tqdm
-    bar = tqdm(total=total, unit="point", dynamic_ncols=True)
+    bar = tqdm(total=total, unit="point", dynamic_ncols=True, desc=desc)
 
     def step(label):
         if label is None:

@@ -44,13 +44,18 @@ class Row(_CsvRow):
     seq_len: int | None = None
     batch: int | None = None
     tokens: int | None = None
-    status: str = ""               # ok | skipped | unsupported | oom | error
+    status: str = ""               # ok | unstable | skipped | unsupported | oom | error
     reason: str = ""
     ms: float | None = None        # median
     ms_p20: float | None = None
     ms_p80: float | None = None
     reps: int | None = None        # timed repetitions behind the quantiles
+    calls_per_rep: int | None = None   # calls each repetition averages (1 on a GPU)
+    spread: float | None = None    # (ms_p80 − ms_p20) / ms: over the device's limit, the point is measured again
     timer: str | None = None
+    threads: int | None = None     # torch's CPU threads while measuring
+    load_start: float | None = None    # the host's 1-minute load average before and after the point
+    load_end: float | None = None
     tokens_per_s: float | None = None
     tflops: float | None = None
     gbps: float | None = None
@@ -222,12 +227,20 @@ def read_rows(path: str, row_cls=None) -> tuple[list[dict], int]:
     return rows, dropped
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it, then restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str, write, newline=None, binary: bool = False) -> None:
     """Write ``path`` through a synced temporary file and a rename: a crash leaves the old file or the new one.
     ``write(f)`` fills the open temporary file (text, or bytes with ``binary``)."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())      # mkstemp makes it 0600: follow the umask, as open() would
         with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline=newline)) as f:
             write(f)
             f.flush()
@@ -249,11 +262,17 @@ class RowWriter:
             w.writeheader()
             w.writerows(kept)
         atomic_write(path, header_and_kept, newline="")
+        self.path, self.columns = path, columns
         self.f = open(path, "a", newline="")
         self.w = csv.DictWriter(self.f, fieldnames=columns, restval="", lineterminator="\n")
 
     def write(self, row) -> None:
         self.write_many([row])
+
+    def rewrite(self, rows: list[dict]) -> None:
+        """Replace the whole file with ``rows`` (atomically, as at the start), then go on appending."""
+        self.f.close()
+        self.__init__(self.path, rows, self.columns)
 
     def write_many(self, rows) -> None:
         """Append rows that finish together (one sync for all)."""

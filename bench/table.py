@@ -50,12 +50,17 @@ SOURCES = ("History sources (../shared/notes/anchors.md): NVIDIA DeepLearningExa
            "2024, arXiv 2410.01201 (minGRU, minLSTM).")
 
 RULE = ("Verdict, per mode and batch: a row's ratio is its best accurate tokens/s over the Transformer row's at "
-        "the same shape.  The textbook's ratio is its tokens/s over 50,000.  **holds**: our ratio is at most twice "
-        "the textbook's (the row trails the Transformer by at least half the claimed factor); **does not hold**: "
-        "our ratio is larger (the gap is less than half the claim, or the row is faster); **not measured**: the row "
-        "or the Transformer has no accurate measurement there.  The fifth row has no figure in the textbook; its §1.2 "
-        "says no recurrence parallelises, so it is judged against the sequential LSTM's ratio (0.16), the claim "
-        "implied for any recurrence.")
+        "the same shape, with an interval from the two points' repetitions (p20/p80 bounds: the row's slowest "
+        "p80 time against the Transformer's fastest p20, and the reverse).  The textbook's ratio is its tokens/s over "
+        "50,000.  **holds**: the whole interval is at most twice the textbook's ratio (the row trails the "
+        "Transformer by at least half the claimed factor); **does not hold**: the whole interval is above it; "
+        "**inconclusive**: the interval straddles it; **not measured**: the row or the Transformer has no stable, "
+        "accurate measurement there.  A point whose spread stayed over the limit (`unstable`) decides nothing; it "
+        "is named in its row.  On a CPU the verdict column says **not judged**: the claim is about GPUs (the "
+        "ratios are still shown).  The fifth row has no figure in the textbook; its §1.2 says no recurrence "
+        "parallelises, so it is judged against the sequential LSTM's ratio (0.16), the claim implied for any "
+        "recurrence.")
+NOT_JUDGED = "not judged: the claim is about GPUs"
 
 
 def textbook_ratio(label: str) -> float:
@@ -63,13 +68,50 @@ def textbook_ratio(label: str) -> float:
     return TEXTBOOK[IMPLIED.get(label, label)][1] / TEXTBOOK[REFERENCE][1]
 
 
-def verdict(label: str, ours_ratio) -> str:
-    """The rule above, for one row."""
+def _missing(v) -> bool:
+    return v is None or v != v
+
+
+def ratio_interval(num, den) -> tuple[float, float, float] | None:
+    """(ratio, low, high) of ``num``'s tokens/s over ``den``'s (two result rows): the medians' ratio, and the
+    p20/p80 bounds, num's slowest repetitions (p80 time) against den's fastest (p20) and the reverse.  A
+    row without its times gives a point interval; None when either row is missing."""
+    if num is None or den is None:
+        return None
+    mid = num["tokens_per_s"] / den["tokens_per_s"]
+    if any(_missing(r.get("ms")) for r in (num, den)):
+        return mid, mid, mid
+
+    def rel(r, k):           # a quantile's time over the median's (1 where the row has none)
+        return 1.0 if _missing(r.get(k)) else r[k] / r["ms"]
+    return mid, mid * rel(den, "ms_p20") / rel(num, "ms_p80"), mid * rel(den, "ms_p80") / rel(num, "ms_p20")
+
+
+def side(interval, threshold: float) -> str:
+    """Where an interval (ratio, low, high) lies against a threshold: 'below' (all at or under), 'above'
+    (all over) or 'across'."""
+    _, lo, hi = interval
+    return "below" if hi <= threshold else ("above" if lo > threshold else "across")
+
+
+def verdict(label: str, interval, cpu_only: bool = False) -> str:
+    """The rule above, for one row; ``interval`` is ratio_interval's (ratio, low, high) or None."""
     if label == REFERENCE:
         return "reference"
-    if ours_ratio is None or not math.isfinite(ours_ratio):
+    if interval is None or not all(math.isfinite(v) for v in interval):
         return "not measured"
-    return "holds" if ours_ratio <= 2 * textbook_ratio(label) else "does not hold"
+    if cpu_only:
+        return NOT_JUDGED
+    return {"below": "holds", "above": "does not hold", "across": "inconclusive"}[
+        side(interval, 2 * textbook_ratio(label))]
+
+
+def fmt_interval(interval, digits=3) -> str:
+    """'0.21 [0.19–0.23]' (a point interval without its brackets)."""
+    if interval is None:
+        return ""
+    mid, lo, hi = interval
+    return fmt(mid, digits) if lo == hi else f"{fmt(mid, digits)} [{fmt(lo, digits)}–{fmt(hi, digits)}]"
 
 
 def stand_ins(workloads) -> dict[str, list[tuple[str, str]]]:
@@ -106,7 +148,14 @@ def best(df: pd.DataFrame, pairs, mode: str, batch: int, seq_len: int):
     return None if d.empty else d.sort_values("tokens_per_s").iloc[-1]
 
 
-def table(df: pd.DataFrame, workloads, mode: str) -> list[dict]:
+def unstable_at(df: pd.DataFrame, pairs, mode: str, batch: int, seq_len: int) -> list[str]:
+    """The implementations of these pairs whose point at (mode, batch, seq_len) is unstable (decides nothing)."""
+    d = _rows(df, pairs, mode)
+    d = d[(d.status == "unstable") & (d.batch == batch) & (d.seq_len == seq_len)]
+    return sorted(set(d.impl))
+
+
+def table(df: pd.DataFrame, workloads, mode: str, cpu_only: bool = False) -> list[dict]:
     """One dict per (batch, row): at each batch the longest length the Transformer row measured."""
     pairs = stand_ins(workloads)
     all_pairs = [p for label in ROWS for p in pairs.get(label, [])]
@@ -120,11 +169,13 @@ def table(df: pd.DataFrame, workloads, mode: str) -> list[dict]:
         ref = best(df, pairs.get(REFERENCE, []), mode, batch, seq_len)
         for label in ROWS:
             r = best(df, pairs.get(label, []), mode, batch, seq_len)
-            ratio = (r.tokens_per_s / ref.tokens_per_s) if r is not None and ref is not None else None
+            interval = ratio_interval(r, ref)
             skipped = _rows(df, pairs.get(label, []), mode)
             skipped = sorted(set(skipped[skipped.status == "skipped"].impl))
-            out.append(dict(batch=int(batch), seq_len=seq_len, row=label, best=r, ratio=ratio,
-                            verdict=verdict(label, ratio), not_timed=skipped))
+            out.append(dict(batch=int(batch), seq_len=seq_len, row=label, best=r,
+                            ratio=interval[0] if interval else None, interval=interval,
+                            verdict=verdict(label, interval, cpu_only), not_timed=skipped,
+                            unstable=unstable_at(df, pairs.get(label, []), mode, batch, seq_len)))
     return out
 
 
@@ -141,10 +192,10 @@ def markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
     """The five-row table per mode and batch, the rule and the history's sources."""
     lines = []
     for mode, name in (("fwd", "inference (forward)"), ("fwd+bwd", "training (forward + backward)")):
-        rows = table(df, workloads, mode)
+        rows = table(df, workloads, mode, cpu_only)
         lines += [f"**{name}**", "",
                   "| batch | model | textbook util | textbook tokens/s | textbook ratio | history | history ratio | "
-                  "our row | NVML util % | SM activity % | % peak FLOP/s | tokens/s | our ratio | verdict |",
+                  "our row | NVML util % | SM activity % | % peak FLOP/s | tokens/s | our ratio [p20–p80] | verdict |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         if not rows:
             lines += ["| | | | | | | | not measured | | | | | | |"]
@@ -156,11 +207,13 @@ def markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
             if r["not_timed"]:
                 why = "interpreter-checked, not timed" if cpu_only else "not timed"
                 ours += f"; {', '.join(r['not_timed'])}: {why}"
+            if r["unstable"]:
+                ours += f"; {', '.join(r['unstable'])}: unstable, not judged"
             get = (lambda k: fmt(b.get(k)) if b is not None else "")  # noqa: E731
             implied = " (implied)" if r["row"] in IMPLIED else ""
             lines.append(f"| {r['batch']} | {r['row']} | {util} | {toks} | {textbook_ratio(r['row']):.2f}{implied} | {hist} | "
                          f"{hist_ratio} | {ours} | {get('nvml_util_pct')} | {get('gpm_sm_util_pct')} | "
-                         f"{get('pct_peak_flops')} | {get('tokens_per_s')} | {fmt(r['ratio'])} | {r['verdict']} |")
+                         f"{get('pct_peak_flops')} | {get('tokens_per_s')} | {fmt_interval(r['interval'])} | {r['verdict']} |")
         lines.append("")
     lines += [RULE, "", "Ratios are to the Transformer row at the same shape; they compare across GPUs where "
               "absolute tokens/s cannot.", "", SOURCES, ""]
@@ -266,23 +319,28 @@ def guide(df: pd.DataFrame, workloads) -> list[dict]:
                 continue
             ratios = [got["GRU"].tokens_per_s[s] / got["LSTM"].tokens_per_s[s] for s in shared]
             s = max(shared, key=lambda s: got["LSTM"].tokens[s])
+            interval = ratio_interval(got["GRU"].loc[s], got["LSTM"].loc[s])
             shape = {k: int(v) for k, v in (p.split("=") for p in s.split())}
             lw, gw = sides["LSTM"][0], sides["GRU"][0]
             row.update(shape=s, lstm_impl=sides["LSTM"][1].name, gru_impl=sides["GRU"][1].name,
                        lstm_params=lw.params(shape) if lw.params else None,
                        gru_params=gw.params(shape) if gw.params else None,
                        lstm_tokens_per_s=got["LSTM"].tokens_per_s[s], gru_tokens_per_s=got["GRU"].tokens_per_s[s],
-                       ratio=ratios[shared.index(s)], ratios=ratios, reason="")
+                       ratio=ratios[shared.index(s)], interval=interval, ratios=ratios, reason="")
             out.append(row)
     return out
 
 
-def guide_verdict(ratio: float) -> str:
-    if ratio > 1.05:
+def guide_verdict(interval) -> str:
+    """GRU ÷ LSTM (ratio, low, high): faster or the same (within 5%) only when the whole interval says so."""
+    _, lo, hi = interval
+    if lo > 1.05:
         return "GRU faster"
-    if ratio < 1 / 1.05:
+    if hi < 1 / 1.05:
         return "LSTM faster"
-    return "the same (within 5%)"
+    if lo >= 1 / 1.05 and hi <= 1.05:
+        return "the same (within 5%)"
+    return "inconclusive"
 
 
 def guide_markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
@@ -291,12 +349,14 @@ def guide_markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
         return []
     lines = ["## The textbook's LSTM-vs-GRU guide, measured", "", GUIDE_CLAIM + "  Ours: the same implementation "
              "kind of each at equal batch, length and hidden size (input = hidden), the largest shape both "
-             "measured; GRU ÷ LSTM over every shared shape in the last column.", ""]
+             "measured; GRU ÷ LSTM over every shared shape in the last column.  Verdict: GRU or LSTM faster (by "
+             "more than 5%), or the same within 5%, only when the whole p20–p80 interval of the ratio says so; "
+             "otherwise inconclusive.", ""]
     if cpu_only:
         lines += ["> CPU-only run: PyTorch implementations timed on the CPU; the Triton rows are checked through "
                   "the interpreter and timed on a GPU only.", ""]
     lines += ["| implementation | mode | shape | params LSTM / GRU (GRU ÷ LSTM) | tokens/s LSTM | tokens/s GRU | "
-              "GRU ÷ LSTM | verdict | GRU ÷ LSTM, all shapes |", "|---|---|---|---|---|---|---|---|---|"]
+              "GRU ÷ LSTM [p20–p80] | verdict | GRU ÷ LSTM, all shapes |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["reason"]:
             lines.append(f"| {r['kind']} | {r['mode']} | | | | | | not measured: {r['reason']} | |")
@@ -305,7 +365,8 @@ def guide_markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
              if r["lstm_params"] and r["gru_params"] else "")
         spread = f"{min(r['ratios']):.2f}–{max(r['ratios']):.2f} ({len(r['ratios'])} shapes)"
         lines.append(f"| {r['kind']} | {r['mode']} | {r['shape']} | {p} | {fmt(r['lstm_tokens_per_s'])} | "
-                     f"{fmt(r['gru_tokens_per_s'])} | {r['ratio']:.2f} | {guide_verdict(r['ratio'])} | {spread} |")
+                     f"{fmt(r['gru_tokens_per_s'])} | {fmt_interval(r['interval'], 2)} | {guide_verdict(r['interval'])} | "
+                     f"{spread} |")
     return lines + [""]
 
 
@@ -439,14 +500,15 @@ def recurrence(df: pd.DataFrame, workloads) -> list[dict]:
     out = []
     for (mode, batch, seq_len), g in d.groupby(["mode", "batch", "seq_len"]):
         row = {"mode": mode, "batch": int(batch), "seq_len": int(seq_len)}
+        tops = {}
         for group, _ in RECURRENCES:
             x = g[g.group == group]
             if not x.empty:
-                top = x.sort_values("tokens_per_s").iloc[-1]
-                row[group] = (top.impl, float(top.tokens_per_s))
+                tops[group] = x.sort_values("tokens_per_s").iloc[-1]
+                row[group] = (tops[group].impl, float(tops[group].tokens_per_s))
         for scan, gated in (("mingru", "gru"), ("minlstm", "lstm")):
             if scan in row and gated in row:
-                row[f"{scan}_over_{gated}"] = row[scan][1] / row[gated][1]
+                row[f"{scan}_over_{gated}"] = ratio_interval(tops[scan], tops[gated])
         out.append(row)
     return out
 
@@ -463,10 +525,10 @@ def recurrence_markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str
                   "kernels); the Triton step kernels and scans checked through the interpreter, timed on a GPU "
                   "only.", ""]
     head = " | ".join(f"{label} tokens/s (impl)" for _, label in RECURRENCES)
-    lines += [f"| mode | batch | T | {head} | minGRU ÷ GRU | minLSTM ÷ LSTM |",
+    lines += [f"| mode | batch | T | {head} | minGRU ÷ GRU [p20–p80] | minLSTM ÷ LSTM [p20–p80] |",
               "|---" * (3 + len(RECURRENCES) + 2) + "|"]
     for r in rows:
         cells = [f"{fmt(r[g][1])} ({r[g][0]})" if g in r else "not measured" for g, _ in RECURRENCES]
-        ratios = [fmt(r.get(k)) for k in ("mingru_over_gru", "minlstm_over_lstm")]
+        ratios = [fmt_interval(r.get(k)) for k in ("mingru_over_gru", "minlstm_over_lstm")]
         lines.append(f"| {r['mode']} | {r['batch']} | {r['seq_len']} | {' | '.join(cells)} | {' | '.join(ratios)} |")
     return lines + [""]

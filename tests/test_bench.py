@@ -187,7 +187,8 @@ def _fake_run(path, factor=1.0, gpu=False):
                                ("attention", "triton", "B=8 H=16 N={} D=128")):
             for t in (128, 512):
                 w.writerow(dict(workload=wl, impl=impl, mode="fwd", dtype="bfloat16", shape=keys.format(t), seq_len=t,
-                                batch=16, tokens=16 * t, status="ok", ms=1.0 * factor, ms_p20=0.9, ms_p80=1.1,
+                                batch=16, tokens=16 * t, status="ok", ms=1.0 * factor, ms_p20=0.9 * factor,
+                                ms_p80=1.1 * factor,
                                 tokens_per_s=16 * t * 1000 / factor, tflops=100.0, pct_peak_flops=10.1,
                                 nvml_util_pct=97.0 if gpu else "", gpm_sm_util_pct=20.0 if gpu else ""))
         w.writerow(dict(workload="attention", impl="sdpa_flash", mode="fwd", dtype="bfloat16", shape="B=8 H=16 N=512 D=128",
@@ -209,8 +210,8 @@ def test_report_tables_and_plots(tmp_path):
 def test_compare_ratios_and_regression(tmp_path):
     _fake_run(tmp_path / "a")
     _fake_run(tmp_path / "b", factor=1.05)
-    table, regressed = compare(str(tmp_path / "a"), str(tmp_path / "b"), threshold=0.10)
-    assert len(table) == 6 and not regressed
+    table, shaky = compare(str(tmp_path / "a"), str(tmp_path / "b"), threshold=0.10)
+    assert len(table) == 6 and not table.regressed.any() and shaky.empty
     assert table.ratio_b_over_a.iloc[0] == pytest.approx(1 / 1.05)
     _fake_run(tmp_path / "c", factor=1.5)
     assert cli(["compare", str(tmp_path / "a"), str(tmp_path / "c")]) == 1
@@ -392,10 +393,10 @@ def test_cli_unwritable_folders(tmp_path, capsys, monkeypatch):
     os.mkdir(tmp_path / "a" / "REPORT.md")       # the report cannot be written there, even by root
     _one_line_error(capsys, cli(["report", str(tmp_path / "a")]), "REPORT.md")
 
-    def refuse(*a, **k):
-        raise PermissionError(13, "Permission denied", k.get("dir"))
-    monkeypatch.setattr(cli_module.tempfile, "TemporaryFile", refuse)
+    monkeypatch.setattr(cli_module.os, "access", lambda *a, **k: False)       # as a read-only folder answers
     _one_line_error(capsys, cli(["run", "--resume", "--out", str(tmp_path / "a")]), "Permission denied")
+    _one_line_error(capsys, cli(["run", "--out", str(tmp_path / "a" / "new" / "deeper")]), "Permission denied")
+    assert not (tmp_path / "a" / "new").exists()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -448,7 +449,10 @@ def test_cli_truncated_run_json(tmp_path, capsys, monkeypatch):
     (["inspect", "--jobs", "-1"], "--jobs must be a positive integer"),
     (["compare", "a", "b", "--threshold", "-1"], "expected a fraction"),
     (["compare", "a", "b", "--threshold", "nan"], "expected a fraction"),
-    (["run", "--workload", ","], "names no workload"),
+    (["run", "--workload", ","], "--workload: names nothing"),
+    (["run", "--impl", ","], "--impl: names nothing"),
+    (["train", "--models", ","], "--models: names nothing"),
+    (["gradients", "--models", ","], "--models: names nothing"),
 ])
 def test_cli_nonsense_arguments(argv, expect, capsys):
     _one_line_error(capsys, _cli_exit(argv), expect)
@@ -512,7 +516,6 @@ def test_cli_impl_filter(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     _one_line_error(capsys, cli(["run", "--workload", "attention", "--impl", "nope", "--out", str(out)]),
                     "unknown implementation")
-    _one_line_error(capsys, cli(["run", "--impl", ",", "--out", str(out)]), "names no implementation")
 
 
 def test_cli_list_shows_workloads_impls_and_shapes(capsys):
@@ -707,7 +710,7 @@ def test_verdict_rule_every_outcome():
     # no Transformer measurement: nothing can be compared
     alone = table.table(_model_rows({("model_lstm", "lstm_torch"): 1.0}), WORKLOADS, "fwd")
     assert {r["verdict"] for r in alone} == {"not measured", "reference"}
-    assert table.verdict("ConvSeq2Seq", 1.01) == "does not hold" and table.verdict("ConvSeq2Seq", 1.0) == "holds"
+    assert table.verdict("ConvSeq2Seq", (1.01,) * 3) == "does not hold" and table.verdict("ConvSeq2Seq", (1.0,) * 3) == "holds"
 
 
 def test_verdict_per_batch():
@@ -777,7 +780,7 @@ def test_lstm_vs_gru_guide_table(tmp_path):
     if not torch.cuda.is_available():
         assert "timed on a GPU only" in rows["Triton step"]["reason"]
     text = "\n".join(table.guide_markdown(df, WORKLOADS, True))
-    assert "LSTM-vs-GRU guide" in text and "(0.75)" in text and table.guide_verdict(nn_row["ratio"]) in text
+    assert "LSTM-vs-GRU guide" in text and "(0.75)" in text and table.guide_verdict(nn_row["interval"]) in text
 
 
 def test_attention_scores_groups_and_table(tmp_path):
@@ -864,6 +867,214 @@ def test_recurrence_table_picks_each_architectures_best():
                                    ("minGRU torch scan", 3000, "True"), ("nn.LSTM", 80, "True"))]
     (r,) = table.recurrence(pd.DataFrame(rows), WORKLOADS)
     assert r["gru"] == ("gru Triton step", 150.0) and r["mingru"] == ("minGRU torch scan", 3000.0)  # wrong: not counted
-    assert r["mingru_over_gru"] == 20.0 and "minlstm_over_lstm" not in r and "rnn" not in r
+    assert r["mingru_over_gru"] == (20.0, 20.0, 20.0) and "minlstm_over_lstm" not in r and "rnn" not in r
     text = "\n".join(table.recurrence_markdown(pd.DataFrame(rows), WORKLOADS, False))
     assert "| fwd+bwd | 16 | 512 | not measured | 150 (gru Triton step) |" in text and "| 20 |  |" in text
+
+
+# ------------------------------------------------------------------------ rough edges (issue 21)
+
+@pytest.mark.parametrize("body", [
+    "workload,impl,mode,dtype,shape,status\nattention,naive,fwd,float32,B=2 T=8,ok\n",
+    "workload,impl,mode,dtype,shape,status,tokens_per_s,seq_len,batch,tokens,ms\n"
+    "attention,naive,fwd,float32,B=2 T=8,ok,,8,2,16,1.0\n"
+    "model_transformer,transformer_torch,fwd,float32,B=2 T=8,ok,5,,2,16,1.0\n",
+], ids=["identity columns only", "blank tokens_per_s and seq_len"])
+def test_report_of_a_sparse_results_csv(tmp_path, capsys, body):
+    """ok rows lacking the numbers a measured point has: a report that lists them as incomplete, no traceback."""
+    (tmp_path / "results.csv").write_text(body)
+    assert cli(["report", str(tmp_path)]) == 0, capsys.readouterr().err
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "an ok row without" in text
+
+
+def test_run_files_follow_the_umask(tmp_path, monkeypatch):
+    monkeypatch.setattr(brun, "run_checks", lambda device: [])
+    old = os.umask(0o027)
+    try:
+        assert cli(["run", "--workload", "attention", "--impl", "naive", "--seq-lens", "8", "--mode", "fwd",
+                    "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    finally:
+        os.umask(old)
+    for name in ("results.csv", "run.json", "REPORT.md"):
+        assert os.stat(tmp_path / "run" / name).st_mode & 0o777 == 0o640, name
+
+
+# ------------------------------------------------------------- numbers you can cite (issue 22)
+
+def _fake_timer(spreads: dict):
+    """A stand-in for measure.time_cpu: the spreads each impl's successive timings have, keyed by the first value
+    of the impl's output, so a test decides which points are unstable."""
+    seen = {}
+
+    def time_cpu(fn, *a, **k):
+        tag = float(fn().flatten()[0])
+        n = seen[tag] = seen.get(tag, 0) + 1
+        s = spreads.get(tag, [0.05])[min(n, len(spreads.get(tag, [0.05]))) - 1]
+        return measure.summarize([1.0 - s / 1.2, 1.0, 1.0 + s / 1.2], "fake") | {"times_ms": [1.0]}  # spread s
+    return time_cpu
+
+
+@pytest.mark.spread_rule
+def test_spread_rule_remeasure_and_unstable(tmp_path, monkeypatch):
+    """A point over the CPU limit is measured again at the end of the run: stable then, it is ok; still over,
+    it is `unstable` (kept, flagged, with both spreads), and the run says the machine was busy."""
+    monkeypatch.setattr(brun, "run_checks", lambda device: [])
+    w = Workload("wobbly", "", ("B", "T"), "T", Shapes(*[[dict(B=1, T=4)]] * 4), lambda s, m: 1, lambda s, d, m: 1,
+                 lambda s: 4, lambda s, dtype, device, grad: namespace(x=torch.ones(4)), register=False)
+    w.impl("steady", baseline=True)(lambda inp: lambda: inp.x * 2)
+    w.impl("shaky")(lambda inp: lambda: inp.x * 0 + 5)
+    limit = measure.SPREAD_LIMIT["cpu"]
+    monkeypatch.setattr(measure, "time_cpu", _fake_timer({2.0: [0.05], 5.0: [limit + 0.3, limit + 0.1]}))
+    meta = brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), progress=False, device="cpu")
+    rows = {r["impl"]: r for r in schema.read_rows(str(tmp_path / "results.csv"))[0]}
+    assert len(rows) == 2                                  # re-measured points replace their first row
+    assert rows["steady"]["status"] == "ok" and float(rows["steady"]["spread"]) == pytest.approx(0.05)
+    shaky = rows["shaky"]
+    assert shaky["status"] == "unstable" and float(shaky["spread"]) == pytest.approx(limit + 0.1)   # the steadier
+    assert f"spread {limit + 0.3:.2f}, then {limit + 0.1:.2f} measured again" in shaky["reason"]
+    assert meta["stability"]["unstable"] == 1 and meta["stability"]["timed"] == 2
+    assert all(rows[i]["threads"] == str(torch.get_num_threads()) and rows[i]["load_start"] for i in rows)
+    df, run = load(str(tmp_path))
+    from bench.report import stability_line
+    assert "The machine was busy" in stability_line(df, run) and "1 of 2 timed points" in stability_line(df, run)
+    write_report(str(tmp_path))
+    assert "The machine was busy" in (tmp_path / "REPORT.md").read_text()
+
+
+@pytest.mark.spread_rule
+def test_an_unstable_point_that_settles_is_ok(tmp_path, monkeypatch):
+    monkeypatch.setattr(brun, "run_checks", lambda device: [])
+    w = Workload("settling", "", ("B", "T"), "T", Shapes(*[[dict(B=1, T=4)]] * 4), lambda s, m: 1,
+                 lambda s, d, m: 1, lambda s: 4, lambda s, dtype, device, grad: namespace(x=torch.ones(4)),
+                 register=False)
+    w.impl("base", baseline=True)(lambda inp: lambda: inp.x * 2)
+    limit = measure.SPREAD_LIMIT["cpu"]
+    monkeypatch.setattr(measure, "time_cpu", _fake_timer({2.0: [limit + 0.3, 0.02]}))
+    meta = brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), progress=False, device="cpu")
+    (row,) = schema.read_rows(str(tmp_path / "results.csv"))[0]
+    assert row["status"] == "ok" and float(row["spread"]) == pytest.approx(0.02) and meta["stability"]["unstable"] == 0
+
+
+def _cite_rows(points: dict, batch=16, seq_len=512, mode="fwd"):
+    """Synthetic rows {(workload, impl): (tokens/s, p20/median, p80/median, status)} with their times."""
+    rows = []
+    for (wl, impl), (tps, lo, hi, status) in points.items():
+        ms = 1e3 * batch * seq_len / tps
+        rows.append(dict(workload=wl, impl=impl, mode=mode, status=status, batch=batch, seq_len=seq_len,
+                         shape=f"B={batch} T={seq_len} d=1024", tokens=batch * seq_len, tokens_per_s=float(tps), ms=ms,
+                         ms_p20=ms * lo, ms_p80=ms * hi, accurate="True"))
+    return pd.DataFrame(rows)
+
+
+def test_interval_verdicts_hold_not_hold_inconclusive():
+    """The LSTM (sequential) row's textbook ratio is 0.16, so 0.32 is the line: an interval wholly under it holds,
+    wholly over it does not hold, across it is inconclusive; an unstable point decides nothing; a CPU run is not
+    judged."""
+    from bench import table
+    ref = {("model_transformer", "transformer_torch"): (100_000, 0.95, 1.05, "ok")}
+    cases = {"holds": (25_000, 0.9, 1.1), "does not hold": (40_000, 0.9, 1.1), "inconclusive": (31_000, 0.8, 1.2)}
+    for want, (tps, lo, hi) in cases.items():
+        rows = table.table(_cite_rows({**ref, ("model_lstm", "lstm_torch_loop"): (tps, lo, hi, "ok")}), WORKLOADS, "fwd")
+        r = next(r for r in rows if r["row"] == "LSTM (sequential)")
+        assert r["verdict"] == want, (want, r["interval"])
+        mid, low, high = r["interval"]
+        assert low < mid < high and mid == pytest.approx(tps / 100_000)
+    # the interval: the row's p80 time against the Transformer's p20, and the reverse
+    r = next(r for r in table.table(_cite_rows({**ref, ("model_lstm", "lstm_torch_loop"): (31_000, 0.8, 1.2, "ok")}),
+                                    WORKLOADS, "fwd") if r["row"] == "LSTM (sequential)")
+    assert r["interval"][1] == pytest.approx(0.31 * 0.95 / 1.2) and r["interval"][2] == pytest.approx(0.31 * 1.05 / 0.8)
+    shaky = table.table(_cite_rows({**ref, ("model_lstm", "lstm_torch_loop"): (25_000, 0.5, 1.9, "unstable")}),
+                        WORKLOADS, "fwd")
+    r = next(r for r in shaky if r["row"] == "LSTM (sequential)")
+    assert r["verdict"] == "not measured" and r["unstable"] == ["lstm_torch_loop"]
+    text = "\n".join(table.markdown(_cite_rows({**ref, ("model_lstm", "lstm_torch_loop"): (25_000, 0.5, 1.9,
+                                                                                         "unstable")}), WORKLOADS, False))
+    assert "lstm_torch_loop: unstable, not judged" in text
+    cpu = table.table(_cite_rows({**ref, ("model_lstm", "lstm_torch_loop"): (25_000, 0.9, 1.1, "ok")}), WORKLOADS,
+                      "fwd", cpu_only=True)
+    r = next(r for r in cpu if r["row"] == "LSTM (sequential)")
+    assert r["verdict"] == table.NOT_JUDGED and r["ratio"] == pytest.approx(0.25)
+
+
+def test_guide_verdict_needs_the_whole_interval():
+    from bench import table
+    assert table.guide_verdict((1.2, 1.1, 1.3)) == "GRU faster"
+    assert table.guide_verdict((0.8, 0.7, 0.9)) == "LSTM faster"
+    assert table.guide_verdict((1.0, 0.97, 1.03)) == "the same (within 5%)"
+    assert table.guide_verdict((1.1, 0.9, 1.3)) == "inconclusive"
+
+
+def _cite_run(path, points: dict, device="CPU"):
+    """A run folder of synthetic rows {(workload, impl, seq_len): (ms, p20/ms, p80/ms, status)}."""
+    os.makedirs(path, exist_ok=True)
+    rows = []
+    for (wl, impl, t), (ms, lo, hi, status) in points.items():
+        rows.append(dict(workload=wl, impl=impl, mode="fwd", dtype="float32", shape=f"B=2 T={t}", seq_len=t, batch=2,
+                         tokens=2 * t, status=status, ms=ms, ms_p20=ms * lo, ms_p80=ms * hi,
+                         tokens_per_s=2 * t / (ms / 1e3)))
+    pd.DataFrame(rows).to_csv(os.path.join(path, "results.csv"), index=False)
+    json.dump({"environment": {"device": device}, "cpu_only": True}, open(os.path.join(path, "run.json"), "w"))
+
+
+def test_compare_calls_a_regression_only_outside_both_spreads(tmp_path, capsys):
+    a = {("attention", "naive", 8): (1.0, 0.9, 1.1, "ok"), ("attention", "naive", 16): (1.0, 0.98, 1.02, "ok"),
+         ("attention", "sdpa_math", 8): (1.0, 0.98, 1.02, "unstable")}
+    b = {("attention", "naive", 8): (1.25, 0.85, 1.15, "ok"),        # 20% slower, but the spreads overlap
+         ("attention", "naive", 16): (1.25, 0.98, 1.02, "ok"),       # 20% slower, clear of both spreads
+         ("attention", "sdpa_math", 8): (3.0, 0.98, 1.02, "ok")}     # unstable in A: listed, never a regression
+    _cite_run(tmp_path / "a", a)
+    _cite_run(tmp_path / "b", b)
+    stable, shaky = compare(str(tmp_path / "a"), str(tmp_path / "b"), threshold=0.10)
+    by = {r.seq_len if "seq_len" in stable else r.shape: r for r in stable.itertuples()}
+    assert list(stable.regressed) == [False, True] and len(shaky) == 1 and shaky.impl.iloc[0] == "sdpa_math"
+    assert stable.ratio_b_over_a.iloc[0] == pytest.approx(0.8) and stable.high.iloc[0] > 1 > stable.high.iloc[1]
+    assert by
+    assert cli(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    out = capsys.readouterr().out
+    assert "regression: 1 point(s)" in out and "unstable in either run (never a regression): 1 point(s)" in out
+    _cite_run(tmp_path / "c", {k: v for k, v in a.items() if k[2] == 8 and k[1] == "naive"})
+    _cite_run(tmp_path / "d", {k: (v[0] * 1.25, 0.85, 1.15, "ok") for k, v in a.items() if k[2] == 8 and k[1] == "naive"})
+    assert cli(["compare", str(tmp_path / "c"), str(tmp_path / "d")]) == 0
+
+
+def test_compare_with_no_common_point_is_an_error(tmp_path, capsys):
+    _cite_run(tmp_path / "a", {("attention", "naive", 8): (1.0, 0.9, 1.1, "ok")})
+    _cite_run(tmp_path / "b", {("attention", "naive", 16): (1.0, 0.9, 1.1, "ok")})
+    _one_line_error(capsys, cli(["compare", str(tmp_path / "a"), str(tmp_path / "b")]), "no measured point in common")
+
+
+def test_pytest_benchmark_writes_a_run_folder_seqbench_reads(tmp_path):
+    """pytest --benchmark on two tiny points: rows in seqbench's schema from bench.measure's timer, a report
+    rebuilt by `seqbench report`, and pytest-benchmark's JSON with the same medians, grouped by point."""
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out, js = tmp_path / "bench", tmp_path / "pb.json"
+    points = [f"tests/benchmarks/test_benchmarks.py::test_benchmark[attention-{impl}-B=1_H=2_N=64_D=32-fwd]"
+              for impl in ("naive", "sdpa_math")]
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *points,
+                        "--benchmark", f"--benchmark-json={js}"], cwd=root, capture_output=True,
+                       text=True, timeout=600, env={**os.environ, "SEQBENCH_BENCHMARK_OUT": str(out)})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = {x["impl"]: x for x in schema.read_rows(str(out / "results.csv"))[0]}
+    assert set(rows) == {"naive", "sdpa_math"} and {x["status"] for x in rows.values()} <= {"ok", "unstable"}
+    assert all(x["timer"].startswith("torch.utils.benchmark") or torch.cuda.is_available() for x in rows.values())
+    assert cli(["report", str(out)]) == 0 and "## attention" in (out / "REPORT.md").read_text()
+    bench = {b["params"]["impl"].name if hasattr(b["params"]["impl"], "name") else b["name"]: b
+             for b in json.load(open(js))["benchmarks"]}
+    assert len(bench) == 2 and {b["group"] for b in bench.values()} == {"attention B=1 H=2 N=64 D=32 fwd"}
+    for b in bench.values():
+        impl = "naive" if "naive" in b["name"] else "sdpa_math"
+        assert b["stats"]["median"] * 1e3 == pytest.approx(float(rows[impl]["ms"]), rel=1e-6)
+        assert b["stats"]["rounds"] == int(rows[impl]["reps"])
+
+
+def test_benchmark_only_runs_the_benchmarks(tmp_path):
+    """pytest-benchmark's own --benchmark-only runs them too (it skipped all of them with "run with --benchmark")."""
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    point = "tests/benchmarks/test_benchmarks.py::test_benchmark[attention-naive-B=1_H=2_N=64_D=32-fwd]"
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", point, "--benchmark-only"],
+                       cwd=root, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "SEQBENCH_BENCHMARK_OUT": str(tmp_path / "b")})
+    assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-2000:]

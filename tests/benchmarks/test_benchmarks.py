@@ -1,63 +1,64 @@
-"""``pytest --benchmark``: the first two quick shapes of every workload through pytest-benchmark.
+"""``pytest --benchmark`` (or ``--benchmark-only``): the first two quick shapes of every workload, measured
+through ``bench.measure`` exactly as ``seqbench run`` measures them (do_bench on a GPU, torch.utils.benchmark
+on a CPU; the median with p20/p80, the spread rule, the accuracy check against the baseline).
 
-Pedantic mode, the device synchronised inside the timed call and L2 flushed in setup on a GPU;
-tokens/s, TFLOP/s, accuracy against the baseline and (on a GPU) NVML utilisation go to
-``extra_info``.  Without ``--benchmark`` these are skipped; on a CPU the GPU-only implementations are
-skipped with the reason.  ``SEQBENCH_BENCHMARK=representative`` keeps a handful of points (the first
-quick shape of each workload, forward, every impl), which the GPU job runs so its JSON gets written.
+Each point's row goes to a run folder in seqbench's schema (conftest.py), so ``seqbench report`` and
+``seqbench compare`` read it; pytest-benchmark's table and JSON get the same repetitions (its timer replays
+them), grouped by workload, shape and mode so its relative columns compare the implementations of one point.
+On a CPU the GPU-only implementations are skipped with the reason.  ``SEQBENCH_BENCHMARK=representative``
+keeps a handful of points (the first quick shape of each workload, forward, every impl), which the GPU job
+runs so its JSON gets written.
 """
+import dataclasses
 import os
 
 import pytest
 import torch
 
-from bench import measure
-from bench.workload import Point, shape_label
+from bench.workload import shape_label
 from bench.workloads import WORKLOADS
 
 GPU = torch.cuda.is_available()
-DTYPE = torch.bfloat16 if GPU else torch.float32
 REPRESENTATIVE = os.environ.get("SEQBENCH_BENCHMARK") == "representative"
 POINTS = [pytest.param(w, impl, s, mode, id=f"{w.name}-{impl.name}-{shape_label(w, s).replace(' ', '_')}-{mode}")
           for w in WORKLOADS.values() for s in w.default_shapes(True, GPU)[:1 if REPRESENTATIVE else 2]
           for impl in w.impls.values() for mode in (("fwd",) if REPRESENTATIVE else ("fwd", "fwd+bwd"))]
 
-_FLUSH = {}
+
+class ReplayClock:
+    """A pytest-benchmark timer that replays repetitions measured elsewhere: each (start, end) pair of calls
+    is one repetition's duration, so its statistics are bench.measure's."""
+
+    def __init__(self):
+        self.now, self.queue, self.started = 0.0, [], False
+
+    def load(self, seconds: list[float]) -> None:
+        self.queue, self.started = list(seconds), False
+
+    def __call__(self) -> float:
+        if self.started and self.queue:
+            self.now += self.queue.pop(0)
+        self.started = not self.started
+        return self.now
+
+    def __repr__(self):
+        return "bench.measure (replayed)"
 
 
-def _flush_l2():
-    buf = _FLUSH.setdefault("buf", torch.empty(256 * 2**20, dtype=torch.int8, device="cuda"))
-    buf.zero_()
-    torch.cuda.synchronize()
-    return (), {}
+CLOCK = ReplayClock()
 
 
 @pytest.mark.benchmark_gpu
+@pytest.mark.benchmark(timer=CLOCK)
 @pytest.mark.parametrize("workload, impl, shape, mode", POINTS)
-def test_benchmark(benchmark, workload, impl, shape, mode):
-    if (impl.triton or impl.needs_cuda) and not GPU:
-        pytest.skip("needs a CUDA GPU (Triton kernels run only through the interpreter here, far too slow to time)")
-    device = torch.device("cuda" if GPU else "cpu")
-    point = Point(workload, shape, mode, DTYPE, device)
-    try:
-        fn = point.runner(impl)
-    except RuntimeError as exc:
-        pytest.skip(f"{impl.name} cannot run this shape here: {str(exc).splitlines()[0]}")
-
-    def target():
-        fn()
-        if GPU:
-            torch.cuda.synchronize()
-
-    fn()
-    benchmark.pedantic(target, setup=_flush_l2 if GPU else None, rounds=20 if GPU else 5, warmup_rounds=3)
-    median_s = benchmark.stats.stats.median
-    tokens = workload.tokens(shape)
-    counts = workload.counted(impl)          # a group's own FLOPs and bytes (the recurrence workload)
-    benchmark.extra_info.update(
-        shape=shape_label(workload, shape), mode=mode, dtype=str(DTYPE), tokens=tokens,
-        tokens_per_s=tokens / median_s, tflops=counts.flops(shape, mode) / median_s / 1e12,
-        gbps=counts.min_bytes(shape, DTYPE, mode) / median_s / 1e9, **point.accuracy(impl))
-    if GPU:
-        sampler = measure.NVMLSampler()
-        benchmark.extra_info.update({k: v for k, v in sampler.measure(fn, tokens).items() if v is not None})
+def test_benchmark(benchmark, run_folder, workload, impl, shape, mode):
+    row, times = run_folder.measure(workload, impl, shape, mode)
+    benchmark.group = f"{workload.name} {row.shape} {mode}"
+    benchmark.extra_info.update({k: v for k, v in dataclasses.asdict(row).items() if v not in (None, "")})
+    if row.status in ("skipped", "unsupported"):
+        pytest.skip(row.reason)
+    assert row.status in ("ok", "unstable"), f"{row.status}: {row.reason}"
+    assert row.accurate is not False, f"output differs from {row.baseline}: {row.max_abs_err} > {row.tolerance}"
+    per_call = [t / 1e3 for t in times]
+    CLOCK.load(per_call)
+    benchmark.pedantic(lambda: None, rounds=len(per_call), iterations=1)
