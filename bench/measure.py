@@ -29,10 +29,12 @@ SETTLE_S = 0.5
 # The largest relative spread, (p80 − p20) / median, of a stable point, by device type: CUDA events on an
 # idle GPU repeat within a few percent; a CPU shared with other work does not.
 SPREAD_LIMIT = {"cuda": 0.10, "cpu": 0.25}
-# CPU timing: torch.utils.benchmark's adaptive_autorange stops once IQR / median is below this, after at
-# least CPU_MIN_S of calls, and by CPU_MAX_S in any case.
+# CPU timing: torch.utils.benchmark's adaptive_autorange stops a window once IQR / median is below CPU_IQR,
+# after at least CPU_MIN_S of calls, and by CPU_MAX_S in any case; a sweep times every point in CPU_PASSES
+# windows, one per pass over all its points, because a shared machine's speed drifts over seconds.
 CPU_IQR = 0.10
-CPU_MIN_S, CPU_MAX_S = 0.2, 2.0
+CPU_MIN_S, CPU_MAX_S = 0.1, 1.0
+CPU_PASSES = 3
 
 
 def summarize(times_ms: list[float], timer: str, calls_per_rep: int = 1) -> dict:

@@ -43,15 +43,54 @@ def measure_point(workload, impl, shape, mode, dtype, device, sampler, cuda_grap
     """One row: timing, derived throughput, telemetry and accuracy against the baseline, or a failure
     status with its reason.  ``point`` carries the inputs and baseline output shared with the other impls.
     A timing whose spread is over the device's limit has status ``unstable`` (``sweep`` measures it again)."""
-    return measure_point_times(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point)[0]
+    return measure_timed(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point)[0]
 
 
-def measure_point_times(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False, point=None):
-    """``measure_point``'s row and every timed repetition's time (ms; [] when not timed), for pytest-benchmark."""
+def measure_timed(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False, point=None):
+    """(``measure_point``'s row, the Timed point to pool more windows into, or None when it was not timed)."""
     point = point or Point(workload, shape, mode, dtype, device)
-    times: list[float] = []
-    row = schema.Row(**_measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point, times))
-    return row, times
+    timed: dict = {}
+    row = schema.Row(**_measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point, timed))
+    return row, timed.get("point")
+
+
+def measure_point_times(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False, point=None,
+                        windows: int = 1):
+    """``measure_point``'s row and every timed repetition's time (ms; [] when not timed), for pytest-benchmark.
+    ``windows`` > 1 (a CPU) times the point in that many windows, one after another, pooled."""
+    row, timed = measure_timed(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point)
+    for _ in range(windows - 1 if timed else 0):
+        row = timed.window(row)
+    return row, timed.times if timed else []
+
+
+@dataclasses.dataclass
+class Timed:
+    """A point being timed: its callable and counts, kept so that later timing windows (a CPU sweep's passes,
+    spread over the run) pool their repetitions with the first one's."""
+    fn: object
+    workload: object           # counted for the impl (its group's FLOPs and bytes)
+    shape: dict
+    mode: str
+    dtype: torch.dtype
+    device: torch.device
+    spec: object               # the roofline GPU, or None
+    times: list
+    calls_per_rep: int
+    timer: str
+    windows: int = 1
+
+    def window(self, row: schema.Row) -> schema.Row:
+        """One more CPU timing window, pooled with the earlier ones: the row's timing, throughput and status
+        recomputed over every repetition so far (load_start stays the first window's, load_end is this one's)."""
+        self.times += measure.time_cpu(self.fn)["times_ms"]
+        self.windows += 1
+        fields = dataclasses.asdict(row) | self.pooled() | {"load_end": measure.load_average()}
+        return schema.Row(**fields | derived(fields, self))
+
+    def pooled(self) -> dict:
+        return measure.summarize(self.times, f"{self.timer}; {self.windows} windows spread over the run, pooled",
+                                 self.calls_per_rep)
 
 
 def _identity(workload, impl, shape, mode, dtype, device) -> dict:
@@ -61,7 +100,8 @@ def _identity(workload, impl, shape, mode, dtype, device) -> dict:
             "tokens": workload.tokens(shape), "device": str(device)}
 
 
-def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point, times) -> dict:
+def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point, timed: dict) -> dict:
+    """A row's fields; ``timed["point"]`` is then the Timed point (when it was timed), for more windows."""
     row = _identity(workload, impl, shape, mode, dtype, device)
     workload = workload.counted(impl)
     gpu = device.type == "cuda"
@@ -92,7 +132,8 @@ def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, po
         row.update(threads=torch.get_num_threads(), load_start=measure.load_average())
         t = measure.time_gpu(fn, cuda_graph) if gpu else measure.time_cpu(fn)
         row["load_end"] = measure.load_average()
-        times.extend(t.pop("times_ms"))
+        timed["point"] = Timed(fn, workload, shape, mode, dtype, device, spec, t.pop("times_ms"), t["calls_per_rep"],
+                               t["timer"])
         row.update(t)
         if gpu:
             row.update(sampler.measure(fn, workload.tokens(shape)))
@@ -108,21 +149,26 @@ def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, po
         return row | {"status": status, "reason": f"{type(exc).__name__}: {msg}"}
     except Exception as exc:  # a Triton compile error or anything else: recorded, the sweep goes on
         return row | {"status": "error", "reason": schema.describe(exc)}
-    ms = row["ms"]
-    flops = workload.flops(shape, mode)
-    nbytes = workload.min_bytes(shape, dtype, mode)
-    limit = measure.spread_limit(device)
+    return row | derived(row, timed["point"])
+
+
+def derived(row: dict, t: Timed) -> dict:
+    """What follows from a row's median time: tokens/s, TFLOP/s, GB/s, % of peak, the roofline ratio, and the
+    status by the spread rule (``unstable`` past the device's limit; ``sweep`` measures it again)."""
+    ms, gpu = row["ms"], t.device.type == "cuda"
+    limit = measure.spread_limit(t.device)
     status, reason = "ok", ""
-    if measure.is_unstable(row, device):
-        status, reason = "unstable", f"spread {row['spread']:.2f} over the {device.type.upper()} limit {limit:g}"
-    row.update(status=status, reason=reason, tokens_per_s=workload.tokens(shape) / (ms / 1e3),
-               tflops=flops / (ms / 1e3) / 1e12, gbps=nbytes / (ms / 1e3) / 1e9)
-    if spec is not None:
-        row["measured_over_floor"] = ms / row["floor_ms"]
+    if measure.is_unstable(row, t.device):
+        status, reason = "unstable", f"spread {row['spread']:.2f} over the {t.device.type.upper()} limit {limit:g}"
+    out = dict(status=status, reason=reason, tokens_per_s=t.workload.tokens(t.shape) / (ms / 1e3),
+               tflops=t.workload.flops(t.shape, t.mode) / (ms / 1e3) / 1e12,
+               gbps=t.workload.min_bytes(t.shape, t.dtype, t.mode) / (ms / 1e3) / 1e9)
+    if t.spec is not None:
+        out["measured_over_floor"] = ms / row["floor_ms"]
         if gpu:
-            row["pct_peak_flops"] = 100 * row["tflops"] / roofline.peak_tflops(spec, dtype)
-            row["pct_peak_bw"] = 100 * row["gbps"] / 1e3 / spec.hbm_tbs
-    return row
+            out["pct_peak_flops"] = 100 * out["tflops"] / roofline.peak_tflops(t.spec, t.dtype)
+            out["pct_peak_bw"] = 100 * out["gbps"] / 1e3 / t.spec.hbm_tbs
+    return out
 
 
 def run_checks(device, gpu_only: bool = False, on_result=None) -> list[dict]:
@@ -224,33 +270,42 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     bar = _progress(len(points), progress)
     runner = _Isolated(device, dtype, cuda_graph, point_timeout_s) if isolate else _InProcess(device, dtype, sampler,
                                                                                              cuda_graph)
-    written, todo = [], {}
+    # A CPU's speed drifts over seconds (other tenants of the host, clocks): each point is timed in `passes`
+    # windows, one per pass over all points, and its statistics pool them, so its spread shows the drift.
+    passes = measure.CPU_PASSES if device.type == "cpu" and not isolate else 1
+    written, todo = {}, {}
     try:
         for w, impl, s, mode in points:
             key = (w.name, impl.name, mode, str(dtype).removeprefix("torch."), shape_label(w, s))
             bar(f"{w.name} {impl.name} {shape_label(w, s)} {mode}")
             if key in done:
                 continue
-            written.append(runner.measure(w, impl, s, mode))
-            writer.write(written[-1])
-            todo[key] = (w, impl, s, mode)
+            written[key], timed = runner.measure(w, impl, s, mode, keep=passes > 1)
+            writer.write(written[key])
+            todo[key] = ((w, impl, s, mode), timed)
         bar(None)
-        again = [r for r in written if r.status == "unstable"]
+        timed = {k: t for k, (_, t) in todo.items() if t is not None}
+        bar = _windows(written, timed, passes, progress, writer, kept, "pass")
+        again = [k for k, r in written.items() if r.status == "unstable"]
         if again:                                   # later in the run: whatever disturbed them may have passed
             runner.close()
+            first = {k: written[k] for k in again}
+            retry, timed = {}, {}
+            bar(None)
             bar = _progress(len(again), progress, "again")
-            final = {schema.row_key(dataclasses.asdict(r)): r for r in written}
-            for first in again:
-                key = schema.row_key(dataclasses.asdict(first))
-                bar(f"{first.workload} {first.impl} {first.shape} {first.mode}")
-                final[key] = settle(first, runner.measure(*todo[key]), device)
-            writer.rewrite(kept + [dataclasses.asdict(r) for r in final.values()])
-            written = list(final.values())
+            for k in again:
+                bar(" ".join(k))
+                retry[k], timed[k] = runner.measure(*todo[k][0], keep=passes > 1)
+            bar(None)
+            bar = _windows(retry, {k: t for k, t in timed.items() if t is not None}, passes, progress, None, kept,
+                           "again")
+            written.update({k: settle(first[k], retry[k], device) for k in again})
+            writer.rewrite(kept + [dataclasses.asdict(r) for r in written.values()])
     finally:
         runner.close()
         writer.close()
         bar(None)
-    meta["stability"] = stability(kept + written, device)
+    meta["stability"] = stability(kept + list(written.values()), device)
     if world > 1:
         barrier()
         if main:
@@ -259,6 +314,22 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     if main:
         schema.write_json(json_path, meta)
     return meta
+
+
+def _windows(rows: dict, timed: dict, passes: int, progress: bool, writer, kept: list, label: str):
+    """Passes 2 … ``passes`` over the timed points: one more window each per pass, pooled into its row (in
+    place in ``rows``); results.csv rewritten after each pass when a ``writer`` is given.  Returns the
+    progress callable (to close)."""
+    bar = lambda text: None  # noqa: E731
+    for n in range(2, passes + 1):
+        bar(None)
+        bar = _progress(len(timed), progress, f"{label} {n}/{passes}")
+        for key, t in timed.items():
+            bar(" ".join(key))
+            rows[key] = t.window(rows[key])
+        if writer is not None:
+            writer.rewrite(kept + [dataclasses.asdict(r) for r in rows.values()])
+    return bar
 
 
 def settle(first: schema.Row, second: schema.Row, device) -> schema.Row:
@@ -322,10 +393,12 @@ class _InProcess:
     def __init__(self, device, dtype, sampler, cuda_graph):
         self.device, self.dtype, self.sampler, self.cuda_graph, self.point = device, dtype, sampler, cuda_graph, None
 
-    def measure(self, w, impl, s, mode) -> schema.Row:
+    def measure(self, w, impl, s, mode, keep: bool = False):
+        """(row, the Timed point when ``keep`` and it was timed, else None)."""
         if self.point is None or (self.point.workload, self.point.shape, self.point.mode) != (w, s, mode):
             self.point = Point(w, s, mode, self.dtype, self.device)
-        return measure_point(w, impl, s, mode, self.dtype, self.device, self.sampler, self.cuda_graph, point=self.point)
+        row, timed = measure_timed(w, impl, s, mode, self.dtype, self.device, self.sampler, self.cuda_graph, self.point)
+        return row, (timed if keep else None)
 
     def close(self):
         self.point = None
@@ -353,8 +426,10 @@ def sticky_cuda_error(device) -> str:
         return schema.describe(exc, 200)
 
 
-def _worker(conn, device: str, dtype: str, cuda_graph: bool) -> None:
-    """Worker loop: (workload, module, impl, shape, mode) in, a Row's fields out; exits after a sticky error."""
+def _worker(conn, device: str, dtype: str, cuda_graph: bool, spread_limit: dict) -> None:
+    """Worker loop: (workload, module, impl, shape, mode) in, a Row's fields out; exits after a sticky error.
+    ``spread_limit``: the parent's limits (the spread rule is the run's, not the fresh process's defaults)."""
+    measure.SPREAD_LIMIT.update(spread_limit)
     device, dtype = torch.device(device), getattr(torch, dtype)
     runner = _InProcess(device, dtype, measure.NVMLSampler(device.index or 0) if device.type == "cuda" else None,
                         cuda_graph)
@@ -364,7 +439,7 @@ def _worker(conn, device: str, dtype: str, cuda_graph: bool) -> None:
             return
         name, module, impl, shape, mode = msg
         w = _find_workload(name, module)
-        row = runner.measure(w, w.impls[impl], shape, mode)
+        row, _ = runner.measure(w, w.impls[impl], shape, mode)
         sticky = sticky_cuda_error(device)
         if sticky:
             row.status, row.reason = "error", f"sticky CUDA error after this point ({sticky}); worker restarted"
@@ -379,7 +454,7 @@ class _Isolated:
     def __init__(self, device, dtype, cuda_graph, timeout_s):
         import multiprocessing
         self.ctx = multiprocessing.get_context("spawn")
-        self.args = (str(device), str(dtype).removeprefix("torch."), cuda_graph)
+        self.args = (str(device), str(dtype).removeprefix("torch."), cuda_graph, dict(measure.SPREAD_LIMIT))
         self.timeout_s, self.proc, self.conn = timeout_s, None, None
         self.device, self.dtype = device, dtype
 
@@ -389,21 +464,22 @@ class _Isolated:
         self.proc.start()
         child.close()
 
-    def measure(self, w, impl, s, mode) -> schema.Row:
+    def measure(self, w, impl, s, mode, keep: bool = False):
+        """(row, None): an isolated point is timed in one window."""
         if self.proc is None or not self.proc.is_alive():
             self._start()
         failed = None
         try:
             self.conn.send((w.name, w.module, impl.name, s, mode))
             if self.conn.poll(self.timeout_s):
-                return schema.Row(**self.conn.recv())
+                return schema.Row(**self.conn.recv()), None
             failed = f"timed out after {self.timeout_s:.0f} s; worker killed and restarted"
             self.proc.kill()
         except (EOFError, OSError, BrokenPipeError):
             self.proc.join(5)
             failed = f"worker process died (exit code {self.proc.exitcode}); restarted for the next point"
         self.close()
-        return schema.Row(**_identity(w, impl, s, mode, self.dtype, self.device), status="error", reason=failed)
+        return schema.Row(**_identity(w, impl, s, mode, self.dtype, self.device), status="error", reason=failed), None
 
     def close(self):
         if self.proc is not None:

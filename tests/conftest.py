@@ -34,13 +34,14 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _spread_rule_off_unless_tested(request, monkeypatch):
     """Tests of the sweep's mechanics must not depend on how busy this machine is: the spread rule's limits are
-    infinite there, except in tests marked ``spread_rule``, which drive it with timings of their own, and in
-    the benchmarks, which measure for real."""
+    infinite there and a CPU point is timed in one window, except in tests marked ``spread_rule``, which drive
+    the rule and the passes with timings of their own, and in the benchmarks, which measure for real."""
     if "spread_rule" in request.keywords or "benchmark_gpu" in request.keywords:
         return
     from bench import measure
     for device in list(measure.SPREAD_LIMIT):
         monkeypatch.setitem(measure.SPREAD_LIMIT, device, float("inf"))
+    monkeypatch.setattr(measure, "CPU_PASSES", 1)
 
 
 def pytest_collection_modifyitems(config, items):

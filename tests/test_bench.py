@@ -150,7 +150,7 @@ def test_interrupted_sweep_keeps_rows_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(brun, "run_checks", lambda device: [])
     calls = []
     w = _toy_workload(calls=calls)
-    real = brun.measure_point
+    real = brun.measure_timed
     seen = []
 
     def flaky(*a, **k):
@@ -158,13 +158,13 @@ def test_interrupted_sweep_keeps_rows_and_resumes(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         seen.append(1)
         return real(*a, **k)
-    monkeypatch.setattr(brun, "measure_point", flaky)
+    monkeypatch.setattr(brun, "measure_timed", flaky)
     with pytest.raises(KeyboardInterrupt):
         brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), progress=False, device="cpu")
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert len(rows) == 3                      # every finished row is on disk
     assert os.path.exists(tmp_path / "run.json")
-    monkeypatch.setattr(brun, "measure_point", real)
+    monkeypatch.setattr(brun, "measure_timed", real)
     calls.clear()
     brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), resume=True, progress=False,
                device="cpu")
@@ -304,7 +304,7 @@ def _interrupt(monkeypatch, stage):
     elif stage == "rewrite":                    # while the kept rows are being written to the new file
         monkeypatch.setattr(schema.os, "fsync", stop)
     elif stage == "measure":
-        monkeypatch.setattr(brun, "measure_point", stop)
+        monkeypatch.setattr(brun, "measure_timed", stop)
     elif stage == "run.json":
         real = schema.write_json
         monkeypatch.setattr(schema, "write_json", lambda path, meta: stop() if "finished" in meta else real(path, meta))
@@ -911,7 +911,8 @@ def _fake_timer(spreads: dict):
         tag = float(fn().flatten()[0])
         n = seen[tag] = seen.get(tag, 0) + 1
         s = spreads.get(tag, [0.05])[min(n, len(spreads.get(tag, [0.05]))) - 1]
-        return measure.summarize([1.0 - s / 1.2, 1.0, 1.0 + s / 1.2], "fake") | {"times_ms": [1.0]}  # spread s
+        times = [1.0 - s / 1.2, 1.0, 1.0 + s / 1.2]            # spread s
+        return measure.summarize(times, "fake") | {"times_ms": times}
     return time_cpu
 
 
@@ -925,6 +926,7 @@ def test_spread_rule_remeasure_and_unstable(tmp_path, monkeypatch):
     w.impl("steady", baseline=True)(lambda inp: lambda: inp.x * 2)
     w.impl("shaky")(lambda inp: lambda: inp.x * 0 + 5)
     limit = measure.SPREAD_LIMIT["cpu"]
+    monkeypatch.setattr(measure, "CPU_PASSES", 1)          # one window per measurement: the spreads are the fake's
     monkeypatch.setattr(measure, "time_cpu", _fake_timer({2.0: [0.05], 5.0: [limit + 0.3, limit + 0.1]}))
     meta = brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), progress=False, device="cpu")
     rows = {r["impl"]: r for r in schema.read_rows(str(tmp_path / "results.csv"))[0]}
@@ -950,10 +952,38 @@ def test_an_unstable_point_that_settles_is_ok(tmp_path, monkeypatch):
                  register=False)
     w.impl("base", baseline=True)(lambda inp: lambda: inp.x * 2)
     limit = measure.SPREAD_LIMIT["cpu"]
+    monkeypatch.setattr(measure, "CPU_PASSES", 1)
     monkeypatch.setattr(measure, "time_cpu", _fake_timer({2.0: [limit + 0.3, 0.02]}))
     meta = brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), progress=False, device="cpu")
     (row,) = schema.read_rows(str(tmp_path / "results.csv"))[0]
     assert row["status"] == "ok" and float(row["spread"]) == pytest.approx(0.02) and meta["stability"]["unstable"] == 0
+
+
+@pytest.mark.spread_rule
+def test_cpu_passes_pool_windows_spread_over_the_run(tmp_path, monkeypatch):
+    """Each CPU point is timed once per pass over all points and its statistics pool the windows: a machine whose
+    speed drifts between passes shows it as spread, where each window alone looked steady."""
+    monkeypatch.setattr(brun, "run_checks", lambda device: [])
+    w = Workload("drifting", "", ("B", "T"), "T", Shapes(*[[dict(B=1, T=4), dict(B=1, T=8)]] * 4), lambda s, m: 1,
+                 lambda s, d, m: 1, lambda s: 4, lambda s, dtype, device, grad: namespace(x=torch.ones(4)),
+                 register=False)
+    w.impl("base", baseline=True)(lambda inp: lambda: inp.x * 2)
+    calls = []
+
+    def drifting(fn, *a, **k):          # steady within each window, 2x slower every pass
+        calls.append(1)
+        speed = 1.0 + (len(calls) - 1) // 2          # the two points of a pass share the machine's state
+        times = [speed * 0.999, speed, speed * 1.001]
+        return measure.summarize(times, "fake") | {"times_ms": times}
+    monkeypatch.setattr(measure, "time_cpu", drifting)
+    monkeypatch.setattr(measure, "CPU_PASSES", 3)
+    meta = brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), progress=False, device="cpu")
+    rows = schema.read_rows(str(tmp_path / "results.csv"))[0]
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"unstable"}     # measured again: still drifting
+    first = [r for r in rows if r["seq_len"] == "4"][0]     # passes at speed 1, 2, 3, then again at 4, 5, 6
+    assert float(first["spread"]) > measure.SPREAD_LIMIT["cpu"] and "then" in first["reason"]
+    assert "3 windows spread over the run, pooled" in first["timer"] and int(first["reps"]) == 9
+    assert meta["stability"]["unstable"] == 2 and len(calls) == 2 * 3 * 2      # 2 points, 3 passes, twice
 
 
 def _cite_rows(points: dict, batch=16, seq_len=512, mode="fwd"):

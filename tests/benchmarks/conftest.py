@@ -26,13 +26,16 @@ class RunFolder:
         self.writer = schema.RowWriter(os.path.join(out, "results.csv"))
 
     def measure(self, w, impl, shape, mode):
-        """(row, repetition times in ms); an unstable point is measured once more at once (bench.run.settle)."""
+        """(row, repetition times in ms): on a CPU in CPU_PASSES windows one after another, pooled; an unstable
+        point is measured once more at once (bench.run.settle)."""
         if self.point is None or (self.point.workload, self.point.shape, self.point.mode) != (w, shape, mode):
             self.point = Point(w, shape, mode, self.dtype, self.device)
-        row, times = measure_point_times(w, impl, shape, mode, self.dtype, self.device, self.sampler, point=self.point)
+        windows = measure.CPU_PASSES if self.device.type == "cpu" else 1
+        row, times = measure_point_times(w, impl, shape, mode, self.dtype, self.device, self.sampler, point=self.point,
+                                         windows=windows)
         if row.status == "unstable":
             again, again_times = measure_point_times(w, impl, shape, mode, self.dtype, self.device, self.sampler,
-                                                     point=self.point)
+                                                     point=self.point, windows=windows)
             kept = settle(row, again, self.device)
             row, times = kept, (again_times if kept is again else times)
         self.rows.append(row)
