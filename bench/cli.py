@@ -104,7 +104,7 @@ def cmd_run(a) -> int:
         meta = sweep(out, [WORKLOADS[w] for w in a.workload], getattr(torch, a.dtype), a.quick, a.seq_lens, a.batch,
                      modes, a.resume, a.cuda_graph, progress=not a.no_progress and d.main, impls=impls,
                      checks=not a.no_checks, isolate=gpu if a.isolate is None else a.isolate, device=d.device,
-                     shard=(d.rank, d.world), barrier=d.barrier)
+                     shard=(d.rank, d.world), barrier=d.barrier, order=a.order, point_timeout_s=a.point_timeout)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished rows are in {out}/results.csv; rerun with --resume to go on", file=sys.stderr)
         return 130
@@ -256,9 +256,16 @@ def cmd_check(a) -> int:
     from bench.run import run_checks
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if a.gpu_only and device.type != "cuda":
-        print("seqbench check: no CUDA GPU here, so there are no GPU-scale checks to run")
-        return 0
-    out = open(a.out, "a") if a.out else None
+        return _fail("check", "--gpu-only needs a CUDA GPU: there is none here, so there is nothing to check "
+                              "(seqbench check without it runs the interpreter checks)")
+    if a.out:
+        problem = _writable_folder(os.path.dirname(os.path.abspath(a.out)))
+        if problem:
+            return _fail("check", problem)
+    try:
+        out = open(a.out, "a") if a.out else None
+    except OSError as exc:
+        return _fail("check", _os_error(exc))
     results = []
 
     def report(c):
@@ -270,7 +277,8 @@ def cmd_check(a) -> int:
             out.write(json.dumps(c) + "\n")
             out.flush()
     try:
-        run_checks(device, gpu_only=a.gpu_only, on_result=report)
+        run_checks(device, gpu_only=a.gpu_only, on_result=report,
+                   isolate=device.type == "cuda" if a.isolate is None else a.isolate, timeout_s=a.timeout)
     finally:
         if out:
             out.close()
@@ -350,7 +358,8 @@ def main(argv=None) -> int:
     r.add_argument("--impl", type=_names,
                    help="comma list of implementations to run (default: all; see seqbench list)")
     r.add_argument("--seq-lens", type=_positive_ints, help="comma list of sequence lengths (replaces the defaults)")
-    r.add_argument("--batch", type=_positive_int, help="batch size for every workload")
+    r.add_argument("--batch", type=_positive_ints,
+                   help="comma list of batch sizes for every workload (with --seq-lens: their grid)")
     r.add_argument("--dtype", choices=DTYPES, default="bfloat16")
     r.add_argument("--mode", choices=("fwd", "fwd+bwd", "both"), default="both")
     r.add_argument("--out", help="output folder (default runs/<date>-<device>)")
@@ -360,6 +369,12 @@ def main(argv=None) -> int:
                    help="measure in a worker process that is restarted after a crash, sticky CUDA error or hang "
                         "(default: on a GPU)")
     r.add_argument("--no-checks", action="store_true", help="skip the kernel checks (seqbench check runs them)")
+    r.add_argument("--order", choices=("workload", "shape"), default="workload",
+                   help="workload: one workload after another (default); shape: every workload at a shape and mode "
+                        "before the next, so a run cut short has every table row at its first shapes")
+    r.add_argument("--point-timeout", dest="point_timeout", type=_positive_float, default=300.0,
+                   help="seconds before an isolated point counts as hung: a timeout row, tried again last by "
+                        "--resume (default 300)")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(fn=cmd_run)
     t = sub.add_parser("train", help="train byte-level LSTM / ConvS2S / Transformer / minGRU LMs; time to a quality target")
@@ -407,6 +422,11 @@ def main(argv=None) -> int:
     k = sub.add_parser("check", help="every Triton kernel against its float64 reference on this machine")
     k.add_argument("--gpu-only", action="store_true", help="only the checks at real GPU shapes")
     k.add_argument("--out", help="write the results as JSON lines, each as soon as it is known")
+    k.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                   help="each check in a worker process, restarted after a crash, sticky CUDA error or hang "
+                        "(default: on a GPU)")
+    k.add_argument("--timeout", type=_positive_float, default=120.0,
+                   help="seconds before an isolated check counts as hung (default 120)")
     k.set_defaults(fn=cmd_check)
     ls = sub.add_parser("list", help="the workloads, their implementations and the shapes a run would measure")
     ls.add_argument("--quick", action="store_true", help="the --quick shapes")

@@ -1,26 +1,25 @@
-"""The GPU job, in stages that each fit one 10-minute call of a lent GPU:
+"""The GPU job: two calls of a lent GPU that together fit its 15 minutes of device time (a machine's start,
+a minute or more, included), each one prepared command of at most 10 minutes:
 
-    python -m bench.gpu_suite --stage smoke,tests --out DIR --archive $OUT/suite.tar.gz
-    python -m bench.gpu_suite --stage sweep       --out DIR --archive $OUT/suite.tar.gz --resume
-    python -m bench.gpu_suite --stage train,benchmarks,inspect --out DIR --archive $OUT/suite.tar.gz --resume
+    python -m bench.gpu_suite --call 1 --out DIR --archive $OUT/suite.tar.gz            # < 7 min
+    python -m bench.gpu_suite --call 2 --out DIR --archive $OUT/suite.tar.gz --resume   # < 6 min
 
-* smoke (< 3 min): every Triton kernel once at a real GPU shape against its float64 reference, the
-  grid-barrier path of the split-head persistent LSTM first of all; then the headline points of the
-  textbook table (each stand-in at one sequence length and batch).  A run that gets no further still
-  answers the main question.
-* tests: the test suite on the GPU, in parallel (pytest-xdist) where installed, RNN and barrier tests
-  before the compile-heavy attention matrix; every failure's traceback is on disk as it happens.
-* sweep: the full sweep (``--quick`` for the short one) into DIR/sweep, resumable across calls.
-* train: ``seqbench train --quick`` on the kernels: the four models, 35 s of training each, resumable; then
-  ``seqbench gradients`` (T = 1000, 5 seeds: every recurrent kernel's backward over a long sequence).
-* benchmarks: pytest-benchmark over a handful of representative points, so its JSON is written.
-* inspect: ``seqbench inspect --arch sm_90a`` for the record.
+* Call 1, what a window must not end without:
+  * checks: every Triton kernel at a real GPU shape against its float64 reference, the grid-barrier path of
+    the split-head persistent LSTM first, each check in a worker process that is restarted after a sticky
+    CUDA error, a crash or a hang (one bad kernel fails alone);
+  * headline: the hardware-argument table's five rows (every stand-in implementation), two lengths, two
+    batches, inference and training, with NVML, every row at a shape before the next shape.
+* Call 2, the rest in priority order: the kernel test files on the GPU (RNN and barrier tests first, the
+  compile-heavy attention matrix last), the rest of the quick sweep into the same run folder (never the
+  checks again), and ``seqbench train --quick`` for a few seconds per model.
 
-Every step writes to disk as it goes and has a time budget: past it the step gets SIGINT (pytest and
-``seqbench run`` stop cleanly and keep what they have), then SIGKILL.  SUITE.md and suite.json are
-rewritten after every step and the archive (one file, for the device tool) after every stage, so it
-always holds everything finished so far.  ``--resume`` skips the stages a previous call finished with every
-step exiting 0; one cut short (the sweep) or failing runs again and picks up where it stopped.
+Every step has a budget; past it the step gets SIGINT (pytest and ``seqbench run`` stop cleanly and keep what
+they have), then SIGKILL after GRACE_S.  SUITE.md, suite.json and the archive are rewritten after every step,
+so a call cut short at any point still returns every finished step.  ``--resume`` skips the steps an earlier
+call finished with exit 0.  On a CPU the same commands run (the rehearsal in tests/test_gpu_suite.py): the
+checks step says there is no GPU, the headline takes the CPU shapes.  The budgets' arithmetic is below and in
+docs/gpu-job.md.
 """
 from __future__ import annotations
 
@@ -37,13 +36,20 @@ from dataclasses import dataclass, field
 
 from bench import schema
 
-STAGES = ("smoke", "tests", "sweep", "train", "benchmarks", "inspect")
-# Seconds per stage; smoke + tests fit one 10-minute call, the sweep another, the rest a third.
-BUDGETS = {"smoke": 170, "tests": 380, "sweep": 540, "train": 300, "benchmarks": 200, "inspect": 150}
-GRACE_S = 20     # between SIGINT and SIGKILL
-# Training seconds per model in the train stage: four models, each with compile and evaluation time on top.
-TRAIN_SECONDS = 35
-GRADIENTS_S = 90    # of the train stage's budget (autotuning every recurrent kernel in fp32 comes first)
+# What the device tool allows one command, and the share of it each call may use (its start is not in it).
+CALL_LIMIT_S = {"1": 420, "2": 360}
+GRACE_S = 10        # between SIGINT and SIGKILL
+PACK_S = 5          # packing the archive after a step (a few MB)
+# Per-step budgets.  checks: 14 GPU checks, ~80 Triton compiles of their kernels' autotune configs and ~70
+# autotune timings (0.15 s each, do_bench's 25 + 100 ms), launcher builds and float64 references: ~150 s on a
+# cold cache.  headline: 10 implementations × 4 shapes × 2 modes = 80 points at ~2 s each (do_bench's 100 ms
+# floor, the NVML window of 0.5 + 1 s, the profiler, accuracy), plus the torch loop's long calls.
+BUDGETS = {"checks": 160, "headline": 190, "tests": 90, "sweep": 130, "train": 70}
+CALLS = {"1": ("checks", "headline"), "2": ("tests", "sweep", "train")}
+POINT_TIMEOUT_S = 45         # below every sweep step's budget: a hung point is a row, and the step goes on
+CHECK_TIMEOUT_S = 60
+HEADLINE = {"seq_lens": "512,2048", "batch": "16,128"}       # on a GPU; a CPU rehearsal takes the CPU shapes
+TRAIN_SECONDS = 10           # of training per model in call 2 (four models, compile and evaluation on top)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # steps run here
 
 
@@ -83,56 +89,51 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def stage_steps(stage: str, out: str, quick: bool, budget_s: float) -> list[Step]:
-    """The steps of a stage; their budgets share the stage's."""
-    py = [sys.executable]
-    if stage == "smoke":
-        from bench.table import ROWS, stand_ins
-        from bench.workloads import WORKLOADS
-        rows = stand_ins(WORKLOADS)         # the hardware-argument table's five rows (not the scoring table's)
-        pairs = [p for label in ROWS for p in rows.get(label, [])]
-        headline = sorted({i for _, i in pairs})
-        workloads = sorted({w for w, _ in pairs})
-        return [Step("smoke-checks", py + ["-m", "bench", "check", "--gpu-only", "--out",
-                                           os.path.join(out, "smoke-checks.jsonl")], budget_s * 0.6),
-                Step("smoke-headline", py + ["-m", "bench", "run", "--workload", ",".join(workloads), "--impl",
-                                             ",".join(headline), "--seq-lens", "512", "--mode", "fwd", "--no-checks",
-                                             "--no-progress", "--resume", "--out", os.path.join(out, "smoke")],
-                     budget_s * 0.4)]
-    if stage == "tests":
-        first = ["tests/test_lstm_persistent.py", "tests/test_lstm.py", "tests/test_gru.py"]
-        last = ["tests/test_attention.py", "tests/test_inspect.py"]     # the compile-heavy matrix
+def headline_impls() -> tuple[list[str], list[str]]:
+    """(workloads, implementations) standing for the hardware-argument table's five rows."""
+    from bench.table import ROWS, stand_ins
+    from bench.workloads import WORKLOADS
+    rows = stand_ins(WORKLOADS)
+    pairs = [p for label in ROWS for p in rows.get(label, [])]
+    return sorted({w for w, _ in pairs}), sorted({i for _, i in pairs})
+
+
+def step_for(name: str, out: str, gpu: bool) -> Step:
+    """One of the job's steps, with its budget."""
+    py, budget = [sys.executable], BUDGETS[name]
+    run_dir = os.path.join(out, "run")
+    if name == "checks":
+        return Step(name, py + ["-m", "bench", "check", "--gpu-only", "--isolate", "--timeout", str(CHECK_TIMEOUT_S),
+                                "--out", os.path.join(out, "checks.jsonl")], budget)
+    if name == "headline":
+        workloads, impls = headline_impls()
+        shapes = ["--seq-lens", HEADLINE["seq_lens"], "--batch", HEADLINE["batch"]] if gpu else ["--quick"]
+        return Step(name, py + ["-m", "bench", "run", "--workload", ",".join(workloads), "--impl", ",".join(impls),
+                                *shapes, "--mode", "both", "--order", "shape", "--no-checks", "--no-progress",
+                                "--point-timeout", str(POINT_TIMEOUT_S), "--resume", "--out", run_dir], budget)
+    if name == "tests":
+        first = ["tests/test_lstm_persistent.py", "tests/test_lstm.py", "tests/test_gru.py", "tests/test_rnn.py",
+                 "tests/test_scan.py", "tests/test_conv.py", "tests/test_additive_attention.py"]
         found = {os.path.relpath(f, ROOT) for f in glob.glob(os.path.join(ROOT, "tests", "test_*.py"))}
-        rest = sorted(found - set(first) - set(last))
-        order = first + rest + last
+        order = [f for f in first if f in found] + ["tests/test_attention.py"]
         par = ["-n", str(min(8, os.cpu_count() or 1)), "--dist", "loadfile"] if _has("xdist") else []
-        return [Step("tests", py + ["-m", "pytest", "-q", "-rf", "--tb=short", "-p", "no:cacheprovider", *par, *order],
-                     budget_s, env={"HYPOTHESIS_PROFILE": "gpu",
-                                    "SEQBENCH_FAILURE_LOG": os.path.join(out, "test-failures.txt")})]
-    if stage == "sweep":
-        sweep = os.path.join(out, "sweep")
-        return [Step("sweep", py + ["-m", "bench", "run", "--resume", "--no-progress", "--out", sweep]
-                     + (["--quick"] if quick else []), budget_s - 40),
-                Step("sweep-report", py + ["-m", "bench", "report", sweep], 40)]
-    if stage == "train":
-        # the quick GPU sizes (d_model 512, 4 layers, T=256, global batch 32; LSTM, ConvS2S and minGRU widths matched
-        # to the transformer's 12.7 M parameters), each model for TRAIN_SECONDS of training on the kernels
+        return Step(name, py + ["-m", "pytest", "-q", "-rf", "--tb=short", "-p", "no:cacheprovider", *par, *order],
+                    budget, env={"HYPOTHESIS_PROFILE": "gpu",
+                                 "SEQBENCH_FAILURE_LOG": os.path.join(out, "test-failures.txt")})
+    if name == "sweep":
+        return Step(name, py + ["-m", "bench", "run", "--quick", "--resume", "--no-checks", "--no-progress",
+                                "--point-timeout", str(POINT_TIMEOUT_S), "--out", run_dir], budget)
+    if name == "train":
         seconds = os.environ.get("SEQBENCH_SUITE_TRAIN_S", str(TRAIN_SECONDS))
-        return [Step("train", py + ["-m", "bench", "train", "--quick", "--seconds", seconds, "--resume",
-                                    "--no-progress", "--out", os.path.join(out, "train")], budget_s - GRADIENTS_S),
-                Step("gradients", py + ["-m", "bench", "gradients", "--seq-len",
-                                        os.environ.get("SEQBENCH_SUITE_GRADIENTS_T", "1000"), "--no-progress",
-                                        "--out", os.path.join(out, "gradients")], GRADIENTS_S)]
-    if stage == "benchmarks":
-        json_out = os.path.join(out, "pytest-benchmark.json")
-        return [Step("benchmarks", py + ["-m", "pytest", "-q", "tests/benchmarks", "--benchmark", "-p",
-                                         "no:cacheprovider", f"--benchmark-json={json_out}"],
-                     budget_s, env={"SEQBENCH_BENCHMARK": "representative"},
-                     skip="" if _has("pytest_benchmark") else "pytest-benchmark is not installed")]
-    if stage == "inspect":
-        return [Step("inspect", py + ["-m", "bench", "inspect", "--arch", "sm_90a", "--out",
-                                      os.path.join(out, "inspect")], budget_s)]
-    raise ValueError(f"unknown stage {stage!r}; expected some of {STAGES}")
+        return Step(name, py + ["-m", "bench", "train", "--quick", "--seconds", seconds, "--resume", "--no-progress",
+                                "--out", os.path.join(out, "train")], budget)
+    raise ValueError(f"unknown step {name!r}; expected some of {list(BUDGETS)}")
+
+
+def call_fits(call: str, budgets: dict = BUDGETS, grace_s: float = GRACE_S) -> tuple[float, float]:
+    """(the call's worst case in seconds: every step to its budget, then its grace, then a pack; its limit)."""
+    worst = sum(budgets[s] + grace_s + PACK_S for s in CALLS[call])
+    return worst, CALL_LIMIT_S[call]
 
 
 def pack(out: str, archive: str) -> None:
@@ -148,57 +149,56 @@ def pack(out: str, archive: str) -> None:
 def _write_state(out: str, state: dict) -> None:
     schema.write_json(os.path.join(out, "suite.json"), state)     # a kill mid-write leaves the last whole one
     lines = ["# GPU suite", "", f"commit: {state.get('commit', '')}", "",
-             "| stage | step | exit | seconds | budget | note |", "|---|---|---|---|---|---|"]
+             "| step | exit | seconds | budget | note |", "|---|---|---|---|---|"]
     for r in state["steps"]:
-        lines.append(f"| {r['stage']} | {r['step']} | {r['exit']} | {r['seconds']} | {r['budget_s']:.0f} | "
-                     f"{r.get('reason', '')} |")
-    lines += ["", "Finished stages: " + (", ".join(state["finished"]) or "none"), ""]
+        lines.append(f"| {r['step']} | {r['exit']} | {r['seconds']} | {r['budget_s']:.0f} | {r.get('reason', '')} |")
+    lines += ["", "Finished steps: " + (", ".join(state["finished"]) or "none"), ""]
     schema.atomic_write(os.path.join(out, "SUITE.md"), lambda f: f.write("\n".join(lines)))
 
 
-def run_stages(stages: list[str], out: str, archive: str | None = None, resume: bool = False, quick: bool = False,
-               steps_for=None, grace_s: float = GRACE_S) -> dict:
-    """Run the stages in order; state, SUITE.md and the archive are on disk after every step and stage."""
+def run_steps(names: list[str], out: str, archive: str | None = None, resume: bool = False, steps_for=None,
+              grace_s: float = GRACE_S) -> dict:
+    """Run the steps in order; suite.json, SUITE.md and the archive are on disk after every step."""
+    import torch
+
     from bench.env import git_commit
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "suite.json")
     state = (schema.read_json(path) if resume else {}) or {"steps": [], "finished": []}
     state["commit"] = git_commit()
-    steps_for = steps_for or (lambda stage: stage_steps(stage, out, quick, BUDGETS[stage]))
-    for stage in stages:
-        if resume and stage in state["finished"]:
-            print(f"stage {stage}: finished by an earlier call, skipped", flush=True)
+    gpu = torch.cuda.is_available()
+    steps_for = steps_for or (lambda name: step_for(name, out, gpu))
+    for name in names:
+        if resume and name in state["finished"]:
+            print(f"{name}: finished by an earlier call, skipped", flush=True)
             continue
-        complete = True
-        for step in steps_for(stage):
-            record = run_step(step, out, grace_s) | {"stage": stage}
-            state["steps"].append(record)
-            complete = complete and record["exit"] in (0, "skipped")
-            _write_state(out, state)
-            print(f"{stage}/{step.name}: exit {record['exit']} in {record['seconds']} s", flush=True)
-        if complete:        # a stage cut short or failing is run again by the next --resume call
-            state["finished"].append(stage)
+        record = run_step(steps_for(name), out, grace_s)
+        state["steps"].append(record)
+        if record["exit"] in (0, "skipped"):        # a step cut short or failing runs again on --resume
+            state["finished"].append(name)
         _write_state(out, state)
         if archive:
             pack(out, archive)
-            print(f"packed {out} into {archive}", flush=True)
+        print(f"{name}: exit {record['exit']} in {record['seconds']} s" + (f"; packed {archive}" if archive else ""),
+              flush=True)
     return state
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.gpu_suite", description=__doc__.splitlines()[0])
-    ap.add_argument("--stage", default="all", help=f"comma list from {', '.join(STAGES)}, or all")
+    ap.add_argument("--call", choices=sorted(CALLS), help="the job's call: 1 (checks, headline) or 2 (tests, sweep, "
+                                                           "train)")
+    ap.add_argument("--steps", help=f"comma list from {', '.join(BUDGETS)} instead of a call's")
     ap.add_argument("--out", required=True, help="the suite's folder (results/<date>-<gpu> to commit it)")
-    ap.add_argument("--archive", metavar="FILE.tar.gz", help="also pack the folder into one file after every stage")
-    ap.add_argument("--resume", action="store_true", help="skip the stages a previous call finished")
-    ap.add_argument("--quick", action="store_true", help="the quick sweep instead of the full one")
+    ap.add_argument("--archive", metavar="FILE.tar.gz", help="also pack the folder into one file after every step")
+    ap.add_argument("--resume", action="store_true", help="skip the steps an earlier call finished")
     a = ap.parse_args(argv)
-    stages = list(STAGES) if a.stage == "all" else [s for s in a.stage.split(",") if s]
-    bad = [s for s in stages if s not in STAGES]
-    if bad or not stages:
-        ap.exit(2, f"python -m bench.gpu_suite: error: --stage: unknown {bad or 'nothing'}; expected some of "
-                   f"{list(STAGES)} or all\n")
-    run_stages(stages, a.out, a.archive, a.resume, a.quick)
+    names = list(CALLS[a.call]) if a.call else [s for s in (a.steps or "").split(",") if s]
+    bad = [s for s in names if s not in BUDGETS]
+    if bad or not names or (a.call and a.steps):
+        ap.exit(2, f"python -m bench.gpu_suite: error: give --call 1, --call 2 or --steps from {list(BUDGETS)}"
+                   f"{f'; unknown {bad}' if bad else ''}\n")
+    run_steps(names, a.out, a.archive, a.resume)
     return 0
 
 

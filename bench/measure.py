@@ -131,16 +131,49 @@ def time_gpu(fn, graph: bool = False) -> dict:
         "times_ms": times}
 
 
+def pci_bus_id(device_index: int) -> str | None:
+    """The PCI bus id NVML names the GPU torch calls ``cuda:<device_index>`` by ("00000000:1A:00.0"), or None
+    where torch does not report it."""
+    try:
+        p = torch.cuda.get_device_properties(device_index)
+        return f"{p.pci_domain_id:08X}:{p.pci_bus_id:02X}:{p.pci_device_id:02X}.0"
+    except (AttributeError, RuntimeError, AssertionError):
+        return None
+
+
+def nvml_handle(nvml, device_index: int):
+    """(NVML handle, how it was matched) of the GPU torch uses as ``cuda:<device_index>``.  NVML numbers every
+    GPU of the host while torch numbers only CUDA_VISIBLE_DEVICES', so the index is the last resort: the PCI bus
+    id first, then the UUID (the device is the same physical GPU by either)."""
+    bus = pci_bus_id(device_index)
+    if bus is not None:
+        try:
+            return nvml.nvmlDeviceGetHandleByPciBusId_v2(bus), f"PCI bus id {bus}"
+        except Exception:  # an older pynvml, or a bus id NVML spells otherwise: try the UUID
+            pass
+    try:
+        uuid = str(torch.cuda.get_device_properties(device_index).uuid)
+        uuid = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+        return nvml.nvmlDeviceGetHandleByUUID(uuid), f"UUID {uuid}"
+    except Exception:
+        pass
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    index = int(visible[device_index]) if device_index < len(visible) and visible[device_index].isdigit() \
+        else device_index
+    return nvml.nvmlDeviceGetHandleByIndex(index), f"NVML index {index} (no PCI bus id or UUID from torch)"
+
+
 class NVMLSampler:
     """Samples one GPU through NVML in a background thread; ``reason`` says why a field is empty."""
 
     def __init__(self, device_index: int = 0, interval_s: float = 0.02):
         self.interval, self.reason, self.handle, self.nvml, self.gpm = interval_s, "", None, None, False
+        self.matched = ""
         try:
             import pynvml
             pynvml.nvmlInit()
             self.nvml = pynvml
-            self.handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+            self.handle, self.matched = nvml_handle(pynvml, device_index)
         except Exception as exc:  # missing library, no driver, refused
             self.reason = f"NVML unavailable: {type(exc).__name__}: {exc}"
             return
@@ -162,7 +195,7 @@ class NVMLSampler:
                           ("max_sm_clock_mhz", lambda: n.nvmlDeviceGetMaxClockInfo(h, n.NVML_CLOCK_SM)),
                           ("max_mem_clock_mhz", lambda: n.nvmlDeviceGetMaxClockInfo(h, n.NVML_CLOCK_MEM)),
                           ("power_limit_w", lambda: n.nvmlDeviceGetEnforcedPowerLimit(h) / 1e3),
-                          ("gpm_supported", lambda: self.gpm)):
+                          ("gpm_supported", lambda: self.gpm), ("device_matched", lambda: self.matched)):
             try:
                 info[key] = call()
             except Exception as exc:

@@ -17,11 +17,13 @@ from bench import measure, roofline, schema
 from bench.env import environment
 from bench.workload import MODES, Point, shape_label
 from bench.workloads import WORKLOADS
-from kernels._common import forget_tuned_configs, tuned_configs
+from kernels._common import deferred_checks, forget_tuned_configs, tuned_configs
 
 COLUMNS, KEY = schema.COLUMNS, schema.KEY
-# An isolated sweep gives up on a point after this long (a deadlocked kernel) and restarts its worker.
-POINT_TIMEOUT_S = 900.0
+# An isolated sweep gives up on a point after this long (a deadlocked kernel) and restarts its worker; the GPU
+# job sets a shorter one, below its steps' budgets.  An isolated check gets CHECK_TIMEOUT_S.
+POINT_TIMEOUT_S = 300.0
+CHECK_TIMEOUT_S = 120.0
 
 
 def _kernels_ran(fn) -> str:
@@ -137,6 +139,7 @@ def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, po
         row.update(t)
         if gpu:
             row.update(sampler.measure(fn, workload.tokens(shape)))
+            deferred_checks()          # errors the kernels flagged on the device, read outside the timed region
             row["kernels_ran"] = _kernels_ran(fn) if not cuda_graph else "not profiled with --cuda-graph"
         else:
             row["nvml_reason"] = "no GPU on this machine"
@@ -171,30 +174,117 @@ def derived(row: dict, t: Timed) -> dict:
     return out
 
 
-def run_checks(device, gpu_only: bool = False, on_result=None) -> list[dict]:
-    """Every workload's checks: its Triton kernels against float64 references, at small fp32 shapes
-    (through the interpreter on a CPU) and, on a GPU, at real shapes too (``gpu_only``: only those)."""
-    checks, seen = [], set()
+def _chosen_checks(device, gpu_only: bool) -> list:
+    """The checks a run makes on ``device``, each once, the ``first`` ones (the grid barrier) first."""
     todo = [c for w in WORKLOADS.values() for c in w.checks
             if (device.type == "cuda" or not c.gpu_only) and (c.gpu_only or not gpu_only)]
-    for c in sorted(todo, key=lambda c: not c.first):
-        if c.name in seen:
-            continue
-        seen.add(c.name)
+    return list({c.name: c for c in sorted(todo, key=lambda c: not c.first)}.values())
+
+
+def run_check(c, device) -> dict:
+    """One check against its float64 reference: the error, max|got − want| / max(1, max|want|), and ok."""
+    t0 = time.perf_counter()
+    try:
+        got, want = c.run(device)
+        want = want.double()
+        scale = max(1.0, want.abs().max().item()) if want.numel() else 1.0
+        err = (got.double() - want).abs().max().item() / scale
+        return {"kernel": c.name, "error": err, "tolerance": c.tolerance, "ok": err <= c.tolerance,
+                "seconds": time.perf_counter() - t0, "reason": ""}
+    except Exception as exc:
+        return {"kernel": c.name, "error": None, "tolerance": c.tolerance, "ok": False,
+                "seconds": time.perf_counter() - t0, "reason": f"{type(exc).__name__}: {exc}"[:500]}
+
+
+def run_checks(device, gpu_only: bool = False, on_result=None, isolate: bool = False,
+               timeout_s: float = CHECK_TIMEOUT_S) -> list[dict]:
+    """Every workload's checks: its Triton kernels against float64 references, at small fp32 shapes
+    (through the interpreter on a CPU) and, on a GPU, at real shapes too (``gpu_only``: only those).
+
+    ``isolate`` runs them in a worker process: one that leaves a sticky CUDA error (which poisons every later
+    launch in that process), dies or runs past ``timeout_s`` fails alone, with its reason, and a fresh worker
+    takes the next check."""
+    checks, worker = [], _CheckWorker(device, timeout_s) if isolate else None
+    try:
+        for c in _chosen_checks(device, gpu_only):
+            checks.append(worker.run(c) if worker else run_check(c, device))
+            if on_result:
+                on_result(checks[-1])
+    finally:
+        if worker:
+            worker.close()
+    return checks
+
+
+def _check_worker(conn, device: str) -> None:
+    """Check worker loop: a check's name in, its result out; exits after a sticky CUDA error."""
+    device = torch.device(device)
+    checks = {c.name: c for c in _chosen_checks(device, gpu_only=False)}
+    while True:
+        name = conn.recv()
+        if name is None:
+            return
+        result = run_check(checks[name], device)
+        sticky = sticky_cuda_error(device)
+        if sticky:
+            result.update(ok=False, reason=f"{result['reason'] or 'ran'}; then a sticky CUDA error ({sticky}): worker "
+                                           f"restarted for the next check")
+        conn.send(result)
+        if sticky:
+            os._exit(3)
+
+
+class _CheckWorker:
+    """Runs checks in a spawned process, restarted after a crash, a sticky CUDA error or a hang."""
+
+    def __init__(self, device, timeout_s: float):
+        import multiprocessing
+        self.ctx, self.device, self.timeout_s, self.proc, self.conn = (multiprocessing.get_context("spawn"),
+                                                                       device, timeout_s, None, None)
+
+    def run(self, c) -> dict:
+        if self.proc is None or not self.proc.is_alive():
+            self.conn, child = self.ctx.Pipe()
+            self.proc = self.ctx.Process(target=_check_worker, args=(child, str(self.device)), daemon=True)
+            self.proc.start()
+            child.close()
         t0 = time.perf_counter()
         try:
-            got, want = c.run(device)
-            want = want.double()
-            scale = max(1.0, want.abs().max().item()) if want.numel() else 1.0
-            err = (got.double() - want).abs().max().item() / scale
-            checks.append({"kernel": c.name, "error": err, "tolerance": c.tolerance, "ok": err <= c.tolerance,
-                           "seconds": time.perf_counter() - t0, "reason": ""})
-        except Exception as exc:
-            checks.append({"kernel": c.name, "error": None, "tolerance": c.tolerance, "ok": False,
-                           "seconds": time.perf_counter() - t0, "reason": f"{type(exc).__name__}: {exc}"[:500]})
-        if on_result:
-            on_result(checks[-1])
-    return checks
+            self.conn.send(c.name)
+            if self.conn.poll(self.timeout_s):
+                return self.conn.recv()
+            reason = f"timed out after {self.timeout_s:.0f} s; worker killed and restarted"
+            self.proc.kill()
+        except (EOFError, OSError, BrokenPipeError):
+            self.proc.join(5)
+            reason = f"worker process died (exit code {self.proc.exitcode}); restarted for the next check"
+        self.close()
+        return {"kernel": c.name, "error": None, "tolerance": c.tolerance, "ok": False,
+                "seconds": time.perf_counter() - t0, "reason": reason}
+
+    def close(self):
+        if self.proc is not None:
+            if self.proc.is_alive():
+                try:
+                    self.conn.send(None)
+                except OSError:
+                    pass
+                self.proc.join(10)
+                if self.proc.is_alive():
+                    self.proc.kill()
+            self.proc = self.conn = None
+
+
+def grid_shapes(w, defaults: list[dict], seq_lens=None, batch=None) -> list[dict]:
+    """A workload's shapes: its defaults, or the grid of ``seq_lens`` × ``batch`` (each an int or a list) over its
+    first default shape; the same shape once (--batch can make two defaults one)."""
+    as_list = lambda v: [v] if isinstance(v, int) else list(v or [])  # noqa: E731
+    shapes = defaults
+    if seq_lens:
+        shapes = [dict(shapes[0], **{w.seq_key: n}) for n in as_list(seq_lens)]
+    if batch:
+        shapes = [dict(s, B=b) for b in as_list(batch) for s in shapes]
+    return list({shape_label(w, s): s for s in shapes}.values())
 
 
 def run_meta(device, dtype, quick: bool, modes, workloads, sampler) -> dict:
@@ -215,12 +305,18 @@ def run_meta(device, dtype, quick: bool, modes, workloads, sampler) -> dict:
 def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None, modes=MODES,
           resume: bool = False, cuda_graph: bool = False, progress=True, device=None, impls=None,
           checks: bool = True, isolate: bool = False, point_timeout_s: float = POINT_TIMEOUT_S,
-          shard: tuple[int, int] = (0, 1), barrier=None) -> dict:
+          shard: tuple[int, int] = (0, 1), barrier=None, order: str = "workload") -> dict:
     """Run every point into out_dir/results.csv and write run.json; returns the run's metadata.
 
+    ``seq_lens`` and ``batch`` (ints or lists) replace the default shapes with their grid.  ``order="shape"``
+    measures every workload's points at one (shape, mode) before the next, so a run cut short still has every
+    row of the table at its first shapes (the GPU job's headline); the default goes workload by workload.
+
     ``isolate`` measures the points in a worker process (tritonbench's --isolate): a point that kills it,
-    leaves a sticky CUDA error (an illegal address poisons every later launch in that process) or runs
-    past ``point_timeout_s`` is recorded as an error with its reason, and a fresh worker takes the rest.
+    leaves a sticky CUDA error (an illegal address poisons every later launch in that process) is an error
+    row, one that runs past ``point_timeout_s`` a ``timeout`` row, each with its reason, and a fresh worker
+    takes the rest.  ``resume`` keeps the ok rows and skips them, measures the failed points again, and the
+    timed-out ones last, after every other point; it keeps the kernel checks run.json already has.
 
     ``shard=(rank, world)`` (torchrun): this rank measures every world-th (workload, shape, mode) group of
     points into results.rank<r>.csv,
@@ -236,6 +332,7 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     if world == 1 and resume:
         merge_shards(out_dir)         # rows a sharded run measured but did not merge before it stopped
     kept, dropped = schema.read_rows(csv_path) if resume else ([], 0)
+    hung = {schema.row_key(r) for r in kept if r["status"] == "timeout"}     # tried again last
     kept = [r for r in kept if r["status"] == "ok"]
     done = {schema.row_key(r) for r in kept}
     if resume and world > 1:          # points merged before, or measured by another rank's shard
@@ -248,22 +345,28 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     if world > 1:
         meta["shards"] = world
     json_path = os.path.join(out_dir, "run.json")
+    earlier = schema.read_json(json_path) if resume else {}
     if main and not (resume and os.path.exists(json_path)):
         schema.write_json(json_path, meta)
-    meta["checks"] = run_checks(device) if checks and main else []
+    if earlier.get("checks"):             # a resumed run does not check the kernels again
+        meta["checks"] = earlier["checks"]
+    else:
+        meta["checks"] = run_checks(device, isolate=isolate) if checks and main else []
     meta["isolated"] = isolate
-    points = []
+    groups = []
     for w in workloads:
-        shapes = w.default_shapes(quick, device.type == "cuda")
-        if seq_lens:
-            shapes = [dict(shapes[0], **{w.seq_key: n}) for n in seq_lens]
-        if batch:
-            shapes = [dict(s, B=batch) for s in shapes]
-        shapes = list({shape_label(w, s): s for s in shapes}.values())     # --batch can make two shapes one
+        shapes = grid_shapes(w, w.default_shapes(quick, device.type == "cuda"), seq_lens, batch)
         chosen = [i for i in w.impls.values() if not impls or i.name in impls]
-        points += [[(w, impl, s, mode) for impl in chosen] for s in shapes for mode in modes]
+        groups += [(shape_label(w, s), m, [(w, impl, s, m) for impl in chosen]) for s in shapes for m in modes]
+    if order == "shape":                  # every workload at a (shape, mode) before the next
+        rank_of = {}
+        for label, m, _ in groups:
+            rank_of.setdefault((label, m), len(rank_of))
+        groups.sort(key=lambda g: rank_of[(g[0], g[1])])
     # a shard takes whole (workload, shape, mode) groups: their impls share inputs and the baseline's output
-    points = [p for group in points[rank::world] for p in group]
+    points = [p for _, _, group in groups[rank::world] for p in group]
+    key_of = lambda p: (p[0].name, p[1].name, p[3], str(dtype).removeprefix("torch."), shape_label(p[0], p[2]))  # noqa: E731
+    points.sort(key=lambda p: key_of(p) in hung)           # a point that hung last time goes last (stable sort)
     writer = schema.RowWriter(csv_path, kept)  # resume: finished points stay, failed ones are tried again
     if main:
         schema.write_json(json_path, meta)
@@ -276,7 +379,7 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     written, todo = {}, {}
     try:
         for w, impl, s, mode in points:
-            key = (w.name, impl.name, mode, str(dtype).removeprefix("torch."), shape_label(w, s))
+            key = key_of((w, impl, s, mode))
             bar(f"{w.name} {impl.name} {shape_label(w, s)} {mode}")
             if key in done:
                 continue
@@ -473,13 +576,13 @@ class _Isolated:
             self.conn.send((w.name, w.module, impl.name, s, mode))
             if self.conn.poll(self.timeout_s):
                 return schema.Row(**self.conn.recv()), None
-            failed = f"timed out after {self.timeout_s:.0f} s; worker killed and restarted"
+            status, failed = "timeout", f"timed out after {self.timeout_s:.0f} s; worker killed and restarted"
             self.proc.kill()
         except (EOFError, OSError, BrokenPipeError):
             self.proc.join(5)
-            failed = f"worker process died (exit code {self.proc.exitcode}); restarted for the next point"
+            status, failed = "error", f"worker process died (exit code {self.proc.exitcode}); restarted for the next point"
         self.close()
-        return schema.Row(**_identity(w, impl, s, mode, self.dtype, self.device), status="error", reason=failed), None
+        return schema.Row(**_identity(w, impl, s, mode, self.dtype, self.device), status=status, reason=failed), None
 
     def close(self):
         if self.proc is not None:

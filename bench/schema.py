@@ -44,7 +44,7 @@ class Row(_CsvRow):
     seq_len: int | None = None
     batch: int | None = None
     tokens: int | None = None
-    status: str = ""               # ok | unstable | skipped | unsupported | oom | error
+    status: str = ""               # ok | unstable | skipped | unsupported | oom | timeout | error
     reason: str = ""
     ms: float | None = None        # median
     ms_p20: float | None = None

@@ -48,6 +48,35 @@ def check_device(name: str, t: torch.Tensor) -> None:
     )
 
 
+def wide_offsets(*tensors) -> bool:
+    """Whether some element of these tensors lies 2³¹ or more elements from its start: a kernel must then form
+    its offsets in 64 bits (a constexpr, so smaller problems keep 32-bit arithmetic and its registers)."""
+    return any(t is not None and sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride()) if n) >= 2**31
+               for t in tensors)
+
+
+def capturing(device: torch.device) -> bool:
+    """True while a CUDA graph is being captured on the current stream: host reads of device values (.item(),
+    bool(t)) are not allowed then, so input checks that need them run on the eager call before capture."""
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+_DEFERRED: list = []
+
+
+def register_deferred_check(check) -> None:
+    """A kernel family's ``check()`` for errors its launches flag on the device and read later, without a sync
+    on the hot path (the persistent LSTM's grid-barrier timeout); ``deferred_checks`` runs them all."""
+    if check not in _DEFERRED:
+        _DEFERRED.append(check)
+
+
+def deferred_checks() -> None:
+    """Wait for the device flags of every launch so far and raise what any family found (after a timed region)."""
+    for check in _DEFERRED:
+        check()
+
+
 def cuda_arch(device: torch.device) -> int:
     """Compute capability as an int (90 for sm_90); 0 when interpreting on the CPU."""
     if device.type != "cuda":

@@ -29,13 +29,15 @@ g gate-vector column, n head, r weight row, k reduction: e.g. ``stride_xt, strid
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-from kernels._common import check_rnn_step, check_tensor, dot_options, once_differentiable, strides
+from kernels._common import (capturing, check_rnn_step, check_tensor, dot_options, once_differentiable,
+                             register_deferred_check, strides, wide_offsets)
 from kernels._rnn import load4, lstm_pointwise_bwd, split4, store4, tanh
 from kernels._tl import cast, dot_acc
 
@@ -66,7 +68,7 @@ def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, LENGTHS, t_lo, t_hi, B,
                       stride_xt, stride_xb, stride_xg, stride_ht, stride_hb, stride_hh, stride_wn, stride_wr,
                       stride_wk, stride_ct, stride_cb, stride_ch, stride_gt, stride_gb, stride_gh,
                       STORE_GATES: tl.constexpr, HAS_LEN: tl.constexpr, BARRIER: tl.constexpr, MAX_SPIN: tl.constexpr,
-                      HOIST_W: tl.constexpr,
+                      HOIST_W: tl.constexpr, INDEX_64: tl.constexpr,
                       BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
                       PREC: tl.constexpr):
     """Steps t_lo … t_hi−1.  HS is (T+1, B, HID) with HS[0] = h0; c enters and leaves through CCARRY.
@@ -93,7 +95,11 @@ def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, LENGTHS, t_lo, t_hi, B,
     c = tl.load(CCARRY + offs_b[None, :] * stride_cb + hcol[:, None] * stride_ch, mask=mask, other=0.0).to(tl.float32)
     if HAS_LEN:
         lens = tl.load(LENGTHS + offs_b, mask=b_ok, other=0)
-    for t in range(t_lo, t_hi):
+    for t32 in range(t_lo, t_hi):
+        if INDEX_64:     # (T, B, 4·HID) passes 2³¹ elements at shipped shapes (B 512, T 2048, d 1024)
+            t = tl.cast(t32, tl.int64)
+        else:
+            t = t32
         acc = tl.load(XW + t * stride_xt + offs_b[None, :] * stride_xb + g_cols[:, None] * stride_xg,
                       mask=row_ok[:, None] & b_ok[None, :], other=0.0).to(tl.float32)
         h_prev = HS + t * stride_ht + n * DH * stride_hh
@@ -114,7 +120,7 @@ def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, LENGTHS, t_lo, t_hi, B,
         c_new = f * c + i * g
         h = o * tanh(c_new)
         if HAS_LEN:
-            live = (t < lens)[None, :]
+            live = (t32 < lens)[None, :]
             h_old = tl.load(HS + t * stride_ht + offs_b[None, :] * stride_hb + hcol[:, None] * stride_hh, mask=mask,
                             other=0.0).to(tl.float32)
             h = tl.where(live, h, h_old)
@@ -129,7 +135,7 @@ def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, LENGTHS, t_lo, t_hi, B,
             store4(GATES + t * stride_gt + offs_b[None, :] * stride_gb + hcol[:, None] * stride_gh, HID * stride_gh, i,
                    f, g, o, mask)
         if BARRIER:
-            grid_barrier(BAR, (t - t_lo + 1) * tl.num_programs(0) * tl.num_programs(1), MAX_SPIN)
+            grid_barrier(BAR, (t32 - t_lo + 1) * tl.num_programs(0) * tl.num_programs(1), MAX_SPIN)
         else:
             tl.debug_barrier()  # this program's h[t] stores are visible to all its threads
     tl.store(CCARRY + offs_b[None, :] * stride_cb + hcol[:, None] * stride_ch, c, mask=mask)
@@ -141,7 +147,7 @@ def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, LENGTH
                       stride_ot, stride_ob, stride_oh, stride_dt, stride_db, stride_dg, stride_gt, stride_gb,
                       stride_gh, stride_ct, stride_cb, stride_ch, stride_wn, stride_wr, stride_wk,
                       HAS_C0: tl.constexpr, HAS_DHN: tl.constexpr, HAS_LEN: tl.constexpr, FINAL: tl.constexpr,
-                      BARRIER: tl.constexpr,
+                      BARRIER: tl.constexpr, INDEX_64: tl.constexpr,
                       MAX_SPIN: tl.constexpr,
                       BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
                       PREC: tl.constexpr):
@@ -164,7 +170,10 @@ def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, LENGTH
     w_base = W + n * stride_wn
     dc = tl.load(DCCARRY + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, mask=mask, other=0.0).to(tl.float32)
     for s in range(0, t_hi - t_lo):
-        t = t_hi - 1 - s
+        if INDEX_64:     # 64-bit time offsets, as in the forward
+            t = tl.cast(t_hi - 1 - s, tl.int64)
+        else:
+            t = t_hi - 1 - s
         # dh[t] for this program's units: dout[t] + (∂a[t+1] of the whole head) W[n][:, units]
         dh = tl.load(DOUT + t * stride_ot + offs_b[:, None] * stride_ob + hcol[None, :] * stride_oh, mask=mask,
                      other=0.0).to(tl.float32)
@@ -315,6 +324,7 @@ def fwd_args(xw, hs, ccarry, w, cs, gates, bar, HID, DH, p, lengths=None) -> dic
                 **strides("w", w, "nrk"), **strides("c", cs, "tbh"),
                 **strides("g", gates, "tbh"),
                 STORE_GATES=gates is not None, HAS_LEN=lengths is not None, MAX_SPIN=MAX_SPIN, HOIST_W=p.HOIST_W,
+                INDEX_64=wide_offsets(xw, hs, cs, gates),
                 **p.constexprs(),
                 **dot_options(xw.dtype, xw.device))
 
@@ -326,7 +336,7 @@ def bwd_args(dout, dg, gates, cs, c0, w, dccarry, dhn, dh0, bar, HID, DH, p, len
                 **strides("o", dout, "tbh"), **strides("d", dg, "tbg"),
                 **strides("g", gates, "tbh"), **strides("c", cs, "tbh"),
                 **strides("w", w, "nrk"), HAS_C0=c0 is not None, HAS_DHN=dhn is not None,
-                HAS_LEN=lengths is not None, MAX_SPIN=MAX_SPIN,
+                HAS_LEN=lengths is not None, MAX_SPIN=MAX_SPIN, INDEX_64=wide_offsets(dout, dg, gates, cs),
                 **p.constexprs(), **dot_options(dout.dtype, dout.device))
 
 
@@ -356,16 +366,18 @@ def _forward(xw, h0, c0, w, heads, store_gates, block_h=None, lengths=None):
 
 
 def _run(kernel, args, p, bar, launches):
-    """Launch ``kernel`` for each of ``launches(p)``; a cooperative grid the driver refuses (not co-resident)
-    falls back to one launch per step before any program ran."""
+    """Launch ``kernel`` for each of ``launches(p)``; a cooperative grid the driver refuses (not co-resident, or
+    no cooperative launches here) falls back to one launch per step before any program ran.  A barrier grid's
+    timeout flag is read later, without a host sync here (``BARRIER_FLAGS``)."""
     if not p.grid[1]:              # an empty batch: nothing to compute
         return
+    BARRIER_FLAGS.check(block=False)   # earlier launches whose flags are ready: a timeout there raises now
     todo = launches(p)
     if p.barrier:
         try:
             kernel[p.grid](**args, **todo[0], **p.launch())
         except RuntimeError as exc:
-            if "cooperative" not in str(exc).lower():
+            if not cooperative_refused(exc):
                 raise
             p = p.per_step()
             todo = launches(p)
@@ -373,19 +385,84 @@ def _run(kernel, args, p, bar, launches):
             todo = todo[1:]
     for extra in todo:
         kernel[p.grid](**args, **extra, **p.launch())
-    _check_barrier(bar, p)
+    if p.barrier and not capturing(bar.device):   # under CUDA-graph capture nothing has run yet to read
+        BARRIER_FLAGS.add(bar[1:2])
 
 
-def _capturing(device: torch.device) -> bool:
-    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+# CUDA driver results that refuse a cooperative launch rather than fault the kernel: the grid cannot be
+# co-resident (CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE), or cooperative launches are not allowed or available
+# here (CUDA_ERROR_NOT_PERMITTED, CUDA_ERROR_NOT_SUPPORTED: vGPU, some MIG slices), with cuGetErrorString's
+# text for each, which is what Triton's launcher raises ("Triton Error [CUDA]: <text>").
+COOPERATIVE_REFUSALS = {720: "too many blocks in cooperative launch", 800: "operation not permitted",
+                        801: "operation not supported"}
 
 
-def _check_barrier(bar, p):
-    """Raise if a grid barrier timed out (a sync, paid only by barrier launches).  Not while a CUDA graph is
-    being captured, where nothing has run yet to check; a cooperative launch keeps that case co-resident."""
-    if p.barrier and not _capturing(bar.device) and bar[1].item():
-        raise RuntimeError("the persistent LSTM's grid barrier timed out: its programs were not all resident at "
-                           "once (another kernel on the GPU?); results are invalid")
+@functools.lru_cache(maxsize=None)
+def _refusal_texts() -> frozenset:
+    """The driver's own text for each refusal code (cuGetErrorString), else the table's."""
+    texts = set(COOPERATIVE_REFUSALS.values())
+    try:
+        import ctypes
+        cuda = ctypes.CDLL("libcuda.so.1")
+        for code in COOPERATIVE_REFUSALS:
+            text = ctypes.c_char_p()
+            if cuda.cuGetErrorString(code, ctypes.byref(text)) == 0 and text.value:
+                texts.add(text.value.decode())
+    except (OSError, AttributeError):           # no driver here: the documented texts
+        pass
+    return frozenset(texts)
+
+
+def cooperative_refused(exc: BaseException) -> bool:
+    """Whether a launch error is the driver refusing the cooperative grid (by the text of its error code)."""
+    prefix = "Triton Error [CUDA]: "
+    text = str(exc)
+    return text.startswith(prefix) and text[len(prefix):].strip() in _refusal_texts()
+
+
+class BarrierFlags:
+    """The grid-barrier timeout flags of launches not yet read.  Each is copied to pinned host memory without a
+    sync and read once its copy has completed: at a later call, or when ``check(block=True)`` waits for all of
+    them (``check_barriers``, which the benchmark calls after its timed region).  A raised flag is an error."""
+
+    def __init__(self):
+        self.pending = []           # (CUDA event or None, host copy of the flag)
+
+    def add(self, flag: torch.Tensor) -> None:
+        if flag.device.type == "cuda":
+            host = torch.empty(flag.shape, dtype=flag.dtype, pin_memory=True)
+            host.copy_(flag, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self.pending.append((event, host))
+        else:
+            self.pending.append((None, flag.clone()))
+
+    def check(self, block: bool = True) -> None:
+        """Read the flags whose copies are done (all of them, waiting, with ``block``); raise if one is set."""
+        still, stuck = [], False
+        for event, host in self.pending:
+            if event is not None and not event.query():
+                if not block:
+                    still.append((event, host))
+                    continue
+                event.synchronize()
+            stuck = stuck or bool(host.item())
+        self.pending = still
+        if stuck:
+            raise RuntimeError("the persistent LSTM's grid barrier timed out: its programs were not all resident at "
+                               "once (another kernel on the GPU?); results of that call are invalid")
+
+
+BARRIER_FLAGS = BarrierFlags()
+
+
+def check_barriers() -> None:
+    """Wait for every persistent-LSTM launch so far and raise if a grid barrier timed out in any of them."""
+    BARRIER_FLAGS.check(block=True)
+
+
+register_deferred_check(check_barriers)
 
 
 def _backward(dout, dhn, dcn, hs, cs, gates, c0, w, heads, block_h=None, lengths=None):
@@ -448,7 +525,7 @@ def _check_lengths(lengths, T: int, B: int, device):
         raise TypeError(f"lengths must be an integer tensor, got {getattr(lengths, 'dtype', type(lengths).__name__)}")
     if tuple(lengths.shape) != (B,):
         raise ValueError(f"lengths must have shape ({B},) (one per batch row), got {tuple(lengths.shape)}")
-    if B and (lengths.min().item() < 1 or lengths.max().item() > T):
+    if B and not capturing(lengths.device) and (lengths.min().item() < 1 or lengths.max().item() > T):
         raise ValueError(f"lengths must lie in 1 … {T} (the time steps), got {lengths.tolist()}")
     return lengths.to(device=device, dtype=torch.int32).contiguous()
 
@@ -500,7 +577,10 @@ WGMMA = ("lstm_persistent.fwd.",)
 # and batch 64 (32-row batch tiles).  Each plan() branch is among them.
 INSPECTED_LAYOUTS = (("heads12x64", 768, 12, 16), ("h768", 768, 1, 16), ("h1024", 1024, 1, 16),
                      ("heads8x128", 1024, 8, 16), ("heads4x256", 1024, 4, 16), ("heads12x64_b64", 768, 12, 64),
-                     ("h1024_b64", 1024, 1, 64))
+                     ("h1024_b64", 1024, 1, 64), ("h1024_b512", 1024, 1, 512))
+INSPECT_T = 1024
+# Layouts also compiled at model_lstm's largest length, where (T, B, 4·HID) passes 2³¹ elements: INDEX_64.
+WIDE_T = {"h1024_b512": 2048}
 INSPECT_SMS = {"sm80": 108, "sm90": 132}
 # Layouts also compiled with per-row lengths (FusedLSTM on a PackedSequence): one program per head, and
 # one head split over programs with the grid barrier.
@@ -508,10 +588,10 @@ PACKED_LAYOUTS = ("heads12x64", "h768")
 
 
 def compile_builds(family: str, dtypes=(torch.float16,)):
-    """Forward and backward of each inspected layout at batch 16, as the launcher would run them."""
+    """Forward and backward of each inspected layout (its batch; T = 1024, or WIDE_T), as the launcher runs them."""
     for dtype in dtypes:
         for label, HID, heads, B in INSPECTED_LAYOUTS:
-            T, DH = 1024, HID // heads
+            T, DH = WIDE_T.get(label, INSPECT_T), HID // heads
             p = plan(HID, heads, B, dtype, INSPECT_SMS[family], hopper=family == "sm90")
             t = lambda *s: torch.empty(*s, device="meta", dtype=dtype)  # noqa: E731
             f32 = lambda *s: torch.empty(*s, device="meta", dtype=torch.float32)  # noqa: E731

@@ -1,6 +1,7 @@
-"""The staged GPU job, rehearsed on the CPU: steps past their budget get SIGINT then SIGKILL, the state and
-the archive are on disk after every stage, a killed suite leaves the finished stages in the archive, and
-the real smoke stage runs end to end here (checks say there is no GPU; the headline points are CPU timings)."""
+"""The GPU job, rehearsed on the CPU: each call's steps with their real budgets fit the call's limit even when
+every step runs to its budget and then ignores SIGINT; a step past its budget gets SIGINT then SIGKILL; the
+archive holds every finished step after every step, also when the job itself is killed mid-step; and call 1's
+real commands run end to end here (the checks step says there is no GPU, the headline takes CPU shapes)."""
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ import torch
 from bench import gpu_suite
 
 PY = sys.executable
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _names(archive):
@@ -22,7 +24,35 @@ def _names(archive):
         return {os.path.relpath(n, tar.getnames()[0]) for n in tar.getnames()}
 
 
-def test_budget_sigint_then_sigkill_and_archive_per_stage(tmp_path):
+@pytest.mark.parametrize("call", sorted(gpu_suite.CALLS))
+def test_each_call_fits_its_limit_in_the_worst_case(call):
+    """Every step to its budget, then the whole grace after SIGINT, then a pack: still inside the call's limit
+    (7 and 6 minutes of the 10 a command may run; the machine's start comes on top of both)."""
+    worst, limit = gpu_suite.call_fits(call)
+    assert worst <= limit <= 420, (call, worst, limit)
+    assert sum(gpu_suite.CALL_LIMIT_S.values()) <= 15 * 60 - 120          # two calls and a 2-minute start
+    assert gpu_suite.POINT_TIMEOUT_S < min(gpu_suite.BUDGETS[s] for s in ("headline", "sweep"))
+    assert gpu_suite.CHECK_TIMEOUT_S < gpu_suite.BUDGETS["checks"]
+
+
+@pytest.mark.parametrize("call", sorted(gpu_suite.CALLS))
+def test_worst_case_rehearsal_ends_inside_the_scaled_limit(call, tmp_path):
+    """The same call with budgets, grace and limit scaled down 60×, every step deaf to SIGINT: the job kills
+    each at its budget plus grace and ends inside the scaled limit."""
+    scale = 60.0
+    deaf = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(600)"
+    budgets = {s: b / scale for s, b in gpu_suite.BUDGETS.items()}
+    steps = {s: gpu_suite.Step(s, [PY, "-c", deaf], budgets[s]) for s in gpu_suite.CALLS[call]}
+    t0 = time.time()
+    state = gpu_suite.run_steps(list(gpu_suite.CALLS[call]), str(tmp_path / "s"), str(tmp_path / "s.tar.gz"),
+                                steps_for=steps.get, grace_s=gpu_suite.GRACE_S / scale)
+    took = time.time() - t0
+    worst, limit = gpu_suite.call_fits(call, budgets, gpu_suite.GRACE_S / scale)
+    assert took <= limit / scale + 3, (took, limit / scale)         # 3 s for Python's own start of each step
+    assert {r["exit"] for r in state["steps"]} == {"timeout (killed: SIGKILL after SIGINT)"}
+
+
+def test_budget_sigint_then_sigkill_and_archive_per_step(tmp_path):
     out, archive = tmp_path / "suite", tmp_path / "suite.tar.gz"
     trap = textwrap.dedent("""
         import signal, sys, time
@@ -30,42 +60,35 @@ def test_budget_sigint_then_sigkill_and_archive_per_stage(tmp_path):
             open(sys.argv[1], "w").write("got SIGINT"); sys.exit(130)
         signal.signal(signal.SIGINT, stop)
         time.sleep(60)""")
-    deaf = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)"
-    steps = {"a": [gpu_suite.Step("write", [PY, "-c", f"open({str(out / 'a.txt')!r}, 'w').write('a')"], 30)],
-             "b": [gpu_suite.Step("trap", [PY, "-c", trap, str(out / "b.txt")], 2)],
-             "c": [gpu_suite.Step("deaf", [PY, "-c", deaf], 2),
-                   gpu_suite.Step("later", [PY, "-c", "print('runs')"], 30, skip="not today")]}
-    t0 = time.time()
-    state = gpu_suite.run_stages(["a", "b", "c"], str(out), str(archive), steps_for=steps.get, grace_s=2)
-    assert time.time() - t0 < 30
+    steps = {"write": gpu_suite.Step("write", [PY, "-c", f"open({str(out / 'a.txt')!r}, 'w').write('a')"], 30),
+             "trap": gpu_suite.Step("trap", [PY, "-c", trap, str(out / "b.txt")], 2),
+             "later": gpu_suite.Step("later", [PY, "-c", "print('runs')"], 30, skip="not today")}
+    state = gpu_suite.run_steps(["write", "trap", "later"], str(out), str(archive), steps_for=steps.get, grace_s=2)
     exits = {r["step"]: r["exit"] for r in state["steps"]}
-    assert exits == {"write": 0, "trap": "timeout (stopped by SIGINT)",
-                     "deaf": "timeout (killed: SIGKILL after SIGINT)", "later": "skipped"}
+    assert exits == {"write": 0, "trap": "timeout (stopped by SIGINT)", "later": "skipped"}
     assert (out / "b.txt").read_text() == "got SIGINT"
-    assert state["finished"] == ["a"]             # b and c were cut short: not finished
+    assert state["finished"] == ["write", "later"]
     assert {"a.txt", "b.txt", "SUITE.md", "suite.json", "write.log", "trap.log"} <= _names(archive)
     assert "not today" in (out / "SUITE.md").read_text()
     # --resume skips what is finished and runs again what was cut short
     n = len(state["steps"])
-    again = gpu_suite.run_stages(["a", "b"], str(out), resume=True, steps_for=steps.get, grace_s=2)
+    again = gpu_suite.run_steps(["write", "trap"], str(out), resume=True, steps_for=steps.get, grace_s=2)
     assert [r["step"] for r in again["steps"][n:]] == ["trap"]
 
 
-def test_killed_suite_keeps_finished_stages_in_the_archive(tmp_path):
-    """The suite process itself is killed mid-stage (the device tool's time limit): the archive, packed
-    after the first stage, still holds it."""
+def test_a_kill_mid_step_leaves_every_finished_step_in_the_archive(tmp_path):
+    """The job itself is killed during its second step (the device tool's limit): the archive, packed after the
+    first step, holds it."""
     out, archive = tmp_path / "suite", tmp_path / "suite.tar.gz"
     script = tmp_path / "suite.py"
     script.write_text(textwrap.dedent(f"""
         import sys
         from bench import gpu_suite
-        first = [sys.executable, "-c", "open({str(out / 'first.txt')!r}, 'w')"]
-        steps = {{"first": [gpu_suite.Step("done", first, 30)],
-                  "second": [gpu_suite.Step("hang", [sys.executable, "-c", "import time; time.sleep(120)"], 120)]}}
-        gpu_suite.run_stages(["first", "second"], {str(out)!r}, {str(archive)!r}, steps_for=steps.get)
+        steps = {{"first": gpu_suite.Step("first", [sys.executable, "-c", "open({str(out / 'first.txt')!r}, 'w')"], 30),
+                  "hang": gpu_suite.Step("hang", [sys.executable, "-c", "import time; time.sleep(120)"], 120)}}
+        gpu_suite.run_steps(["first", "hang"], {str(out)!r}, {str(archive)!r}, steps_for=steps.get)
         """))
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.Popen([PY, str(script)], cwd=root, env={**os.environ, "PYTHONPATH": root},
+    proc = subprocess.Popen([PY, str(script)], cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
                             start_new_session=True)
     deadline = time.time() + 60
     while not (archive.exists() and (out / "hang.log").exists()) and time.time() < deadline:
@@ -73,34 +96,37 @@ def test_killed_suite_keeps_finished_stages_in_the_archive(tmp_path):
     os.killpg(proc.pid, 9)
     proc.wait()
     names = _names(archive)
-    assert "first.txt" in names and "done.log" in names
-    state = json.load(open(out / "suite.json"))
-    assert state["finished"] == ["first"]
+    assert "first.txt" in names and "first.log" in names
+    assert json.load(open(out / "suite.json"))["finished"] == ["first"]
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU rehearsal; a GPU runs the real smoke stage")
-def test_smoke_stage_rehearsed_on_the_cpu(tmp_path):
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU rehearsal; a GPU runs the real call")
+def test_call_1_rehearsed_on_the_cpu(tmp_path):
+    """Call 1's real commands: the checks step refuses (no GPU, exit 2, one line), the headline measures every
+    stand-in of the five rows at the CPU shapes, every row at a shape before the next, into run/."""
     out, archive = tmp_path / "suite", tmp_path / "suite.tar.gz"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    r = subprocess.run([PY, "-m", "bench.gpu_suite", "--stage", "smoke,train", "--out", str(out), "--archive",
-                        str(archive)], cwd=root, capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "SEQBENCH_COMMIT": "abc1234", "SEQBENCH_SUITE_TRAIN_S": "2",
-                            "SEQBENCH_SUITE_GRADIENTS_T": "8"})
+    t0 = time.time()
+    r = subprocess.run([PY, "-m", "bench.gpu_suite", "--call", "1", "--out", str(out), "--archive", str(archive)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=gpu_suite.CALL_LIMIT_S["1"],
+                       env={**os.environ, "SEQBENCH_COMMIT": "abc1234"})
     assert r.returncode == 0, r.stdout + r.stderr
+    assert time.time() - t0 < gpu_suite.CALL_LIMIT_S["1"]
     state = json.load(open(out / "suite.json"))
     exits = {s["step"]: s["exit"] for s in state["steps"]}
-    assert exits["smoke-checks"] == 0 and exits["smoke-headline"] == 0 and exits["train"] == exits["gradients"] == 0
+    assert exits == {"checks": 2, "headline": 0}
+    assert "needs a CUDA GPU" in (out / "checks.log").read_text()
     names = _names(archive)
-    assert {"smoke/results.csv", "smoke/REPORT.md", "SUITE.md"} <= names
-    rows = open(out / "smoke" / "results.csv").read()
-    assert "model_lstm,lstm_torch" in rows and "model_transformer,transformer_torch" in rows
-    assert "abc1234" in open(out / "smoke" / "run.json").read()
-    assert {"train/train.csv", "train/train.png", "train/REPORT.md"} <= names
-    assert "Time to quality" in (out / "train" / "REPORT.md").read_text()
-    assert {"gradients/gradients.csv", "gradients/gradients.png", "gradients/GRADIENTS.md"} <= names
+    assert {"run/results.csv", "run/REPORT.md", "SUITE.md", "headline.log"} <= names
+    rows = [line.split(",") for line in open(out / "run" / "results.csv").read().splitlines()[1:]]
+    workloads, impls = gpu_suite.headline_impls()
+    assert {r[1] for r in rows} == set(impls)
+    shapes = [r[4] for r in rows]
+    first = shapes.index(shapes[-1])          # the last shape's rows come after every other shape's
+    assert all(s == shapes[-1] for s in shapes[first:])
+    assert "abc1234" in open(out / "run" / "run.json").read()
 
 
-def test_unknown_stage_is_a_one_line_error(capsys):
+def test_unknown_step_is_a_one_line_error(capsys):
     with pytest.raises(SystemExit) as e:
-        gpu_suite.main(["--stage", "smok", "--out", "x"])
+        gpu_suite.main(["--steps", "smok", "--out", "x"])
     assert e.value.code == 2 and "unknown ['smok']" in capsys.readouterr().err

@@ -1,6 +1,8 @@
 """kernels.lstm_persistent against the textbook LSTM in float64 (2x rule per dtype) and nn.LSTM:
 one program per head (a single launch over all steps, also in the interpreter) and a head split
 over programs (one launch per step here; on a GPU one launch with a grid barrier)."""
+import os
+
 import pytest
 import torch
 import triton
@@ -206,12 +208,124 @@ def test_barrier_grid_is_cooperative_and_falls_back(refuse):
         assert len(k.calls) == 1 and k.calls[0]["BARRIER"] and k.calls[0]["num_stages"] == 1
 
 
-def test_barrier_check_is_skipped_while_capturing(monkeypatch):
-    """--cuda-graph: the stuck flag cannot be read (.item()) during capture."""
-    from kernels.lstm_persistent import _check_barrier
+def test_barrier_flag_is_read_later_without_a_sync(monkeypatch):
+    """The grid barrier's timeout flag is not read (.item(), a host sync) inside the call: the call records it,
+    a later call or check_barriers() reads it and raises; nothing is recorded during CUDA-graph capture."""
+    from kernels import lstm_persistent as lp
+    flags = lp.BarrierFlags()
+    monkeypatch.setattr(lp, "BARRIER_FLAGS", flags)
     p = plan(768, 1, 16, torch.float16, sms=132)
     stuck = torch.tensor([3, 1], dtype=torch.int32)
+
+    def launches(q):
+        return [dict(t_lo=0, t_hi=5)]
+    lp._run(_Kernel(False), {}, p, stuck, launches)            # returns: the flag is only recorded
+    assert len(flags.pending) == 1
     with pytest.raises(RuntimeError, match="grid barrier timed out"):
-        _check_barrier(stuck, p)
-    monkeypatch.setattr("kernels.lstm_persistent._capturing", lambda device: True)
-    _check_barrier(stuck, p)
+        lp.check_barriers()
+    assert not flags.pending
+    lp._run(_Kernel(False), {}, p, stuck, launches)
+    with pytest.raises(RuntimeError, match="grid barrier timed out"):     # or the next call, before it launches
+        lp._run(_Kernel(False), {}, p, torch.zeros(2, dtype=torch.int32), launches)
+    monkeypatch.setattr(lp, "capturing", lambda device: True)
+    lp._run(_Kernel(False), {}, p, stuck, launches)
+    assert not flags.pending
+
+
+class _Event:
+    """A CUDA event stand-in that is done after ``ready`` queries."""
+    def __init__(self, ready):
+        self.ready, self.waited = ready, False
+
+    def query(self):
+        self.ready -= 1
+        return self.ready < 0
+
+    def synchronize(self):
+        self.waited = True
+
+
+def test_barrier_flags_wait_only_when_asked():
+    from kernels.lstm_persistent import BarrierFlags
+    flags = BarrierFlags()
+    late = _Event(ready=5)
+    flags.pending = [(late, torch.tensor([1]))]
+    flags.check(block=False)                  # not done yet: kept, no wait, no error
+    assert flags.pending and not late.waited
+    with pytest.raises(RuntimeError, match="grid barrier timed out"):
+        flags.check(block=True)
+    assert late.waited and not flags.pending
+    flags.pending = [(_Event(ready=0), torch.tensor([0]))]
+    flags.check(block=False)
+    assert not flags.pending
+
+
+@pytest.mark.parametrize("message, refused", [
+    ("Triton Error [CUDA]: too many blocks in cooperative launch", True),       # 720
+    ("Triton Error [CUDA]: operation not supported", True),                      # 801 (vGPU, MIG)
+    ("Triton Error [CUDA]: operation not permitted", True),                      # 800
+    ("Triton Error [CUDA]: an illegal memory access was encountered", False),
+    ("out of resource: shared memory, Required: 300000, Hardware limit: 232448", False),
+])
+def test_cooperative_refusals_are_known_by_their_error_code(message, refused):
+    from kernels.lstm_persistent import cooperative_refused
+    assert cooperative_refused(RuntimeError(message)) is refused
+
+
+# ---------------------------------------------------- 64-bit offsets at shipped shapes (issue 23)
+
+_OFFSETS = r'''
+import json, re, sys, torch, triton
+from triton.compiler import ASTSource
+from triton.backends.compiler import GPUTarget
+from bench import kernel_inspect as ki
+from kernels import lstm_persistent as lp
+B, T, HID, dtype = 512, 2048, 1024, torch.float16           # model_lstm's largest GPU shape
+t = lambda *s: torch.empty(*s, device="meta", dtype=dtype)
+f32 = lambda *s: torch.empty(*s, device="meta", dtype=torch.float32)
+bar = torch.empty(2, device="meta", dtype=torch.int32)
+xw, hs, cs, gates, w = t(T, B, 4 * HID), t(T + 1, B, HID), t(T, B, HID), t(T, B, 4 * HID), t(1, 4 * HID, HID)
+out = {"max_offset": max(sum((n - 1) * s for n, s in zip(x.shape, x.stride())) for x in (xw, hs, cs, gates))}
+pf = lp.plan(HID, 1, B, dtype, 132, hopper=True)
+pb = lp.plan(HID, 1, B, dtype, 132, backward=True, hopper=True)
+builds = {"fwd": (lp._lstm_persist_fwd, pf, lp.fwd_args(xw, hs, f32(B, HID), w, cs, gates, bar, HID, HID, pf)),
+          "bwd": (lp._lstm_persist_bwd, pb, lp.bwd_args(t(T, B, HID), gates, gates, cs, t(B, HID), w, f32(B, HID),
+                                                      t(B, HID), f32(B, HID), bar, HID, HID, pb))}
+for name, (fn, p, args) in builds.items():
+    args.update(t_lo=0, t_hi=T, BARRIER=p.barrier, **({"FINAL": True} if name == "bwd" else {}))
+    sig, ce, attrs = ki.specialize(fn, args)
+    k = triton.compile(ASTSource(fn, sig, ce, attrs), target=GPUTarget("cuda", 90, 32),
+                       options=dict(num_warps=p.num_warps, num_stages=p.num_stages))
+    found = re.findall(r"tt\.addptr %(?:XW|HS|CS|GATES|DOUT|DG), [^:]*: !tt\.ptr<[a-z0-9]+>, (i\d+)", k.asm["ttir"])
+    out[name] = found
+print(json.dumps(out))
+'''
+
+
+def test_time_offsets_are_64_bit_at_the_largest_shipped_shape():
+    """model_lstm's full GPU sweep reaches B 512, T 2048, d 1024: (T, B, 4·HID) is past 2³¹ elements, so the
+    persistent kernels' per-step offsets (t · stride) must be 64-bit.  Compiled for sm_90a from meta tensors at
+    that shape (no GPU, in a child process without the interpreter): every per-step base offset of the
+    time-indexed tensors is i64."""
+    import json
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", _OFFSETS], capture_output=True, text=True, timeout=600, env=env,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["max_offset"] >= 2**31
+    for name in ("fwd", "bwd"):
+        assert got[name] and set(got[name]) == {"i64"}, (name, got[name])
+
+
+def test_64_bit_offsets_only_where_a_tensor_needs_them():
+    """The launcher's arithmetic: INDEX_64 at model_lstm's largest shape, 32-bit offsets (fewer registers)
+    below 2³¹ elements."""
+    from kernels._common import wide_offsets
+    meta = lambda *s: torch.empty(*s, device="meta", dtype=torch.float16)  # noqa: E731
+    assert wide_offsets(meta(2048, 512, 4096)) and wide_offsets(meta(1025, 512, 4096))
+    assert not wide_offsets(meta(1024, 512, 4096))           # 2³¹ elements: the last offset, 2³¹ − 1, fits
+    assert not wide_offsets(meta(2048, 16, 4096), None) and not wide_offsets(meta(0, 512, 4096))
+    assert wide_offsets(meta(4096, 512, 4096)[::2])          # a strided view reaches as far as its stride says
