@@ -99,6 +99,12 @@ def cmd_run(a) -> int:
     if not gpu and d.main:
         print("No CUDA GPU here: the Triton kernels are checked through the interpreter, and the timings below are "
               "CPU timings of the PyTorch implementations at small sizes (not GPU numbers).")
+    if gpu and d.main:
+        from bench.measure import NVMLSampler
+        nvml = NVMLSampler(d.device.index or 0)
+        if not nvml.ok:
+            print(f"{nvml.reason}: the utilisation, SM activity, power and energy columns will be empty "
+                  "(pip install nvidia-ml-py; it needs the NVIDIA driver's libnvidia-ml).")
     modes = MODES if a.mode == "both" else (a.mode,)
     try:
         meta = sweep(out, [WORKLOADS[w] for w in a.workload], getattr(torch, a.dtype), a.quick, a.seq_lens, a.batch,
@@ -128,6 +134,32 @@ def cmd_run(a) -> int:
     print(stability_line(df, run_meta).replace("**", ""))
     print(f"wrote {out}/results.csv, run.json, {os.path.basename(report)} and plots")
     return 1 if bad else 0
+
+
+def _version() -> str:
+    """The installed package's version and this checkout's commit."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from bench.env import git_commit
+    try:
+        v = version("seqbench")
+    except PackageNotFoundError:
+        v = "(not installed)"
+    return f"{v} (commit {git_commit()})"
+
+
+def _old_name(parser, flag: str, dest: str, kind) -> None:
+    """An earlier spelling of a flag, still accepted and not shown in --help."""
+    parser.add_argument(flag, dest=dest, type=kind, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def _train_impl(text: str) -> str:
+    """--impl of train and gradients: triton (this project's kernels; 'kernels' is the earlier name) or torch."""
+    if text in ("triton", "kernels"):
+        return "kernels"
+    if text == "torch":
+        return "torch"
+    raise argparse.ArgumentTypeError(f"expected triton or torch, got {text!r}")
 
 
 def _positive_float(text: str) -> float:
@@ -234,16 +266,24 @@ def cmd_gradients(a) -> int:
     return 0
 
 
+# --impl tags: a group of implementations in every workload, beside their names.
+IMPL_TAGS = {"triton": lambda i: i.triton, "torch": lambda i: not i.triton}
+
+
 def _chosen_impls(a, workloads):
-    """The --impl names (None: all), or why they cannot be run."""
+    """The implementation names --impl selects in these workloads (None: all): names, and tags (IMPL_TAGS)
+    that stand for each workload's implementations of that kind; or why they cannot be run."""
     if a.impl is None:
         return None
     known = {i for w in workloads for i in w.impls}
-    unknown = [i for i in a.impl if i not in known]
+    unknown = [i for i in a.impl if i not in known and i not in IMPL_TAGS]
     if unknown:
-        return (f"unknown implementation(s) {unknown} for workload(s) {[w.name for w in workloads]}; "
-                f"expected some of {sorted(known)}")
-    return a.impl
+        return (f"unknown implementation(s) {unknown} for workload(s) {[w.name for w in workloads]}; expected tags "
+                f"{sorted(IMPL_TAGS)} or names from {sorted(known)}")
+    names = [i for i in a.impl if i not in IMPL_TAGS]
+    for tag in (t for t in a.impl if t in IMPL_TAGS):
+        names += [i.name for w in workloads for i in w.impls.values() if IMPL_TAGS[tag](i)]
+    return list(dict.fromkeys(names))
 
 
 def cmd_check(a) -> int:
@@ -292,9 +332,12 @@ def cmd_list(a) -> int:
     from bench.workload import shape_label
     from bench.workloads import WORKLOADS
     gpu = torch.cuda.is_available()
+    unknown = [w for w in (a.workload or []) if w not in WORKLOADS]
+    if unknown:
+        return _fail("list", f"unknown workload(s) {unknown}; expected some of {sorted(WORKLOADS)}")
     print(f"shapes for {'this GPU' if gpu else 'a CPU-only machine'}, {'--quick' if a.quick else 'full'}"
           f" (seqbench list {'' if a.quick else '--quick'} for the other)\n")
-    for w in WORKLOADS.values():
+    for w in (WORKLOADS[n] for n in (a.workload or WORKLOADS)):
         print(f"{w.name}: {w.description}")
         for i in w.impls.values():
             flags = [f for f, on in (("baseline", i.baseline), ("triton", i.triton), ("needs CUDA", i.needs_cuda))
@@ -346,25 +389,35 @@ def cmd_compare(a) -> int:
     return 1 if regressed else 0
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and flag of ``seqbench`` (``inspect`` parses its own: bench.kernel_inspect.build_parser)."""
     from bench.workloads import WORKLOADS
 
-    ap = _Parser(prog="seqbench", description="RNN vs attention kernels: tokens/s, utilisation, energy")
+    ap = _Parser(prog="seqbench", description="Does the textbook's hardware argument (LSTMs leave a GPU idle, "
+                                               "attention keeps it busy) hold?  Real Triton kernels, measured.")
+    ap.add_argument("--version", action="version", version=f"seqbench {_version()}")
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     r = sub.add_parser("run", help="check the kernels and sweep the workloads (the main job)")
-    r.add_argument("--quick", action="store_true", help="fewer sequence lengths")
-    r.add_argument("--workload", type=_names, default=list(WORKLOADS),
-                   help=f"comma list from {', '.join(WORKLOADS)}")
-    r.add_argument("--impl", type=_names,
-                   help="comma list of implementations to run (default: all; see seqbench list)")
-    r.add_argument("--seq-lens", type=_positive_ints, help="comma list of sequence lengths (replaces the defaults)")
-    r.add_argument("--batch", type=_positive_ints,
-                   help="comma list of batch sizes for every workload (with --seq-lens: their grid)")
-    r.add_argument("--dtype", choices=DTYPES, default="bfloat16")
-    r.add_argument("--mode", choices=("fwd", "fwd+bwd", "both"), default="both")
+    r.add_argument("--quick", action="store_true", help="fewer shapes (the quick sweep)")
+    r.add_argument("--only", dest="workload", type=_names, default=list(WORKLOADS), metavar="NAMES",
+                   help=f"comma list of workloads (default all): {', '.join(WORKLOADS)}")
+    _old_name(r, "--workload", "workload", _names)
+    r.add_argument("--impl", type=_names, metavar="NAMES",
+                   help="comma list of implementation names (seqbench list shows them) or tags: triton (this "
+                        "project's kernels), torch (PyTorch: eager, cuDNN, SDPA); default all")
+    r.add_argument("--seq-len", dest="seq_lens", type=_positive_ints, metavar="LENGTHS",
+                   help="comma list of sequence lengths (replaces the defaults)")
+    _old_name(r, "--seq-lens", "seq_lens", _positive_ints)
+    r.add_argument("--batch", type=_positive_ints, metavar="SIZES",
+                   help="comma list of batch sizes for every workload (with --seq-len: their grid)")
+    r.add_argument("--dtype", choices=DTYPES, default="bfloat16",
+                   help="the inputs' and weights' dtype (default bfloat16)")
+    r.add_argument("--mode", choices=("fwd", "fwd+bwd", "both"), default="both",
+                   help="fwd: inference; fwd+bwd: a training step's forward and backward; both (default)")
     r.add_argument("--out", help="output folder (default runs/<date>-<device>)")
     r.add_argument("--resume", action="store_true", help="keep finished rows of --out and skip them")
-    r.add_argument("--cuda-graph", action="store_true", help="time with CUDA graphs (no L2 flush)")
+    r.add_argument("--cuda-graph", action="store_true",
+                   help="time CUDA-graph replays of each point (launch gaps removed; L2 still flushed)")
     r.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
                    help="measure in a worker process that is restarted after a crash, sticky CUDA error or hang "
                         "(default: on a GPU)")
@@ -375,49 +428,53 @@ def main(argv=None) -> int:
     r.add_argument("--point-timeout", dest="point_timeout", type=_positive_float, default=300.0,
                    help="seconds before an isolated point counts as hung: a timeout row, tried again last by "
                         "--resume (default 300)")
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(fn=cmd_run)
     t = sub.add_parser("train", help="train byte-level LSTM / ConvS2S / Transformer / minGRU LMs; time to a quality target")
     t.add_argument("--quick", action="store_true", help="small and short (about a minute in all on a CPU)")
-    t.add_argument("--models", type=_names,
+    t.add_argument("--only", dest="models", type=_names, metavar="NAMES",
                    help="comma list of models (default lstm,convs2s,transformer,mingru)")
-    t.add_argument("--impl", choices=("kernels", "torch"),
-                   help="this project's kernels, or the PyTorch references (default: kernels on a GPU, torch on a CPU)")
+    _old_name(t, "--models", "models", _names)
+    t.add_argument("--impl", type=_train_impl, metavar="{triton,torch}",
+                   help="triton: this project's kernels; torch: the PyTorch references (nn.LSTM/cuDNN, F.conv1d, "
+                        "SDPA) (default: triton on a GPU, torch on a CPU)")
     t.add_argument("--lstm-kernel", dest="lstm_kernel", choices=("step", "persistent"), help="LSTM kernel (default step)")
     t.add_argument("--d-model", dest="d_model", type=_positive_int, help="the transformer's width (default 512 GPU, 64 CPU)")
-    t.add_argument("--layers", type=_positive_int)
+    t.add_argument("--layers", type=_positive_int, help="blocks per model (default 4 GPU, 2 CPU)")
     t.add_argument("--match", choices=("params", "d_model"),
                    help="params: widths matching the transformer's parameter count within 10%% (default); d_model: one width")
-    t.add_argument("--seq-len", dest="seq_len", type=_positive_int)
+    t.add_argument("--seq-len", dest="seq_len", type=_positive_int, help="bytes per training window (default 256 "
+                                                                             "GPU, 64 CPU)")
     t.add_argument("--batch", type=_positive_int, help="global batch, split across torchrun's ranks")
     t.add_argument("--tokens", type=_positive_int, help="token budget per model")
     t.add_argument("--seconds", type=_positive_float, help="training-time budget per model")
-    t.add_argument("--lr", type=_positive_float)
-    t.add_argument("--warmup", type=_positive_int)
+    t.add_argument("--lr", type=_positive_float, help="AdamW's peak learning rate")
+    t.add_argument("--warmup", type=_positive_int, help="steps of linear warm-up before the cosine decay")
     t.add_argument("--eval-every", dest="eval_every", type=_positive_int, help="steps between evaluations")
     t.add_argument("--val-tokens", dest="val_tokens", type=_positive_int, help="size of the fixed validation slice")
-    t.add_argument("--seed", type=int)
+    t.add_argument("--seed", type=int, help="the seed of the initialisation and of every step's batch")
     t.add_argument("--corpus", help="a text file or a folder of them (default: the Python standard library's source)")
     t.add_argument("--target-bpb", dest="target_bpb", type=_positive_float,
                    help="time to this validation bits/byte (default: the best every model reached)")
     t.add_argument("--out", help="output folder (default runs/<date>-<device>-train)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint of --out")
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(fn=cmd_train)
     g = sub.add_parser("gradients", help="the textbook's vanishing-gradient demo (‖∂L/∂x_t‖ per position) for every "
                                          "architecture")
-    g.add_argument("--models", type=_names,
-                   help="comma list from rnn,lstm,gru,mingru,transformer (default all)")
+    g.add_argument("--only", dest="models", type=_names, metavar="NAMES",
+                   help="comma list of models from rnn,lstm,gru,mingru,transformer (default all)")
+    _old_name(g, "--models", "models", _names)
     g.add_argument("--seq-len", dest="seq_len", type=_positive_int, help="sequence length (default 1000; --quick 100)")
     g.add_argument("--seeds", type=_positive_int, help="initialisations and inputs per model (default 5; --quick 2)")
     g.add_argument("--hidden", type=_positive_int, default=64, help="hidden size (default 64, the textbook's)")
-    g.add_argument("--impl", choices=("kernels", "torch"), default="kernels",
-                   help="this project's kernels (default) or the PyTorch references")
+    g.add_argument("--impl", type=_train_impl, default="kernels", metavar="{triton,torch}",
+                   help="triton: this project's kernels (default); torch: the PyTorch references")
     g.add_argument("--checkpoint", help="a seqbench train checkpoint (runs/.../checkpoints/<model>-<impl>.pt): probe "
                                         "that trained LM instead of default-initialised layers")
     g.add_argument("--quick", action="store_true", help="T=100 (the chapter's length) and 2 seeds")
     g.add_argument("--out", help="output folder (default runs/<date>-<device>-gradients)")
-    g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.set_defaults(fn=cmd_gradients)
     k = sub.add_parser("check", help="every Triton kernel against its float64 reference on this machine")
     k.add_argument("--gpu-only", action="store_true", help="only the checks at real GPU shapes")
@@ -430,18 +487,24 @@ def main(argv=None) -> int:
     k.set_defaults(fn=cmd_check)
     ls = sub.add_parser("list", help="the workloads, their implementations and the shapes a run would measure")
     ls.add_argument("--quick", action="store_true", help="the --quick shapes")
+    ls.add_argument("--only", dest="workload", type=_names, metavar="NAMES", help="comma list of workloads (default all)")
     ls.set_defaults(fn=cmd_list)
     p = sub.add_parser("report", help="rebuild REPORT.md and the plots of a run folder")
-    p.add_argument("dir")
+    p.add_argument("dir", help="a run folder (results.csv and run.json, or train.csv)")
     p.set_defaults(fn=cmd_report)
     c = sub.add_parser("compare", help="side-by-side tokens/s of two runs; exit 1 on a regression")
-    c.add_argument("dir_a")
-    c.add_argument("dir_b")
+    c.add_argument("dir_a", help="the run to compare with (the baseline)")
+    c.add_argument("dir_b", help="the run compared")
     c.add_argument("--threshold", type=_fraction, default=0.10, help="allowed slowdown as a fraction (default 0.10)")
     c.set_defaults(fn=cmd_compare)
     i = sub.add_parser("inspect", help="compile every kernel config for sm_80/sm_90a and show registers, spills, SASS",
                        add_help=False)
     i.set_defaults(fn=None)
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
     args, rest = ap.parse_known_args(argv)
     if args.cmd == "inspect":
         from bench.kernel_inspect import main as inspect_main

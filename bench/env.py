@@ -24,10 +24,27 @@ def git_commit() -> str:
         return "unknown"
 
 
+def cpu_model() -> str:
+    """The CPU's model name ("AMD EPYC 9554 64-Core Processor"), from /proc/cpuinfo where there is one."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_name() -> str:
+    """The GPU's model, or the CPU's with its usable cores ("CPU: AMD EPYC (2 cores, x86_64)")."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"CPU {platform.processor() or platform.machine()}"
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return f"CPU: {cpu_model()} ({cores} cores, {platform.machine()})"
 
 
 def device_slug() -> str:

@@ -107,8 +107,8 @@ def step_for(name: str, out: str, gpu: bool) -> Step:
                                 "--out", os.path.join(out, "checks.jsonl")], budget)
     if name == "headline":
         workloads, impls = headline_impls()
-        shapes = ["--seq-lens", HEADLINE["seq_lens"], "--batch", HEADLINE["batch"]] if gpu else ["--quick"]
-        return Step(name, py + ["-m", "bench", "run", "--workload", ",".join(workloads), "--impl", ",".join(impls),
+        shapes = ["--seq-len", HEADLINE["seq_lens"], "--batch", HEADLINE["batch"]] if gpu else ["--quick"]
+        return Step(name, py + ["-m", "bench", "run", "--only", ",".join(workloads), "--impl", ",".join(impls),
                                 *shapes, "--mode", "both", "--order", "shape", "--no-checks", "--no-progress",
                                 "--point-timeout", str(POINT_TIMEOUT_S), "--resume", "--out", run_dir], budget)
     if name == "tests":

@@ -239,7 +239,7 @@ def inspect_kernels(kernels=KERNEL_MODULES, archs=tuple(ARCHS), dtypes=("float16
 
 def _in_child(kernels, archs, dtypes, jobs) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-m", "bench.kernel_inspect", "--json", "-", "--kernel", ",".join(kernels),
+    cmd = [sys.executable, "-m", "bench.kernel_inspect", "--json", "-", "--only", ",".join(kernels),
            "--arch", ",".join(archs), "--dtype", ",".join(dtypes)] + (["--jobs", str(jobs)] if jobs else [])
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
@@ -255,21 +255,34 @@ def to_table(rows: list[dict]):
     return pd.DataFrame(flat)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="seqbench inspect", description=__doc__.splitlines()[0])
+DESCRIPTION = ("Compile every shipped kernel configuration for sm_80 and sm_90a on this machine (no GPU needed) and "
+               "show what the compiler made of it: registers, spills, shared memory, occupancy and the SASS that "
+               "matters (tensor-core and memory instructions).")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="seqbench inspect", description=DESCRIPTION)
     ap.error = lambda message: ap.exit(2, f"seqbench inspect: error: {message}\n")
-    ap.add_argument("--arch", default=",".join(ARCHS), help=f"comma list from {list(ARCHS)}")
-    ap.add_argument("--kernel", default=",".join(KERNEL_MODULES), help=f"comma list from {list(KERNEL_MODULES)}")
-    ap.add_argument("--dtype", default="float16", help="comma list of float16, bfloat16, float32")
-    ap.add_argument("--jobs", type=int, default=None)
+    ap.add_argument("--arch", default=",".join(ARCHS), help=f"comma list from {', '.join(ARCHS)} (default both)")
+    ap.add_argument("--only", dest="kernel", default=",".join(KERNEL_MODULES),
+                    help=f"comma list of kernel families from {', '.join(KERNEL_MODULES)} (default all)")
+    ap.add_argument("--kernel", dest="kernel", default=argparse.SUPPRESS, help=argparse.SUPPRESS)   # the old name
+    ap.add_argument("--dtype", default="float16", help="comma list of float16, bfloat16, float32 (default float16)")
+    ap.add_argument("--jobs", type=int, default=None, help="parallel compiles (default: the usable cores)")
     ap.add_argument("--json", metavar="FILE", help="write the rows as JSON ('-' for stdout, nothing else printed)")
-    ap.add_argument("--out", metavar="DIR", default="seqbench-inspect",
-                    help="folder for inspect.csv and inspect.md (default ./seqbench-inspect)")
+    ap.add_argument("--out", metavar="DIR", help="folder for inspect.csv and inspect.md (default runs/<date>-inspect)")
+    return ap
+
+
+def main(argv=None) -> int:
+    import time
+    ap = build_parser()
     a = ap.parse_args(argv)
+    a.out = a.out or os.path.join("runs", f"{time.strftime('%Y-%m-%d')}-inspect")
     archs = [x for x in a.arch.split(",") if x]
     kernels = [x for x in a.kernel.split(",") if x]
     dtypes = [x for x in a.dtype.split(",") if x]
-    for value, allowed, what in ((archs, ARCHS, "--arch"), (kernels, KERNEL_MODULES, "--kernel"),
+    for value, allowed, what in ((archs, ARCHS, "--arch"), (kernels, KERNEL_MODULES, "--only"),
                                  (dtypes, ("float16", "bfloat16", "float32"), "--dtype")):
         bad = [x for x in value if x not in allowed]
         if bad or not value:

@@ -1,7 +1,7 @@
 """Roofline model: how fast a workload could possibly run on a given GPU.
 
 floor = max(FLOPs / peak FLOP/s, minimum bytes / HBM bandwidth), with FLOPs and bytes from the
-workload declarations and dense datasheet peaks (../shared/notes/anchors.md).  A recurrence (a
+workload declarations and dense datasheet peaks (docs/sources.md).  A recurrence (a
 workload with ``recurrent_params``) also has a sequential floor: its T steps depend on each other,
 and one step can take no less than its recurrent matmul (2·B·4H·H FLOPs for an LSTM) at peak,
 plus, when W_hh does not fit on chip (registers + shared memory of all SMs), a re-read of W_hh

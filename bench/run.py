@@ -121,7 +121,11 @@ def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, po
             torch.cuda.reset_peak_memory_stats()
         forget_tuned_configs()
         fn = point.runner(impl)
+        t0 = time.perf_counter()
         fn()                                   # compiles and autotunes
+        if gpu:
+            torch.cuda.synchronize()
+        row["first_call_s"] = time.perf_counter() - t0
         row["config"] = tuned_configs() or None
         if gpu:                                # the peak of one call, before do_bench allocates its L2 flush buffer
             torch.cuda.synchronize()
@@ -345,7 +349,10 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     if world > 1:
         meta["shards"] = world
     json_path = os.path.join(out_dir, "run.json")
-    earlier = schema.read_json(json_path) if resume else {}
+    try:
+        earlier = schema.read_json(json_path) if resume else {}
+    except schema.RunFolderError:     # a run.json cut short: the rows are what a resume needs; it is rewritten
+        earlier = {}
     if main and not (resume and os.path.exists(json_path)):
         schema.write_json(json_path, meta)
     if earlier.get("checks"):             # a resumed run does not check the kernels again

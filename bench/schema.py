@@ -68,6 +68,7 @@ class Row(_CsvRow):
     tolerance: float | None = None
     accurate: bool | None = None
     config: str | None = None      # what the autotuner chose, where a Triton kernel ran
+    first_call_s: float | None = None  # the first call's wall time: Triton's compile and autotune included
     roofline_gpu: str | None = None
     floor_ms: float | None = None
     floor_bound: str | None = None

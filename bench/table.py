@@ -23,7 +23,7 @@ REFERENCE = "Transformer"
 # claim it implies for one is the sequential LSTM's ratio.
 IMPLIED = {BEYOND: "LSTM (sequential)"}
 
-# The chapter's figures (V100, no source given; ../shared/notes/textbook.md §1.8).
+# The chapter's figures (V100, no source given; its §1.8, docs/sources.md).
 TEXTBOOK = {
     "LSTM (sequential)": ("15-25%", 8_000, "~8,000"),
     "LSTM (optimized)": ("30-40%", 15_000, "~15,000"),
@@ -32,7 +32,7 @@ TEXTBOOK = {
     BEYOND: ("not given", None, "not given (§1.2: \"no parallelization possible\")"),
 }
 
-# What was measured (../shared/notes/anchors.md, "History"): text, and tokens/s ratios to the Transformer
+# What was measured (docs/sources.md, "History"): text, and tokens/s ratios to the Transformer
 # where the sources give tokens/s (their token counts and model sizes differ: compare ratios).
 HISTORY = {
     "LSTM (sequential)": ("none found", ""),
@@ -43,7 +43,7 @@ HISTORY = {
                     "1"),
     BEYOND: ("minGRU / minLSTM: 175× faster than GRU / LSTM at T=512, training step (Feng et al. 2024)", ""),
 }
-SOURCES = ("History sources (../shared/notes/anchors.md): NVIDIA DeepLearningExamples GNMT and Transformer READMEs "
+SOURCES = ("History sources (docs/sources.md in the seqbench repository): NVIDIA DeepLearningExamples GNMT and Transformer READMEs "
            "(WMT16/WMT14 EN-DE, 1×V100); MLPerf training v0.6, one DGX-1 (8×V100), GNMT to BLEU 24.0 and the "
            "Transformer to BLEU 25.0 (different targets); Gehring et al. 2017 (arXiv 1705.03122).  Token counts and "
            "model sizes differ between sources (GNMT 160.7M, Transformer-big 210.8M parameters): compare ratios.  Feng et al. "

@@ -18,6 +18,8 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 settings.register_profile("ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("thorough", max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("gpu", max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# CI's second pass, the kernels under the newest Triton's interpreter: a handful of examples each
+settings.register_profile("fast", max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

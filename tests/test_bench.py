@@ -25,7 +25,7 @@ def test_registry_lists_the_workloads_and_impls():
     assert set(WORKLOADS) == {"lstm_layer", "lstm_heads", "attention", "model_lstm", "model_transformer", "gru_layer",
                               "model_convs2s", "lstm_ragged", "gru_ragged", "attention_scores", "rnn_layer",
                               "recurrence", "model_mingru"}
-    assert {"torch_loop", "nn.LSTM", "triton_step", "triton_persistent"} <= set(WORKLOADS["lstm_layer"].impls)
+    assert {"torch_loop", "nn_lstm", "triton_step", "triton_persistent"} <= set(WORKLOADS["lstm_layer"].impls)
     assert {"naive", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math", "triton"} == set(WORKLOADS["attention"].impls)
     for w in WORKLOADS.values():
         for quick in (True, False):
@@ -218,7 +218,7 @@ def test_compare_ratios_and_regression(tmp_path):
     assert cli(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
 
 
-@pytest.mark.parametrize("argv", [["run", "--batch", "0"], ["run", "--seq-lens", "12,x"], ["run", "--dtype", "int8"],
+@pytest.mark.parametrize("argv", [["run", "--batch", "0"], ["run", "--seq-len", "12,x"], ["run", "--dtype", "int8"],
                                   ["run", "--bogus"], ["frobnicate"]])
 def test_cli_bad_arguments(argv, capsys):
     with pytest.raises(SystemExit) as e:
@@ -229,7 +229,7 @@ def test_cli_bad_arguments(argv, capsys):
 
 
 def test_cli_unknown_workload_and_missing_dir(tmp_path, capsys):
-    assert cli(["run", "--workload", "nope", "--out", str(tmp_path)]) == 2
+    assert cli(["run", "--only", "nope", "--out", str(tmp_path)]) == 2
     assert cli(["report", str(tmp_path / "missing")]) == 2
     assert "no results.csv" in capsys.readouterr().err
 
@@ -240,8 +240,8 @@ def test_cli_run_end_to_end(tmp_path):
     gpu = torch.cuda.is_available()
     # on a GPU the whole quick job (30 checks at real shapes, NVML windows) is the GPU job's, not a test's:
     # one small shape of the headline's workloads, without the GPU-scale checks
-    scope = ["--workload", "attention,model_lstm,model_transformer", "--no-checks"] if gpu else []
-    assert cli(["run", "--quick", "--seq-lens", "8", "--mode", "fwd", "--out", str(out), "--no-progress",
+    scope = ["--only", "attention,model_lstm,model_transformer", "--no-checks"] if gpu else []
+    assert cli(["run", "--quick", "--seq-len", "8", "--mode", "fwd", "--out", str(out), "--no-progress",
                 *scope]) == 0
     files = set(os.listdir(out))
     assert {"results.csv", "run.json", "REPORT.md", "tokens_per_s.png", "tflops.png", "utilisation.png"} <= files
@@ -431,7 +431,7 @@ def test_cli_damaged_results(tmp_path, capsys, case):
     (tmp_path / "bad" / name).write_text(text)
     _one_line_error(capsys, cli(["report", str(tmp_path / "bad")]), expect)
     _one_line_error(capsys, cli(["compare", str(tmp_path / "good"), str(tmp_path / "bad")]), expect)
-    _one_line_error(capsys, cli(["run", "--resume", "--out", str(tmp_path / "bad"), "--workload", "attention"]), expect)
+    _one_line_error(capsys, cli(["run", "--resume", "--out", str(tmp_path / "bad"), "--only", "attention"]), expect)
 
 
 def test_cli_truncated_run_json(tmp_path, capsys, monkeypatch):
@@ -443,22 +443,24 @@ def test_cli_truncated_run_json(tmp_path, capsys, monkeypatch):
     _one_line_error(capsys, cli(["compare", str(tmp_path / "good"), str(tmp_path / "bad")]), "not a readable run.json")
     # a resume needs only the rows: it goes on and writes a whole run.json
     monkeypatch.setattr(brun, "run_checks", lambda device, **k: [])
-    assert cli(["run", "--resume", "--out", str(tmp_path / "bad"), "--workload", "attention", "--seq-lens", "8",
+    assert cli(["run", "--resume", "--out", str(tmp_path / "bad"), "--only", "attention", "--seq-len", "8",
                 "--mode", "fwd", "--no-progress"]) == 0
     assert json.load(open(tmp_path / "bad" / "run.json"))["finished"]
 
 
 @pytest.mark.parametrize("argv, expect", [
     (["inspect", "--arch", ","], "--arch: names nothing"),
-    (["inspect", "--kernel", ","], "--kernel: names nothing"),
+    (["inspect", "--only", ","], "--only: names nothing"),
     (["inspect", "--dtype", ","], "--dtype: names nothing"),
     (["inspect", "--jobs", "-1"], "--jobs must be a positive integer"),
     (["compare", "a", "b", "--threshold", "-1"], "expected a fraction"),
     (["compare", "a", "b", "--threshold", "nan"], "expected a fraction"),
-    (["run", "--workload", ","], "--workload: names nothing"),
+    (["run", "--only", ","], "--only: names nothing"),
+    (["run", "--workload", ","], "--workload: names nothing"),        # the earlier spelling, still accepted
     (["run", "--impl", ","], "--impl: names nothing"),
-    (["train", "--models", ","], "--models: names nothing"),
-    (["gradients", "--models", ","], "--models: names nothing"),
+    (["train", "--only", ","], "--only: names nothing"),
+    (["gradients", "--only", ","], "--only: names nothing"),
+    (["train", "--impl", "kernel"], "expected triton or torch"),
 ])
 def test_cli_nonsense_arguments(argv, expect, capsys):
     _one_line_error(capsys, _cli_exit(argv), expect)
@@ -505,22 +507,22 @@ def test_workload_inputs_are_shared_by_every_impl():
     w = WORKLOADS["lstm_layer"]
     p = Point(w, w.default_shapes(True, False)[0], "fwd", torch.float32, torch.device("cpu"))
     first = p.inputs
-    for name in ("torch_loop", "nn.LSTM"):
+    for name in ("torch_loop", "nn_lstm"):
         p.runner(w.impls[name])()
         assert p.inputs is first
-    acc = p.accuracy(w.impls["nn.LSTM"])
+    acc = p.accuracy(w.impls["nn_lstm"])
     assert acc["baseline"] == "torch_loop" and acc["accurate"] and acc["max_abs_err"] < 1e-5
 
 
 def test_cli_impl_filter(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(brun, "run_checks", lambda device, **k: [])
     out = tmp_path / "run"
-    assert cli(["run", "--workload", "attention", "--impl", "naive,sdpa_math", "--seq-lens", "8", "--mode", "fwd",
+    assert cli(["run", "--only", "attention", "--impl", "naive,sdpa_math", "--seq-len", "8", "--mode", "fwd",
                 "--out", str(out), "--no-progress"]) == 0
     rows, _ = schema.read_rows(str(out / "results.csv"))
     assert sorted(r["impl"] for r in rows) == ["naive", "sdpa_math"]
     capsys.readouterr()
-    _one_line_error(capsys, cli(["run", "--workload", "attention", "--impl", "nope", "--out", str(out)]),
+    _one_line_error(capsys, cli(["run", "--only", "attention", "--impl", "nope", "--out", str(out)]),
                     "unknown implementation")
 
 
@@ -839,7 +841,7 @@ def test_lstm_vs_gru_guide_table(tmp_path):
     assert nn_row["shape"] == label and nn_row["lstm_params"] == 4 * H * (2 * H + 2)
     assert nn_row["gru_params"] / nn_row["lstm_params"] == 0.75
     d = df[(df["shape"] == label) & (df["mode"] == "fwd")].set_index(["workload", "impl"]).tokens_per_s
-    assert nn_row["ratio"] == pytest.approx(d[("gru_layer", "nn.GRU")] / d[("lstm_layer", "nn.LSTM")])
+    assert nn_row["ratio"] == pytest.approx(d[("gru_layer", "nn_gru")] / d[("lstm_layer", "nn_lstm")])
     assert len(nn_row["ratios"]) == len(shapes)
     if not torch.cuda.is_available():
         assert "timed on a GPU only" in rows["Triton step"]["reason"]
@@ -883,7 +885,7 @@ def test_recurrence_groups_counts_and_floors(tmp_path):
     from bench.run import sweep
     w = WORKLOADS["recurrence"]
     assert {w.baseline_for(i).name for i in w.impls.values()} == {
-        "nn.RNN", "nn.GRU", "nn.LSTM", "minGRU torch loop", "minLSTM torch loop"}
+        "nn_rnn", "nn_gru", "nn_lstm", "mingru_torch_loop", "minlstm_torch_loop"}
     s = dict(B=16, T=1024, H=1024)
     h100 = roofline.GPUS["H100 SXM"]
     floors = {g: roofline.floor_ms(w.counted(next(i for i in w.impls.values() if i.group == g)), s, "fwd",
@@ -892,18 +894,18 @@ def test_recurrence_groups_counts_and_floors(tmp_path):
     assert floors["mingru"]["floor_bound"] == "compute"
     assert floors["mingru"]["floor_ms"] == pytest.approx(2 * 16 * 1024 * (2 * 1024 * 1024 + 1024) / 989e12 * 1e3)
     assert floors["lstm"]["floor_bound"] == floors["rnn"]["floor_bound"] == "compute"   # W_hh on chip at H=1024
-    assert roofline.sequential_floor_ms(w.counted(w.impls["minGRU Triton scan"]), s, "fwd", torch.bfloat16, h100) is None
-    seq = {g: roofline.sequential_floor_ms(w.counted(w.impls[f"{g} Triton step"]), s, "fwd", torch.bfloat16, h100)
+    assert roofline.sequential_floor_ms(w.counted(w.impls["mingru_triton_scan"]), s, "fwd", torch.bfloat16, h100) is None
+    seq = {g: roofline.sequential_floor_ms(w.counted(w.impls[f"{g}_triton_step"]), s, "fwd", torch.bfloat16, h100)
            for g in ("rnn", "gru", "lstm")}
     assert seq["gru"] == pytest.approx(3 * seq["rnn"]) and seq["lstm"] == pytest.approx(4 * seq["rnn"])
-    assert w.counted(w.impls["nn.GRU"]).flops(s, "fwd") == pytest.approx(3 / 4 * w.flops(s, "fwd"))
+    assert w.counted(w.impls["nn_gru"]).flops(s, "fwd") == pytest.approx(3 / 4 * w.flops(s, "fwd"))
     sweep(str(tmp_path), [w], torch.float32, quick=True, seq_lens=[8], modes=("fwd+bwd",), progress=False,
-          checks=False, impls=["nn.RNN", "nn.LSTM", "minGRU torch loop", "minGRU torch scan"])
+          checks=False, impls=["nn_rnn", "nn_lstm", "mingru_torch_loop", "mingru_torch_scan"])
     df, _ = report.load(str(tmp_path))
     ok = df[df.status == "ok"].set_index("impl")
     assert (ok.accurate.astype(str) == "True").all() and len(ok) == 4
-    assert ok.baseline["minGRU torch scan"] == "minGRU torch loop" and ok.baseline["nn.RNN"] == "nn.RNN"
-    assert ok.tflops["nn.LSTM"] / ok.tflops["nn.RNN"] == pytest.approx(4 * ok.ms["nn.RNN"] / ok.ms["nn.LSTM"])
+    assert ok.baseline["mingru_torch_scan"] == "mingru_torch_loop" and ok.baseline["nn_rnn"] == "nn_rnn"
+    assert ok.tflops["nn_lstm"] / ok.tflops["nn_rnn"] == pytest.approx(4 * ok.ms["nn_rnn"] / ok.ms["nn_lstm"])
 
 
 def test_fifth_row_parallel_scan():
@@ -929,14 +931,14 @@ def test_recurrence_table_picks_each_architectures_best():
     from bench import table
     rows = [dict(workload="recurrence", impl=impl, mode="fwd+bwd", status="ok", batch=16, seq_len=512,
                  shape="B=16 T=512 H=1024", tokens_per_s=float(tps), accurate=acc)
-            for impl, tps, acc in (("nn.GRU", 100, "True"), ("gru Triton step", 150, "True"),
-                                   ("minGRU torch loop", 50, "True"), ("minGRU Triton scan", 6000, "False"),
-                                   ("minGRU torch scan", 3000, "True"), ("nn.LSTM", 80, "True"))]
+            for impl, tps, acc in (("nn_gru", 100, "True"), ("gru_triton_step", 150, "True"),
+                                   ("mingru_torch_loop", 50, "True"), ("mingru_triton_scan", 6000, "False"),
+                                   ("mingru_torch_scan", 3000, "True"), ("nn_lstm", 80, "True"))]
     (r,) = table.recurrence(pd.DataFrame(rows), WORKLOADS)
-    assert r["gru"] == ("gru Triton step", 150.0) and r["mingru"] == ("minGRU torch scan", 3000.0)  # wrong: not counted
+    assert r["gru"] == ("gru_triton_step", 150.0) and r["mingru"] == ("mingru_torch_scan", 3000.0)  # wrong: not counted
     assert r["mingru_over_gru"] == (20.0, 20.0, 20.0) and "minlstm_over_lstm" not in r and "rnn" not in r
     text = "\n".join(table.recurrence_markdown(pd.DataFrame(rows), WORKLOADS, False))
-    assert "| fwd+bwd | 16 | 512 | not measured | 150 (gru Triton step) |" in text and "| 20 |  |" in text
+    assert "| fwd+bwd | 16 | 512 | not measured | 150 (gru_triton_step) |" in text and "| 20 |  |" in text
 
 
 # ------------------------------------------------------------------------ rough edges (issue 21)
@@ -959,7 +961,7 @@ def test_run_files_follow_the_umask(tmp_path, monkeypatch):
     monkeypatch.setattr(brun, "run_checks", lambda device, **k: [])
     old = os.umask(0o027)
     try:
-        assert cli(["run", "--workload", "attention", "--impl", "naive", "--seq-lens", "8", "--mode", "fwd",
+        assert cli(["run", "--only", "attention", "--impl", "naive", "--seq-len", "8", "--mode", "fwd",
                     "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     finally:
         os.umask(old)
@@ -1175,3 +1177,40 @@ def test_benchmark_only_runs_the_benchmarks(tmp_path):
                        cwd=root, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "SEQBENCH_BENCHMARK_OUT": str(tmp_path / "b")})
     assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-2000:]
+
+
+# ------------------------------------------------------------------ one CLI vocabulary (issue 24)
+
+def test_impl_tags_select_a_group_in_every_workload(tmp_path, monkeypatch):
+    """--impl triton is each workload's Triton implementations and --impl torch the rest; no name means a Triton
+    kernel in one workload and a PyTorch one in another, so a tag's names select the same in every workload."""
+    kinds = {}
+    for w in WORKLOADS.values():
+        for i in w.impls.values():
+            kinds.setdefault(i.name, set()).add(i.triton)
+    assert all(len(v) == 1 for v in kinds.values()), {k: v for k, v in kinds.items() if len(v) > 1}
+    for w in WORKLOADS.values():
+        for tag, want in (("triton", {i.name for i in w.impls.values() if i.triton}),
+                          ("torch", {i.name for i in w.impls.values() if not i.triton})):
+            got = cli_module._chosen_impls(types.SimpleNamespace(impl=[tag]), [w])
+            assert set(got) & set(w.impls) == want, (w.name, tag)
+    monkeypatch.setattr(brun, "run_checks", lambda device, **k: [])
+    assert cli(["run", "--only", "model_lstm", "--impl", "triton", "--seq-len", "8", "--mode", "fwd", "--no-progress",
+                "--out", str(tmp_path)]) == 0
+    rows = schema.read_rows(str(tmp_path / "results.csv"))[0]
+    assert {r["impl"] for r in rows} == {"lstm_triton", "lstm_triton_persistent"}
+
+
+def test_version_and_help_on_every_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("seqbench ")
+    import argparse
+    ap = cli_module.build_parser()
+    subs = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction)).choices
+    from bench import kernel_inspect
+    parsers = [(n, p) for n, p in subs.items() if n != "inspect"] + [("inspect", kernel_inspect.build_parser())]
+    bare = [f"{name} {o.option_strings or o.dest}" for name, p in parsers for o in p._actions
+            if not o.help and not isinstance(o, argparse._HelpAction)]
+    assert not bare, bare
+    assert "(default runs/<date>-inspect)" in kernel_inspect.build_parser().format_help()

@@ -71,7 +71,7 @@ def test_zero_first_gradient_is_an_infinite_ratio():
 
 def test_cli_writes_the_files(tmp_path, capsys):
     out = tmp_path / "g"
-    assert main(["gradients", "--models", "rnn,mingru", "--seq-len", "12", "--seeds", "2", "--hidden", "8",
+    assert main(["gradients", "--only", "rnn,mingru", "--seq-len", "12", "--seeds", "2", "--hidden", "8",
                  "--out", str(out), "--no-progress"]) == 0
     assert {"gradients.csv", "gradients.png", "GRADIENTS.md", "gradients.json"} <= set(os.listdir(out))
     rows, dropped = schema.read_rows(str(out / "gradients.csv"), schema.GradientRow)
@@ -98,7 +98,7 @@ def test_a_failing_model_is_a_row_and_the_run_goes_on(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--models", "rnn,elman"], "unknown model(s) ['elman']"),
+    (["--only", "rnn,elman"], "unknown model(s) ['elman']"),
     (["--seq-len", "1"], "--seq-len must be at least 2"),
     (["--checkpoint", "/nonexistent.pt"], "--checkpoint /nonexistent.pt is not a file"),
 ])
@@ -186,5 +186,5 @@ def test_checkpoint_that_does_not_fit_is_one_line(tmp_path, capsys, damage):
 
 def test_unknown_model_writes_nothing(tmp_path, capsys):
     out = tmp_path / "never"
-    assert main(["gradients", "--models", "foo", "--out", str(out), "--no-progress"]) == 2
+    assert main(["gradients", "--only", "foo", "--out", str(out), "--no-progress"]) == 2
     assert not out.exists()

@@ -250,7 +250,7 @@ def _torchrun(n, *args):
 def test_ddp_two_ranks_match_one_process(corpus, tmp_path):
     """2 gloo ranks with the global batch split end with the parameters of one process after 12 AdamW steps.
     Tolerance 1e-3 (lr 3e-3): Adam's normalisation amplifies rounding in near-zero gradients."""
-    args = ["train", "--models", "lstm,transformer", "--impl", "torch", "--d-model", "32", "--layers", "1",
+    args = ["train", "--only", "lstm,transformer", "--impl", "torch", "--d-model", "32", "--layers", "1",
             "--seq-len", "32", "--batch", "8", "--tokens", str(12 * 8 * 32), "--eval-every", "4", "--val-tokens",
             "512", "--lr", "3e-3", "--corpus", corpus, "--no-progress"]
     one = _run([sys.executable, "-m", "bench", *args, "--out", str(tmp_path / "one")])
@@ -269,7 +269,7 @@ def test_ddp_two_ranks_match_one_process(corpus, tmp_path):
 
 
 def test_sharded_sweep_has_every_point_once(tmp_path):
-    args = ["run", "--quick", "--workload", "model_lstm,model_transformer", "--no-checks", "--no-progress",
+    args = ["run", "--quick", "--only", "model_lstm,model_transformer", "--no-checks", "--no-progress",
             "--mode", "fwd"]
     one = _run([sys.executable, "-m", "bench", *args, "--out", str(tmp_path / "one")])
     two = _torchrun(2, *args, "--out", str(tmp_path / "two"))
@@ -297,11 +297,11 @@ def test_merge_shards_keeps_the_ok_row(tmp_path):
 # ------------------------------------------------------------------------------------------------ bad input
 
 @pytest.mark.parametrize("args,message", [
-    (["--models", "lstm,gpt"], "unknown model(s) ['gpt']"),
+    (["--only", "lstm,gpt"], "unknown model(s) ['gpt']"),
     (["--corpus", "/nonexistent/corpus"], "does not exist"),
     (["--seq-len", "100000"], "longer than the corpus"),
     (["--d-model", "200", "--match", "d_model"], "divide into 3 heads"),
-    (["--d-model", "8", "--layers", "1", "--models", "convs2s"], None),   # a valid tiny run, for contrast
+    (["--d-model", "8", "--layers", "1", "--only", "convs2s"], None),   # a valid tiny run, for contrast
 ])
 def test_bad_train_input_is_one_line(args, message, corpus, tmp_path, capsys):
     base = ["train", "--tokens", "256", "--batch", "8", "--seq-len", "16", "--d-model", "16", "--layers", "1",
@@ -328,7 +328,7 @@ def test_empty_corpus_and_indivisible_batch(tmp_path, capsys):
 
 
 def test_unreached_target_is_said(corpus, tmp_path, capsys):
-    code = main(["train", "--models", "convs2s", "--tokens", "512", "--batch", "8", "--seq-len", "16",
+    code = main(["train", "--only", "convs2s", "--tokens", "512", "--batch", "8", "--seq-len", "16",
                  "--d-model", "16", "--layers", "1", "--val-tokens", "64", "--impl", "torch", "--no-progress",
                  "--corpus", corpus, "--target-bpb", "0.01", "--out", str(tmp_path)])
     out = capsys.readouterr().out
@@ -339,7 +339,7 @@ def test_unreached_target_is_said(corpus, tmp_path, capsys):
 
 def test_damaged_train_csv_on_resume(corpus, tmp_path, capsys):
     (tmp_path / "train.csv").write_text("garbage\n")
-    code = main(["train", "--models", "convs2s", "--tokens", "256", "--corpus", corpus, "--resume",
+    code = main(["train", "--only", "convs2s", "--tokens", "256", "--corpus", corpus, "--resume",
                  "--out", str(tmp_path)])
     assert code == 2 and "not a seqbench train.csv" in capsys.readouterr().err
 
@@ -364,7 +364,7 @@ def test_failed_model_is_a_row_and_the_run_goes_on(corpus, tmp_path, monkeypatch
 # ------------------------------------------------------------------------ rough edges (issue 21)
 
 def _tiny_cli(corpus, out, *extra):
-    return main(["train", "--models", "convs2s", "--tokens", "512", "--batch", "8", "--seq-len", "16",
+    return main(["train", "--only", "convs2s", "--tokens", "512", "--batch", "8", "--seq-len", "16",
                  "--d-model", "16", "--layers", "1", "--val-tokens", "64", "--eval-every", "2", "--impl", "torch",
                  "--no-progress", "--corpus", corpus, "--out", str(out), *extra])
 
@@ -411,8 +411,8 @@ def test_checkpoints_name_the_corpus_absolutely(corpus, tmp_path, monkeypatch):
     assert state["config"]["corpus"] == corpus and state["corpus"]["sha1"]
 
 
-@pytest.mark.parametrize("args", [["--models", "foo"], ["--models", "lstm", "--match", "nope"],
-                                  ["--models", "transformer", "--d-model", "200", "--match", "d_model"]])
+@pytest.mark.parametrize("args", [["--only", "foo"], ["--only", "lstm", "--match", "nope"],
+                                  ["--only", "transformer", "--d-model", "200", "--match", "d_model"]])
 def test_bad_arguments_write_nothing(corpus, tmp_path, args):
     out = tmp_path / "never"
     try:

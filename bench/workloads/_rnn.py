@@ -155,10 +155,10 @@ def ragged_workload(module: str, arch: str, gates: int, torch_cls, fused, fused_
         ("B", "T", "H"), "T", RAGGED_SHAPES, ragged_scaled(layer_flops(gates)), layer_bytes(gates), ragged_tokens,
         ragged_inputs(gates), recurrent_params=lambda s: gates * s["H"] * s["H"], params=layer_params(gates),
         checks=tuple(checks), module=module)
-    w.impl(name=f"{nn_name} packed", baseline=True, guide=(arch, "nn, packed ragged batch"),
+    w.impl(name=f"nn_{arch.lower()}_packed", baseline=True, guide=(arch, "nn, packed ragged batch"),
            note=f"{nn_name} on the PackedSequence")(lambda inp: packed_runner(torch_module(torch_cls, inp), inp))
-    w.impl(name=f"{nn_name} padded", note=f"{nn_name} on the padded batch: padding computed at full cost")(
+    w.impl(name=f"nn_{arch.lower()}_padded", note=f"{nn_name} on the padded batch: padding computed at full cost")(
         lambda inp: padded_runner(torch_module(torch_cls, inp), inp))
-    w.impl(name=f"Fused{torch_cls.__name__} packed", triton=True, guide=(arch, "Triton step, packed ragged batch"),
+    w.impl(name=f"fused_{arch.lower()}_packed", triton=True, guide=(arch, "Triton step, packed ragged batch"),
            note=fused_note)(lambda inp: packed_runner(fused(torch_module(torch_cls, inp)), inp))
     return w

@@ -68,7 +68,7 @@ def torch_loop(inp):
     return lambda: _loop(gru_cell, inp)
 
 
-@gru_layer.impl(name="nn.GRU", guide=("GRU", "nn (cuDNN on a GPU)"), note="cuDNN on a GPU, ATen's CPU kernel otherwise")
+@gru_layer.impl(name="nn_gru", guide=("GRU", "nn (cuDNN on a GPU)"), note="cuDNN on a GPU, ATen's CPU kernel otherwise")
 def nn_gru(inp):
     m = torch_module(torch.nn.GRU, inp)
     return lambda: m(inp.x)[0]

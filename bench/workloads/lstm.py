@@ -61,7 +61,7 @@ def torch_loop(inp):
     return lambda: lstm(inp.x, None, *_weights(inp))[0]
 
 
-@lstm_layer.impl(name="nn.LSTM", guide=("LSTM", "nn (cuDNN on a GPU)"),
+@lstm_layer.impl(name="nn_lstm", guide=("LSTM", "nn (cuDNN on a GPU)"),
                  note="cuDNN on a GPU, ATen's CPU kernel otherwise")
 def nn_lstm(inp):
     m = torch_module(torch.nn.LSTM, inp)
@@ -99,7 +99,7 @@ lstm_ragged = ragged_workload(
     checks=(Check("FusedLSTM persistent on a ragged PackedSequence (2 layers, bidirectional)", check_packed),))
 
 
-@lstm_ragged.impl(name="FusedLSTM persistent packed", triton=True,
+@lstm_ragged.impl(name="fused_lstm_persistent_packed", triton=True,
                   note="FusedLSTM(kernel='persistent') on the PackedSequence: per-row lengths inside the kernel")
 def triton_persistent_packed(inp):
     return packed_runner(_fused_lstm_persistent(torch_module(torch.nn.LSTM, inp)), inp)

@@ -58,7 +58,7 @@ def torch_loop(inp):
     return lambda: rnn(inp.x, None, inp.w_ih, inp.w_hh, inp.b_ih, inp.b_hh)[0]
 
 
-@rnn_layer.impl(name="nn.RNN", note="cuDNN on a GPU, ATen's CPU kernel otherwise")
+@rnn_layer.impl(name="nn_rnn", note="cuDNN on a GPU, ATen's CPU kernel otherwise")
 def nn_rnn(inp):
     m = torch_module(torch.nn.RNN, inp)
     return lambda: m(inp.x)[0]

@@ -149,13 +149,13 @@ for _name, _cls, _kernel in (("rnn", torch.nn.RNN, "rnn"), ("gru", torch.nn.GRU,
         layer = getattr(importlib.import_module(f"kernels.{name}"), name)
         return lambda: layer(inp.x, None, *getattr(inp, name))[0]
 
-    recurrence.impl(name=f"nn.{_cls.__name__}", baseline=True, group=_name,
+    recurrence.impl(name=f"nn_{_name}", baseline=True, group=_name,
                     note="cuDNN on a GPU, ATen's CPU kernel otherwise")(_nn)
-    recurrence.impl(name=f"{_name} Triton step", triton=True, group=_name,
+    recurrence.impl(name=f"{_name}_triton_step", triton=True, group=_name,
                     note="input GEMM + one fused Triton step per time step")(_triton)
 
 
-for _name, _parts, _label in (("mingru", 2, "minGRU"), ("minlstm", 3, "minLSTM")):
+for _name, _parts in (("mingru", 2), ("minlstm", 3)):
     _fn = "min_gru" if _name == "mingru" else "min_lstm"
 
     def _loop(inp, fn=_fn, name=_name, parts=_parts):
@@ -170,11 +170,11 @@ for _name, _parts, _label in (("mingru", 2, "minGRU"), ("minlstm", 3, "minLSTM")
         import kernels.scan as k
         return lambda: getattr(k, fn)(*_min_args(inp, name, parts)).transpose(0, 1)
 
-    recurrence.impl(name=f"{_label} torch loop", baseline=True, group=_name,
+    recurrence.impl(name=f"{_name}_torch_loop", baseline=True, group=_name,
                     note="one GEMM, then the recurrence as a sequential loop of torch ops")(_loop)
-    recurrence.impl(name=f"{_label} torch scan", group=_name,
+    recurrence.impl(name=f"{_name}_torch_scan", group=_name,
                     note="one GEMM, then a doubling scan in torch ops (log2 T rounds)")(_doubling)
-    recurrence.impl(name=f"{_label} Triton scan", triton=True, group=_name,
+    recurrence.impl(name=f"{_name}_triton_scan", triton=True, group=_name,
                     note="one GEMM, then the chunked Triton scan")(_scan)
 
 
