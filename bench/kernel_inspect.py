@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="seqbench inspect", description=DESCRIPTION)
     ap.error = lambda message: ap.exit(2, f"seqbench inspect: error: {message}\n")
     ap.add_argument("--arch", default=",".join(ARCHS), help=f"comma list from {', '.join(ARCHS)} (default both)")
-    ap.add_argument("--only", dest="kernel", default=",".join(KERNEL_MODULES),
+    ap.add_argument("--only", dest="kernel", default=",".join(KERNEL_MODULES), metavar="NAMES",
                     help=f"comma list of kernel families from {', '.join(KERNEL_MODULES)} (default all)")
     ap.add_argument("--kernel", dest="kernel", default=argparse.SUPPRESS, help=argparse.SUPPRESS)   # the old name
     ap.add_argument("--dtype", default="float16", help="comma list of float16, bfloat16, float32 (default float16)")

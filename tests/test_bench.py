@@ -1213,4 +1213,4 @@ def test_version_and_help_on_every_flag(capsys):
     bare = [f"{name} {o.option_strings or o.dest}" for name, p in parsers for o in p._actions
             if not o.help and not isinstance(o, argparse._HelpAction)]
     assert not bare, bare
-    assert "(default runs/<date>-inspect)" in kernel_inspect.build_parser().format_help()
+    assert "(default runs/<date>-inspect)" in " ".join(kernel_inspect.build_parser().format_help().split())
