@@ -74,13 +74,13 @@ def cmd_run(a) -> int:
 
     from bench.workload import MODES
     from bench.workloads import WORKLOADS
-    from bench.report import write_report
-    from bench.run import sweep
+    from bench.report.report import write_report
+    from bench.sweep.run import sweep
     from bench.schema import RunFolderError
 
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
-    from bench.env import device_slug
+    from bench.measure.env import device_slug
     unknown = [w for w in a.workload if w not in WORKLOADS]
     if unknown:
         return _fail("run", f"unknown workload(s) {unknown}; expected some of {sorted(WORKLOADS)}")
@@ -92,7 +92,7 @@ def cmd_run(a) -> int:
     if problem:
         return _fail("run", problem)
     gpu = torch.cuda.is_available()
-    from bench.dist import close_distributed, init_distributed
+    from bench.train.dist import close_distributed, init_distributed
     d = init_distributed()
     if d.main:
         print(f"seqbench run -> {out}" + (f" (sharded over {d.world} ranks)" if d.world > 1 else ""))
@@ -100,7 +100,7 @@ def cmd_run(a) -> int:
         print("No CUDA GPU here: the Triton kernels are checked through the interpreter, and the timings below are "
               "CPU timings of the PyTorch implementations at small sizes (not GPU numbers).")
     if gpu and d.main:
-        from bench.measure import NVMLSampler
+        from bench.measure.nvml import NVMLSampler
         nvml = NVMLSampler(d.device.index or 0)
         if not nvml.ok:
             print(f"{nvml.reason}: the utilisation, SM activity, power and energy columns will be empty "
@@ -129,7 +129,7 @@ def cmd_run(a) -> int:
     bad = [c for c in meta.get("checks", []) if not c["ok"]]
     for c in meta.get("checks", []):
         print(f"  check {'ok  ' if c['ok'] else 'FAIL'} {c['kernel']}: error {c['error']}")
-    from bench.report import load, stability_line
+    from bench.report.report import load, stability_line
     df, run_meta = load(out)
     print(stability_line(df, run_meta).replace("**", ""))
     print(f"wrote {out}/results.csv, run.json, {os.path.basename(report)} and plots")
@@ -140,7 +140,7 @@ def _version() -> str:
     """The installed package's version and this checkout's commit."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from bench.env import git_commit
+    from bench.measure.env import git_commit
     try:
         v = version("seqbench")
     except PackageNotFoundError:
@@ -179,9 +179,10 @@ def cmd_train(a) -> int:
     import torch
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
-    from bench import train as tr
-    from bench.dist import close_distributed, init_distributed
-    from bench.env import device_slug
+    from bench.report import training
+    from bench.train import train as tr
+    from bench.train.dist import close_distributed, init_distributed
+    from bench.measure.env import device_slug
     from bench.schema import RunFolderError
     gpu = torch.cuda.is_available()
     chosen = tr.defaults(a.quick, gpu)
@@ -213,12 +214,12 @@ def cmd_train(a) -> int:
             print(f"\ninterrupted: finished evaluations are in {out}/train.csv; rerun with --resume to go on",
                   file=sys.stderr)
             if d.main and os.path.exists(os.path.join(out, "train.csv")):
-                tr.write_report(out)       # what finished, reported
+                training.write_report(out)       # what finished, reported
             return 130
         if not d.main:
             return 0
-        report = tr.write_report(out)
-        target, runs = tr.time_to_quality(tr.load_rows(out), cfg.target_bpb)
+        report = training.write_report(out)
+        target, runs = training.time_to_quality(training.load_rows(out), cfg.target_bpb)
         if runs:
             print(f"time to {target:.3f} bits/byte:")
             for r in runs:
@@ -238,8 +239,8 @@ def cmd_gradients(a) -> int:
     import torch
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
-    from bench import gradients as gr
-    from bench.env import device_slug
+    from bench.experiments import gradients as gr
+    from bench.measure.env import device_slug
     seq_len = a.seq_len or (100 if a.quick else 1000)
     seeds = a.seeds or (2 if a.quick else 5)
     out = a.out or os.path.join("runs", f"{time.strftime('%Y-%m-%d')}-{device_slug()}-gradients")
@@ -293,7 +294,7 @@ def cmd_check(a) -> int:
     import torch
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
-    from bench.run import run_checks
+    from bench.sweep.checks import run_checks
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if a.gpu_only and device.type != "cuda":
         return _fail("check", "--gpu-only needs a CUDA GPU: there is none here, so there is nothing to check "
@@ -349,7 +350,7 @@ def cmd_list(a) -> int:
 
 
 def cmd_report(a) -> int:
-    from bench.report import write_report
+    from bench.report.report import write_report
     from bench.schema import RunFolderError
     try:
         print(write_report(a.dir))
@@ -371,7 +372,7 @@ def _fraction(text: str) -> float:
 
 
 def cmd_compare(a) -> int:
-    from bench.report import compare
+    from bench.report.compare import compare
     from bench.schema import RunFolderError
     try:
         stable, shaky = compare(a.dir_a, a.dir_b, a.threshold)
@@ -390,7 +391,7 @@ def cmd_compare(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every command and flag of ``seqbench`` (``inspect`` parses its own: bench.kernel_inspect.build_parser)."""
+    """Every command and flag of ``seqbench`` (``inspect`` parses its own: bench.tools.kernel_inspect.build_parser)."""
     from bench.workloads import WORKLOADS
 
     ap = _Parser(prog="seqbench", description="Does the textbook's hardware argument (LSTMs leave a GPU idle, "
@@ -507,7 +508,7 @@ def main(argv=None) -> int:
     ap = build_parser()
     args, rest = ap.parse_known_args(argv)
     if args.cmd == "inspect":
-        from bench.kernel_inspect import main as inspect_main
+        from bench.tools.kernel_inspect import main as inspect_main
         return inspect_main(rest)
     if rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")

@@ -40,10 +40,10 @@ def _spread_rule_off_unless_tested(request, monkeypatch):
     the rule and the passes with timings of their own, and in the benchmarks, which measure for real."""
     if "spread_rule" in request.keywords or "benchmark_gpu" in request.keywords:
         return
-    from bench import measure
-    for device in list(measure.SPREAD_LIMIT):
-        monkeypatch.setitem(measure.SPREAD_LIMIT, device, float("inf"))
-    monkeypatch.setattr(measure, "CPU_PASSES", 1)
+    from bench.measure import timing
+    for device in list(timing.SPREAD_LIMIT):
+        monkeypatch.setitem(timing.SPREAD_LIMIT, device, float("inf"))
+    monkeypatch.setattr(timing, "CPU_PASSES", 1)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -11,12 +11,15 @@ import pytest
 import torch
 
 from bench import cli as cli_module
-from bench import measure, schema
-from bench import run as brun
+from bench import schema
+from bench.measure import nvml, timing
+from bench.sweep import point as bpoint
+from bench.sweep import run as brun
 from bench.cli import main as cli
 from bench.workload import MODES, Point, Shapes, Workload, namespace, shape_label
 from bench.workloads import WORKLOADS
-from bench.report import compare, load, write_report
+from bench.report.compare import compare
+from bench.report.report import load, write_report
 
 
 # ------------------------------------------------------------------------------------ workloads
@@ -150,7 +153,7 @@ def test_interrupted_sweep_keeps_rows_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(brun, "run_checks", lambda device, **k: [])
     calls = []
     w = _toy_workload(calls=calls)
-    real = brun.measure_timed
+    real = bpoint.measure_timed
     seen = []
 
     def flaky(*a, **k):
@@ -158,13 +161,13 @@ def test_interrupted_sweep_keeps_rows_and_resumes(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         seen.append(1)
         return real(*a, **k)
-    monkeypatch.setattr(brun, "measure_timed", flaky)
+    monkeypatch.setattr(bpoint, "measure_timed", flaky)
     with pytest.raises(KeyboardInterrupt):
         brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), progress=False, device="cpu")
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert len(rows) == 3                      # every finished row is on disk
     assert os.path.exists(tmp_path / "run.json")
-    monkeypatch.setattr(brun, "measure_timed", real)
+    monkeypatch.setattr(bpoint, "measure_timed", real)
     calls.clear()
     brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), resume=True, progress=False,
                device="cpu")
@@ -268,10 +271,10 @@ def test_cli_run_end_to_end(tmp_path):
 
 def test_nvml_missing_gives_empty_fields_with_reason(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)
-    s = measure.NVMLSampler()
+    s = nvml.NVMLSampler()
     assert not s.ok and "NVML unavailable" in s.reason
     row = s.measure(lambda: None, 10)
-    assert all(row[k] is None for k in measure.NVML_FIELDS) and row["nvml_reason"] == s.reason
+    assert all(row[k] is None for k in nvml.NVML_FIELDS) and row["nvml_reason"] == s.reason
     assert s.static_info() == {"nvml": s.reason}
 
 
@@ -282,7 +285,7 @@ def test_nvml_refused_init(monkeypatch):
     def init():
         raise Refused("Insufficient Permissions")
     monkeypatch.setitem(sys.modules, "pynvml", types.SimpleNamespace(nvmlInit=init))
-    s = measure.NVMLSampler()
+    s = nvml.NVMLSampler()
     assert not s.ok and "Insufficient Permissions" in s.reason
 
 
@@ -310,7 +313,7 @@ def _interrupt(monkeypatch, stage):
     elif stage == "rewrite":                    # while the kept rows are being written to the new file
         monkeypatch.setattr(schema.os, "fsync", stop)
     elif stage == "measure":
-        monkeypatch.setattr(brun, "measure_timed", stop)
+        monkeypatch.setattr(bpoint, "measure_timed", stop)
     elif stage == "run.json":
         real = schema.write_json
         monkeypatch.setattr(schema, "write_json", lambda path, meta: stop() if "finished" in meta else real(path, meta))
@@ -629,7 +632,7 @@ def test_nvml_window_arithmetic(monkeypatch):
     fake = FakeNVML()
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
-    s = measure.NVMLSampler(interval_s=0.01)
+    s = nvml.NVMLSampler(interval_s=0.01)
     assert s.ok and s.gpm
     import time as _t
     fake.start = _t.perf_counter()
@@ -664,26 +667,26 @@ def test_nvml_picks_the_gpu_torch_uses_by_pci_bus_id(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     props = types.SimpleNamespace(pci_domain_id=0, pci_bus_id=0x1A, pci_device_id=0, uuid="1234-abcd")
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props)
-    s = measure.NVMLSampler(0)
+    s = nvml.NVMLSampler(0)
     assert s.handle == "gpu at 00000000:1A:00.0" and asked == [("bus", "00000000:1A:00.0")]
     assert "PCI bus id" in s.static_info()["device_matched"]
     asked.clear()
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(uuid="1234-abcd"))
-    assert measure.NVMLSampler(0).handle == "gpu GPU-1234-abcd" and asked == [("uuid", "GPU-1234-abcd")]
+    assert nvml.NVMLSampler(0).handle == "gpu GPU-1234-abcd" and asked == [("uuid", "GPU-1234-abcd")]
     asked.clear()
 
     def no_props(i):
         raise RuntimeError("no CUDA")
     monkeypatch.setattr(torch.cuda, "get_device_properties", no_props)
-    assert measure.NVMLSampler(0).handle == "gpu3" and asked == [("index", 3)]
+    assert nvml.NVMLSampler(0).handle == "gpu3" and asked == [("index", 3)]
 
 
 def test_repetition_budget_takes_enough_samples():
     """A 100 ms budget gave one sample of a 150 ms call (p20 = p80 = median): the budget grows with the call."""
-    assert measure.repetition_budget_ms(0.01) == 100.0
-    assert measure.repetition_budget_ms(150.0) / 150.0 >= measure.MIN_REPS == 20
-    assert measure.repetition_budget_ms(5000.0) / 5000.0 >= 3                 # capped, still three samples
-    t = measure.summarize([3.0, 1.0, 2.0, 4.0, 5.0], "x")
+    assert timing.repetition_budget_ms(0.01) == 100.0
+    assert timing.repetition_budget_ms(150.0) / 150.0 >= timing.MIN_REPS == 20
+    assert timing.repetition_budget_ms(5000.0) / 5000.0 >= 3                 # capped, still three samples
+    t = timing.summarize([3.0, 1.0, 2.0, 4.0, 5.0], "x")
     assert t["ms"] == 3.0 and t["reps"] == 5 and t["ms_p20"] < t["ms"] < t["ms_p80"]
 
 
@@ -736,7 +739,7 @@ def test_a_point_that_hung_is_tried_again_last(tmp_path, monkeypatch):
     class Recording(brun._InProcess):
         def measure(self, w, impl, s, mode, keep=False):
             order.append((impl.name, s["T"]))
-            return schema.Row(**brun._identity(w, impl, s, mode, self.dtype, self.device), status="ok"), None
+            return schema.Row(**bpoint._identity(w, impl, s, mode, self.dtype, self.device), status="ok"), None
     monkeypatch.setattr(brun, "_InProcess", Recording)
     brun.sweep(out, [crashy], torch.float32, True, modes=("fwd",), progress=False, device="cpu", resume=True)
     assert ("fine", 4) not in order and order[-1] == ("hang", 8) and ("crash", 4) in order[:-1]
@@ -755,7 +758,7 @@ def _model_rows(tokens: dict, accurate=None, batch=16, seq_len=512, mode="fwd"):
 
 
 def test_verdict_rule_every_outcome():
-    from bench import table
+    from bench.report import tables as table
     t = {("model_transformer", "transformer_torch"): 100_000,
          ("model_lstm", "lstm_torch_loop"): 20_000,        # ratio 0.2 <= 2 × 0.16: holds
          ("model_lstm", "lstm_torch"): 95_000,             # LSTM (optimized) 0.95 > 2 × 0.3: does not hold
@@ -777,7 +780,7 @@ def test_verdict_rule_every_outcome():
 
 
 def test_verdict_per_batch():
-    from bench import table
+    from bench.report import tables as table
     small = _model_rows({("model_transformer", "transformer_torch"): 100, ("model_lstm", "lstm_torch"): 10}, batch=1)
     big = _model_rows({("model_transformer", "transformer_torch"): 100, ("model_lstm", "lstm_torch"): 90}, batch=512)
     rows = table.table(pd.concat([small, big]), WORKLOADS, "fwd")
@@ -820,7 +823,7 @@ def test_a_failed_comparison_keeps_the_timing():
                  lambda s: 4, inputs, register=False)
     w.impl("base", baseline=True)(lambda inp: lambda: inp.x * 2)
     w.impl("flaky")(flaky)
-    row = brun.measure_point(w, w.impls["flaky"], dict(B=1, T=4), "fwd", torch.float32, torch.device("cpu"), None)
+    row = bpoint.measure_point(w, w.impls["flaky"], dict(B=1, T=4), "fwd", torch.float32, torch.device("cpu"), None)
     assert row.status == "ok" and row.ms > 0 and row.accurate is None
     assert "comparison failed: RuntimeError: CUDA out of memory" in row.baseline
 
@@ -828,8 +831,9 @@ def test_a_failed_comparison_keeps_the_timing():
 def test_lstm_vs_gru_guide_table(tmp_path):
     """The guide pairs the LSTM and GRU impls of one kind at equal shapes: parameters 4:3, tokens/s ratio
     from the rows, and a reason where a side was not measured (Triton on a CPU)."""
-    from bench import report, table
-    from bench.run import sweep
+    from bench.report import report
+    from bench.report import tables as table
+    from bench.sweep.run import sweep
     ws = [WORKLOADS["lstm_layer"], WORKLOADS["gru_layer"]]
     sweep(str(tmp_path), ws, torch.float32, quick=True, modes=("fwd",), progress=False, checks=False)
     df, _ = report.load(str(tmp_path))
@@ -851,8 +855,9 @@ def test_lstm_vs_gru_guide_table(tmp_path):
 
 def test_attention_scores_groups_and_table(tmp_path):
     """Each score is compared with its own baseline (a group), and the scoring table reads time per pair."""
-    from bench import report, table
-    from bench.run import sweep
+    from bench.report import report
+    from bench.report import tables as table
+    from bench.sweep.run import sweep
     w = WORKLOADS["attention_scores"]
     assert {w.baseline_for(i).name for i in w.impls.values()} == {"dot_torch", "general_torch", "additive_torch"}
     assert w.baseline_for(w.impls["dot_sdpa"]).name == "dot_torch"
@@ -875,14 +880,16 @@ def test_attention_scores_groups_and_table(tmp_path):
         assert "additive_triton" in add["not_timed"]
     text = "\n".join(table.scoring_markdown(df, WORKLOADS, True))
     assert "scoring functions, measured" in text and "| Bahdanau (additive) |" in text
-    assert table.scoring_figure(df, WORKLOADS, str(tmp_path), "cpu").endswith("scores.png")
+    from bench.report import figures
+    assert figures.scoring_figure(df, WORKLOADS, str(tmp_path), "cpu").endswith("scores.png")
 
 
 def test_recurrence_groups_counts_and_floors(tmp_path):
     """Five functions in one workload: each impl is compared with its group's baseline, and each group's rows
     carry its own FLOPs and floor: the step kernels a sequential floor, the scans none."""
-    from bench import report, roofline
-    from bench.run import sweep
+    from bench.measure import roofline
+    from bench.report import report
+    from bench.sweep.run import sweep
     w = WORKLOADS["recurrence"]
     assert {w.baseline_for(i).name for i in w.impls.values()} == {
         "nn_rnn", "nn_gru", "nn_lstm", "mingru_torch_loop", "minlstm_torch_loop"}
@@ -911,7 +918,7 @@ def test_recurrence_groups_counts_and_floors(tmp_path):
 def test_fifth_row_parallel_scan():
     """The fifth row stands for the minGRU scans, is judged against the ratio the textbook implies for any
     recurrence (the sequential LSTM's 0.16) and says so."""
-    from bench import table
+    from bench.report import tables as table
     assert table.ROWS[-1] == table.BEYOND and table.textbook_ratio(table.BEYOND) == table.textbook_ratio(
         "LSTM (sequential)")
     assert set(table.stand_ins(WORKLOADS)[table.BEYOND]) == {("model_mingru", "mingru_torch_scan"),
@@ -928,7 +935,7 @@ def test_fifth_row_parallel_scan():
 
 
 def test_recurrence_table_picks_each_architectures_best():
-    from bench import table
+    from bench.report import tables as table
     rows = [dict(workload="recurrence", impl=impl, mode="fwd+bwd", status="ok", batch=16, seq_len=512,
                  shape="B=16 T=512 H=1024", tokens_per_s=float(tps), accurate=acc)
             for impl, tps, acc in (("nn_gru", 100, "True"), ("gru_triton_step", 150, "True"),
@@ -972,7 +979,7 @@ def test_run_files_follow_the_umask(tmp_path, monkeypatch):
 # ------------------------------------------------------------- numbers you can cite (issue 22)
 
 def _fake_timer(spreads: dict):
-    """A stand-in for measure.time_cpu: the spreads each impl's successive timings have, keyed by the first value
+    """A stand-in for timing.time_cpu: the spreads each impl's successive timings have, keyed by the first value
     of the impl's output, so a test decides which points are unstable."""
     seen = {}
 
@@ -981,7 +988,7 @@ def _fake_timer(spreads: dict):
         n = seen[tag] = seen.get(tag, 0) + 1
         s = spreads.get(tag, [0.05])[min(n, len(spreads.get(tag, [0.05]))) - 1]
         times = [1.0 - s / 1.2, 1.0, 1.0 + s / 1.2]            # spread s
-        return measure.summarize(times, "fake") | {"times_ms": times}
+        return timing.summarize(times, "fake") | {"times_ms": times}
     return time_cpu
 
 
@@ -994,9 +1001,9 @@ def test_spread_rule_remeasure_and_unstable(tmp_path, monkeypatch):
                  lambda s: 4, lambda s, dtype, device, grad: namespace(x=torch.ones(4)), register=False)
     w.impl("steady", baseline=True)(lambda inp: lambda: inp.x * 2)
     w.impl("shaky")(lambda inp: lambda: inp.x * 0 + 5)
-    limit = measure.SPREAD_LIMIT["cpu"]
-    monkeypatch.setattr(measure, "CPU_PASSES", 1)          # one window per measurement: the spreads are the fake's
-    monkeypatch.setattr(measure, "time_cpu", _fake_timer({2.0: [0.05], 5.0: [limit + 0.3, limit + 0.1]}))
+    limit = timing.SPREAD_LIMIT["cpu"]
+    monkeypatch.setattr(timing, "CPU_PASSES", 1)          # one window per measurement: the spreads are the fake's
+    monkeypatch.setattr(timing, "time_cpu", _fake_timer({2.0: [0.05], 5.0: [limit + 0.3, limit + 0.1]}))
     meta = brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), progress=False, device="cpu")
     rows = {r["impl"]: r for r in schema.read_rows(str(tmp_path / "results.csv"))[0]}
     assert len(rows) == 2                                  # re-measured points replace their first row
@@ -1007,7 +1014,7 @@ def test_spread_rule_remeasure_and_unstable(tmp_path, monkeypatch):
     assert meta["stability"]["unstable"] == 1 and meta["stability"]["timed"] == 2
     assert all(rows[i]["threads"] == str(torch.get_num_threads()) and rows[i]["load_start"] for i in rows)
     df, run = load(str(tmp_path))
-    from bench.report import stability_line
+    from bench.report.report import stability_line
     assert "The machine was busy" in stability_line(df, run) and "1 of 2 timed points" in stability_line(df, run)
     write_report(str(tmp_path))
     assert "The machine was busy" in (tmp_path / "REPORT.md").read_text()
@@ -1020,9 +1027,9 @@ def test_an_unstable_point_that_settles_is_ok(tmp_path, monkeypatch):
                  lambda s, d, m: 1, lambda s: 4, lambda s, dtype, device, grad: namespace(x=torch.ones(4)),
                  register=False)
     w.impl("base", baseline=True)(lambda inp: lambda: inp.x * 2)
-    limit = measure.SPREAD_LIMIT["cpu"]
-    monkeypatch.setattr(measure, "CPU_PASSES", 1)
-    monkeypatch.setattr(measure, "time_cpu", _fake_timer({2.0: [limit + 0.3, 0.02]}))
+    limit = timing.SPREAD_LIMIT["cpu"]
+    monkeypatch.setattr(timing, "CPU_PASSES", 1)
+    monkeypatch.setattr(timing, "time_cpu", _fake_timer({2.0: [limit + 0.3, 0.02]}))
     meta = brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), progress=False, device="cpu")
     (row,) = schema.read_rows(str(tmp_path / "results.csv"))[0]
     assert row["status"] == "ok" and float(row["spread"]) == pytest.approx(0.02) and meta["stability"]["unstable"] == 0
@@ -1043,14 +1050,14 @@ def test_cpu_passes_pool_windows_spread_over_the_run(tmp_path, monkeypatch):
         calls.append(1)
         speed = 1.0 + (len(calls) - 1) // 2          # the two points of a pass share the machine's state
         times = [speed * 0.999, speed, speed * 1.001]
-        return measure.summarize(times, "fake") | {"times_ms": times}
-    monkeypatch.setattr(measure, "time_cpu", drifting)
-    monkeypatch.setattr(measure, "CPU_PASSES", 3)
+        return timing.summarize(times, "fake") | {"times_ms": times}
+    monkeypatch.setattr(timing, "time_cpu", drifting)
+    monkeypatch.setattr(timing, "CPU_PASSES", 3)
     meta = brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), progress=False, device="cpu")
     rows = schema.read_rows(str(tmp_path / "results.csv"))[0]
     assert len(rows) == 2 and {r["status"] for r in rows} == {"unstable"}     # measured again: still drifting
     first = [r for r in rows if r["seq_len"] == "4"][0]     # passes at speed 1, 2, 3, then again at 4, 5, 6
-    assert float(first["spread"]) > measure.SPREAD_LIMIT["cpu"] and "then" in first["reason"]
+    assert float(first["spread"]) > timing.SPREAD_LIMIT["cpu"] and "then" in first["reason"]
     assert "3 windows spread over the run, pooled" in first["timer"] and int(first["reps"]) == 9
     assert meta["stability"]["unstable"] == 2 and len(calls) == 2 * 3 * 2      # 2 points, 3 passes, twice
 
@@ -1070,7 +1077,7 @@ def test_interval_verdicts_hold_not_hold_inconclusive():
     """The LSTM (sequential) row's textbook ratio is 0.16, so 0.32 is the line: an interval wholly under it holds,
     wholly over it does not hold, across it is inconclusive; an unstable point decides nothing; a CPU run is not
     judged."""
-    from bench import table
+    from bench.report import tables as table
     ref = {("model_transformer", "transformer_torch"): (100_000, 0.95, 1.05, "ok")}
     cases = {"holds": (25_000, 0.9, 1.1), "does not hold": (40_000, 0.9, 1.1), "inconclusive": (31_000, 0.8, 1.2)}
     for want, (tps, lo, hi) in cases.items():
@@ -1097,7 +1104,7 @@ def test_interval_verdicts_hold_not_hold_inconclusive():
 
 
 def test_guide_verdict_needs_the_whole_interval():
-    from bench import table
+    from bench.report import tables as table
     assert table.guide_verdict((1.2, 1.1, 1.3)) == "GRU faster"
     assert table.guide_verdict((0.8, 0.7, 0.9)) == "LSTM faster"
     assert table.guide_verdict((1.0, 0.97, 1.03)) == "the same (within 5%)"
@@ -1208,7 +1215,7 @@ def test_version_and_help_on_every_flag(capsys):
     import argparse
     ap = cli_module.build_parser()
     subs = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction)).choices
-    from bench import kernel_inspect
+    from bench.tools import kernel_inspect
     parsers = [(n, p) for n, p in subs.items() if n != "inspect"] + [("inspect", kernel_inspect.build_parser())]
     bare = [f"{name} {o.option_strings or o.dest}" for name, p in parsers for o in p._actions
             if not o.help and not isinstance(o, argparse._HelpAction)]

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from bench import gpu_suite
+from bench.tools import gpu_suite
 
 PY = sys.executable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,7 +83,7 @@ def test_a_kill_mid_step_leaves_every_finished_step_in_the_archive(tmp_path):
     script = tmp_path / "suite.py"
     script.write_text(textwrap.dedent(f"""
         import sys
-        from bench import gpu_suite
+        from bench.tools import gpu_suite
         steps = {{"first": gpu_suite.Step("first", [sys.executable, "-c", "open({str(out / 'first.txt')!r}, 'w')"], 30),
                   "hang": gpu_suite.Step("hang", [sys.executable, "-c", "import time; time.sleep(120)"], 120)}}
         gpu_suite.run_steps(["first", "hang"], {str(out)!r}, {str(archive)!r}, steps_for=steps.get)
@@ -106,7 +106,7 @@ def test_call_1_rehearsed_on_the_cpu(tmp_path):
     stand-in of the five rows at the CPU shapes, every row at a shape before the next, into run/."""
     out, archive = tmp_path / "suite", tmp_path / "suite.tar.gz"
     t0 = time.time()
-    r = subprocess.run([PY, "-m", "bench.gpu_suite", "--call", "1", "--out", str(out), "--archive", str(archive)],
+    r = subprocess.run([PY, "-m", "bench.tools.gpu_suite", "--call", "1", "--out", str(out), "--archive", str(archive)],
                        cwd=ROOT, capture_output=True, text=True, timeout=gpu_suite.CALL_LIMIT_S["1"],
                        env={**os.environ, "SEQBENCH_COMMIT": "abc1234"})
     assert r.returncode == 0, r.stdout + r.stderr

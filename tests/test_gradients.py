@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from bench import gradients as gr
+from bench.experiments import gradients as gr
 from bench import schema
-from bench import train as tr
+from bench.train import train as tr
 from bench.cli import main
 from tests.helpers import DEVICE
 
@@ -120,9 +120,10 @@ def test_trained_checkpoint(tmp_path):
     position, equal to the reference impl's on the same checkpoint."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    for i, name in enumerate(sorted(os.listdir(os.path.join(ROOT, "bench")))):
-        if name.endswith(".py"):
-            (corpus / f"{i:03d}.txt").write_bytes(open(os.path.join(ROOT, "bench", name), "rb").read())
+    sources = sorted(os.path.join(r, f) for r, _, fs in os.walk(os.path.join(ROOT, "bench")) for f in fs
+                     if f.endswith(".py"))
+    for i, path in enumerate(sources):
+        (corpus / f"{i:03d}.txt").write_bytes(open(path, "rb").read())
     cfg = tr.TrainConfig(models=["mingru"], d_model=16, layers=1, seq_len=16, batch=4, tokens=4 * 16 * 3, warmup=1,
                          eval_every=2, val_tokens=64, impl="torch", corpus=str(corpus))
     tr.train(cfg, str(tmp_path / "train"), progress=False)
@@ -150,7 +151,7 @@ def _tiny_checkpoint(tmp_path, corpus_arg):
 def test_checkpoint_with_a_relative_corpus_works_from_elsewhere(tmp_path, monkeypatch, capsys):
     corpus = tmp_path / "data" / "corpus.txt"
     corpus.parent.mkdir()
-    corpus.write_bytes(open(os.path.join(ROOT, "bench", "train.py"), "rb").read())
+    corpus.write_bytes(open(os.path.join(ROOT, "bench", "train", "train.py"), "rb").read())
     monkeypatch.chdir(corpus.parent)
     ckpt = _tiny_checkpoint(tmp_path, "corpus.txt")
     monkeypatch.chdir(tmp_path)
@@ -173,7 +174,7 @@ def test_checkpoint_with_a_relative_corpus_works_from_elsewhere(tmp_path, monkey
 @pytest.mark.parametrize("damage", ["empty dicts", "renamed model"])
 def test_checkpoint_that_does_not_fit_is_one_line(tmp_path, capsys, damage):
     corpus = tmp_path / "corpus.txt"
-    corpus.write_bytes(open(os.path.join(ROOT, "bench", "train.py"), "rb").read())
+    corpus.write_bytes(open(os.path.join(ROOT, "bench", "train", "train.py"), "rb").read())
     ckpt = _tiny_checkpoint(tmp_path, str(corpus))
     state = torch.load(ckpt, weights_only=False)
     state = {"model": {}, "config": {}} if damage == "empty dicts" else {**state, "model_name": "transformer"}

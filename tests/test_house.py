@@ -8,7 +8,7 @@ import pkgutil
 import pytest
 
 import kernels
-from bench import kernel_inspect
+from bench.tools import kernel_inspect
 from bench.workloads import BY_MODULE, WORKLOADS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,3 +38,46 @@ def test_every_workload_has_a_baseline_and_its_modules_checks_run():
     assert checked, "no kernel family declares an interpreter check"
     for family in FAMILIES:
         assert any(WORKLOADS[w].checks for w in BY_MODULE[family]), f"bench/workloads/{family}.py has no check"
+
+
+def _bench_imports() -> dict[str, set[str]]:
+    """bench.* module -> the bench.* modules it imports anywhere in its file (function-level imports too: a
+    lazy import is still a dependency)."""
+    import ast
+    root = os.path.join(ROOT, "bench")
+    graph = {}
+    for folder, _, files in os.walk(root):
+        for f in files:
+            if not f.endswith(".py"):
+                continue
+            path = os.path.join(folder, f)
+            mod = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".").removesuffix(".__init__")
+            deps = set()
+            for node in ast.walk(ast.parse(open(path).read())):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bench"):
+                    deps |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+                elif isinstance(node, ast.Import):
+                    deps |= {a.name for a in node.names if a.name.startswith("bench")}
+            graph[mod] = deps
+    return {m: {d for d in deps if d in graph and d != m} for m, deps in graph.items()}
+
+
+def test_bench_has_no_import_cycle():
+    """Issue 24: bench/ as folders that show its parts, none importing back into another that imports it
+    (packages' own __init__ re-exports aside: they import nothing)."""
+    graph = _bench_imports()
+    assert {"bench.sweep.run", "bench.report.report", "bench.train.train", "bench.tools.gpu_suite"} <= set(graph)
+    state, cycle = {}, []
+
+    def visit(m, path):
+        state[m] = "open"
+        for d in sorted(graph[m]):
+            if state.get(d) == "open":
+                cycle.append(path + [m, d])
+            elif d not in state:
+                visit(d, path + [m])
+        state[m] = "done"
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [])
+    assert not cycle, cycle[0]

@@ -6,7 +6,7 @@ import torch
 import triton.language as tl
 from triton.runtime.jit import JITFunction
 
-from bench import kernel_inspect as ins
+from bench.tools import kernel_inspect as ins
 
 
 @pytest.fixture(scope="module")

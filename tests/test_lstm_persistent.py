@@ -278,7 +278,7 @@ _OFFSETS = r'''
 import json, re, sys, torch, triton
 from triton.compiler import ASTSource
 from triton.backends.compiler import GPUTarget
-from bench import kernel_inspect as ki
+from bench.tools import kernel_inspect as ki
 from kernels import lstm_persistent as lp
 B, T, HID, dtype = 512, 2048, 1024, torch.float16           # model_lstm's largest GPU shape
 t = lambda *s: torch.empty(*s, device="meta", dtype=dtype)

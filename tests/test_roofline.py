@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from bench import roofline
+from bench.measure import roofline
 from bench.workloads import WORKLOADS
 
 H100 = roofline.GPUS["H100 SXM"]

@@ -8,10 +8,12 @@ import sys
 import pytest
 import torch
 
-from bench import lm, schema
-from bench import train as tr
+from bench import schema
+from bench.train import lm
+from bench.report import training
+from bench.train import train as tr
 from bench.cli import main
-from bench.dist import Dist
+from bench.train.dist import Dist
 from tests.tolerance import assert_within_2x
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -144,7 +146,7 @@ def trained(corpus, tmp_path_factory):
 
 def test_tiny_models_learn(trained):
     out, cfg = trained
-    df = tr.load_rows(out)
+    df = training.load_rows(out)
     assert set(df.model) == set(lm.MODELS) and (df.status == "ok").all()
     for m, g in df.groupby("model"):
         g = g.sort_values("step")
@@ -161,16 +163,16 @@ def test_tiny_models_learn(trained):
 
 def test_time_to_quality_and_report(trained):
     out, _ = trained
-    df = tr.load_rows(out)
-    target, runs = tr.time_to_quality(df)
+    df = training.load_rows(out)
+    target, runs = training.time_to_quality(df)
     assert target == pytest.approx(max(df[df.model == m].val_bpb.min() for m in lm.MODELS))
     for r in runs:
         g = df[df.model == r["model"]].sort_values("step")
         first = g[g.val_bpb <= target + 1e-12].iloc[0]
         assert r["reached"] and r["seconds"] == pytest.approx(first.train_seconds) and r["tokens"] == first.tokens_seen
-    _, none = tr.time_to_quality(df, target=0.5)
+    _, none = training.time_to_quality(df, target=0.5)
     assert not any(r["reached"] for r in none)
-    report = open(tr.write_report(out)).read()
+    report = open(training.write_report(out)).read()
     assert "## Time to quality" in report and "the best every model reached" in report and "train.png" in report
     assert os.path.exists(os.path.join(out, "train.png"))
 
@@ -180,17 +182,17 @@ def test_kernel_models_train_through_the_interpreter(corpus, tmp_path):
     cfg = tiny(corpus=corpus, impl="kernels", d_model=16, seq_len=8, batch=4, tokens=2 * 4 * 8, eval_every=1,
                val_tokens=16)
     tr.train(cfg, str(tmp_path), progress=False, dist_=Dist())
-    df = tr.load_rows(str(tmp_path))
+    df = training.load_rows(str(tmp_path))
     assert (df.status == "ok").all() and set(df.impl) == {"step", "triton"} and len(df) == len(cfg.models) * 3
     assert df.val_bpb.notna().all()
 
 
 def test_window_shorter_than_a_second_has_no_power(monkeypatch):
-    from bench import measure
+    from bench.measure import nvml
     from tests.test_bench import FakeNVML
     fake = FakeNVML()
     monkeypatch.setitem(sys.modules, "pynvml", fake)
-    s = measure.NVMLSampler(interval_s=0.01)
+    s = nvml.NVMLSampler(interval_s=0.01)
     fake.start = fake.now() - 1
     row = s.window().finish(tokens=100)
     assert row["power_w"] is None and "shorter than 1 s" in row["nvml_reason"] and row["nvml_util_pct"] == 90
@@ -217,14 +219,14 @@ def test_resume_after_an_interrupt_loses_nothing(corpus, tmp_path, monkeypatch):
         ("transformer", "0"), ("transformer", "10")]
     monkeypatch.delenv(tr.STOP_AFTER_EVALS_ENV)
     tr.train(cfg, cut, resume=True, progress=False, dist_=Dist())
-    a, b = tr.load_rows(whole), tr.load_rows(cut)
+    a, b = training.load_rows(whole), training.load_rows(cut)
     assert list(zip(a.model, a.step)) == list(zip(b.model, b.step))
     # the resumed run saw the same batches from the same state: the same losses
     assert (a.val_bpb - b.val_bpb).abs().max() < 1e-6
     assert b[b.model == "transformer"].train_seconds.is_monotonic_increasing
     # a finished run resumed again trains nothing and keeps every row
     tr.train(cfg, cut, resume=True, progress=False, dist_=Dist())
-    assert len(tr.load_rows(cut)) == len(b)
+    assert len(training.load_rows(cut)) == len(b)
 
 
 def test_resume_with_other_settings_is_refused(corpus, tmp_path):
@@ -263,7 +265,7 @@ def test_ddp_two_ranks_match_one_process(corpus, tmp_path):
         assert a["step"] == b["step"] == 12
         diff = max((a["model"][k] - b["model"][k]).abs().max().item() for k in a["model"])
         assert diff < 1e-3, (m, diff)
-    rows = tr.load_rows(str(tmp_path / "two"))
+    rows = training.load_rows(str(tmp_path / "two"))
     assert (rows.world_size == 2).all() and (rows[rows.step > 0].tokens_seen % (8 * 32) == 0).all()
     assert not os.path.exists(tmp_path / "two" / "train.rank1.csv")
 
@@ -282,7 +284,7 @@ def test_sharded_sweep_has_every_point_once(tmp_path):
 
 
 def test_merge_shards_keeps_the_ok_row(tmp_path):
-    from bench.run import merge_shards
+    from bench.sweep.shards import merge_shards
     base = dict(workload="w", impl="i", mode="fwd", dtype="bfloat16", shape="B=1")
     for rank, status in ((0, "ok"), (1, "error")):
         w = schema.RowWriter(str(tmp_path / f"results.rank{rank}.csv"))
@@ -354,11 +356,11 @@ def test_failed_model_is_a_row_and_the_run_goes_on(corpus, tmp_path, monkeypatch
     monkeypatch.setattr(lm.ByteLM, "forward", broken)
     tr.train(tiny(corpus=corpus, models=["lstm", "convs2s"], tokens=4 * 8 * 32), str(tmp_path), progress=False,
              dist_=Dist())
-    df = tr.load_rows(str(tmp_path))
+    df = training.load_rows(str(tmp_path))
     bad = df[df.model == "lstm"]
     assert list(bad.status) == ["error"] and "illegal memory access" in bad.reason.iloc[0]
     assert (df[df.model == "convs2s"].status == "ok").all()
-    assert "lstm (torch) failed: error" in open(tr.write_report(str(tmp_path))).read()
+    assert "lstm (torch) failed: error" in open(training.write_report(str(tmp_path))).read()
 
 
 # ------------------------------------------------------------------------ rough edges (issue 21)
@@ -373,13 +375,13 @@ def test_resume_onto_other_data_is_refused(tmp_path, capsys, monkeypatch):
     """Stop after the first evaluations, change the corpus' bytes, resume: refused, naming the corpus; the
     run's record of what it trained on is not overwritten."""
     corpus = tmp_path / "corpus.txt"
-    corpus.write_bytes(open(os.path.join(ROOT, "bench", "train.py"), "rb").read())
+    corpus.write_bytes(open(os.path.join(ROOT, "bench", "train", "train.py"), "rb").read())
     out = tmp_path / "run"
     monkeypatch.setenv(tr.STOP_AFTER_EVALS_ENV, "2")
     assert _tiny_cli(str(corpus), out) == 130
     monkeypatch.delenv(tr.STOP_AFTER_EVALS_ENV)
     was = schema.read_json(str(out / "train.json"))["corpus"]["sha1"]
-    corpus.write_bytes(open(os.path.join(ROOT, "bench", "lm.py"), "rb").read())
+    corpus.write_bytes(open(os.path.join(ROOT, "bench", "train", "lm.py"), "rb").read())
     capsys.readouterr()
     assert _tiny_cli(str(corpus), out, "--resume") == 2
     err = capsys.readouterr().err

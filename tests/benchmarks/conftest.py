@@ -6,20 +6,22 @@ import time
 import pytest
 import torch
 
-from bench import measure, schema
-from bench.run import measure_point_times, run_meta, settle, stability
+from bench import schema
+from bench.measure import nvml, timing
+from bench.sweep.point import measure_point_times
+from bench.sweep.run import run_meta, settle, stability
 from bench.workload import MODES, Point
 from bench.workloads import WORKLOADS
 
 
 class RunFolder:
-    """Measures points as ``seqbench run`` does (bench.run.measure_point_times: the same timer, statistic and
+    """Measures points as ``seqbench run`` does (bench.sweep.point.measure_point_times: the same timer, statistic and
     accuracy check), sharing inputs between a shape's impls, and writes each row as it finishes."""
 
     def __init__(self, out: str, device: torch.device, dtype: torch.dtype):
         self.out, self.device, self.dtype, self.point, self.rows = out, device, dtype, None, []
         os.makedirs(out, exist_ok=True)
-        self.sampler = measure.NVMLSampler(device.index or 0) if device.type == "cuda" else None
+        self.sampler = nvml.NVMLSampler(device.index or 0) if device.type == "cuda" else None
         self.meta = run_meta(device, dtype, True, MODES, WORKLOADS.values(), self.sampler) | {
             "source": "pytest --benchmark (tests/benchmarks)"}
         schema.write_json(os.path.join(out, "run.json"), self.meta)
@@ -27,10 +29,10 @@ class RunFolder:
 
     def measure(self, w, impl, shape, mode):
         """(row, repetition times in ms): on a CPU in CPU_PASSES windows one after another, pooled; an unstable
-        point is measured once more at once (bench.run.settle)."""
+        point is measured once more at once (bench.sweep.run.settle)."""
         if self.point is None or (self.point.workload, self.point.shape, self.point.mode) != (w, shape, mode):
             self.point = Point(w, shape, mode, self.dtype, self.device)
-        windows = measure.CPU_PASSES if self.device.type == "cpu" else 1
+        windows = timing.CPU_PASSES if self.device.type == "cpu" else 1
         row, times = measure_point_times(w, impl, shape, mode, self.dtype, self.device, self.sampler, point=self.point,
                                          windows=windows)
         if row.status == "unstable":
@@ -43,7 +45,7 @@ class RunFolder:
         return row, times
 
     def close(self):
-        from bench.report import write_report
+        from bench.report.report import write_report
         self.writer.close()
         self.meta.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), stability=stability(self.rows, self.device))
         schema.write_json(os.path.join(self.out, "run.json"), self.meta)
@@ -53,7 +55,7 @@ class RunFolder:
 
 @pytest.fixture(scope="session")
 def run_folder():
-    from bench.env import device_slug
+    from bench.measure.env import device_slug
     gpu = torch.cuda.is_available()
     out = os.environ.get("SEQBENCH_BENCHMARK_OUT") or os.path.join(
         "runs", f"{time.strftime('%Y-%m-%d')}-{device_slug()}-pytest")

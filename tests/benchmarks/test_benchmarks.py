@@ -1,5 +1,5 @@
 """``pytest --benchmark`` (or ``--benchmark-only``): the first two quick shapes of every workload, measured
-through ``bench.measure`` exactly as ``seqbench run`` measures them (do_bench on a GPU, torch.utils.benchmark
+through ``bench.measure`` (via bench.sweep.point) exactly as ``seqbench run`` measures them (do_bench on a GPU, torch.utils.benchmark
 on a CPU; the median with p20/p80, the spread rule, the accuracy check against the baseline).
 
 Each point's row goes to a run folder in seqbench's schema (conftest.py), so ``seqbench report`` and

@@ -5,11 +5,11 @@ import os
 
 import pandas as pd
 
-from bench import schema, table
-from bench.roofline import gpu_spec
-from bench.schema import KEY
-from bench.table import fmt as _fmt
+from bench import schema
+from bench.report import figures, tables
+from bench.report.fmt import fmt as _fmt
 from bench.workloads import WORKLOADS
+
 
 def load(run_dir: str) -> tuple[pd.DataFrame, dict]:
     """results.csv as a typed DataFrame (whole rows only) and run.json; RunFolderError if unreadable."""
@@ -32,10 +32,8 @@ def load(run_dir: str) -> tuple[pd.DataFrame, dict]:
         df.loc[bad, "status"] = "incomplete"
     return df, schema.read_json(os.path.join(run_dir, "run.json"))
 
-
 # what every measured (ok) row carries
 MEASURED = ("seq_len", "batch", "tokens", "ms", "tokens_per_s")
-
 
 def stability_line(df: pd.DataFrame, meta: dict) -> str:
     """How steady the machine was, from the rows: the unstable points (spread over the device's limit twice),
@@ -54,7 +52,6 @@ def stability_line(df: pd.DataFrame, meta: dict) -> str:
                 f"twice); they are flagged `unstable` and decide no verdict ({seen}).")
     return f"All {len(timed)} timed points were stable (none with a {rule}; {seen})."
 
-
 def workload_table(df: pd.DataFrame, workload: str, mode: str, value: str = "tokens_per_s") -> pd.DataFrame:
     """impl × (batch, sequence length), one value per cell (ok rows only)."""
     d = df[(df.workload == workload) & (df["mode"] == mode) & (df.status == "ok")]
@@ -62,16 +59,15 @@ def workload_table(df: pd.DataFrame, workload: str, mode: str, value: str = "tok
         return d
     return d.pivot_table(index="impl", columns=["batch", "seq_len"], values=value, aggfunc="first")
 
-
 def write_report(run_dir: str) -> str:
     """Rebuild REPORT.md and the PNG plots of a run folder (a sweep, a training run or both); returns the
     report's path."""
     if not os.path.exists(os.path.join(run_dir, "results.csv")) and os.path.exists(os.path.join(run_dir, "train.csv")):
-        from bench import train
-        return train.write_report(run_dir)
+        from bench.report import training
+        return training.write_report(run_dir)
     df, meta = load(run_dir)
     env = meta.get("environment", {})
-    plots = make_plots(df, run_dir, env.get("device", ""))
+    plots = figures.make_plots(df, run_dir, env.get("device", ""))
     lines = [f"# seqbench report — {env.get('device', 'unknown device')}", ""]
     if meta.get("cpu_only"):
         lines += [f"> **{meta.get('note', 'CPU timings only.')}**", ""]
@@ -100,21 +96,21 @@ def write_report(run_dir: str) -> str:
               "each row's best accurate implementation at each batch, at the longest length the Transformer row "
               "measured there.  NVML utilisation is the share of time any kernel ran; SM activity (GPM) and % of "
               "peak FLOP/s say how much of the GPU that kernel used.", ""]
-    lines += table.markdown(df, WORKLOADS, bool(meta.get("cpu_only")))
-    figure = table.figure(df, WORKLOADS, run_dir, env.get("device", ""), bool(meta.get("cpu_only")))
+    lines += tables.markdown(df, WORKLOADS, bool(meta.get("cpu_only")))
+    figure = figures.figure(df, WORKLOADS, run_dir, env.get("device", ""), bool(meta.get("cpu_only")))
     if figure:
         lines += [f"![the hardware argument]({os.path.basename(figure)})", ""]
 
-    lines += table.guide_markdown(df, WORKLOADS, bool(meta.get("cpu_only")))
-    lines += table.recurrence_markdown(df, WORKLOADS, bool(meta.get("cpu_only")))
-    lines += table.scoring_markdown(df, WORKLOADS, bool(meta.get("cpu_only")))
-    scores = table.scoring_figure(df, WORKLOADS, run_dir, env.get("device", ""))
+    lines += tables.guide_markdown(df, WORKLOADS, bool(meta.get("cpu_only")))
+    lines += tables.recurrence_markdown(df, WORKLOADS, bool(meta.get("cpu_only")))
+    lines += tables.scoring_markdown(df, WORKLOADS, bool(meta.get("cpu_only")))
+    scores = figures.scoring_figure(df, WORKLOADS, run_dir, env.get("device", ""))
     if scores:
         lines += [f"![time per query-key pair against d]({os.path.basename(scores)})", ""]
     if os.path.exists(os.path.join(run_dir, "train.csv")):     # the table's training-time column, measured
-        from bench import train
-        train.plot(train.load_rows(run_dir), run_dir, f"seqbench train — {env.get('device', '')}")
-        lines += train.report_lines(run_dir)
+        from bench.report import training
+        training.plot(training.load_rows(run_dir), run_dir, f"seqbench train — {env.get('device', '')}")
+        lines += training.report_lines(run_dir)
 
     for name, w in WORKLOADS.items():
         if name not in set(df.workload):
@@ -133,7 +129,7 @@ def write_report(run_dir: str) -> str:
             lines += ["Points not measured:", "", failed[["impl", "mode", "shape", "status", "reason"]]
                       .drop_duplicates(["impl", "status", "reason"]).to_markdown(index=False), ""]
     ok = df[df.status == "ok"]
-    wrong = ok[table.disagrees(ok)]
+    wrong = ok[tables.disagrees(ok)]
     if not wrong.empty:
         lines += ["## Outputs that disagree with the baseline", "",
                   "These implementations ran, but their output (or gradients) differ from the baseline's on the same "
@@ -156,83 +152,3 @@ def write_report(run_dir: str) -> str:
     with open(path, "w") as f:
         f.write("\n".join(lines))
     return path
-
-
-def make_plots(df: pd.DataFrame, run_dir: str, device: str) -> list[str]:
-    """tokens/s, utilisation and TFLOP/s against sequence length, one panel per workload."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = df[(df.status == "ok") & (df["mode"] == "fwd")]
-    names = [n for n in WORKLOADS if n in set(ok.workload)]
-    out = []
-    if not names:
-        return out
-    spec = gpu_spec(device)
-    peak = spec.tflops["bf16"] if spec else None
-    specs = [("tokens_per_s", "tokens/s", "tokens_per_s.png", True),
-             ("tflops", "TFLOP/s", "tflops.png", True),
-             ("nvml_util_pct", "% (NVML util solid, GPM SM activity dashed)", "utilisation.png", False)]
-    for col, ylabel, fname, loglog in specs:
-        cols = min(2, len(names))
-        rows = -(-len(names) // cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4 * rows), squeeze=False)
-        for ax in axes.flat[len(names):]:
-            ax.set_visible(False)
-        for ax, name in zip(axes.flat, names):
-            d = ok[ok.workload == name]
-            d = d[d.batch == d.batch.mode().iloc[0]]     # against length at the most measured batch
-            for impl, g in d.groupby("impl"):
-                g = g.sort_values("seq_len")
-                if col in g and g[col].notna().any():
-                    ax.plot(g.seq_len, g[col], marker="o", label=impl)
-                if col == "nvml_util_pct" and "gpm_sm_util_pct" in g and g["gpm_sm_util_pct"].notna().any():
-                    ax.plot(g.seq_len, g["gpm_sm_util_pct"], ls="--", marker="x", label=f"{impl} SM activity")
-            if col == "tflops" and peak:
-                ax.axhline(peak, color="k", ls=":", label=f"dense 16-bit peak {peak} TFLOP/s ({spec.name})")
-            if col == "nvml_util_pct" and not d["nvml_util_pct"].notna().any():
-                ax.text(0.5, 0.5, "no NVML on this machine\n(" + device + ")", ha="center", va="center",
-                        transform=ax.transAxes)
-            ax.set_xscale("log", base=2)
-            if loglog:
-                ax.set_yscale("log")
-            ax.set_title(f"{name} (batch {int(d.batch.iloc[0])})")
-            ax.set_xlabel(WORKLOADS[name].seq_key + " (sequence length)")
-            ax.set_ylabel(ylabel)
-            ax.grid(True, which="both", alpha=0.3)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=7)
-        fig.suptitle(f"seqbench, forward — {device}")
-        fig.tight_layout()
-        path = os.path.join(run_dir, fname)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        out.append(path)
-    return out
-
-
-def compare(dir_a: str, dir_b: str, threshold: float = 0.10) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """B against A on the points both measured: (stable points, points unstable in either run).
-
-    Each stable point has B's tokens/s over A's with its p20/p80 interval; it ``regressed`` only when B is
-    slower by more than ``threshold`` **and** the two runs' p20–p80 intervals do not overlap (B's fastest
-    repetitions are slower than A's slowest), so noise inside either run's spread is never a regression.
-    RunFolderError when the runs share no point: a comparison of nothing passes no gate."""
-    a, _ = load(dir_a)
-    b, _ = load(dir_b)
-    timed = ["ok", "unstable"]
-    cols = list(KEY) + ["status", "tokens_per_s", "ms", "ms_p20", "ms_p80"]
-    m = a[a.status.isin(timed)][cols].merge(b[b.status.isin(timed)][cols], on=list(KEY), suffixes=("_a", "_b"))
-    if m.empty:
-        raise schema.RunFolderError(f"{dir_a} and {dir_b} have no measured point in common: nothing to compare")
-    side = {x: m[[f"{c}_{x}" for c in ("tokens_per_s", "ms", "ms_p20", "ms_p80")]].set_axis(
-        ["tokens_per_s", "ms", "ms_p20", "ms_p80"], axis=1) for x in ("a", "b")}
-    intervals = [table.ratio_interval(side["b"].iloc[i], side["a"].iloc[i]) for i in range(len(m))]
-    m["ratio_b_over_a"] = [iv[0] for iv in intervals]
-    m["low"], m["high"] = [iv[1] for iv in intervals], [iv[2] for iv in intervals]
-    m["regressed"] = (m.ratio_b_over_a < 1 - threshold) & (m.high < 1)
-    shaky = (m.status_a == "unstable") | (m.status_b == "unstable")
-    keep = list(KEY) + ["tokens_per_s_a", "tokens_per_s_b", "ratio_b_over_a", "low", "high"]
-    return (m[~shaky][keep + ["regressed"]].reset_index(drop=True),
-            m[shaky][keep + ["status_a", "status_b"]].reset_index(drop=True))

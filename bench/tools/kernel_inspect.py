@@ -239,9 +239,9 @@ def inspect_kernels(kernels=KERNEL_MODULES, archs=tuple(ARCHS), dtypes=("float16
 
 def _in_child(kernels, archs, dtypes, jobs) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-m", "bench.kernel_inspect", "--json", "-", "--only", ",".join(kernels),
+    cmd = [sys.executable, "-m", "bench.tools.kernel_inspect", "--json", "-", "--only", ",".join(kernels),
            "--arch", ",".join(archs), "--dtype", ",".join(dtypes)] + (["--jobs", str(jobs)] if jobs else [])
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the checkout
     out = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"inspect child failed ({out.returncode}):\n{out.stderr[-3000:]}")

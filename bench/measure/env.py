@@ -14,7 +14,7 @@ def git_commit() -> str:
     (the GPU machine may get one)."""
     if os.environ.get("SEQBENCH_COMMIT"):
         return os.environ["SEQBENCH_COMMIT"] + " (from SEQBENCH_COMMIT)"
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the checkout
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,

@@ -11,66 +11,17 @@ number at a (mode, batch) is its best accurate implementation there.
 from __future__ import annotations
 
 import math
-import os
-import textwrap
 
 import pandas as pd
 
-BEYOND = "beyond the textbook: parallel-scan RNN"
-ROWS = ("LSTM (sequential)", "LSTM (optimized)", "ConvSeq2Seq", "Transformer", BEYOND)
-REFERENCE = "Transformer"
-# The textbook gives no figure for a parallel recurrence: its §1.2 says no recurrence parallelises, so the
-# claim it implies for one is the sequential LSTM's ratio.
-IMPLIED = {BEYOND: "LSTM (sequential)"}
-
-# The chapter's figures (V100, no source given; its §1.8, docs/sources.md).
-TEXTBOOK = {
-    "LSTM (sequential)": ("15-25%", 8_000, "~8,000"),
-    "LSTM (optimized)": ("30-40%", 15_000, "~15,000"),
-    "ConvSeq2Seq": ("50-60%", 25_000, "~25,000"),
-    "Transformer": ("80-95%", 50_000, "~50,000+"),
-    BEYOND: ("not given", None, "not given (§1.2: \"no parallelization possible\")"),
-}
-
-# What was measured (docs/sources.md, "History"): text, and tokens/s ratios to the Transformer
-# where the sources give tokens/s (their token counts and model sizes differ: compare ratios).
-HISTORY = {
-    "LSTM (sequential)": ("none found", ""),
-    "LSTM (optimized)": ("GNMT v2 LSTM: 21,346 tok/s FP32, 66,050 AMP (1×V100); 1247 s to target (MLPerf v0.6)",
-                         f"{21346 / 7635:.1f} FP32, {66050 / 32153:.1f}-{66050 / 23821:.1f} AMP"),
-    "ConvSeq2Seq": ("\"an order of magnitude faster\" than GNMT (Gehring et al.)", ""),
-    "Transformer": ("Transformer-big: 7,635 tok/s FP32, 23,821-32,153 AMP (1×V100); 1201 s to target (MLPerf v0.6)",
-                    "1"),
-    BEYOND: ("minGRU / minLSTM: 175× faster than GRU / LSTM at T=512, training step (Feng et al. 2024)", ""),
-}
-SOURCES = ("History sources (docs/sources.md in the seqbench repository): NVIDIA DeepLearningExamples GNMT and Transformer READMEs "
-           "(WMT16/WMT14 EN-DE, 1×V100); MLPerf training v0.6, one DGX-1 (8×V100), GNMT to BLEU 24.0 and the "
-           "Transformer to BLEU 25.0 (different targets); Gehring et al. 2017 (arXiv 1705.03122).  Token counts and "
-           "model sizes differ between sources (GNMT 160.7M, Transformer-big 210.8M parameters): compare ratios.  Feng et al. "
-           "2024, arXiv 2410.01201 (minGRU, minLSTM).")
-
-RULE = ("Verdict, per mode and batch: a row's ratio is its best accurate tokens/s over the Transformer row's at "
-        "the same shape, with an interval from the two points' repetitions (p20/p80 bounds: the row's slowest "
-        "p80 time against the Transformer's fastest p20, and the reverse).  The textbook's ratio is its tokens/s over "
-        "50,000.  **holds**: the whole interval is at most twice the textbook's ratio (the row trails the "
-        "Transformer by at least half the claimed factor); **does not hold**: the whole interval is above it; "
-        "**inconclusive**: the interval straddles it; **not measured**: the row or the Transformer has no stable, "
-        "accurate measurement there.  A point whose spread stayed over the limit (`unstable`) decides nothing; it "
-        "is named in its row.  On a CPU the verdict column says **not judged**: the claim is about GPUs (the "
-        "ratios are still shown).  The fifth row has no figure in the textbook; its §1.2 says no recurrence "
-        "parallelises, so it is judged against the sequential LSTM's ratio (0.16), the claim implied for any "
-        "recurrence.")
-NOT_JUDGED = "not judged: the claim is about GPUs"
-
-
-def textbook_ratio(label: str) -> float:
-    """The row's tokens/s over the Transformer's in the textbook (the implied row's for the fifth)."""
-    return TEXTBOOK[IMPLIED.get(label, label)][1] / TEXTBOOK[REFERENCE][1]
+from bench.report.fmt import fmt, fmt_interval
+from bench.report.textbook import (BEYOND, GUIDE_CLAIM, HISTORY, IMPLIED, NOT_JUDGED, RECURRENCE_CLAIM,  # noqa: F401
+                                   RECURRENCES, REFERENCE, ROWS, RULE, SCORING, SCORING_CLAIM, SOURCES, TEXTBOOK,
+                                   textbook_ratio)
 
 
 def _missing(v) -> bool:
     return v is None or v != v
-
 
 def ratio_interval(num, den) -> tuple[float, float, float] | None:
     """(ratio, low, high) of ``num``'s tokens/s over ``den``'s (two result rows): the medians' ratio, and the
@@ -86,13 +37,11 @@ def ratio_interval(num, den) -> tuple[float, float, float] | None:
         return 1.0 if _missing(r.get(k)) else r[k] / r["ms"]
     return mid, mid * rel(den, "ms_p20") / rel(num, "ms_p80"), mid * rel(den, "ms_p80") / rel(num, "ms_p20")
 
-
 def side(interval, threshold: float) -> str:
     """Where an interval (ratio, low, high) lies against a threshold: 'below' (all at or under), 'above'
     (all over) or 'across'."""
     _, lo, hi = interval
     return "below" if hi <= threshold else ("above" if lo > threshold else "across")
-
 
 def verdict(label: str, interval, cpu_only: bool = False) -> str:
     """The rule above, for one row; ``interval`` is ratio_interval's (ratio, low, high) or None."""
@@ -105,15 +54,6 @@ def verdict(label: str, interval, cpu_only: bool = False) -> str:
     return {"below": "holds", "above": "does not hold", "across": "inconclusive"}[
         side(interval, 2 * textbook_ratio(label))]
 
-
-def fmt_interval(interval, digits=3) -> str:
-    """'0.21 [0.19–0.23]' (a point interval without its brackets)."""
-    if interval is None:
-        return ""
-    mid, lo, hi = interval
-    return fmt(mid, digits) if lo == hi else f"{fmt(mid, digits)} [{fmt(lo, digits)}–{fmt(hi, digits)}]"
-
-
 def stand_ins(workloads) -> dict[str, list[tuple[str, str]]]:
     """Row -> the (workload, impl) pairs standing for it."""
     out = {label: [] for label in ROWS}
@@ -123,23 +63,19 @@ def stand_ins(workloads) -> dict[str, list[tuple[str, str]]]:
                 out.setdefault(i.textbook, []).append((w.name, i.name))
     return out
 
-
 def _rows(df: pd.DataFrame, pairs, mode: str) -> pd.DataFrame:
     keep = pd.Series(False, index=df.index)
     for wl, impl in pairs:
         keep |= (df.workload == wl) & (df.impl == impl)
     return df[keep & (df["mode"] == mode)]
 
-
 def disagrees(d: pd.DataFrame) -> pd.Series:
     """Rows whose output (or gradients) differed from the baseline's by more than the tolerance."""
     return d["accurate"].astype(str).str.lower() == "false"
 
-
 def _usable(d: pd.DataFrame) -> pd.DataFrame:
     """Measured rows whose output agreed with the baseline (a fast wrong kernel does not count)."""
     return d[(d.status == "ok") & ~disagrees(d)]
-
 
 def best(df: pd.DataFrame, pairs, mode: str, batch: int, seq_len: int):
     """The fastest usable row of these implementations at (mode, batch, seq_len), or None."""
@@ -147,13 +83,11 @@ def best(df: pd.DataFrame, pairs, mode: str, batch: int, seq_len: int):
     d = d[(d.batch == batch) & (d.seq_len == seq_len)]
     return None if d.empty else d.sort_values("tokens_per_s").iloc[-1]
 
-
 def unstable_at(df: pd.DataFrame, pairs, mode: str, batch: int, seq_len: int) -> list[str]:
     """The implementations of these pairs whose point at (mode, batch, seq_len) is unstable (decides nothing)."""
     d = _rows(df, pairs, mode)
     d = d[(d.status == "unstable") & (d.batch == batch) & (d.seq_len == seq_len)]
     return sorted(set(d.impl))
-
 
 def table(df: pd.DataFrame, workloads, mode: str, cpu_only: bool = False) -> list[dict]:
     """One dict per (batch, row): at each batch the longest length the Transformer row measured."""
@@ -177,16 +111,6 @@ def table(df: pd.DataFrame, workloads, mode: str, cpu_only: bool = False) -> lis
                             verdict=verdict(label, interval, cpu_only), not_timed=skipped,
                             unstable=unstable_at(df, pairs.get(label, []), mode, batch, seq_len)))
     return out
-
-
-def fmt(x, digits=3):
-    """A table cell: empty for missing, thousands separators from 1,000, else ``digits`` significant digits."""
-    if x is None or (isinstance(x, float) and (math.isnan(x))):
-        return ""
-    if isinstance(x, float):
-        return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.{digits}g}"
-    return str(x)
-
 
 def markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
     """The five-row table per mode and batch, the rule and the history's sources."""
@@ -218,74 +142,6 @@ def markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
     lines += [RULE, "", "Ratios are to the Transformer row at the same shape; they compare across GPUs where "
               "absolute tokens/s cannot.", "", SOURCES, ""]
     return lines
-
-
-def figure(df: pd.DataFrame, workloads, run_dir: str, device: str, cpu_only: bool) -> str | None:
-    """hardware_argument.png: tokens/s against length for the five rows (inference solid, training dashed)
-    at the most measured batch; NVML utilisation beside SM activity; % of peak FLOP/s."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pairs = stand_ins(workloads)
-    all_pairs = [p for label in ROWS for p in pairs.get(label, [])]
-    every = pd.concat([_usable(_rows(df, all_pairs, mode)) for mode in ("fwd", "fwd+bwd")])
-    if every.empty:
-        return None
-    batch = int(every.batch.mode().iloc[0])
-    colors = dict(zip(ROWS, ("tab:red", "tab:orange", "tab:green", "tab:blue", "tab:purple")))
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(18, 5))
-    for label in ROWS:
-        for mode, style in (("fwd", "-"), ("fwd+bwd", "--")):
-            d = _usable(_rows(df, pairs.get(label, []), mode))
-            d = d[d.batch == batch]
-            if d.empty:
-                continue
-            top = d.sort_values("tokens_per_s").groupby("seq_len").tail(1).sort_values("seq_len")
-            ax1.plot(top.seq_len, top.tokens_per_s, style, marker="o", color=colors[label],
-                     label=f"{label}, {'inference' if mode == 'fwd' else 'training'}")
-    ax1.set(xscale="log", yscale="log", xlabel="sequence length", ylabel="tokens/s (best implementation)",
-            title=f"tokens/s at batch {batch}")
-    ax1.set_xscale("log", base=2)
-    ax1.grid(True, which="both", alpha=0.3)
-    ax1.legend(fontsize=7)
-    rows = [r for r in table(df, workloads, "fwd") if r["batch"] == batch]
-    labels = [r["row"] for r in rows]
-    util = [r["best"].get("nvml_util_pct") if r["best"] is not None else None for r in rows]
-    sm = [r["best"].get("gpm_sm_util_pct") if r["best"] is not None else None for r in rows]
-    peak = [r["best"].get("pct_peak_flops") if r["best"] is not None else None for r in rows]
-    x = range(len(labels))
-    if any(v is not None and v == v for v in util):
-        ax2.bar([i - 0.2 for i in x], [v or 0 for v in util], 0.4, label="NVML utilisation (any kernel running)")
-        ax2.bar([i + 0.2 for i in x], [v or 0 for v in sm], 0.4, label="SM activity (GPM)")
-        ax2.legend(fontsize=7)
-    else:
-        ax2.text(0.5, 0.5, f"no NVML on this machine\n({device})", ha="center", va="center", transform=ax2.transAxes)
-    ax2.set(xticks=list(x), ylabel="%", title="utilisation beside SM activity (inference)")
-    ax2.set_xticklabels([textwrap.fill(label, 18) for label in labels], fontsize=7)
-    if any(v is not None and v == v for v in peak):
-        ax3.bar(list(x), [v or 0 for v in peak], color=[colors[label] for label in labels])
-    else:
-        ax3.text(0.5, 0.5, "% of peak needs a GPU's datasheet peak\n(no GPU on this machine)", ha="center",
-                 va="center", transform=ax3.transAxes)
-    ax3.set(xticks=list(x), ylabel="% of dense peak FLOP/s", title="% of peak (inference)")
-    ax3.set_xticklabels([textwrap.fill(label, 18) for label in labels], fontsize=7)
-    title = f"The hardware argument, measured — {device}"
-    if cpu_only:
-        title += "  (CPU timings, not GPU numbers; Triton rows interpreter-checked, not timed)"
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = os.path.join(run_dir, "hardware_argument.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-# ------------------------------------------------------------------ the textbook's LSTM-vs-GRU guide
-
-GUIDE_CLAIM = ("Textbook §1.4, \"LSTM vs GRU: quick guide\": the GRU has fewer parameters and is faster to "
-               "train and to run (no source given).")
-
 
 def guide(df: pd.DataFrame, workloads) -> list[dict]:
     """One row per (implementation kind, mode): the LSTM and GRU impls tagged ``guide`` with that kind, at
@@ -330,7 +186,6 @@ def guide(df: pd.DataFrame, workloads) -> list[dict]:
             out.append(row)
     return out
 
-
 def guide_verdict(interval) -> str:
     """GRU ÷ LSTM (ratio, low, high): faster or the same (within 5%) only when the whole interval says so."""
     _, lo, hi = interval
@@ -341,7 +196,6 @@ def guide_verdict(interval) -> str:
     if lo >= 1 / 1.05 and hi <= 1.05:
         return "the same (within 5%)"
     return "inconclusive"
-
 
 def guide_markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
     rows = guide(df, workloads)
@@ -369,18 +223,8 @@ def guide_markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
                      f"{spread} |")
     return lines + [""]
 
-
-# ---------------------------------------------------------------- the textbook's scoring functions (§1.7)
-
-SCORING = {"Luong dot": ("h_jᵀ s_i", "O(d)"), "Luong general": ("h_jᵀ W s_i", "O(d²)"),
-           "Bahdanau (additive)": ("vᵀ tanh(W₁h_j + W₂s_i)", "O(d²)")}
-SCORING_CLAIM = ("Textbook §1.7: the dot score \"works nearly as well … and it's much faster because it's just a "
-                 "matrix multiply\"; the additive and general scores cost O(d²) per query-key pair as it states them.")
-
-
 def _d(shape: str) -> int:
     return int(dict(p.split("=") for p in shape.split())["d"])
-
 
 def _per_pair(df: pd.DataFrame, pairs, mode: str) -> pd.DataFrame:
     """A score's usable rows at the largest N measured, with their d and ns per query-key pair."""
@@ -390,7 +234,6 @@ def _per_pair(df: pd.DataFrame, pairs, mode: str) -> pd.DataFrame:
     d["d"] = d["shape"].map(_d)
     d["ns_per_pair"] = d.ms * 1e6 / (d.batch * d.seq_len * d.seq_len)
     return d[d.seq_len == d.seq_len.max()]
-
 
 def scoring(df: pd.DataFrame, workloads) -> list[dict]:
     """Per (score, mode): the fastest usable impl at the largest d measured (and, there, the largest N), its
@@ -419,7 +262,6 @@ def scoring(df: pd.DataFrame, workloads) -> list[dict]:
             r["vs_dot"] = r["by_d"][r["d_max"]] / ref["by_d"][r["d_max"]]
     return out
 
-
 def scoring_markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
     rows = scoring(df, workloads)
     if not any("ns_per_pair" in r for r in rows):
@@ -445,50 +287,6 @@ def scoring_markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
                      f"{', '.join(r['not_timed'])} |")
     return lines + [""]
 
-
-def scoring_figure(df: pd.DataFrame, workloads, run_dir: str, device: str) -> str | None:
-    """scores.png: time per query-key pair against d, every implementation of every score, per mode."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    pairs = stand_ins(workloads)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    drew = False
-    for ax, mode in zip(axes, ("fwd", "fwd+bwd")):
-        for label in SCORING:
-            d = _per_pair(df, pairs.get(label, []), mode)
-            for impl, g in d.groupby("impl"):
-                g = g.sort_values("d")
-                ax.plot(g.d, g.ns_per_pair, marker="o", label=f"{label}: {impl}")
-                drew = True
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("d (query, key, value and attention size)")
-        ax.set_ylabel("ns per query-key pair")
-        ax.set_title("inference" if mode == "fwd" else "training (forward + backward)")
-        ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
-    if not drew:
-        plt.close(fig)
-        return None
-    fig.suptitle(f"attention scores: time per pair against d — {device}")
-    fig.tight_layout()
-    path = os.path.join(run_dir, "scores.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-# ------------------------------------------------------------------- beyond the textbook: every recurrence
-
-RECURRENCES = (("rnn", "RNN"), ("gru", "GRU"), ("lstm", "LSTM"), ("mingru", "minGRU"), ("minlstm", "minLSTM"))
-RECURRENCE_CLAIM = ("Textbook §1.2 and §1.5: a recurrence runs step by step, O(n) sequential operations, \"no "
-                    "parallelization possible\".  Feng et al. 2024 (minGRU, minLSTM): gates that read only x make the "
-                    "recurrence linear, a parallel scan; they report 175× the GRU's / LSTM's speed at T = 512 "
-                    "(training step).")
-
-
 def recurrence(df: pd.DataFrame, workloads) -> list[dict]:
     """Per (mode, batch, length) of the ``recurrence`` workload: each architecture's fastest accurate impl
     and its tokens/s, and the scans' speed over their gated counterparts (minGRU ÷ GRU, minLSTM ÷ LSTM)."""
@@ -511,7 +309,6 @@ def recurrence(df: pd.DataFrame, workloads) -> list[dict]:
                 row[f"{scan}_over_{gated}"] = ratio_interval(tops[scan], tops[gated])
         out.append(row)
     return out
-
 
 def recurrence_markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
     rows = recurrence(df, workloads)

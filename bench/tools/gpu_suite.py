@@ -1,8 +1,8 @@
 """The GPU job: two calls of a lent GPU that together fit its 15 minutes of device time (a machine's start,
 a minute or more, included), each one prepared command of at most 10 minutes:
 
-    python -m bench.gpu_suite --call 1 --out DIR --archive $OUT/suite.tar.gz            # < 7 min
-    python -m bench.gpu_suite --call 2 --out DIR --archive $OUT/suite.tar.gz --resume   # < 6 min
+    python -m bench.tools.gpu_suite --call 1 --out DIR --archive $OUT/suite.tar.gz            # < 7 min
+    python -m bench.tools.gpu_suite --call 2 --out DIR --archive $OUT/suite.tar.gz --resume   # < 6 min
 
 * Call 1, what a window must not end without:
   * checks: every Triton kernel at a real GPU shape against its float64 reference, the grid-barrier path of
@@ -50,7 +50,7 @@ POINT_TIMEOUT_S = 45         # below every sweep step's budget: a hung point is 
 CHECK_TIMEOUT_S = 60
 HEADLINE = {"seq_lens": "512,2048", "batch": "16,128"}       # on a GPU; a CPU rehearsal takes the CPU shapes
 TRAIN_SECONDS = 10           # of training per model in call 2 (four models, compile and evaluation on top)
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # steps run here
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the checkout: steps run here
 
 
 @dataclass
@@ -91,7 +91,7 @@ def _has(module: str) -> bool:
 
 def headline_impls() -> tuple[list[str], list[str]]:
     """(workloads, implementations) standing for the hardware-argument table's five rows."""
-    from bench.table import ROWS, stand_ins
+    from bench.report.tables import ROWS, stand_ins
     from bench.workloads import WORKLOADS
     rows = stand_ins(WORKLOADS)
     pairs = [p for label in ROWS for p in rows.get(label, [])]
@@ -161,7 +161,7 @@ def run_steps(names: list[str], out: str, archive: str | None = None, resume: bo
     """Run the steps in order; suite.json, SUITE.md and the archive are on disk after every step."""
     import torch
 
-    from bench.env import git_commit
+    from bench.measure.env import git_commit
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "suite.json")
     state = (schema.read_json(path) if resume else {}) or {"steps": [], "finished": []}
@@ -185,7 +185,7 @@ def run_steps(names: list[str], out: str, archive: str | None = None, resume: bo
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.gpu_suite", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.tools.gpu_suite", description=__doc__.splitlines()[0])
     ap.add_argument("--call", choices=sorted(CALLS), help="the job's call: 1 (checks, headline) or 2 (tests, sweep, "
                                                            "train)")
     ap.add_argument("--steps", help=f"comma list from {', '.join(BUDGETS)} instead of a call's")
@@ -196,7 +196,7 @@ def main(argv=None) -> int:
     names = list(CALLS[a.call]) if a.call else [s for s in (a.steps or "").split(",") if s]
     bad = [s for s in names if s not in BUDGETS]
     if bad or not names or (a.call and a.steps):
-        ap.exit(2, f"python -m bench.gpu_suite: error: give --call 1, --call 2 or --steps from {list(BUDGETS)}"
+        ap.exit(2, f"python -m bench.tools.gpu_suite: error: give --call 1, --call 2 or --steps from {list(BUDGETS)}"
                    f"{f'; unknown {bad}' if bad else ''}\n")
     run_steps(names, a.out, a.archive, a.resume)
     return 0

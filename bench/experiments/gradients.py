@@ -69,7 +69,7 @@ class Probe(nn.Module):
                 return self.core(x)[0]
             from reference.scan import min_gru
             return min_gru(x, *self.core.weights())
-        from bench.lm import sinusoids
+        from bench.train.lm import sinusoids
         h = self.inp(x) + sinusoids(x.shape[1], self.head.in_features, x.device).to(x.dtype)
         if impl == "kernels":
             from kernels.attention import attention
@@ -97,7 +97,7 @@ def position_grads(model: str, seq_len: int, seed: int, impl: str = "kernels", h
 def load_checkpoint(path: str, impl: str, device):
     """(ByteLM with the checkpoint's weights, its model name, its training config, the description of the corpus it
     trained on or None) from ``seqbench train``."""
-    from bench import lm
+    from bench.train import lm
     if not os.path.isfile(path):
         raise GradientError(f"--checkpoint {path} is not a file")
     try:
@@ -125,7 +125,7 @@ def load_checkpoint(path: str, impl: str, device):
 def checkpoint_corpus(path: str, cfg: dict, trained_on: dict | None):
     """The validation bytes of the corpus a checkpoint trained on; GradientError when it cannot be read or its
     bytes have changed since (the probe would run on other data)."""
-    from bench.train import TrainError, load_corpus
+    from bench.train.train import TrainError, load_corpus
     try:
         _, val, now = load_corpus(cfg.get("corpus"))
     except TrainError as exc:
@@ -154,7 +154,7 @@ def run(out: str, models=MODELS, seq_len: int = 1000, seeds: int = 5, hidden: in
         checkpoint: str | None = None, device=None, progress: bool = True) -> dict:
     """Every (model, seed) into out/gradients.csv, rows on disk as each finishes; a failed one is a row with
     its reason and the run goes on.  Then the plot, GRADIENTS.md and gradients.json."""
-    from bench.env import environment
+    from bench.measure.env import environment
     if seq_len < 2:
         raise GradientError(f"--seq-len must be at least 2 (the ratio needs a first and a last position), got {seq_len}")
     if impl not in IMPLS:

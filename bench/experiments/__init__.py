@@ -1,0 +1,1 @@
+"""The textbook's experiments beyond the benchmark table: ``seqbench gradients`` (gradients)."""

@@ -1,0 +1,120 @@
+"""Timing and GPU telemetry.
+
+On a GPU: ``triton.testing.do_bench`` (CUDA events, L2 flushed before every repetition, every repetition's
+time back, so the quantiles and counts are ours); with ``--cuda-graph`` the call is captured once
+(``capture_graph``) and the graph's replay is timed the same way (L2 flushed between replays).  Then an NVML sampler watches a
+sustained window (>= 1 s) of back-to-back runs for utilisation, SM clock, power, energy, throttle reasons
+and, on Hopper, GPM's SM activity, occupancy and tensor-core activity.  On a CPU: ``torch.utils.benchmark``
+(``adaptive_autorange``: blocks of calls until the spread is small or the time budget is spent), and every
+NVML field is empty with the reason.
+
+Every timing carries its spread, (p80 − p20) / median.  A point over ``SPREAD_LIMIT`` for its device is
+measured again later in the run, and is ``unstable`` if it still is (``bench.sweep.run``).
+"""
+from __future__ import annotations
+
+import os
+import statistics
+
+import torch
+
+
+# do_bench repeats a point at least MIN_REPS times (see repetition_budget_ms).
+MIN_REPS = 20
+
+# The largest relative spread, (p80 − p20) / median, of a stable point, by device type: CUDA events on an
+# idle GPU repeat within a few percent; a CPU shared with other work does not.
+SPREAD_LIMIT = {"cuda": 0.10, "cpu": 0.25}
+
+# CPU timing: torch.utils.benchmark's adaptive_autorange stops a window once IQR / median is below CPU_IQR,
+# after at least CPU_MIN_S of calls, and by CPU_MAX_S in any case; a sweep times every point in CPU_PASSES
+# windows, one per pass over all its points, because a shared machine's speed drifts over seconds.
+CPU_IQR = 0.10
+
+CPU_MIN_S, CPU_MAX_S = 0.1, 1.0
+
+CPU_PASSES = 3
+
+def summarize(times_ms: list[float], timer: str, calls_per_rep: int = 1) -> dict:
+    """Median, p20 and p80 (ms) of the repetitions, how many there were, the calls each one averages, and
+    the relative spread (p80 − p20) / median."""
+    q = statistics.quantiles(times_ms, n=10, method="inclusive") if len(times_ms) > 1 else [times_ms[0]] * 9
+    med = statistics.median(times_ms)
+    return {"ms": med, "ms_p20": q[1], "ms_p80": q[7], "reps": len(times_ms), "calls_per_rep": calls_per_rep,
+            "spread": (q[7] - q[1]) / med if med > 0 else None, "timer": timer}
+
+def spread_limit(device) -> float:
+    return SPREAD_LIMIT["cuda" if torch.device(device).type == "cuda" else "cpu"]
+
+def is_unstable(timing: dict, device) -> bool:
+    """Whether a timing's spread is over its device's limit (a point with no spread is not judged so)."""
+    return timing.get("spread") is not None and timing["spread"] > spread_limit(device)
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask), which torch's thread count should match."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:          # not on Linux
+        return os.cpu_count() or 1
+
+def load_average() -> float | None:
+    """The 1-minute load average (runnable processes), or None where the OS has none."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+def time_cpu(fn, min_s: float = CPU_MIN_S, max_s: float = CPU_MAX_S) -> dict:
+    """torch.utils.benchmark's adaptive_autorange on the host: blocks of calls (the block size it picks, after
+    its own warm-up) until IQR / median < CPU_IQR past ``min_s``, or ``max_s``; quantiles over the blocks'
+    per-call times.  ``times_ms`` holds them (for pytest-benchmark)."""
+    from torch.utils.benchmark import Timer
+    m = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()).adaptive_autorange(
+        threshold=CPU_IQR, min_run_time=min_s, max_run_time=max_s)
+    times = [t * 1e3 for t in m.times]
+    out = summarize(times, f"torch.utils.benchmark adaptive_autorange ({m.number_per_run} calls per repetition, "
+                           f"{torch.get_num_threads()} threads)", m.number_per_run)
+    return out | {"times_ms": times}
+
+def estimate_ms(fn, calls: int = 3) -> float:
+    """Device time of one call, from events around a few calls (after the caller's warm-up)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(calls):
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / calls
+
+def repetition_budget_ms(one_call_ms: float, min_reps: int = MIN_REPS, floor_ms: float = 100.0,
+                         cap_ms: float = 10_000.0) -> float:
+    """How long do_bench should repeat: at least ``min_reps`` calls (a 100 ms budget takes a single sample
+    of a 100 ms call, so p20 = p80 = median), at least ``floor_ms``, and no more than ``cap_ms`` unless
+    that leaves fewer than three calls."""
+    return min(max(floor_ms, min_reps * one_call_ms), max(cap_ms, 3 * one_call_ms))
+
+def capture_graph(fn):
+    """``fn`` captured in a CUDA graph after warm-up calls on a side stream (PyTorch's recipe); returns the
+    graph, whose ``replay`` reruns the captured kernels on the same buffers."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    torch.cuda.synchronize()
+    return graph
+
+def time_gpu(fn, graph: bool = False) -> dict:
+    """Device-event timing through triton.testing.do_bench (L2 flushed before every repetition; every
+    repetition's time comes back, so the quantiles and the repetition count are ours).  ``graph``: ``fn`` is
+    a CUDA graph's replay (``capture_graph``), timed the same way: per-call times, launch gaps removed."""
+    import triton.testing as tt
+    rep = repetition_budget_ms(estimate_ms(fn))
+    times = list(tt.do_bench(fn, warmup=25, rep=rep, return_mode="all"))
+    return summarize(times, "cuda-graph replay, cuda-events, L2 flushed" if graph else "cuda-events, L2 flushed") | {
+        "times_ms": times}

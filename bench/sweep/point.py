@@ -1,0 +1,159 @@
+"""One point's measurement: its timing (pooled over windows on a CPU), throughput, telemetry, roofline and
+accuracy against the baseline, or a failure status with its reason: one row of results.csv."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import torch
+
+from bench import schema
+from bench.measure import roofline, timing
+from bench.workload import Point, shape_label
+from kernels._common import deferred_checks, forget_tuned_configs, tuned_configs
+
+
+def _kernels_ran(fn) -> str:
+    """Names of the GPU kernels one call launches, longest first (which SDPA/cuDNN path really ran).
+
+    Runs after the point's timing and telemetry, and asks Kineto to detach CUPTI when it stops, so the
+    profiler's callbacks do not slow the launches of every later point."""
+    os.environ["TEARDOWN_CUPTI"] = "1"
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.key_averages() if str(getattr(e, "device_type", "")).endswith("CUDA")]
+    kernels.sort(key=lambda e: getattr(e, "device_time_total", 0), reverse=True)
+    return "; ".join(e.key[:80] for e in kernels[:3])
+
+def measure_point(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False, point=None) -> schema.Row:
+    """One row: timing, derived throughput, telemetry and accuracy against the baseline, or a failure
+    status with its reason.  ``point`` carries the inputs and baseline output shared with the other impls.
+    A timing whose spread is over the device's limit has status ``unstable`` (``sweep`` measures it again)."""
+    return measure_timed(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point)[0]
+
+def measure_timed(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False, point=None):
+    """(``measure_point``'s row, the Timed point to pool more windows into, or None when it was not timed)."""
+    point = point or Point(workload, shape, mode, dtype, device)
+    timed: dict = {}
+    row = schema.Row(**_measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point, timed))
+    return row, timed.get("point")
+
+def measure_point_times(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False, point=None,
+                        windows: int = 1):
+    """``measure_point``'s row and every timed repetition's time (ms; [] when not timed), for pytest-benchmark.
+    ``windows`` > 1 (a CPU) times the point in that many windows, one after another, pooled."""
+    row, timed = measure_timed(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point)
+    for _ in range(windows - 1 if timed else 0):
+        row = timed.window(row)
+    return row, timed.times if timed else []
+
+@dataclasses.dataclass
+class Timed:
+    """A point being timed: its callable and counts, kept so that later timing windows (a CPU sweep's passes,
+    spread over the run) pool their repetitions with the first one's."""
+    fn: object
+    workload: object           # counted for the impl (its group's FLOPs and bytes)
+    shape: dict
+    mode: str
+    dtype: torch.dtype
+    device: torch.device
+    spec: object               # the roofline GPU, or None
+    times: list
+    calls_per_rep: int
+    timer: str
+    windows: int = 1
+
+    def window(self, row: schema.Row) -> schema.Row:
+        """One more CPU timing window, pooled with the earlier ones: the row's timing, throughput and status
+        recomputed over every repetition so far (load_start stays the first window's, load_end is this one's)."""
+        self.times += timing.time_cpu(self.fn)["times_ms"]
+        self.windows += 1
+        fields = dataclasses.asdict(row) | self.pooled() | {"load_end": timing.load_average()}
+        return schema.Row(**fields | derived(fields, self))
+
+    def pooled(self) -> dict:
+        return timing.summarize(self.times, f"{self.timer}; {self.windows} windows spread over the run, pooled",
+                                 self.calls_per_rep)
+
+def _identity(workload, impl, shape, mode, dtype, device) -> dict:
+    """The fields that say which point a row is."""
+    return {"workload": workload.name, "impl": impl.name, "mode": mode, "dtype": str(dtype).removeprefix("torch."),
+            "shape": shape_label(workload, shape), "seq_len": shape[workload.seq_key], "batch": shape["B"],
+            "tokens": workload.tokens(shape), "device": str(device)}
+
+def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point, timed: dict) -> dict:
+    """A row's fields; ``timed["point"]`` is then the Timed point (when it was timed), for more windows."""
+    row = _identity(workload, impl, shape, mode, dtype, device)
+    workload = workload.counted(impl)
+    gpu = device.type == "cuda"
+    spec = roofline.gpu_spec(torch.cuda.get_device_name(device)) if gpu else roofline.GPUS[roofline.MODEL_GPU]
+    if spec is not None:
+        row["roofline_gpu"] = spec.name + ("" if gpu else " (model: no GPU here)")
+        row.update(roofline.floor_ms(workload, shape, mode, dtype, spec))
+    if impl.needs_cuda and not gpu:
+        return row | {"status": "skipped", "reason": "needs a CUDA GPU"}
+    if impl.triton and not gpu:
+        return row | {"status": "skipped", "reason": "Triton kernel: timed on a GPU only (checked on the CPU through the interpreter)"}
+    try:
+        if gpu:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        forget_tuned_configs()
+        fn = point.runner(impl)
+        t0 = time.perf_counter()
+        fn()                                   # compiles and autotunes
+        if gpu:
+            torch.cuda.synchronize()
+        row["first_call_s"] = time.perf_counter() - t0
+        row["config"] = tuned_configs() or None
+        if gpu:                                # the peak of one call, before do_bench allocates its L2 flush buffer
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            fn()
+            torch.cuda.synchronize()
+            row["peak_mem_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        if gpu and cuda_graph:
+            fn = timing.capture_graph(fn).replay      # timed, and watched by NVML, as graph replays
+        row.update(threads=torch.get_num_threads(), load_start=timing.load_average())
+        t = timing.time_gpu(fn, cuda_graph) if gpu else timing.time_cpu(fn)
+        row["load_end"] = timing.load_average()
+        timed["point"] = Timed(fn, workload, shape, mode, dtype, device, spec, t.pop("times_ms"), t["calls_per_rep"],
+                               t["timer"])
+        row.update(t)
+        if gpu:
+            row.update(sampler.measure(fn, workload.tokens(shape)))
+            deferred_checks()          # errors the kernels flagged on the device, read outside the timed region
+            row["kernels_ran"] = _kernels_ran(fn) if not cuda_graph else "not profiled with --cuda-graph"
+        else:
+            row["nvml_reason"] = "no GPU on this machine"
+        row.update(point.accuracy(impl))
+    except torch.cuda.OutOfMemoryError as exc:
+        return row | {"status": "oom", "reason": str(exc).splitlines()[0][:300]}
+    except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
+        msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        status = "unsupported" if "No available kernel" in str(exc) or isinstance(exc, (ValueError, TypeError)) else "error"
+        return row | {"status": status, "reason": f"{type(exc).__name__}: {msg}"}
+    except Exception as exc:  # a Triton compile error or anything else: recorded, the sweep goes on
+        return row | {"status": "error", "reason": schema.describe(exc)}
+    return row | derived(row, timed["point"])
+
+def derived(row: dict, t: Timed) -> dict:
+    """What follows from a row's median time: tokens/s, TFLOP/s, GB/s, % of peak, the roofline ratio, and the
+    status by the spread rule (``unstable`` past the device's limit; ``sweep`` measures it again)."""
+    ms, gpu = row["ms"], t.device.type == "cuda"
+    limit = timing.spread_limit(t.device)
+    status, reason = "ok", ""
+    if timing.is_unstable(row, t.device):
+        status, reason = "unstable", f"spread {row['spread']:.2f} over the {t.device.type.upper()} limit {limit:g}"
+    out = dict(status=status, reason=reason, tokens_per_s=t.workload.tokens(t.shape) / (ms / 1e3),
+               tflops=t.workload.flops(t.shape, t.mode) / (ms / 1e3) / 1e12,
+               gbps=t.workload.min_bytes(t.shape, t.dtype, t.mode) / (ms / 1e3) / 1e9)
+    if t.spec is not None:
+        out["measured_over_floor"] = ms / row["floor_ms"]
+        if gpu:
+            out["pct_peak_flops"] = 100 * out["tflops"] / roofline.peak_tflops(t.spec, t.dtype)
+            out["pct_peak_bw"] = 100 * out["gbps"] / 1e3 / t.spec.hbm_tbs
+    return out

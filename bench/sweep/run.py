@@ -1,0 +1,227 @@
+"""``seqbench run``: check the kernels, sweep the workloads, write rows as they finish.
+
+Every (workload, impl, shape, mode) point becomes one row of results.csv, appended and flushed
+as soon as it is measured, so an interrupted run keeps what it finished and ``--resume`` skips it.
+A point that fails (out of memory, unsupported, compile error) is a row with its status and
+reason; the sweep goes on.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import torch
+
+from bench import schema
+from bench.measure import nvml, timing
+from bench.measure.env import environment
+from bench.sweep.checks import run_checks
+from bench.sweep.shards import _shard_files, merge_shards
+from bench.sweep.worker import POINT_TIMEOUT_S, _InProcess, _Isolated
+from bench.workload import MODES, shape_label
+
+COLUMNS, KEY = schema.COLUMNS, schema.KEY
+
+
+def grid_shapes(w, defaults: list[dict], seq_lens=None, batch=None) -> list[dict]:
+    """A workload's shapes: its defaults, or the grid of ``seq_lens`` × ``batch`` (each an int or a list) over its
+    first default shape; the same shape once (--batch can make two defaults one)."""
+    as_list = lambda v: [v] if isinstance(v, int) else list(v or [])  # noqa: E731
+    shapes = defaults
+    if seq_lens:
+        shapes = [dict(shapes[0], **{w.seq_key: n}) for n in as_list(seq_lens)]
+    if batch:
+        shapes = [dict(s, B=b) for b in as_list(batch) for s in shapes]
+    return list({shape_label(w, s): s for s in shapes}.values())
+
+def run_meta(device, dtype, quick: bool, modes, workloads, sampler) -> dict:
+    """run.json's opening fields for a run on ``device`` (torch's CPU threads set to the usable cores first, as
+    every timed row records them)."""
+    if device.type == "cpu":
+        torch.set_num_threads(timing.usable_cores())
+    meta = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick, "dtype": str(dtype), "modes": list(modes),
+            "workloads": [w.name for w in workloads],
+            "environment": environment(sampler.static_info() if sampler else {"nvml": "no GPU on this machine"}),
+            "cpu_only": device.type != "cuda"}
+    if device.type != "cuda":
+        meta["note"] = ("CPU-only machine: Triton kernels were checked through the interpreter, and the timings "
+                        "are CPU timings of the PyTorch implementations at small sizes - not GPU numbers.")
+    return meta
+
+def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None, modes=MODES,
+          resume: bool = False, cuda_graph: bool = False, progress=True, device=None, impls=None,
+          checks: bool = True, isolate: bool = False, point_timeout_s: float = POINT_TIMEOUT_S,
+          shard: tuple[int, int] = (0, 1), barrier=None, order: str = "workload") -> dict:
+    """Run every point into out_dir/results.csv and write run.json; returns the run's metadata.
+
+    ``seq_lens`` and ``batch`` (ints or lists) replace the default shapes with their grid.  ``order="shape"``
+    measures every workload's points at one (shape, mode) before the next, so a run cut short still has every
+    row of the table at its first shapes (the GPU job's headline); the default goes workload by workload.
+
+    ``isolate`` measures the points in a worker process (tritonbench's --isolate): a point that kills it,
+    leaves a sticky CUDA error (an illegal address poisons every later launch in that process) is an error
+    row, one that runs past ``point_timeout_s`` a ``timeout`` row, each with its reason, and a fresh worker
+    takes the rest.  ``resume`` keeps the ok rows and skips them, measures the failed points again, and the
+    timed-out ones last, after every other point; it keeps the kernel checks run.json already has.
+
+    ``shard=(rank, world)`` (torchrun): this rank measures every world-th (workload, shape, mode) group of
+    points into results.rank<r>.csv,
+    rank 0 alone runs the checks and writes run.json, and after ``barrier()`` rank 0 merges every rank's
+    rows into results.csv (merge_shards)."""
+    rank, world = shard
+    os.makedirs(out_dir, exist_ok=True)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    main = rank == 0
+    csv_path = os.path.join(out_dir, "results.csv" if world == 1 else f"results.rank{rank}.csv")
+    # Nothing on disk changes until the kept rows are safely in the new file (RowWriter): an interruption
+    # at any point of a resume loses no finished row.
+    if world == 1 and resume:
+        merge_shards(out_dir)         # rows a sharded run measured but did not merge before it stopped
+    kept, dropped = schema.read_rows(csv_path) if resume else ([], 0)
+    hung = {schema.row_key(r) for r in kept if r["status"] == "timeout"}     # tried again last
+    kept = [r for r in kept if r["status"] == "ok"]
+    done = {schema.row_key(r) for r in kept}
+    if resume and world > 1:          # points merged before, or measured by another rank's shard
+        for path in [os.path.join(out_dir, "results.csv"), *_shard_files(out_dir)]:
+            done |= {schema.row_key(r) for r in schema.read_rows(path)[0] if r["status"] == "ok"}
+    sampler = nvml.NVMLSampler(device.index or 0) if device.type == "cuda" else None
+    meta = run_meta(device, dtype, quick, modes, workloads, sampler)
+    if resume:
+        meta["resumed"] = {"kept_rows": len(kept), "dropped_incomplete_rows": dropped}
+    if world > 1:
+        meta["shards"] = world
+    json_path = os.path.join(out_dir, "run.json")
+    try:
+        earlier = schema.read_json(json_path) if resume else {}
+    except schema.RunFolderError:     # a run.json cut short: the rows are what a resume needs; it is rewritten
+        earlier = {}
+    if main and not (resume and os.path.exists(json_path)):
+        schema.write_json(json_path, meta)
+    if earlier.get("checks"):             # a resumed run does not check the kernels again
+        meta["checks"] = earlier["checks"]
+    else:
+        meta["checks"] = run_checks(device, isolate=isolate) if checks and main else []
+    meta["isolated"] = isolate
+    groups = []
+    for w in workloads:
+        shapes = grid_shapes(w, w.default_shapes(quick, device.type == "cuda"), seq_lens, batch)
+        chosen = [i for i in w.impls.values() if not impls or i.name in impls]
+        groups += [(shape_label(w, s), m, [(w, impl, s, m) for impl in chosen]) for s in shapes for m in modes]
+    if order == "shape":                  # every workload at a (shape, mode) before the next
+        rank_of = {}
+        for label, m, _ in groups:
+            rank_of.setdefault((label, m), len(rank_of))
+        groups.sort(key=lambda g: rank_of[(g[0], g[1])])
+    # a shard takes whole (workload, shape, mode) groups: their impls share inputs and the baseline's output
+    points = [p for _, _, group in groups[rank::world] for p in group]
+    key_of = lambda p: (p[0].name, p[1].name, p[3], str(dtype).removeprefix("torch."), shape_label(p[0], p[2]))  # noqa: E731
+    points.sort(key=lambda p: key_of(p) in hung)           # a point that hung last time goes last (stable sort)
+    writer = schema.RowWriter(csv_path, kept)  # resume: finished points stay, failed ones are tried again
+    if main:
+        schema.write_json(json_path, meta)
+    bar = _progress(len(points), progress)
+    runner = _Isolated(device, dtype, cuda_graph, point_timeout_s) if isolate else _InProcess(device, dtype, sampler,
+                                                                                             cuda_graph)
+    # A CPU's speed drifts over seconds (other tenants of the host, clocks): each point is timed in `passes`
+    # windows, one per pass over all points, and its statistics pool them, so its spread shows the drift.
+    passes = timing.CPU_PASSES if device.type == "cpu" and not isolate else 1
+    written, todo = {}, {}
+    try:
+        for w, impl, s, mode in points:
+            key = key_of((w, impl, s, mode))
+            bar(f"{w.name} {impl.name} {shape_label(w, s)} {mode}")
+            if key in done:
+                continue
+            written[key], timed = runner.measure(w, impl, s, mode, keep=passes > 1)
+            writer.write(written[key])
+            todo[key] = ((w, impl, s, mode), timed)
+        bar(None)
+        timed = {k: t for k, (_, t) in todo.items() if t is not None}
+        bar = _windows(written, timed, passes, progress, writer, kept, "pass")
+        again = [k for k, r in written.items() if r.status == "unstable"]
+        if again:                                   # later in the run: whatever disturbed them may have passed
+            runner.close()
+            first = {k: written[k] for k in again}
+            retry, timed = {}, {}
+            bar(None)
+            bar = _progress(len(again), progress, "again")
+            for k in again:
+                bar(" ".join(k))
+                retry[k], timed[k] = runner.measure(*todo[k][0], keep=passes > 1)
+            bar(None)
+            bar = _windows(retry, {k: t for k, t in timed.items() if t is not None}, passes, progress, None, kept,
+                           "again")
+            written.update({k: settle(first[k], retry[k], device) for k in again})
+            writer.rewrite(kept + [dataclasses.asdict(r) for r in written.values()])
+    finally:
+        runner.close()
+        writer.close()
+        bar(None)
+    meta["stability"] = stability(kept + list(written.values()), device)
+    if world > 1:
+        barrier()
+        if main:
+            merge_shards(out_dir)
+    meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if main:
+        schema.write_json(json_path, meta)
+    return meta
+
+def _windows(rows: dict, timed: dict, passes: int, progress: bool, writer, kept: list, label: str):
+    """Passes 2 … ``passes`` over the timed points: one more window each per pass, pooled into its row (in
+    place in ``rows``); results.csv rewritten after each pass when a ``writer`` is given.  Returns the
+    progress callable (to close)."""
+    bar = lambda text: None  # noqa: E731
+    for n in range(2, passes + 1):
+        bar(None)
+        bar = _progress(len(timed), progress, f"{label} {n}/{passes}")
+        for key, t in timed.items():
+            bar(" ".join(key))
+            rows[key] = t.window(rows[key])
+        if writer is not None:
+            writer.rewrite(kept + [dataclasses.asdict(r) for r in rows.values()])
+    return bar
+
+def settle(first: schema.Row, second: schema.Row, device) -> schema.Row:
+    """A point measured again after it was unstable: the second row if it is stable now; else the steadier of
+    the two, ``unstable``, with both spreads and the load averages seen; the first if the second failed."""
+    limit = timing.spread_limit(device)
+    if second.status == "ok":
+        return second
+    if second.status != "unstable":
+        first.reason += f"; measured again: {second.status} ({second.reason})"
+        return first
+    keep = min(first, second, key=lambda r: r.spread)
+    loads = [v for r in (first, second) for v in (r.load_start, r.load_end) if v is not None]
+    seen = f" (load average {min(loads):g}–{max(loads):g} on {timing.usable_cores()} cores)" if loads else ""
+    keep.reason = (f"spread {first.spread:.2f}, then {second.spread:.2f} measured again: over the "
+                   f"{torch.device(device).type.upper()} limit {limit:g} twice{seen}")
+    return keep
+
+def stability(rows, device) -> dict:
+    """What run.json and the report say about how steady the machine was: the limit, the points timed and
+    unstable, and the load averages seen.  ``rows``: Rows or results.csv records."""
+    def get(r, k):
+        v = r.get(k) if isinstance(r, dict) else getattr(r, k)
+        return None if v in (None, "") else (float(v) if k != "status" else v)
+    timed = [r for r in rows if get(r, "status") in ("ok", "unstable")]
+    loads = [v for r in timed for v in (get(r, "load_start"), get(r, "load_end")) if v is not None]
+    return {"spread_limit": timing.spread_limit(device), "timed": len(timed),
+            "unstable": sum(get(r, "status") == "unstable" for r in timed), "cores": timing.usable_cores(),
+            "threads": torch.get_num_threads(), "load_average": [min(loads), max(loads)] if loads else None}
+
+def _progress(total: int, enabled: bool, desc: str | None = None):
+    """A callable advancing a tqdm bar (stderr) with a label; None closes it."""
+    if not enabled:
+        return lambda label: None
+    from tqdm import tqdm
+    bar = tqdm(total=total, unit="point", dynamic_ncols=True, desc=desc)
+
+    def step(label):
+        if label is None:
+            bar.close()
+            return
+        bar.set_description_str(label[:60])
+        bar.update(1)
+    return step

@@ -1,0 +1,1 @@
+"""``seqbench train``: the language models (lm), the training loop (train) and torchrun's ranks (dist)."""
