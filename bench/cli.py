@@ -130,7 +130,11 @@ def cmd_run(a) -> int:
     for c in meta.get("checks", []):
         print(f"  check {'ok  ' if c['ok'] else 'FAIL'} {c['kernel']}: error {c['error']}")
     from bench.report.report import load, stability_line
+    from bench.report.tables import headline
     df, run_meta = load(out)
+    print("\nThe hardware argument: each row's best implementation, its tokens/s over the Transformer's and the "
+          "verdict (REPORT.md has the rest)\n")
+    print("\n".join(headline(df, WORKLOADS, bool(run_meta.get("cpu_only")))))
     print(stability_line(df, run_meta).replace("**", ""))
     print(f"wrote {out}/results.csv, run.json, {os.path.basename(report)} and plots")
     return 1 if bad else 0
@@ -180,6 +184,7 @@ def cmd_train(a) -> int:
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
     from bench.report import training
+    from bench.report.report import write_report
     from bench.train import train as tr
     from bench.train.dist import close_distributed, init_distributed
     from bench.measure.env import device_slug
@@ -214,11 +219,11 @@ def cmd_train(a) -> int:
             print(f"\ninterrupted: finished evaluations are in {out}/train.csv; rerun with --resume to go on",
                   file=sys.stderr)
             if d.main and os.path.exists(os.path.join(out, "train.csv")):
-                training.write_report(out)       # what finished, reported
+                write_report(out)       # what finished, reported
             return 130
         if not d.main:
             return 0
-        report = training.write_report(out)
+        report = write_report(out)
         target, runs = training.time_to_quality(training.load_rows(out), cfg.target_bpb)
         if runs:
             print(f"time to {target:.3f} bits/byte:")

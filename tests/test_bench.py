@@ -237,8 +237,9 @@ def test_cli_unknown_workload_and_missing_dir(tmp_path, capsys):
     assert "no results.csv" in capsys.readouterr().err
 
 
-def test_cli_run_end_to_end(tmp_path):
-    """The main job on a CPU: checks, one small point per workload, report and plots."""
+def test_cli_run_end_to_end(tmp_path, capsys):
+    """The main job on a CPU: checks, one small point per workload, report and plots; the terminal ends with
+    the headline table and how steady the machine was."""
     out = tmp_path / "run"
     gpu = torch.cuda.is_available()
     # on a GPU the whole quick job (30 checks at real shapes, NVML windows) is the GPU job's, not a test's:
@@ -265,6 +266,13 @@ def test_cli_run_end_to_end(tmp_path):
         assert "CPU-only machine" in report and "H100 SXM (model: no GPU here)" in report
     ok = [r for r in rows if r["status"] == "ok"]
     assert all(float(r["floor_ms"]) > 0 and float(r["measured_over_floor"]) > 0 for r in ok)
+    printed = capsys.readouterr().out
+    assert "| batch | row | best | tokens/s | ÷ Transformer [p20–p80] | textbook | verdict |" in printed
+    assert "| LSTM (sequential) |" in printed and "timed points" in printed
+    # REPORT.md opens with the answer and ends with how to cite it; the device is named by its model
+    assert report.index("## The textbook table") < report.index("## The run") < report.index("## How to cite")
+    assert "@software{seqbench," in report and "nvml nvml" not in report
+    assert json.load(open(out / "run.json"))["environment"]["device"].startswith("NVIDIA" if gpu else "CPU: ")
 
 
 # ---------------------------------------------------------------------------------------- NVML
@@ -1093,7 +1101,7 @@ def test_interval_verdicts_hold_not_hold_inconclusive():
     shaky = table.table(_cite_rows({**ref, ("model_lstm", "lstm_torch_loop"): (25_000, 0.5, 1.9, "unstable")}),
                         WORKLOADS, "fwd")
     r = next(r for r in shaky if r["row"] == "LSTM (sequential)")
-    assert r["verdict"] == "not measured" and r["unstable"] == ["lstm_torch_loop"]
+    assert r["verdict"] == "unstable: not judged" and r["unstable"] == ["lstm_torch_loop"]
     text = "\n".join(table.markdown(_cite_rows({**ref, ("model_lstm", "lstm_torch_loop"): (25_000, 0.5, 1.9,
                                                                                          "unstable")}), WORKLOADS, False))
     assert "lstm_torch_loop: unstable, not judged" in text
@@ -1150,6 +1158,12 @@ def test_compare_with_no_common_point_is_an_error(tmp_path, capsys):
     _one_line_error(capsys, cli(["compare", str(tmp_path / "a"), str(tmp_path / "b")]), "no measured point in common")
 
 
+def _own_pytest_env() -> dict:
+    """This environment without the variables of a pytest-xdist worker: pytest-benchmark turns itself off in
+    a process it takes for one (the test's own pytest runs alone)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_XDIST", "PYTEST_CURRENT_TEST"))}
+
+
 def test_pytest_benchmark_writes_a_run_folder_seqbench_reads(tmp_path):
     """pytest --benchmark on two tiny points: rows in seqbench's schema from bench.measure's timer, a report
     rebuilt by `seqbench report`, and pytest-benchmark's JSON with the same medians, grouped by point."""
@@ -1160,7 +1174,7 @@ def test_pytest_benchmark_writes_a_run_folder_seqbench_reads(tmp_path):
               for impl in ("naive", "sdpa_math")]
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *points,
                         "--benchmark", f"--benchmark-json={js}"], cwd=root, capture_output=True,
-                       text=True, timeout=600, env={**os.environ, "SEQBENCH_BENCHMARK_OUT": str(out)})
+                       text=True, timeout=600, env={**_own_pytest_env(), "SEQBENCH_BENCHMARK_OUT": str(out)})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = {x["impl"]: x for x in schema.read_rows(str(out / "results.csv"))[0]}
     assert set(rows) == {"naive", "sdpa_math"} and {x["status"] for x in rows.values()} <= {"ok", "unstable"}
@@ -1182,7 +1196,7 @@ def test_benchmark_only_runs_the_benchmarks(tmp_path):
     point = "tests/benchmarks/test_benchmarks.py::test_benchmark[attention-naive-B=1_H=2_N=64_D=32-fwd]"
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", point, "--benchmark-only"],
                        cwd=root, capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "SEQBENCH_BENCHMARK_OUT": str(tmp_path / "b")})
+                       env={**_own_pytest_env(), "SEQBENCH_BENCHMARK_OUT": str(tmp_path / "b")})
     assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-2000:]
 
 

@@ -11,6 +11,7 @@ import torch
 from bench import schema
 from bench.train import lm
 from bench.report import training
+from bench.report.report import write_report
 from bench.train import train as tr
 from bench.cli import main
 from bench.train.dist import Dist
@@ -172,7 +173,7 @@ def test_time_to_quality_and_report(trained):
         assert r["reached"] and r["seconds"] == pytest.approx(first.train_seconds) and r["tokens"] == first.tokens_seen
     _, none = training.time_to_quality(df, target=0.5)
     assert not any(r["reached"] for r in none)
-    report = open(training.write_report(out)).read()
+    report = open(write_report(out)).read()
     assert "## Time to quality" in report and "the best every model reached" in report and "train.png" in report
     assert os.path.exists(os.path.join(out, "train.png"))
 
@@ -360,7 +361,7 @@ def test_failed_model_is_a_row_and_the_run_goes_on(corpus, tmp_path, monkeypatch
     bad = df[df.model == "lstm"]
     assert list(bad.status) == ["error"] and "illegal memory access" in bad.reason.iloc[0]
     assert (df[df.model == "convs2s"].status == "ok").all()
-    assert "lstm (torch) failed: error" in open(training.write_report(str(tmp_path))).read()
+    assert "lstm (torch) failed: error" in open(write_report(str(tmp_path))).read()
 
 
 # ------------------------------------------------------------------------ rough edges (issue 21)

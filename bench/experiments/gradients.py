@@ -289,9 +289,8 @@ def report_lines(out: str, df=None) -> list[str]:
 
 
 def plot(out: str, df=None) -> str | None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from bench.report.fmt import pyplot
+    plt = pyplot()
     df = load(out) if df is None else df
     ok = df[(df.status == "ok") & (df.grad_norm > 0)]
     if ok.empty:

@@ -6,8 +6,9 @@ import os
 import pandas as pd
 
 from bench import schema
-from bench.report import figures, tables
-from bench.report.fmt import fmt as _fmt
+from bench.report import figures, tables, training
+from bench.report.fmt import citation_lines, environment_lines, frame
+from bench.report.fmt import table as fmt_table
 from bench.workloads import WORKLOADS
 
 
@@ -61,56 +62,50 @@ def workload_table(df: pd.DataFrame, workload: str, mode: str, value: str = "tok
 
 def write_report(run_dir: str) -> str:
     """Rebuild REPORT.md and the PNG plots of a run folder (a sweep, a training run or both); returns the
-    report's path."""
+    report's path.  It opens with the answer: the textbook's table beside ours, with verdicts."""
     if not os.path.exists(os.path.join(run_dir, "results.csv")) and os.path.exists(os.path.join(run_dir, "train.csv")):
-        from bench.report import training
-        return training.write_report(run_dir)
+        return training.training_report(run_dir)
     df, meta = load(run_dir)
     env = meta.get("environment", {})
-    plots = figures.make_plots(df, run_dir, env.get("device", ""))
-    lines = [f"# seqbench report — {env.get('device', 'unknown device')}", ""]
-    if meta.get("cpu_only"):
+    cpu_only = bool(meta.get("cpu_only"))
+    device = env.get("device", "")
+    lines = [f"# seqbench report — {device or 'unknown device'}", ""]
+    if cpu_only:
         lines += [f"> **{meta.get('note', 'CPU timings only.')}**", ""]
-    lines += ["| | |", "|---|---|"]
-    for k in ("device", "sm_count", "compute_capability", "cuda", "cudnn", "torch", "triton", "seqbench_commit", "python"):
-        if k in env:
-            lines.append(f"| {k} | {env[k]} |")
-    for k, v in (env.get("nvml") or {}).items():
-        lines.append(f"| nvml {k} | {v} |")
-    lines += [f"| dtype | {meta.get('dtype', '')} |", f"| started | {meta.get('started', '')} |", ""]
     lines += [f"> {stability_line(df, meta)}", ""]
-
-    if meta.get("checks"):
-        where = "through the Triton interpreter" if meta.get("cpu_only") else "on the GPU"
-        lines += [f"## Kernel checks ({where}, against float64 PyTorch references)", "",
-                  "Error: max|kernel − reference| / max(1, max|reference|), over the forward output and, where "
-                  "named, the gradients.", "",
-                  "| kernel | error | tolerance | ok | seconds |", "|---|---|---|---|---|"]
-        for c in meta["checks"]:
-            lines.append(f"| {c['kernel']} | {_fmt(c.get('error', c.get('max_abs_err')))} | {c['tolerance']} | "
-                         f"{'yes' if c['ok'] else 'NO ' + c.get('reason', '')} | {c['seconds']:.1f} |")
-        lines.append("")
-
     lines += ["## The textbook table, with our measurements", "",
               "Textbook: V100, claimed, no public source.  History: what was measured, with its source.  Ours: "
               "each row's best accurate implementation at each batch, at the longest length the Transformer row "
               "measured there.  NVML utilisation is the share of time any kernel ran; SM activity (GPM) and % of "
               "peak FLOP/s say how much of the GPU that kernel used.", ""]
-    lines += tables.markdown(df, WORKLOADS, bool(meta.get("cpu_only")))
-    figure = figures.figure(df, WORKLOADS, run_dir, env.get("device", ""), bool(meta.get("cpu_only")))
+    lines += tables.markdown(df, WORKLOADS, cpu_only)
+    figure = figures.figure(df, WORKLOADS, run_dir, device, cpu_only)
     if figure:
         lines += [f"![the hardware argument]({os.path.basename(figure)})", ""]
-
-    lines += tables.guide_markdown(df, WORKLOADS, bool(meta.get("cpu_only")))
-    lines += tables.recurrence_markdown(df, WORKLOADS, bool(meta.get("cpu_only")))
-    lines += tables.scoring_markdown(df, WORKLOADS, bool(meta.get("cpu_only")))
-    scores = figures.scoring_figure(df, WORKLOADS, run_dir, env.get("device", ""))
+    lines += tables.guide_markdown(df, WORKLOADS, cpu_only)
+    lines += tables.recurrence_markdown(df, WORKLOADS, cpu_only)
+    lines += tables.scoring_markdown(df, WORKLOADS, cpu_only)
+    scores = figures.scoring_figure(df, WORKLOADS, run_dir, device)
     if scores:
         lines += [f"![time per query-key pair against d]({os.path.basename(scores)})", ""]
     if os.path.exists(os.path.join(run_dir, "train.csv")):     # the table's training-time column, measured
-        from bench.report import training
-        training.plot(training.load_rows(run_dir), run_dir, f"seqbench train — {env.get('device', '')}")
+        training.plot(training.load_rows(run_dir), run_dir, f"seqbench train — {device}")
         lines += training.report_lines(run_dir)
+
+    stable = meta.get("stability") or {}
+    lines += ["## The run", ""] + environment_lines(env, {
+        "dtype": meta.get("dtype"), "started": meta.get("started"), "finished": meta.get("finished"),
+        "spread limit": stable.get("spread_limit"), "timed points": stable.get("timed"),
+        "unstable points": stable.get("unstable")}) + [""]
+    if meta.get("checks"):
+        where = "through the Triton interpreter" if cpu_only else "on the GPU"
+        lines += [f"## Kernel checks ({where}, against float64 PyTorch references)", "",
+                  "Error: max|kernel − reference| / max(1, max|reference|), over the forward output and, where "
+                  "named, the gradients.", ""]
+        lines += fmt_table(("kernel", "error", "tolerance", "ok", "seconds"),
+                           [(c["kernel"], c.get("error", c.get("max_abs_err")), c["tolerance"],
+                             "yes" if c["ok"] else "NO " + c.get("reason", ""), f"{c['seconds']:.1f}")
+                            for c in meta["checks"]]) + [""]
 
     for name, w in WORKLOADS.items():
         if name not in set(df.workload):
@@ -120,35 +115,35 @@ def write_report(run_dir: str) -> str:
             t = workload_table(df, name, mode)
             if t.empty:
                 continue
-            lines += [f"**tokens/s, {mode}** (columns: batch, {w.seq_key})", "",
-                      t.map(_fmt).to_markdown(), ""]
-            tf = workload_table(df, name, mode, "tflops")
-            lines += [f"**TFLOP/s, {mode}**", "", tf.map(_fmt).to_markdown(), ""]
-        failed = df[(df.workload == name) & (df.status != "ok")]
+            lines += [f"**tokens/s, {mode}** (columns: batch, {w.seq_key})", ""] + frame(t, index=True) + [""]
+            lines += [f"**TFLOP/s, {mode}**", ""] + frame(workload_table(df, name, mode, "tflops"), index=True) + [""]
+        failed = df[(df.workload == name) & ~df.status.isin(["ok"])]
         if not failed.empty:
-            lines += ["Points not measured:", "", failed[["impl", "mode", "shape", "status", "reason"]]
-                      .drop_duplicates(["impl", "status", "reason"]).to_markdown(index=False), ""]
+            lines += ["Points not measured or not stable:", ""] + frame(
+                failed[["impl", "mode", "shape", "status", "reason"]].drop_duplicates(["impl", "status", "reason"])) + [""]
     ok = df[df.status == "ok"]
     wrong = ok[tables.disagrees(ok)]
     if not wrong.empty:
         lines += ["## Outputs that disagree with the baseline", "",
                   "These implementations ran, but their output (or gradients) differ from the baseline's on the same "
-                  "inputs by more than the dtype's tolerance: their speed is not comparable.", "",
-                  wrong[["workload", "impl", "mode", "shape", "baseline", "max_abs_err", "tolerance"]].map(_fmt)
-                  .to_markdown(index=False), ""]
-    cols = [c for c in ("workload", "impl", "mode", "shape", "ms", "ms_p20", "ms_p80", "reps", "tokens_per_s",
-                        "tflops", "pct_peak_flops", "floor_ms", "floor_bound", "measured_over_floor",
-                        "peak_tokens_per_s", "max_abs_err", "accurate", "nvml_util_pct", "gpm_sm_util_pct", "power_w",
-                        "joules_per_token", "config", "kernels_ran") if c in ok.columns and ok[c].notna().any()]
+                  "inputs by more than the dtype's tolerance: their speed is not comparable.", ""]
+        lines += frame(wrong[["workload", "impl", "mode", "shape", "baseline", "max_abs_err", "tolerance"]]) + [""]
+    timed = df[df.status.isin(["ok", "unstable"])]
+    cols = [c for c in ("workload", "impl", "mode", "shape", "status", "ms", "ms_p20", "ms_p80", "spread", "reps",
+                        "tokens_per_s", "tflops", "pct_peak_flops", "floor_ms", "floor_bound", "measured_over_floor",
+                        "max_abs_err", "accurate", "nvml_util_pct", "gpm_sm_util_pct", "power_w", "joules_per_token",
+                        "first_call_s", "config", "kernels_ran") if c in timed.columns and timed[c].notna().any()]
     model = ok["roofline_gpu"].dropna().iloc[0] if "roofline_gpu" in ok and ok["roofline_gpu"].notna().any() else "none"
     lines += ["## All measured points", "",
-              f"Roofline: floor_ms = max(FLOPs / peak, minimum bytes / HBM bandwidth), or T dependent steps for an "
-              f"LSTM when that is longer; measured_over_floor = ms / floor_ms. Roofline GPU: {model}. "
-              f"max_abs_err: the largest difference from the baseline implementation's output (and, for fwd+bwd, "
-              f"input gradients) on the same inputs; accurate: within the dtype's tolerance.", "",
-              ok[cols].map(_fmt).to_markdown(index=False), ""]
+              f"Roofline: floor_ms = max(FLOPs / peak, minimum bytes / HBM bandwidth), or T dependent steps for a "
+              f"recurrence when that is longer; measured_over_floor = ms / floor_ms. Roofline GPU: {model}. "
+              f"spread = (p80 − p20) / median; max_abs_err: the largest difference from the baseline's output (and, "
+              f"for fwd+bwd, input gradients) on the same inputs; accurate: within the dtype's tolerance; "
+              f"first_call_s: the first call, Triton's compile and autotune included.", ""]
+    lines += frame(timed[cols]) + [""]
+    plots = figures.make_plots(df, run_dir, device)
     lines += ["## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots] + [""]
+    lines += citation_lines(env, meta)
     path = os.path.join(run_dir, "REPORT.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+    schema.atomic_write(path, lambda f: f.write("\n".join(lines)))
     return path

@@ -15,6 +15,7 @@ import math
 import pandas as pd
 
 from bench.report.fmt import fmt, fmt_interval
+from bench.report.fmt import table as fmt_table
 from bench.report.textbook import (BEYOND, GUIDE_CLAIM, HISTORY, IMPLIED, NOT_JUDGED, RECURRENCE_CLAIM,  # noqa: F401
                                    RECURRENCES, REFERENCE, ROWS, RULE, SCORING, SCORING_CLAIM, SOURCES, TEXTBOOK,
                                    textbook_ratio)
@@ -103,45 +104,63 @@ def table(df: pd.DataFrame, workloads, mode: str, cpu_only: bool = False) -> lis
         ref = best(df, pairs.get(REFERENCE, []), mode, batch, seq_len)
         for label in ROWS:
             r = best(df, pairs.get(label, []), mode, batch, seq_len)
-            interval = ratio_interval(r, ref)
+            interval = (1.0, 1.0, 1.0) if label == REFERENCE and r is not None else ratio_interval(r, ref)
             skipped = _rows(df, pairs.get(label, []), mode)
             skipped = sorted(set(skipped[skipped.status == "skipped"].impl))
+            shaky = unstable_at(df, pairs.get(label, []), mode, batch, seq_len)
+            ruling = verdict(label, interval, cpu_only)
+            if ruling == "not measured" and (shaky or (ref is None and unstable_at(
+                    df, pairs.get(REFERENCE, []), mode, batch, seq_len))):
+                ruling = "unstable: not judged"
             out.append(dict(batch=int(batch), seq_len=seq_len, row=label, best=r,
                             ratio=interval[0] if interval else None, interval=interval,
-                            verdict=verdict(label, interval, cpu_only), not_timed=skipped,
-                            unstable=unstable_at(df, pairs.get(label, []), mode, batch, seq_len)))
+                            verdict=ruling, not_timed=skipped, unstable=shaky))
     return out
 
 def markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
     """The five-row table per mode and batch, the rule and the history's sources."""
     lines = []
+    head = ("batch", "model", "textbook util", "textbook tokens/s", "textbook ratio", "history", "history ratio",
+            "our row", "NVML util %", "SM activity %", "% peak FLOP/s", "tokens/s", "our ratio [p20–p80]", "verdict")
     for mode, name in (("fwd", "inference (forward)"), ("fwd+bwd", "training (forward + backward)")):
-        rows = table(df, workloads, mode, cpu_only)
-        lines += [f"**{name}**", "",
-                  "| batch | model | textbook util | textbook tokens/s | textbook ratio | history | history ratio | "
-                  "our row | NVML util % | SM activity % | % peak FLOP/s | tokens/s | our ratio [p20–p80] | verdict |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        if not rows:
-            lines += ["| | | | | | | | not measured | | | | | | |"]
-        for r in rows:
+        body = []
+        for r in table(df, workloads, mode, cpu_only):
             util, _, toks = TEXTBOOK[r["row"]]
             hist, hist_ratio = HISTORY[r["row"]]
             b = r["best"]
-            ours = f"{b.workload}/{b.impl} ({b['shape']})" if b is not None else "not measured"
+            ours = f"{b.workload}/{b.impl} ({b['shape']})" if b is not None else (
+                "no stable point" if r["unstable"] else "not measured")
             if r["not_timed"]:
-                why = "interpreter-checked, not timed" if cpu_only else "not timed"
-                ours += f"; {', '.join(r['not_timed'])}: {why}"
+                ours += f"; {', '.join(r['not_timed'])}: {'interpreter-checked, not timed' if cpu_only else 'not timed'}"
             if r["unstable"]:
                 ours += f"; {', '.join(r['unstable'])}: unstable, not judged"
-            get = (lambda k: fmt(b.get(k)) if b is not None else "")  # noqa: E731
+            get = (lambda k: b.get(k) if b is not None else None)  # noqa: E731
             implied = " (implied)" if r["row"] in IMPLIED else ""
-            lines.append(f"| {r['batch']} | {r['row']} | {util} | {toks} | {textbook_ratio(r['row']):.2f}{implied} | {hist} | "
-                         f"{hist_ratio} | {ours} | {get('nvml_util_pct')} | {get('gpm_sm_util_pct')} | "
-                         f"{get('pct_peak_flops')} | {get('tokens_per_s')} | {fmt_interval(r['interval'])} | {r['verdict']} |")
-        lines.append("")
+            body.append((r["batch"], r["row"], util, toks, f"{textbook_ratio(r['row']):.2f}{implied}", hist, hist_ratio,
+                         ours, get("nvml_util_pct"), get("gpm_sm_util_pct"), get("pct_peak_flops"), get("tokens_per_s"),
+                         fmt_interval(r["interval"]), r["verdict"]))
+        lines += [f"**{name}**", ""] + fmt_table(head, body or [("", "", "", "", "", "", "", "not measured")
+                                                             + ("",) * 6]) + [""]
     lines += [RULE, "", "Ratios are to the Transformer row at the same shape; they compare across GPUs where "
               "absolute tokens/s cannot.", "", SOURCES, ""]
     return lines
+
+
+def headline(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
+    """The table's answer in a few lines for the terminal: per mode and batch, each row's best implementation,
+    its tokens/s, its ratio to the Transformer with the interval, and the verdict."""
+    lines = []
+    for mode, name in (("fwd", "inference"), ("fwd+bwd", "training")):
+        body = [(r["batch"], r["row"], r["best"].impl if r["best"] is not None else (
+                     f"unstable: {', '.join(r['unstable'])}" if r["unstable"] else "not measured"),
+                 r["best"].tokens_per_s if r["best"] is not None else None, fmt_interval(r["interval"]),
+                 f"{textbook_ratio(r['row']):.2f}", r["verdict"])
+                for r in table(df, workloads, mode, cpu_only)]
+        if body:
+            lines += [f"{name}:"] + fmt_table(("batch", "row", "best", "tokens/s", "÷ Transformer [p20–p80]",
+                                              "textbook", "verdict"), body) + [""]
+    return lines
+
 
 def guide(df: pd.DataFrame, workloads) -> list[dict]:
     """One row per (implementation kind, mode): the LSTM and GRU impls tagged ``guide`` with that kind, at
@@ -209,19 +228,20 @@ def guide_markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
     if cpu_only:
         lines += ["> CPU-only run: PyTorch implementations timed on the CPU; the Triton rows are checked through "
                   "the interpreter and timed on a GPU only.", ""]
-    lines += ["| implementation | mode | shape | params LSTM / GRU (GRU ÷ LSTM) | tokens/s LSTM | tokens/s GRU | "
-              "GRU ÷ LSTM [p20–p80] | verdict | GRU ÷ LSTM, all shapes |", "|---|---|---|---|---|---|---|---|---|"]
+    body = []
     for r in rows:
         if r["reason"]:
-            lines.append(f"| {r['kind']} | {r['mode']} | | | | | | not measured: {r['reason']} | |")
+            body.append((r["kind"], r["mode"], "", "", "", "", "", f"not measured: {r['reason']}", ""))
             continue
         p = (f"{r['lstm_params']:,} / {r['gru_params']:,} ({r['gru_params'] / r['lstm_params']:.2f})"
              if r["lstm_params"] and r["gru_params"] else "")
-        spread = f"{min(r['ratios']):.2f}–{max(r['ratios']):.2f} ({len(r['ratios'])} shapes)"
-        lines.append(f"| {r['kind']} | {r['mode']} | {r['shape']} | {p} | {fmt(r['lstm_tokens_per_s'])} | "
-                     f"{fmt(r['gru_tokens_per_s'])} | {fmt_interval(r['interval'], 2)} | {guide_verdict(r['interval'])} | "
-                     f"{spread} |")
-    return lines + [""]
+        n = len(r["ratios"])
+        spread = f"{min(r['ratios']):.2f}–{max(r['ratios']):.2f} ({n} shape{'s' if n > 1 else ''})"
+        body.append((r["kind"], r["mode"], r["shape"], p, r["lstm_tokens_per_s"], r["gru_tokens_per_s"],
+                     fmt_interval(r["interval"], 2), guide_verdict(r["interval"]), spread))
+    return lines + fmt_table(("implementation", "mode", "shape", "params LSTM / GRU (GRU ÷ LSTM)", "tokens/s LSTM",
+                              "tokens/s GRU", "GRU ÷ LSTM [p20–p80]", "verdict", "GRU ÷ LSTM, all shapes"), body) + [""]
+
 
 def _d(shape: str) -> int:
     return int(dict(p.split("=") for p in shape.split())["d"])
@@ -274,18 +294,18 @@ def scoring_markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
     if cpu_only:
         lines += ["> CPU-only run: the PyTorch implementations timed on the CPU; the Triton kernels checked through "
                   "the interpreter and timed on a GPU only.", ""]
-    lines += ["| score | formula | textbook cost per pair | mode | fastest (ours) | d | ns per pair | × dot | "
-              "growth from the smallest d | not timed here |", "|---|---|---|---|---|---|---|---|---|---|"]
+    body = []
     for r in rows:
         if "ns_per_pair" not in r:
-            lines.append(f"| {r['score']} | {r['formula']} | {r['textbook']} | {r['mode']} | not measured | | | | | "
-                         f"{', '.join(r['not_timed'])} |")
+            body.append((r["score"], r["formula"], r["textbook"], r["mode"], "not measured", "", "", "", "",
+                         ", ".join(r["not_timed"])))
             continue
         vs = f"{r['vs_dot']:.2f}" if r.get("vs_dot") is not None else ""
-        lines.append(f"| {r['score']} | {r['formula']} | {r['textbook']} | {r['mode']} | {r['impl']} | {r['d_max']} | "
-                     f"{fmt(r['ns_per_pair'])} | {vs} | ×{r['growth']:.2f} for d ×{r['d_max'] / r['d_min']:g} | "
-                     f"{', '.join(r['not_timed'])} |")
-    return lines + [""]
+        body.append((r["score"], r["formula"], r["textbook"], r["mode"], r["impl"], r["d_max"], r["ns_per_pair"], vs,
+                     f"×{r['growth']:.2f} for d ×{r['d_max'] / r['d_min']:g}", ", ".join(r["not_timed"])))
+    return lines + fmt_table(("score", "formula", "textbook cost per pair", "mode", "fastest (ours)", "d", "ns per pair",
+                              "× dot", "growth from the smallest d", "not timed here"), body) + [""]
+
 
 def recurrence(df: pd.DataFrame, workloads) -> list[dict]:
     """Per (mode, batch, length) of the ``recurrence`` workload: each architecture's fastest accurate impl
@@ -321,11 +341,11 @@ def recurrence_markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str
         lines += ["> CPU-only run: PyTorch implementations timed on the CPU (cuDNN's place taken by ATen's CPU "
                   "kernels); the Triton step kernels and scans checked through the interpreter, timed on a GPU "
                   "only.", ""]
-    head = " | ".join(f"{label} tokens/s (impl)" for _, label in RECURRENCES)
-    lines += [f"| mode | batch | T | {head} | minGRU ÷ GRU [p20–p80] | minLSTM ÷ LSTM [p20–p80] |",
-              "|---" * (3 + len(RECURRENCES) + 2) + "|"]
-    for r in rows:
-        cells = [f"{fmt(r[g][1])} ({r[g][0]})" if g in r else "not measured" for g, _ in RECURRENCES]
-        ratios = [fmt_interval(r.get(k)) for k in ("mingru_over_gru", "minlstm_over_lstm")]
-        lines.append(f"| {r['mode']} | {r['batch']} | {r['seq_len']} | {' | '.join(cells)} | {' | '.join(ratios)} |")
-    return lines + [""]
+    head = ("mode", "batch", "T", *(f"{label} tokens/s (impl)" for _, label in RECURRENCES),
+            "minGRU ÷ GRU [p20–p80]", "minLSTM ÷ LSTM [p20–p80]")
+    body = [(r["mode"], r["batch"], r["seq_len"],
+             *(f"{fmt(r[g][1])} ({r[g][0]})" if g in r else "not measured" for g, _ in RECURRENCES),
+             *(fmt_interval(r.get(k)) for k in ("mingru_over_gru", "minlstm_over_lstm"))) for r in rows]
+    return lines + fmt_table(head, body) + [""]
+
+

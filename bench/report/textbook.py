@@ -47,8 +47,8 @@ RULE = ("Verdict, per mode and batch: a row's ratio is its best accurate tokens/
         "50,000.  **holds**: the whole interval is at most twice the textbook's ratio (the row trails the "
         "Transformer by at least half the claimed factor); **does not hold**: the whole interval is above it; "
         "**inconclusive**: the interval straddles it; **not measured**: the row or the Transformer has no stable, "
-        "accurate measurement there.  A point whose spread stayed over the limit (`unstable`) decides nothing; it "
-        "is named in its row.  On a CPU the verdict column says **not judged**: the claim is about GPUs (the "
+        "accurate measurement there; **unstable: not judged**: its points there all stayed over the spread limit "
+        "(`unstable`), which decides nothing and is named in its row.  On a CPU the verdict column says **not judged**: the claim is about GPUs (the "
         "ratios are still shown).  The fifth row has no figure in the textbook; its §1.2 says no recurrence "
         "parallelises, so it is judged against the sequential LSTM's ratio (0.16), the claim implied for any "
         "recurrence.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from bench import schema
+from bench.report.fmt import citation_lines, environment_lines, pyplot, table
 
 
 def load_rows(out: str):
@@ -50,9 +51,7 @@ def _mean(s):
 
 def plot(df, out: str, title: str = "") -> str | None:
     """train.png: validation bits/byte against training wall time and against tokens, one line per model."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     ok = df[(df.status == "ok") & df.val_bpb.notna()]
     if ok.empty:
         return None
@@ -76,7 +75,6 @@ def plot(df, out: str, title: str = "") -> str | None:
 
 def report_lines(out: str) -> list[str]:
     """The "Time to quality" section of REPORT.md, from train.csv and train.json."""
-    from bench.report.fmt import fmt
     df = load_rows(out)
     meta = schema.read_json(os.path.join(out, "train.json"))
     cfg = meta.get("config", {})
@@ -94,16 +92,13 @@ def report_lines(out: str) -> list[str]:
     if not runs:
         return lines + ["No model finished an evaluation.", ""]
     how = "given with --target-bpb" if cfg.get("target_bpb") is not None else "the best every model reached"
-    lines += [f"Target: **{target:.3f} bits/byte** ({how}).", "",
-              "| model | impl | params | d_model | time to target (s) | tokens to target | best bits/byte | "
-              "tokens/s (median) | NVML util % | SM activity % | J/token |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in runs:
-        t = f"{r['seconds']:.1f}" if r["reached"] else f"not reached in {r['trained_seconds']:.0f} s"
-        tok = f"{r['tokens']:,}" if r["reached"] else f"not reached in {r['trained_tokens']:,}"
-        lines.append(f"| {r['model']} | {r['impl']} | {int(r['params']):,} | {int(r['d_model'])} | {t} | {tok} | "
-                     f"{r['best_bpb']:.3f} | {fmt(r['tokens_per_s'])} | {fmt(r['nvml_util_pct'])} | "
-                     f"{fmt(r['gpm_sm_util_pct'])} | {fmt(r['joules_per_token'])} |")
+    body = [(r["model"], r["impl"], f"{int(r['params']):,}", int(r["d_model"]),
+             f"{r['seconds']:.1f}" if r["reached"] else f"not reached in {r['trained_seconds']:.0f} s",
+             f"{r['tokens']:,}" if r["reached"] else f"not reached in {r['trained_tokens']:,}", f"{r['best_bpb']:.3f}",
+             r["tokens_per_s"], r["nvml_util_pct"], r["gpm_sm_util_pct"], r["joules_per_token"]) for r in runs]
+    lines += [f"Target: **{target:.3f} bits/byte** ({how}).", ""] + table(
+        ("model", "impl", "params", "d_model", "time to target (s)", "tokens to target", "best bits/byte",
+         "tokens/s (median)", "NVML util %", "SM activity %", "J/token"), body)
     failed = df[df.status != "ok"]
     for _, f in failed.iterrows():
         lines.append(f"\n{f.model} ({f.impl}) failed: {f.status}: {f.reason}")
@@ -113,22 +108,18 @@ def report_lines(out: str) -> list[str]:
         lines += ["", "![validation bits/byte against wall time and tokens](train.png)"]
     return lines + [""]
 
-def write_report(out: str) -> str:
-    """train.png, and REPORT.md: the whole run report when the folder also holds a sweep, else the
-    training section alone."""
-    if os.path.exists(os.path.join(out, "results.csv")):
-        from bench.report.report import write_report as full
-        return full(out)
+
+def training_report(out: str) -> str:
+    """train.png, and REPORT.md of a folder that holds a training run alone (``bench.report.report.write_report``
+    chooses: a folder with a sweep too gets the whole run report, this section in it)."""
     meta = schema.read_json(os.path.join(out, "train.json"))
-    plot(load_rows(out), out, f"seqbench train — {meta.get('environment', {}).get('device', '')}")
     env = meta.get("environment", {})
-    lines = [f"# seqbench report — {env.get('device', 'unknown device')}", "", "| | |", "|---|---|"]
-    for k in ("device", "cuda", "torch", "triton", "seqbench_commit", "python"):
-        if k in env:
-            lines.append(f"| {k} | {env[k]} |")
-    for k, v in (env.get("nvml") or {}).items():
-        lines.append(f"| nvml {k} | {v} |")
-    lines += [""] + report_lines(out)
+    plot(load_rows(out), out, f"seqbench train — {env.get('device', '')}")
+    lines = [f"# seqbench train — {env.get('device', 'unknown device')}", ""] + report_lines(out)
+    lines += ["## Run", ""] + environment_lines(env, {"started": meta.get("started"), "finished": meta.get("finished")})
+    lines += [""] + citation_lines(env, meta, "seqbench train")
     path = os.path.join(out, "REPORT.md")
     schema.atomic_write(path, lambda f: f.write("\n".join(lines)))
     return path
+
+
