@@ -318,7 +318,6 @@ def test_device_mismatch_is_reported_before_the_device_is_judged():
         attention(q, k.to("meta"), v)
 
 
-
 # ------------------------------------------------------------------------------ key-padding mask (issue 15)
 
 def ragged_mask(B, Nk, seed=0, interior=False):

@@ -804,7 +804,6 @@ def test_gpu_model_shapes_sweep_batch():
             assert len({tuple(sorted(s.items())) for s in shapes}) == len(shapes)
 
 
-
 def test_batch_option_does_not_measure_a_shape_twice(tmp_path, monkeypatch):
     """--batch over the model rows' batch axis turns (2, 64) and (8, 64) into one shape, measured once."""
     monkeypatch.setattr(brun, "run_checks", lambda device, **k: [])

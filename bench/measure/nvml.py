@@ -16,6 +16,7 @@ from bench.schema import NVML_FIELDS
 # Utilisation samples in the first SETTLE_S of an NVML window are dropped (see NVMLSampler.measure).
 SETTLE_S = 0.5
 
+
 def pci_bus_id(device_index: int) -> str | None:
     """The PCI bus id NVML names the GPU torch calls ``cuda:<device_index>`` by ("00000000:1A:00.0"), or None
     where torch does not report it."""
@@ -24,6 +25,7 @@ def pci_bus_id(device_index: int) -> str | None:
         return f"{p.pci_domain_id:08X}:{p.pci_bus_id:02X}:{p.pci_device_id:02X}.0"
     except (AttributeError, RuntimeError, AssertionError):
         return None
+
 
 def nvml_handle(nvml, device_index: int):
     """(NVML handle, how it was matched) of the GPU torch uses as ``cuda:<device_index>``.  NVML numbers every
@@ -45,6 +47,7 @@ def nvml_handle(nvml, device_index: int):
     index = int(visible[device_index]) if device_index < len(visible) and visible[device_index].isdigit() \
         else device_index
     return nvml.nvmlDeviceGetHandleByIndex(index), f"NVML index {index} (no PCI bus id or UUID from torch)"
+
 
 class NVMLSampler:
     """Samples one GPU through NVML in a background thread; ``reason`` says why a field is empty."""
@@ -170,6 +173,7 @@ class NVMLSampler:
             except Exception:
                 pass
         return out
+
 
 class Window:
     """An interval of GPU work watched by an NVMLSampler: utilisation and clock sampled in a thread,

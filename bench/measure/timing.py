@@ -35,6 +35,7 @@ CPU_MIN_S, CPU_MAX_S = 0.1, 1.0
 
 CPU_PASSES = 3
 
+
 def summarize(times_ms: list[float], timer: str, calls_per_rep: int = 1) -> dict:
     """Median, p20 and p80 (ms) of the repetitions, how many there were, the calls each one averages, and
     the relative spread (p80 − p20) / median."""
@@ -43,12 +44,15 @@ def summarize(times_ms: list[float], timer: str, calls_per_rep: int = 1) -> dict
     return {"ms": med, "ms_p20": q[1], "ms_p80": q[7], "reps": len(times_ms), "calls_per_rep": calls_per_rep,
             "spread": (q[7] - q[1]) / med if med > 0 else None, "timer": timer}
 
+
 def spread_limit(device) -> float:
     return SPREAD_LIMIT["cuda" if torch.device(device).type == "cuda" else "cpu"]
+
 
 def is_unstable(timing: dict, device) -> bool:
     """Whether a timing's spread is over its device's limit (a point with no spread is not judged so)."""
     return timing.get("spread") is not None and timing["spread"] > spread_limit(device)
+
 
 def usable_cores() -> int:
     """The cores this process may run on (its affinity mask), which torch's thread count should match."""
@@ -57,12 +61,14 @@ def usable_cores() -> int:
     except AttributeError:          # not on Linux
         return os.cpu_count() or 1
 
+
 def load_average() -> float | None:
     """The 1-minute load average (runnable processes), or None where the OS has none."""
     try:
         return round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):
         return None
+
 
 def time_cpu(fn, min_s: float = CPU_MIN_S, max_s: float = CPU_MAX_S) -> dict:
     """torch.utils.benchmark's adaptive_autorange on the host: blocks of calls (the block size it picks, after
@@ -76,6 +82,7 @@ def time_cpu(fn, min_s: float = CPU_MIN_S, max_s: float = CPU_MAX_S) -> dict:
                            f"{torch.get_num_threads()} threads)", m.number_per_run)
     return out | {"times_ms": times}
 
+
 def estimate_ms(fn, calls: int = 3) -> float:
     """Device time of one call, from events around a few calls (after the caller's warm-up)."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -87,12 +94,14 @@ def estimate_ms(fn, calls: int = 3) -> float:
     torch.cuda.synchronize()
     return start.elapsed_time(end) / calls
 
+
 def repetition_budget_ms(one_call_ms: float, min_reps: int = MIN_REPS, floor_ms: float = 100.0,
                          cap_ms: float = 10_000.0) -> float:
     """How long do_bench should repeat: at least ``min_reps`` calls (a 100 ms budget takes a single sample
     of a 100 ms call, so p20 = p80 = median), at least ``floor_ms``, and no more than ``cap_ms`` unless
     that leaves fewer than three calls."""
     return min(max(floor_ms, min_reps * one_call_ms), max(cap_ms, 3 * one_call_ms))
+
 
 def capture_graph(fn):
     """``fn`` captured in a CUDA graph after warm-up calls on a side stream (PyTorch's recipe); returns the
@@ -108,6 +117,7 @@ def capture_graph(fn):
         fn()
     torch.cuda.synchronize()
     return graph
+
 
 def time_gpu(fn, graph: bool = False) -> dict:
     """Device-event timing through triton.testing.do_bench (L2 flushed before every repetition; every

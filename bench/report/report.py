@@ -33,8 +33,10 @@ def load(run_dir: str) -> tuple[pd.DataFrame, dict]:
         df.loc[bad, "status"] = "incomplete"
     return df, schema.read_json(os.path.join(run_dir, "run.json"))
 
+
 # what every measured (ok) row carries
 MEASURED = ("seq_len", "batch", "tokens", "ms", "tokens_per_s")
+
 
 def stability_line(df: pd.DataFrame, meta: dict) -> str:
     """How steady the machine was, from the rows: the unstable points (spread over the device's limit twice),
@@ -53,12 +55,14 @@ def stability_line(df: pd.DataFrame, meta: dict) -> str:
                 f"twice); they are flagged `unstable` and decide no verdict ({seen}).")
     return f"All {len(timed)} timed points were stable (none with a {rule}; {seen})."
 
+
 def workload_table(df: pd.DataFrame, workload: str, mode: str, value: str = "tokens_per_s") -> pd.DataFrame:
     """impl × (batch, sequence length), one value per cell (ok rows only)."""
     d = df[(df.workload == workload) & (df["mode"] == mode) & (df.status == "ok")]
     if d.empty:
         return d
     return d.pivot_table(index="impl", columns=["batch", "seq_len"], values=value, aggfunc="first")
+
 
 def write_report(run_dir: str) -> str:
     """Rebuild REPORT.md and the PNG plots of a run folder (a sweep, a training run or both); returns the

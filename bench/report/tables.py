@@ -24,6 +24,7 @@ from bench.report.textbook import (BEYOND, GUIDE_CLAIM, HISTORY, IMPLIED, NOT_JU
 def _missing(v) -> bool:
     return v is None or v != v
 
+
 def ratio_interval(num, den) -> tuple[float, float, float] | None:
     """(ratio, low, high) of ``num``'s tokens/s over ``den``'s (two result rows): the medians' ratio, and the
     p20/p80 bounds, num's slowest repetitions (p80 time) against den's fastest (p20) and the reverse.  A
@@ -38,11 +39,13 @@ def ratio_interval(num, den) -> tuple[float, float, float] | None:
         return 1.0 if _missing(r.get(k)) else r[k] / r["ms"]
     return mid, mid * rel(den, "ms_p20") / rel(num, "ms_p80"), mid * rel(den, "ms_p80") / rel(num, "ms_p20")
 
+
 def side(interval, threshold: float) -> str:
     """Where an interval (ratio, low, high) lies against a threshold: 'below' (all at or under), 'above'
     (all over) or 'across'."""
     _, lo, hi = interval
     return "below" if hi <= threshold else ("above" if lo > threshold else "across")
+
 
 def verdict(label: str, interval, cpu_only: bool = False) -> str:
     """The rule above, for one row; ``interval`` is ratio_interval's (ratio, low, high) or None."""
@@ -55,6 +58,7 @@ def verdict(label: str, interval, cpu_only: bool = False) -> str:
     return {"below": "holds", "above": "does not hold", "across": "inconclusive"}[
         side(interval, 2 * textbook_ratio(label))]
 
+
 def stand_ins(workloads) -> dict[str, list[tuple[str, str]]]:
     """Row -> the (workload, impl) pairs standing for it."""
     out = {label: [] for label in ROWS}
@@ -64,19 +68,23 @@ def stand_ins(workloads) -> dict[str, list[tuple[str, str]]]:
                 out.setdefault(i.textbook, []).append((w.name, i.name))
     return out
 
+
 def _rows(df: pd.DataFrame, pairs, mode: str) -> pd.DataFrame:
     keep = pd.Series(False, index=df.index)
     for wl, impl in pairs:
         keep |= (df.workload == wl) & (df.impl == impl)
     return df[keep & (df["mode"] == mode)]
 
+
 def disagrees(d: pd.DataFrame) -> pd.Series:
     """Rows whose output (or gradients) differed from the baseline's by more than the tolerance."""
     return d["accurate"].astype(str).str.lower() == "false"
 
+
 def _usable(d: pd.DataFrame) -> pd.DataFrame:
     """Measured rows whose output agreed with the baseline (a fast wrong kernel does not count)."""
     return d[(d.status == "ok") & ~disagrees(d)]
+
 
 def best(df: pd.DataFrame, pairs, mode: str, batch: int, seq_len: int):
     """The fastest usable row of these implementations at (mode, batch, seq_len), or None."""
@@ -84,11 +92,13 @@ def best(df: pd.DataFrame, pairs, mode: str, batch: int, seq_len: int):
     d = d[(d.batch == batch) & (d.seq_len == seq_len)]
     return None if d.empty else d.sort_values("tokens_per_s").iloc[-1]
 
+
 def unstable_at(df: pd.DataFrame, pairs, mode: str, batch: int, seq_len: int) -> list[str]:
     """The implementations of these pairs whose point at (mode, batch, seq_len) is unstable (decides nothing)."""
     d = _rows(df, pairs, mode)
     d = d[(d.status == "unstable") & (d.batch == batch) & (d.seq_len == seq_len)]
     return sorted(set(d.impl))
+
 
 def table(df: pd.DataFrame, workloads, mode: str, cpu_only: bool = False) -> list[dict]:
     """One dict per (batch, row): at each batch the longest length the Transformer row measured."""
@@ -116,6 +126,7 @@ def table(df: pd.DataFrame, workloads, mode: str, cpu_only: bool = False) -> lis
                             ratio=interval[0] if interval else None, interval=interval,
                             verdict=ruling, not_timed=skipped, unstable=shaky))
     return out
+
 
 def markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
     """The five-row table per mode and batch, the rule and the history's sources."""
@@ -205,6 +216,7 @@ def guide(df: pd.DataFrame, workloads) -> list[dict]:
             out.append(row)
     return out
 
+
 def guide_verdict(interval) -> str:
     """GRU ÷ LSTM (ratio, low, high): faster or the same (within 5%) only when the whole interval says so."""
     _, lo, hi = interval
@@ -215,6 +227,7 @@ def guide_verdict(interval) -> str:
     if lo >= 1 / 1.05 and hi <= 1.05:
         return "the same (within 5%)"
     return "inconclusive"
+
 
 def guide_markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
     rows = guide(df, workloads)
@@ -246,6 +259,7 @@ def guide_markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
 def _d(shape: str) -> int:
     return int(dict(p.split("=") for p in shape.split())["d"])
 
+
 def _per_pair(df: pd.DataFrame, pairs, mode: str) -> pd.DataFrame:
     """A score's usable rows at the largest N measured, with their d and ns per query-key pair."""
     d = _usable(_rows(df, pairs, mode)).copy()
@@ -254,6 +268,7 @@ def _per_pair(df: pd.DataFrame, pairs, mode: str) -> pd.DataFrame:
     d["d"] = d["shape"].map(_d)
     d["ns_per_pair"] = d.ms * 1e6 / (d.batch * d.seq_len * d.seq_len)
     return d[d.seq_len == d.seq_len.max()]
+
 
 def scoring(df: pd.DataFrame, workloads) -> list[dict]:
     """Per (score, mode): the fastest usable impl at the largest d measured (and, there, the largest N), its
@@ -281,6 +296,7 @@ def scoring(df: pd.DataFrame, workloads) -> list[dict]:
         if "ns_per_pair" in r and ref and r["d_max"] in ref["by_d"]:
             r["vs_dot"] = r["by_d"][r["d_max"]] / ref["by_d"][r["d_max"]]
     return out
+
 
 def scoring_markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
     rows = scoring(df, workloads)
@@ -329,6 +345,7 @@ def recurrence(df: pd.DataFrame, workloads) -> list[dict]:
                 row[f"{scan}_over_{gated}"] = ratio_interval(tops[scan], tops[gated])
         out.append(row)
     return out
+
 
 def recurrence_markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
     rows = recurrence(df, workloads)

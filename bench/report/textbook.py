@@ -55,9 +55,11 @@ RULE = ("Verdict, per mode and batch: a row's ratio is its best accurate tokens/
 
 NOT_JUDGED = "not judged: the claim is about GPUs"
 
+
 def textbook_ratio(label: str) -> float:
     """The row's tokens/s over the Transformer's in the textbook (the implied row's for the fifth)."""
     return TEXTBOOK[IMPLIED.get(label, label)][1] / TEXTBOOK[REFERENCE][1]
+
 
 GUIDE_CLAIM = ("Textbook §1.4, \"LSTM vs GRU: quick guide\": the GRU has fewer parameters and is faster to "
                "train and to run (no source given).")

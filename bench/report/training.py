@@ -16,6 +16,7 @@ def load_rows(out: str):
         df[c] = pd.to_numeric(df[c], errors="coerce")
     return df
 
+
 def time_to_quality(df, target: float | None = None) -> tuple[float | None, list[dict]]:
     """(target, one dict per model run): the first evaluation at or below the target bits/byte, with its
     training wall time and tokens.  The default target is the best validation bits/byte every run reached
@@ -45,9 +46,11 @@ def time_to_quality(df, target: float | None = None) -> tuple[float | None, list
                     "joules_per_token": _mean(trained.joules_per_token)})
     return target, out
 
+
 def _mean(s):
     s = s.dropna()
     return float(s.mean()) if len(s) else None
+
 
 def plot(df, out: str, title: str = "") -> str | None:
     """train.png: validation bits/byte against training wall time and against tokens, one line per model."""
@@ -72,6 +75,7 @@ def plot(df, out: str, title: str = "") -> str | None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
 
 def report_lines(out: str) -> list[str]:
     """The "Time to quality" section of REPORT.md, from train.csv and train.json."""

@@ -13,11 +13,13 @@ from bench.workloads import WORKLOADS
 
 CHECK_TIMEOUT_S = 120.0
 
+
 def _chosen_checks(device, gpu_only: bool) -> list:
     """The checks a run makes on ``device``, each once, the ``first`` ones (the grid barrier) first."""
     todo = [c for w in WORKLOADS.values() for c in w.checks
             if (device.type == "cuda" or not c.gpu_only) and (c.gpu_only or not gpu_only)]
     return list({c.name: c for c in sorted(todo, key=lambda c: not c.first)}.values())
+
 
 def run_check(c, device) -> dict:
     """One check against its float64 reference: the error, max|got − want| / max(1, max|want|), and ok."""
@@ -32,6 +34,7 @@ def run_check(c, device) -> dict:
     except Exception as exc:
         return {"kernel": c.name, "error": None, "tolerance": c.tolerance, "ok": False,
                 "seconds": time.perf_counter() - t0, "reason": f"{type(exc).__name__}: {exc}"[:500]}
+
 
 def run_checks(device, gpu_only: bool = False, on_result=None, isolate: bool = False,
                timeout_s: float = CHECK_TIMEOUT_S) -> list[dict]:
@@ -52,6 +55,7 @@ def run_checks(device, gpu_only: bool = False, on_result=None, isolate: bool = F
             worker.close()
     return checks
 
+
 def _check_worker(conn, device: str) -> None:
     """Check worker loop: a check's name in, its result out; exits after a sticky CUDA error."""
     device = torch.device(device)
@@ -68,6 +72,7 @@ def _check_worker(conn, device: str) -> None:
         conn.send(result)
         if sticky:
             os._exit(3)
+
 
 class _CheckWorker:
     """Runs checks in a spawned process, restarted after a crash, a sticky CUDA error or a hang."""

@@ -28,11 +28,13 @@ def _kernels_ran(fn) -> str:
     kernels.sort(key=lambda e: getattr(e, "device_time_total", 0), reverse=True)
     return "; ".join(e.key[:80] for e in kernels[:3])
 
+
 def measure_point(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False, point=None) -> schema.Row:
     """One row: timing, derived throughput, telemetry and accuracy against the baseline, or a failure
     status with its reason.  ``point`` carries the inputs and baseline output shared with the other impls.
     A timing whose spread is over the device's limit has status ``unstable`` (``sweep`` measures it again)."""
     return measure_timed(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point)[0]
+
 
 def measure_timed(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False, point=None):
     """(``measure_point``'s row, the Timed point to pool more windows into, or None when it was not timed)."""
@@ -40,6 +42,7 @@ def measure_timed(workload, impl, shape, mode, dtype, device, sampler, cuda_grap
     timed: dict = {}
     row = schema.Row(**_measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point, timed))
     return row, timed.get("point")
+
 
 def measure_point_times(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False, point=None,
                         windows: int = 1):
@@ -49,6 +52,7 @@ def measure_point_times(workload, impl, shape, mode, dtype, device, sampler, cud
     for _ in range(windows - 1 if timed else 0):
         row = timed.window(row)
     return row, timed.times if timed else []
+
 
 @dataclasses.dataclass
 class Timed:
@@ -78,11 +82,13 @@ class Timed:
         return timing.summarize(self.times, f"{self.timer}; {self.windows} windows spread over the run, pooled",
                                  self.calls_per_rep)
 
+
 def _identity(workload, impl, shape, mode, dtype, device) -> dict:
     """The fields that say which point a row is."""
     return {"workload": workload.name, "impl": impl.name, "mode": mode, "dtype": str(dtype).removeprefix("torch."),
             "shape": shape_label(workload, shape), "seq_len": shape[workload.seq_key], "batch": shape["B"],
             "tokens": workload.tokens(shape), "device": str(device)}
+
 
 def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point, timed: dict) -> dict:
     """A row's fields; ``timed["point"]`` is then the Timed point (when it was timed), for more windows."""
@@ -139,6 +145,7 @@ def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, po
     except Exception as exc:  # a Triton compile error or anything else: recorded, the sweep goes on
         return row | {"status": "error", "reason": schema.describe(exc)}
     return row | derived(row, timed["point"])
+
 
 def derived(row: dict, t: Timed) -> dict:
     """What follows from a row's median time: tokens/s, TFLOP/s, GB/s, % of peak, the roofline ratio, and the

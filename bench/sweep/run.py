@@ -35,6 +35,7 @@ def grid_shapes(w, defaults: list[dict], seq_lens=None, batch=None) -> list[dict
         shapes = [dict(s, B=b) for b in as_list(batch) for s in shapes]
     return list({shape_label(w, s): s for s in shapes}.values())
 
+
 def run_meta(device, dtype, quick: bool, modes, workloads, sampler) -> dict:
     """run.json's opening fields for a run on ``device`` (torch's CPU threads set to the usable cores first, as
     every timed row records them)."""
@@ -48,6 +49,7 @@ def run_meta(device, dtype, quick: bool, modes, workloads, sampler) -> dict:
         meta["note"] = ("CPU-only machine: Triton kernels were checked through the interpreter, and the timings "
                         "are CPU timings of the PyTorch implementations at small sizes - not GPU numbers.")
     return meta
+
 
 def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None, modes=MODES,
           resume: bool = False, cuda_graph: bool = False, progress=True, device=None, impls=None,
@@ -120,44 +122,24 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     writer = schema.RowWriter(csv_path, kept)  # resume: finished points stay, failed ones are tried again
     if main:
         schema.write_json(json_path, meta)
-    bar = _progress(len(points), progress)
     runner = _Isolated(device, dtype, cuda_graph, point_timeout_s) if isolate else _InProcess(device, dtype, sampler,
                                                                                              cuda_graph)
     # A CPU's speed drifts over seconds (other tenants of the host, clocks): each point is timed in `passes`
     # windows, one per pass over all points, and its statistics pool them, so its spread shows the drift.
     passes = timing.CPU_PASSES if device.type == "cpu" and not isolate else 1
-    written, todo = {}, {}
+    todo = {key_of(p): p for p in points if key_of(p) not in done}
+    rewrite = lambda rows: writer.rewrite(kept + [dataclasses.asdict(r) for r in rows.values()])  # noqa: E731
     try:
-        for w, impl, s, mode in points:
-            key = key_of((w, impl, s, mode))
-            bar(f"{w.name} {impl.name} {shape_label(w, s)} {mode}")
-            if key in done:
-                continue
-            written[key], timed = runner.measure(w, impl, s, mode, keep=passes > 1)
-            writer.write(written[key])
-            todo[key] = ((w, impl, s, mode), timed)
-        bar(None)
-        timed = {k: t for k, (_, t) in todo.items() if t is not None}
-        bar = _windows(written, timed, passes, progress, writer, kept, "pass")
+        written = _time(runner, todo, passes, progress, None, on_row=writer.write, on_pass=rewrite)
         again = [k for k, r in written.items() if r.status == "unstable"]
-        if again:                                   # later in the run: whatever disturbed them may have passed
+        if again:                           # later in the run: whatever disturbed them may have passed
             runner.close()
-            first = {k: written[k] for k in again}
-            retry, timed = {}, {}
-            bar(None)
-            bar = _progress(len(again), progress, "again")
-            for k in again:
-                bar(" ".join(k))
-                retry[k], timed[k] = runner.measure(*todo[k][0], keep=passes > 1)
-            bar(None)
-            bar = _windows(retry, {k: t for k, t in timed.items() if t is not None}, passes, progress, None, kept,
-                           "again")
-            written.update({k: settle(first[k], retry[k], device) for k in again})
-            writer.rewrite(kept + [dataclasses.asdict(r) for r in written.values()])
+            retry = _time(runner, {k: todo[k] for k in again}, passes, progress, "again")
+            written.update({k: settle(written[k], retry[k], device) for k in again})
+            rewrite(written)
     finally:
         runner.close()
         writer.close()
-        bar(None)
     meta["stability"] = stability(kept + list(written.values()), device)
     if world > 1:
         barrier()
@@ -168,20 +150,34 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
         schema.write_json(json_path, meta)
     return meta
 
-def _windows(rows: dict, timed: dict, passes: int, progress: bool, writer, kept: list, label: str):
-    """Passes 2 … ``passes`` over the timed points: one more window each per pass, pooled into its row (in
-    place in ``rows``); results.csv rewritten after each pass when a ``writer`` is given.  Returns the
-    progress callable (to close)."""
-    bar = lambda text: None  # noqa: E731
-    for n in range(2, passes + 1):
-        bar(None)
-        bar = _progress(len(timed), progress, f"{label} {n}/{passes}")
-        for key, t in timed.items():
+
+def _time(runner, todo: dict, passes: int, progress: bool, label: str | None, on_row=None, on_pass=None) -> dict:
+    """Measure each point of ``todo`` (key -> (workload, impl, shape, mode)); then, on a CPU, ``passes`` − 1 more
+    passes over them all, each pooling one more window into every timed point's row.  ``on_row(row)`` as each
+    point's first measurement finishes, ``on_pass(rows)`` after each later pass.  Returns key -> row."""
+    rows, timed = {}, {}
+    bar = _progress(len(todo), progress, label)
+    try:
+        for key, args in todo.items():
             bar(" ".join(key))
-            rows[key] = t.window(rows[key])
-        if writer is not None:
-            writer.rewrite(kept + [dataclasses.asdict(r) for r in rows.values()])
-    return bar
+            rows[key], timed[key] = runner.measure(*args, keep=passes > 1)
+            if on_row:
+                on_row(rows[key])
+    finally:
+        bar(None)
+    timed = {k: t for k, t in timed.items() if t is not None}
+    for n in range(2, passes + 1):
+        bar = _progress(len(timed), progress, f"{label + ': ' if label else ''}pass {n}/{passes}")
+        try:
+            for key, t in timed.items():
+                bar(" ".join(key))
+                rows[key] = t.window(rows[key])
+        finally:
+            bar(None)
+        if on_pass:
+            on_pass(rows)
+    return rows
+
 
 def settle(first: schema.Row, second: schema.Row, device) -> schema.Row:
     """A point measured again after it was unstable: the second row if it is stable now; else the steadier of
@@ -199,6 +195,7 @@ def settle(first: schema.Row, second: schema.Row, device) -> schema.Row:
                    f"{torch.device(device).type.upper()} limit {limit:g} twice{seen}")
     return keep
 
+
 def stability(rows, device) -> dict:
     """What run.json and the report say about how steady the machine was: the limit, the points timed and
     unstable, and the load averages seen.  ``rows``: Rows or results.csv records."""
@@ -210,6 +207,7 @@ def stability(rows, device) -> dict:
     return {"spread_limit": timing.spread_limit(device), "timed": len(timed),
             "unstable": sum(get(r, "status") == "unstable" for r in timed), "cores": timing.usable_cores(),
             "threads": torch.get_num_threads(), "load_average": [min(loads), max(loads)] if loads else None}
+
 
 def _progress(total: int, enabled: bool, desc: str | None = None):
     """A callable advancing a tqdm bar (stderr) with a label; None closes it."""

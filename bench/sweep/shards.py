@@ -10,6 +10,7 @@ def _shard_files(out_dir: str) -> list[str]:
     import glob
     return sorted(glob.glob(os.path.join(out_dir, "results.rank*.csv")))
 
+
 def merge_shards(out_dir: str) -> int:
     """Fold every results.rank<r>.csv into results.csv (a point measured twice keeps its last ok row) and
     remove them; returns the number of rows merged.  results.csv is replaced atomically first."""

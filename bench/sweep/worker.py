@@ -18,6 +18,7 @@ from bench.workloads import WORKLOADS
 # job sets a shorter one, below its steps' budgets.  An isolated check gets CHECK_TIMEOUT_S.
 POINT_TIMEOUT_S = 300.0
 
+
 class _InProcess:
     """Measures points in this process, sharing inputs and the baseline's output between a shape's impls."""
 
@@ -35,6 +36,7 @@ class _InProcess:
     def close(self):
         self.point = None
 
+
 def _find_workload(name: str, module: str):
     if name in WORKLOADS:
         return WORKLOADS[name]
@@ -43,6 +45,7 @@ def _find_workload(name: str, module: str):
     from bench.workload import Workload
     mod = importlib.import_module(module)
     return next(v for v in vars(mod).values() if isinstance(v, Workload) and v.name == name)
+
 
 def sticky_cuda_error(device) -> str:
     """The error a synchronize raises after a kernel fault ('' when the device is healthy or not CUDA)."""
@@ -54,6 +57,7 @@ def sticky_cuda_error(device) -> str:
         return ""
     except Exception as exc:  # the CUDA context is unusable from here on
         return schema.describe(exc, 200)
+
 
 def _worker(conn, device: str, dtype: str, cuda_graph: bool, spread_limit: dict) -> None:
     """Worker loop: (workload, module, impl, shape, mode) in, a Row's fields out; exits after a sticky error.
@@ -75,6 +79,7 @@ def _worker(conn, device: str, dtype: str, cuda_graph: bool, spread_limit: dict)
         conn.send(dataclasses.asdict(row))
         if sticky:
             os._exit(3)
+
 
 class _Isolated:
     """Sends points to a worker process and restarts it when it dies, faults or hangs."""

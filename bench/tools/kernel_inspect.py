@@ -34,7 +34,6 @@ MAX_BLOCKS_PER_SM = 32
 SMEM_RESERVED_PER_BLOCK = 1024
 
 
-
 def kernel_families() -> tuple[str, ...]:
     """The modules of the ``kernels`` package with ``compile_builds(family, dtypes)``, found by walking it."""
     import kernels
@@ -60,6 +59,7 @@ def wgmma_kernels() -> tuple[str, ...]:
     """Kernel-name prefixes that must issue HGMMA on sm_90a in 16 bits, as each family declares in ``WGMMA``."""
     return tuple(k for m in KERNEL_MODULES for k in getattr(importlib.import_module(f"kernels.{m}"), "WGMMA", ()))
 
+
 SASS_COUNTED = ("HGMMA", "HMMA", "LDGSTS", "UTMALDG", "LDG", "LDSM", "LDL", "STL")
 _SASS_OP = re.compile(r"^\s+/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_]*)", re.M)
 _SASS_INSTR = re.compile(r"^\s+/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_]*)([^;]*);", re.M)
@@ -84,6 +84,8 @@ def hot_loop(sass: str) -> tuple[int, int]:
         if mma > best[1] or (mma == best[1] and mma and len(body) < best[0]):
             best = (len(body), mma)
     return best
+
+
 _RES = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
 
 

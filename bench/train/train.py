@@ -302,27 +302,14 @@ def _max_op():
     return dist.ReduceOp.MAX
 
 
-class _NoBar:
-    total = n = 0
-
-    def update(self, n):
-        pass
-
-    def set_postfix(self, **k):
-        pass
-
-    def close(self):
-        pass
-
-
 def _bar(cfg, label, enabled, tokens, seconds):
-    if not enabled:
-        return _NoBar()
+    """A tqdm bar over the token or time budget (silent unless ``enabled``: rank 0, --no-progress off)."""
     from tqdm import tqdm
     if cfg.tokens:
-        return tqdm(total=cfg.tokens, initial=tokens, unit="tok", unit_scale=True, desc=label, dynamic_ncols=True)
+        return tqdm(total=cfg.tokens, initial=tokens, unit="tok", unit_scale=True, desc=label, dynamic_ncols=True,
+                    disable=not enabled)
     return tqdm(total=round(cfg.seconds, 1), initial=round(seconds, 1), unit="s", desc=label, dynamic_ncols=True,
-                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}")
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}", disable=not enabled)
 
 
 # ---------------------------------------------------------------------------------------------- the run

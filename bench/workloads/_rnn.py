@@ -60,7 +60,6 @@ def uniform_tensors(device, *shapes, scale=1.0):
     return [((torch.rand(*s, generator=g) * 2 - 1) * scale).to(device) for s in shapes]
 
 
-
 def layer_params(gates):
     """Parameters of one layer with input = hidden = H: gates·H·(2H + 2) (both matrices, both biases)."""
     return lambda s: gates * s["H"] * (2 * s["H"] + 2)

@@ -18,6 +18,7 @@ SHAPES = Shapes(cpu_quick=[dict(B=2, N=64, d=d) for d in (16, 32, 64)],
                 gpu_quick=[dict(B=16, N=1024, d=d) for d in (64, 128, 256)],
                 gpu_full=[dict(B=16, N=n, d=d) for n in (512, 2048) for d in (32, 64, 128, 256)])
 
+
 def pairs(s) -> int:
     return s["B"] * s["N"] * s["N"]
 
