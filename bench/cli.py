@@ -6,6 +6,8 @@ import os
 import sys
 import time
 
+from bench.schema import writable_folder
+
 DTYPES = ("bfloat16", "float16", "float32")
 
 
@@ -40,25 +42,16 @@ def _fail(cmd: str, message) -> int:
 
 
 def _os_error(exc: OSError) -> str:
-    return f"cannot write {exc.filename or 'the output'}: {exc.strerror or exc}" if exc.filename else str(exc)
+    """An OSError as one line naming the file (a rename's target rather than its temporary source)."""
+    name = getattr(exc, "filename2", None) or exc.filename
+    return f"cannot write {name}: {exc.strerror or exc}" if name else str(exc)
 
 
-def _writable_folder(path: str) -> str | None:
-    """Why ``path`` cannot take a run's files, or None when it can.  Writes nothing: a missing folder is judged
-    by its nearest existing parent, and the command creates it only once every argument has been checked."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        return f"--out {path} exists and is not a folder"
-    probe = os.path.abspath(path)
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if not os.path.isdir(probe):
-        return f"cannot write to {path}: {probe} is not a folder"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"cannot write to {path}: Permission denied ({probe} is not writable)"
-    return None
+def _path(text: str) -> str:
+    """A file or folder argument: an empty one is a mistake, not the default."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give a path, or leave the flag out for the default")
+    return text
 
 
 def _names(text: str) -> list[str]:
@@ -88,12 +81,15 @@ def cmd_run(a) -> int:
     if isinstance(impls, str):
         return _fail("run", impls)
     out = a.out or os.path.join("runs", f"{time.strftime('%Y-%m-%d')}-{device_slug()}")
-    problem = _writable_folder(out)
+    problem = writable_folder(out)
     if problem:
         return _fail("run", problem)
     gpu = torch.cuda.is_available()
-    from bench.train.dist import close_distributed, init_distributed
-    d = init_distributed()
+    from bench.train.dist import DistError, close_distributed, init_distributed
+    try:
+        d = init_distributed()
+    except DistError as exc:
+        return _fail("run", exc)
     if d.main:
         print(f"seqbench run -> {out}" + (f" (sharded over {d.world} ranks)" if d.world > 1 else ""))
     if not gpu and d.main:
@@ -186,7 +182,7 @@ def cmd_train(a) -> int:
     from bench.report import training
     from bench.report.report import write_report
     from bench.train import train as tr
-    from bench.train.dist import close_distributed, init_distributed
+    from bench.train.dist import DistError, close_distributed, init_distributed
     from bench.measure.env import device_slug
     from bench.schema import RunFolderError
     gpu = torch.cuda.is_available()
@@ -197,10 +193,13 @@ def cmd_train(a) -> int:
         if f.name not in ("tokens", "seconds") and getattr(a, f.name, None) is not None:
             chosen[f.name] = getattr(a, f.name)
     cfg = tr.TrainConfig(**chosen)
-    d = init_distributed()
+    try:
+        d = init_distributed()
+    except DistError as exc:
+        return _fail("train", exc)
     try:
         out = a.out or os.path.join("runs", f"{time.strftime('%Y-%m-%d')}-{device_slug()}-train")
-        problem = _writable_folder(out) if d.main else None
+        problem = writable_folder(out) if d.main else None
         if problem:
             return _fail("train", problem)
         if d.main:
@@ -224,7 +223,11 @@ def cmd_train(a) -> int:
         if not d.main:
             return 0
         report = write_report(out)
-        target, runs = training.time_to_quality(training.load_rows(out), cfg.target_bpb)
+        rows = training.load_rows(out)
+        target, runs = training.time_to_quality(rows, cfg.target_bpb)
+        failed = rows[rows.status != "ok"]
+        for f in failed.itertuples():
+            print(f"  {f.model} ({f.impl}) failed: {f.status}: {f.reason}", file=sys.stderr)
         if runs:
             print(f"time to {target:.3f} bits/byte:")
             for r in runs:
@@ -234,7 +237,7 @@ def cmd_train(a) -> int:
             if not any(r["reached"] for r in runs):
                 print(f"no model reached the target {target:.3f} bits/byte")
         print(f"wrote {out}/train.csv, train.png and {os.path.basename(report)}")
-        return 0
+        return 1 if not runs and not failed.empty else 0       # every model failed: the run did not work
     finally:
         close_distributed(d)
 
@@ -249,7 +252,7 @@ def cmd_gradients(a) -> int:
     seq_len = a.seq_len or (100 if a.quick else 1000)
     seeds = a.seeds or (2 if a.quick else 5)
     out = a.out or os.path.join("runs", f"{time.strftime('%Y-%m-%d')}-{device_slug()}-gradients")
-    problem = _writable_folder(out)
+    problem = writable_folder(out)
     if problem:
         return _fail("gradients", problem)
     print(f"seqbench gradients -> {out} (T={seq_len}, {seeds} seeds, {a.impl})")
@@ -305,9 +308,11 @@ def cmd_check(a) -> int:
         return _fail("check", "--gpu-only needs a CUDA GPU: there is none here, so there is nothing to check "
                               "(seqbench check without it runs the interpreter checks)")
     if a.out:
-        problem = _writable_folder(os.path.dirname(os.path.abspath(a.out)))
+        if os.path.isdir(a.out):
+            return _fail("check", f"--out {a.out} is a folder; give the JSON-lines file to write")
+        problem = writable_folder(os.path.dirname(os.path.abspath(a.out)))
         if problem:
-            return _fail("check", problem)
+            return _fail("check", f"--out {a.out}: {problem.removeprefix('--out ')}")
     try:
         out = open(a.out, "a") if a.out else None
     except OSError as exc:
@@ -342,7 +347,7 @@ def cmd_list(a) -> int:
     if unknown:
         return _fail("list", f"unknown workload(s) {unknown}; expected some of {sorted(WORKLOADS)}")
     print(f"shapes for {'this GPU' if gpu else 'a CPU-only machine'}, {'--quick' if a.quick else 'full'}"
-          f" (seqbench list {'' if a.quick else '--quick'} for the other)\n")
+          f" (seqbench list{'' if a.quick else ' --quick'} for the other)\n")
     for w in (WORKLOADS[n] for n in (a.workload or WORKLOADS)):
         print(f"{w.name}: {w.description}")
         for i in w.impls.values():
@@ -420,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the inputs' and weights' dtype (default bfloat16)")
     r.add_argument("--mode", choices=("fwd", "fwd+bwd", "both"), default="both",
                    help="fwd: inference; fwd+bwd: a training step's forward and backward; both (default)")
-    r.add_argument("--out", help="output folder (default runs/<date>-<device>)")
+    r.add_argument("--out", type=_path, help="output folder (default runs/<date>-<device>)")
     r.add_argument("--resume", action="store_true", help="keep finished rows of --out and skip them")
     r.add_argument("--cuda-graph", action="store_true",
                    help="time CUDA-graph replays of each point (launch gaps removed; L2 still flushed)")
@@ -459,10 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", dest="eval_every", type=_positive_int, help="steps between evaluations")
     t.add_argument("--val-tokens", dest="val_tokens", type=_positive_int, help="size of the fixed validation slice")
     t.add_argument("--seed", type=int, help="the seed of the initialisation and of every step's batch")
-    t.add_argument("--corpus", help="a text file or a folder of them (default: the Python standard library's source)")
+    t.add_argument("--corpus", type=_path, help="a text file or a folder of them (default: the Python standard library's source)")
     t.add_argument("--target-bpb", dest="target_bpb", type=_positive_float,
                    help="time to this validation bits/byte (default: the best every model reached)")
-    t.add_argument("--out", help="output folder (default runs/<date>-<device>-train)")
+    t.add_argument("--out", type=_path, help="output folder (default runs/<date>-<device>-train)")
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint of --out")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(fn=cmd_train)
@@ -476,15 +481,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hidden", type=_positive_int, default=64, help="hidden size (default 64, the textbook's)")
     g.add_argument("--impl", type=_train_impl, default="kernels", metavar="{triton,torch}",
                    help="triton: this project's kernels (default); torch: the PyTorch references")
-    g.add_argument("--checkpoint", help="a seqbench train checkpoint (runs/.../checkpoints/<model>-<impl>.pt): probe "
+    g.add_argument("--checkpoint", type=_path, help="a seqbench train checkpoint (runs/.../checkpoints/<model>-<impl>.pt): probe "
                                         "that trained LM instead of default-initialised layers")
     g.add_argument("--quick", action="store_true", help="T=100 (the chapter's length) and 2 seeds")
-    g.add_argument("--out", help="output folder (default runs/<date>-<device>-gradients)")
+    g.add_argument("--out", type=_path, help="output folder (default runs/<date>-<device>-gradients)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.set_defaults(fn=cmd_gradients)
     k = sub.add_parser("check", help="every Triton kernel against its float64 reference on this machine")
     k.add_argument("--gpu-only", action="store_true", help="only the checks at real GPU shapes")
-    k.add_argument("--out", help="write the results as JSON lines, each as soon as it is known")
+    k.add_argument("--out", type=_path, help="write the results as JSON lines, each as soon as it is known")
     k.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
                    help="each check in a worker process, restarted after a crash, sticky CUDA error or hang "
                         "(default: on a GPU)")
@@ -510,14 +515,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """The ``seqbench`` command.  Whatever goes wrong ends in one line on stderr: bad input and unusable files
+    or folders with exit 2 (the commands name them), an interruption with 130, and an error nothing expected
+    with 1, naming it as a bug (SEQBENCH_TRACEBACK=1 shows the traceback)."""
+    from bench.schema import RunFolderError
     ap = build_parser()
     args, rest = ap.parse_known_args(argv)
-    if args.cmd == "inspect":
-        from bench.tools.kernel_inspect import main as inspect_main
-        return inspect_main(rest)
-    if rest:
+    if args.cmd != "inspect" and rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
-    return args.fn(args)
+    try:
+        if args.cmd == "inspect":
+            from bench.tools.kernel_inspect import main as inspect_main
+            return inspect_main(rest)
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print(f"\nseqbench {args.cmd}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        return _fail(args.cmd, _os_error(exc))
+    except RunFolderError as exc:
+        return _fail(args.cmd, exc)
+    except Exception as exc:
+        if os.environ.get("SEQBENCH_TRACEBACK"):
+            raise
+        from bench.schema import describe
+        print(f"seqbench {args.cmd}: unexpected {describe(exc, 200)} (a bug in seqbench: SEQBENCH_TRACEBACK=1 shows "
+              f"where; please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -175,9 +175,13 @@ def row_key(r) -> tuple:
     return tuple(str(r[k]) for k in KEY)
 
 
-def _number_ok(text: str) -> bool:
+def _number_ok(text: str, integer: bool = False) -> bool:
+    """A cell of a numeric column: empty, a float (nan included), or for an int column a whole number."""
     try:
-        return text == "" or float(text) == float(text) or text.lower() == "nan"
+        if text == "":
+            return True
+        value = float(text)
+        return value.is_integer() if integer else (value == value or text.lower() == "nan")
     except ValueError:
         return False
 
@@ -191,9 +195,11 @@ def read_rows(path: str, row_cls=None) -> tuple[list[dict], int]:
     that dataclass's rows instead, e.g. TrainRow for train.csv).
     """
     required, numeric = (REQUIRED, NUMERIC) if row_cls in (None, Row) else (row_cls.REQUIRED, _numeric(row_cls))
+    integers = {f.name for f in fields(row_cls or Row) if f.type.split(" | ")[0] == "int"}
     kind = os.path.basename(path) if row_cls not in (None, Row) else "results.csv"
     if not os.path.exists(path):
         return [], 0
+    _regular_file(path, kind)
     try:
         with open(path, newline="") as f:
             text = f.read()
@@ -221,7 +227,7 @@ def read_rows(path: str, row_cls=None) -> tuple[list[dict], int]:
             dropped += 1
             continue
         r = dict(zip(header, rec))
-        if not all(_number_ok(r[c]) for c in numeric if c in r):
+        if not all(_number_ok(r[c], c in integers) for c in numeric if c in r):
             dropped += 1
             continue
         rows.append(r)
@@ -251,6 +257,27 @@ def atomic_write(path: str, write, newline=None, binary: bool = False) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def writable_folder(path: str) -> str | None:
+    """Why ``path`` cannot take a run's files, or None when it can.  Writes nothing: a missing folder is judged
+    by its nearest existing parent, and a command creates it only once every argument has been checked."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        return f"--out {path} exists and is not a folder"
+    probe = os.path.abspath(path)
+    too_long = [part for part in probe.split(os.sep) if len(part.encode(errors="surrogateescape")) > 255]
+    if too_long:
+        return f"cannot write to {path}: File name too long ({too_long[0][:40]}…)"
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        return f"cannot write to {path}: {probe} is not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"cannot write to {path}: Permission denied ({probe} is not writable)"
+    return None
 
 
 class RowWriter:
@@ -289,12 +316,49 @@ def write_json(path: str, obj) -> None:
     atomic_write(path, lambda f: json.dump(obj, f, indent=1, default=str))
 
 
+# The fields of a run's JSON (run.json, train.json, suite.json) that code reads, and the type each must have.
+JSON_FIELDS = {"environment": dict, "checks": list, "stability": dict, "config": dict, "corpus": dict,
+               "steps": list, "finished": (list, str), "nvml": dict, "resumed": dict}
+
+
+def _check_json(obj, path: str) -> dict:
+    """``obj`` read from ``path``, if it is shaped as seqbench writes it: an object whose known fields have their
+    types (JSON_FIELDS), each kernel check an object with its fields; RunFolderError naming what is not."""
+    kind = os.path.basename(path)
+    if not isinstance(obj, dict):
+        raise RunFolderError(f"{path} is not a seqbench {kind}: it holds a JSON {type(obj).__name__}, not an object")
+    for key, kind_of in JSON_FIELDS.items():
+        if key in obj and obj[key] is not None and not isinstance(obj[key], kind_of):
+            raise RunFolderError(f"{path} is not a seqbench {kind}: its {key!r} is a {type(obj[key]).__name__}")
+    env = obj.get("environment") or {}
+    if not isinstance(env.get("nvml") or {}, dict) or not isinstance(env.get("device", ""), str):
+        raise RunFolderError(f"{path} is not a seqbench {kind}: its environment's 'nvml' or 'device' is malformed")
+    for c in obj.get("checks") or []:
+        if (not isinstance(c, dict) or not isinstance(c.get("kernel"), str) or not isinstance(c.get("ok"), bool)
+                or not isinstance(c.get("seconds"), (int, float))):
+            raise RunFolderError(f"{path} is not a seqbench {kind}: a kernel check is malformed ({str(c)[:80]})")
+    limit = (obj.get("stability") or {}).get("spread_limit")
+    if limit is not None and not isinstance(limit, (int, float)):
+        raise RunFolderError(f"{path} is not a seqbench {kind}: its stability's spread_limit is not a number")
+    return obj
+
+
+def _regular_file(path: str, kind: str) -> None:
+    """RunFolderError unless ``path`` is a regular file (a folder, a FIFO or a device would fail or block)."""
+    if not os.path.isfile(path):
+        raise RunFolderError(f"{path} is not a file: not a seqbench {kind}")
+
+
 def read_json(path: str) -> dict:
-    """A run.json, or {} when there is none; RunFolderError when it is not valid JSON."""
+    """A run's JSON file (run.json, train.json, suite.json), or {} when there is none; RunFolderError when it is
+    not JSON or not shaped as seqbench writes it."""
     if not os.path.exists(path):
         return {}
+    _regular_file(path, os.path.basename(path))
     try:
         with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as exc:
-        raise RunFolderError(f"{path} is not a readable run.json ({type(exc).__name__}: {exc})") from None
+            obj = json.load(f)
+    except (OSError, ValueError, RecursionError) as exc:
+        raise RunFolderError(f"{path} is not a readable {os.path.basename(path)} ({type(exc).__name__}: "
+                             f"{str(exc)[:120]})") from None
+    return _check_json(obj, path)

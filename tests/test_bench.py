@@ -445,6 +445,88 @@ def test_cli_damaged_results(tmp_path, capsys, case):
     _one_line_error(capsys, cli(["run", "--resume", "--out", str(tmp_path / "bad"), "--only", "attention"]), expect)
 
 
+FOREIGN_JSON = {
+    "a JSON list": ("[1, 2]", "holds a JSON list, not an object"),
+    "checks as text": ('{"checks": "all fine"}', "its 'checks' is a str"),
+    "a malformed check": ('{"checks": [{"kernel": 3}]}', "a kernel check is malformed"),
+    "environment's nvml a list": ('{"environment": {"nvml": [1]}}', "'nvml' or 'device' is malformed"),
+    "spread limit as text": ('{"stability": {"spread_limit": "tight"}}', "spread_limit is not a number"),
+    "nested too deep": ("[" * 100000 + "]" * 100000, "not a readable run.json"),
+}
+
+
+@pytest.mark.parametrize("case", list(FOREIGN_JSON))
+def test_cli_foreign_run_json(tmp_path, capsys, case):
+    """A run.json that is JSON but not seqbench's (a hand edit, another tool's file) is named in one line."""
+    text, expect = FOREIGN_JSON[case]
+    _fake_run(tmp_path / "bad")
+    (tmp_path / "bad" / "run.json").write_text(text)
+    _one_line_error(capsys, cli(["report", str(tmp_path / "bad")]), expect)
+
+
+def test_cli_run_files_that_are_not_files(tmp_path, capsys):
+    """results.csv or run.json as a folder (or a FIFO, which would block the read) is one line, exit 2."""
+    _fake_run(tmp_path / "a")
+    os.remove(tmp_path / "a" / "run.json")
+    os.mkdir(tmp_path / "a" / "run.json")
+    _one_line_error(capsys, cli(["report", str(tmp_path / "a")]), "is not a file")
+    _fake_run(tmp_path / "b")
+    os.remove(tmp_path / "b" / "results.csv")
+    os.mkfifo(tmp_path / "b" / "results.csv")
+    _one_line_error(capsys, cli(["report", str(tmp_path / "b")]), "is not a file")
+
+
+def test_report_marks_implausible_rows_incomplete(tmp_path):
+    """Numbers no measurement gives (negative or infinite times, quantiles out of order) and a shape that is not
+    its workload's make a row incomplete, with why; a whole-number column with a fraction drops the row."""
+    _fake_run(tmp_path)
+    df = pd.read_csv(tmp_path / "results.csv")
+    df.loc[0, "ms"] = -1.0
+    df.loc[1, "ms"] = float("inf")
+    df.loc[2, "ms_p20"] = 5.0                          # above the median
+    df.loc[3, "shape"] = "B=16 d=1024"                 # model_transformer's T is missing
+    df.loc[4, "batch"] = 2.5
+    df.to_csv(tmp_path / "results.csv", index=False)
+    rows, _ = load(str(tmp_path))
+    why = dict(zip(rows.index, rows.reason))
+    assert list(rows.status[:4]) == ["incomplete"] * 4
+    assert "not > 0" in why[0] and "not finite" in why[1] and "ms_p20 ≤ ms ≤ ms_p80" in why[2]
+    assert "not its workload's" in why[3]
+    assert len(rows) == len(df) - 1                    # the fractional batch's row is dropped
+    text = open(write_report(str(tmp_path))).read()
+    assert "ms_p20 ≤ ms ≤ ms_p80 does not hold" in text
+
+
+@pytest.mark.parametrize("argv", [["run", "--out", ""], ["train", "--corpus", " "], ["gradients", "--out", ""],
+                                  ["check", "--out", ""]])
+def test_cli_empty_path_is_an_error(argv, capsys):
+    assert _cli_exit(argv) == 2
+    assert "is empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("exc, code, expect", [
+    (RuntimeError("boom"), 1, "unexpected RuntimeError: boom (a bug in seqbench"),
+    (PermissionError(13, "Permission denied", "/x/results.csv.tmp", None, "/x/results.csv"), 2,
+     "cannot write /x/results.csv: Permission denied"),
+    (schema.RunFolderError("runs/x is not a run folder"), 2, "runs/x is not a run folder"),
+    (KeyboardInterrupt(), 130, "interrupted"),
+])
+def test_cli_whatever_goes_wrong_is_one_line(monkeypatch, capsys, exc, code, expect):
+    """The top-level guard: an error no command expected is still one line (exit 1, named as a bug), an OSError
+    names the file it could not write (a rename's target), an interruption exits 130."""
+    def fail(a):
+        raise exc
+    monkeypatch.setattr(cli_module, "cmd_list", fail)
+    monkeypatch.delenv("SEQBENCH_TRACEBACK", raising=False)
+    assert cli(["list"]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expect in err[0], err
+    monkeypatch.setenv("SEQBENCH_TRACEBACK", "1")
+    if code == 1:
+        with pytest.raises(RuntimeError):
+            cli(["list"])
+
+
 def test_cli_truncated_run_json(tmp_path, capsys, monkeypatch):
     _fake_run(tmp_path / "good")
     _fake_run(tmp_path / "bad")
@@ -1123,7 +1205,8 @@ def _cite_run(path, points: dict, device="CPU"):
     os.makedirs(path, exist_ok=True)
     rows = []
     for (wl, impl, t), (ms, lo, hi, status) in points.items():
-        rows.append(dict(workload=wl, impl=impl, mode="fwd", dtype="float32", shape=f"B=2 T={t}", seq_len=t, batch=2,
+        rows.append(dict(workload=wl, impl=impl, mode="fwd", dtype="float32", shape=f"B=2 H=1 N={t} D=8", seq_len=t,
+                         batch=2,
                          tokens=2 * t, status=status, ms=ms, ms_p20=ms * lo, ms_p80=ms * hi,
                          tokens_per_s=2 * t / (ms / 1e3)))
     pd.DataFrame(rows).to_csv(os.path.join(path, "results.csv"), index=False)

@@ -406,6 +406,28 @@ def test_resume_onto_a_truncated_checkpoint_names_it(corpus, tmp_path, capsys, m
     assert open(out / "train.csv").read() == rows          # train.csv survives
 
 
+@pytest.mark.parametrize("key, value", [("optimizer", []), ("step", "12"), ("tokens", True),
+                                        ("optimizer", {"state": {}})])
+def test_unit_checkpoint_with_a_malformed_field_is_named(tmp_path, key, value):
+    """A checkpoint torch can read but whose fields are not what a resume reads is named, with the field."""
+    path = str(tmp_path / "x.pt")
+    state = {"model": {}, "optimizer": {"state": {}, "param_groups": []}, "step": 1, "tokens": 2,
+             "train_seconds": 0.5}
+    torch.save(state, path)
+    assert tr._load_checkpoint(path, "cpu")["step"] == 1
+    torch.save(state | {key: value}, path)
+    with pytest.raises(tr.TrainError, match=rf"not a seqbench train checkpoint \(its \['{key}'\]"):
+        tr._load_checkpoint(path, "cpu")
+
+
+def test_unit_corpus_folder_with_a_link_loop(tmp_path):
+    """A corpus folder holding a link to its parent is read once, not walked forever."""
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "a.txt").write_text("hello")
+    os.symlink(tmp_path / "c", tmp_path / "c" / "loop")
+    assert tr._files(str(tmp_path / "c")) == [str(tmp_path / "c" / "a.txt")]
+
+
 def test_checkpoints_name_the_corpus_absolutely(corpus, tmp_path, monkeypatch):
     monkeypatch.chdir(os.path.dirname(corpus))
     out = tmp_path / "run"

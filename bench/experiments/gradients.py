@@ -105,6 +105,12 @@ def load_checkpoint(path: str, impl: str, device):
         weights, cfg = state["model"], state["config"]
         if not isinstance(weights, dict) or not isinstance(cfg, dict):
             raise TypeError("its 'model' and 'config' are not dicts")
+        for key, kinds in (("model_name", (str, type(None))), ("impl", (str, type(None))),
+                           ("corpus", (dict, type(None)))):
+            if not isinstance(state.get(key), kinds):
+                raise TypeError(f"its {key!r} is a {type(state.get(key)).__name__}")
+        if not isinstance(cfg.get("corpus"), (str, type(None))):
+            raise TypeError(f"its config's corpus is a {type(cfg.get('corpus')).__name__}, not a path")
     except Exception as exc:  # any unreadable file is the user's to fix
         raise GradientError(f"--checkpoint {path} is not a seqbench train checkpoint ({schema.describe(exc)})") from None
     name = state.get("model_name") or os.path.basename(path).split("-")[0]

@@ -23,15 +23,41 @@ def load(run_dir: str) -> tuple[pd.DataFrame, dict]:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     for c in df.columns.difference(schema.NUMERIC):
         df[c] = df[c].where(df[c] != "", None)
-    # an ok row without the numbers every measured point has (a hand-edited or foreign file) is reported as
-    # incomplete, with what it lacks, instead of breaking the tables and plots
-    lacking = df[list(MEASURED)].isna()
-    bad = (df.status == "ok") & lacking.any(axis=1)
-    if bad.any():
-        df["reason"] = df["reason"].astype(object)
-        df.loc[bad, "reason"] = lacking[bad].apply(lambda r: "an ok row without " + ", ".join(r.index[r]), axis=1)
-        df.loc[bad, "status"] = "incomplete"
+    # a timed row without the numbers every measured point has, with numbers no measurement gives (a hand-edited or
+    # foreign file), or with a shape that is not its workload's, is reported as incomplete, with why, instead of
+    # breaking the tables and plots
+    df["reason"] = df["reason"].astype(object)
+    timed = df.status.isin(["ok", "unstable"])
+    for mask, why in _implausible(df):
+        mask = mask & timed & (df.status != "incomplete")
+        df.loc[mask, "reason"] = why if isinstance(why, str) else why[mask]
+        df.loc[mask, "status"] = "incomplete"
     return df, schema.read_json(os.path.join(run_dir, "run.json"))
+
+
+def _shape_ok(workload: str, shape) -> bool:
+    """Whether a row's shape label is 'K=int …' with (at least) its workload's keys (any, for one not known here)."""
+    try:
+        parts = dict(p.split("=") for p in str(shape).split())
+        values = [int(v) for v in parts.values()]
+    except ValueError:
+        return False
+    w = WORKLOADS.get(workload)
+    return bool(values) and all(v >= 1 for v in values) and (w is None or set(w.shape_keys) <= set(parts))
+
+
+def _implausible(df: pd.DataFrame):
+    """(mask, why) of the rows a report cannot use: numbers missing, not finite or not positive, quantiles out
+    of order, or a malformed shape."""
+    import numpy as np
+    lacking = df[list(MEASURED)].isna()
+    yield lacking.any(axis=1), lacking.apply(lambda r: "an ok row without " + ", ".join(r.index[r]), axis=1)
+    values = df[list(MEASURED)]
+    yield ~(np.isfinite(values) & (values > 0)).all(axis=1), "a number that no measurement gives (not finite or not > 0)"
+    p20, p80 = df.ms_p20.fillna(df.ms), df.ms_p80.fillna(df.ms)
+    yield (p20 > df.ms) | (df.ms > p80) | (p20 <= 0), "ms_p20 ≤ ms ≤ ms_p80 does not hold"
+    yield ~pd.Series([_shape_ok(w, s) for w, s in zip(df.workload, df["shape"])], index=df.index, dtype=bool), \
+        "a shape that is not its workload's (K=positive integer for each of its keys)"
 
 
 # what every measured (ok) row carries
@@ -107,8 +133,8 @@ def write_report(run_dir: str) -> str:
                   "Error: max|kernel − reference| / max(1, max|reference|), over the forward output and, where "
                   "named, the gradients.", ""]
         lines += fmt_table(("kernel", "error", "tolerance", "ok", "seconds"),
-                           [(c["kernel"], c.get("error", c.get("max_abs_err")), c["tolerance"],
-                             "yes" if c["ok"] else "NO " + c.get("reason", ""), f"{c['seconds']:.1f}")
+                           [(c["kernel"], c.get("error", c.get("max_abs_err")), c.get("tolerance"),
+                             "yes" if c["ok"] else f"NO {c.get('reason') or ''}", f"{c['seconds']:.1f}")
                             for c in meta["checks"]]) + [""]
 
     for name, w in WORKLOADS.items():

@@ -14,6 +14,13 @@ def load_rows(out: str):
     df = pd.DataFrame(rows, columns=schema.TRAIN_COLUMNS)
     for c in schema._numeric(schema.TrainRow):
         df[c] = pd.to_numeric(df[c], errors="coerce")
+    # an ok row without the numbers every evaluation has (a hand-edited file) is kept as incomplete, with why
+    import numpy as np
+    needed = ["step", "tokens_seen", "train_seconds", "params", "d_model"]
+    bad = (df.status == "ok") & ~np.isfinite(df[needed]).all(axis=1)
+    df["reason"] = df["reason"].astype(object)
+    df.loc[bad, "reason"] = "an ok row without finite " + ", ".join(needed)
+    df.loc[bad, "status"] = "incomplete"
     return df
 
 
@@ -93,8 +100,9 @@ def report_lines(out: str) -> list[str]:
     if meta.get("cpu_only"):
         lines += ["> **CPU-only machine: tiny models and CPU timings of the PyTorch implementations — not GPU "
                   "numbers.**", ""]
+    failed = [f"{f.model} ({f.impl}) failed: {f.status}: {f.reason}" for f in df[df.status != "ok"].itertuples()]
     if not runs:
-        return lines + ["No model finished an evaluation.", ""]
+        return lines + ["No model finished an evaluation.", ""] + [f"- {f}" for f in failed] + [""]
     how = "given with --target-bpb" if cfg.get("target_bpb") is not None else "the best every model reached"
     body = [(r["model"], r["impl"], f"{int(r['params']):,}", int(r["d_model"]),
              f"{r['seconds']:.1f}" if r["reached"] else f"not reached in {r['trained_seconds']:.0f} s",
@@ -103,9 +111,7 @@ def report_lines(out: str) -> list[str]:
     lines += [f"Target: **{target:.3f} bits/byte** ({how}).", ""] + table(
         ("model", "impl", "params", "d_model", "time to target (s)", "tokens to target", "best bits/byte",
          "tokens/s (median)", "NVML util %", "SM activity %", "J/token"), body)
-    failed = df[df.status != "ok"]
-    for _, f in failed.iterrows():
-        lines.append(f"\n{f.model} ({f.impl}) failed: {f.status}: {f.reason}")
+    lines += ([""] + [f"- {f}" for f in failed]) if failed else []
     if not any(r["reached"] for r in runs):
         lines += ["", f"No model reached {target:.3f} bits/byte."]
     if os.path.exists(os.path.join(out, "train.png")):

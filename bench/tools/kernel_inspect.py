@@ -21,7 +21,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 
-from bench.schema import describe
+from bench.schema import describe, writable_folder
 
 # name -> (compute capability, config family in the kernel tables, per-SM limits)
 ARCHS = {
@@ -291,6 +291,12 @@ def main(argv=None) -> int:
             ap.error(f"{what}: {'unknown ' + str(bad) if bad else 'names nothing'}; expected some of {list(allowed)}")
     if a.jobs is not None and a.jobs < 1:
         ap.error(f"--jobs must be a positive integer, got {a.jobs}")
+    problem = writable_folder(a.out)            # before the compiles, which take minutes
+    if a.json not in (None, "-"):
+        problem = problem or (f"--json {a.json} is a folder" if os.path.isdir(a.json) else
+                              writable_folder(os.path.dirname(os.path.abspath(a.json))))
+    if problem:
+        ap.error(problem)
     rows = inspect_kernels(kernels, archs, dtypes, a.jobs)
     if a.json == "-":
         json.dump(rows, sys.stdout)

@@ -33,10 +33,19 @@ class Dist:
             dist.barrier()
 
 
+class DistError(ValueError):
+    """torchrun's environment is set but unusable (a user error: run under torchrun, or unset WORLD_SIZE)."""
+
+
 def init_distributed() -> Dist:
     """Join torchrun's process group when WORLD_SIZE > 1: NCCL with one GPU per rank, gloo on CPUs."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError:
+        raise DistError(f"WORLD_SIZE, RANK and LOCAL_RANK must be integers (torchrun sets them), got "
+                        f"{os.environ.get('WORLD_SIZE')!r}, {os.environ.get('RANK')!r}, "
+                        f"{os.environ.get('LOCAL_RANK')!r}") from None
     gpu = torch.cuda.is_available()
     device = torch.device("cuda", local % max(1, torch.cuda.device_count())) if gpu else torch.device("cpu")
     if gpu:
@@ -45,7 +54,10 @@ def init_distributed() -> Dist:
         import torch.distributed as dist
         if not dist.is_initialized():
             # a long timeout: ranks of a sharded sweep may reach the final barrier hours apart
-            dist.init_process_group("nccl" if gpu else "gloo", timeout=datetime.timedelta(hours=12))
+            try:
+                dist.init_process_group("nccl" if gpu else "gloo", timeout=datetime.timedelta(hours=12))
+            except ValueError as exc:       # WORLD_SIZE set without torchrun's rendezvous (MASTER_ADDR ...)
+                raise DistError(f"WORLD_SIZE={world} but no torchrun rendezvous: {exc}") from None
     return Dist(rank, world, local, device)
 
 

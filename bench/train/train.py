@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import hashlib
 import math
 import os
@@ -83,7 +82,9 @@ def _files(root: str) -> list[str]:
         return [root]
     if not os.path.isdir(root):
         raise TrainError(f"--corpus {root} does not exist")
-    found = sorted(f for f in glob.glob(os.path.join(root, "**", "*"), recursive=True) if os.path.isfile(f))
+    # os.walk does not follow links to folders: a link to a parent would walk forever, a link to itself repeat it
+    found = sorted(os.path.join(folder, f) for folder, _, files in os.walk(root) for f in files
+                   if os.path.isfile(os.path.join(folder, f)))
     return [f for f in found if "site-packages" not in f and "dist-packages" not in f and "__pycache__" not in f]
 
 
@@ -183,7 +184,8 @@ def _save_checkpoint(path: str, state: dict) -> None:
     schema.atomic_write(path, lambda f: torch.save(state, f), binary=True)
 
 
-CHECKPOINT_KEYS = ("model", "optimizer", "step", "tokens", "train_seconds")
+# what a checkpoint holds, and the type of each (the resume reads them all)
+CHECKPOINT_KEYS = {"model": dict, "optimizer": dict, "step": int, "tokens": int, "train_seconds": (int, float)}
 
 
 def _load_checkpoint(path: str, device) -> dict:
@@ -194,10 +196,13 @@ def _load_checkpoint(path: str, device) -> dict:
     except Exception as exc:  # any unreadable file: the user's to remove
         raise TrainError(f"--resume: the checkpoint {path} is damaged ({schema.describe(exc, 120)}); delete it to "
                          f"train that model again from the start") from None
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise TrainError(f"--resume: {path} is not a seqbench train checkpoint (it lacks {missing}); delete it to "
-                         f"train that model again from the start")
+    wrong = [k for k, kind in CHECKPOINT_KEYS.items() if not isinstance(state, dict) or not isinstance(state.get(k), kind)
+             or isinstance(state.get(k), bool)]
+    if not wrong and not all(k in state["optimizer"] for k in ("state", "param_groups")):
+        wrong = ["optimizer"]
+    if wrong:
+        raise TrainError(f"--resume: {path} is not a seqbench train checkpoint (its {wrong} missing or malformed); "
+                         f"delete it to train that model again from the start")
     return state
 
 
