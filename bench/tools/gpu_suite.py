@@ -18,7 +18,8 @@ Every step has a budget; past it the step gets SIGINT (pytest and ``seqbench run
 they have), then SIGKILL after GRACE_S.  SUITE.md, suite.json and the archive are rewritten after every step,
 so a call cut short at any point still returns every finished step.  ``--resume`` skips the steps an earlier
 call finished with exit 0.  On a CPU the same commands run (the rehearsal in tests/test_gpu_suite.py): the
-checks step says there is no GPU, the headline takes the CPU shapes.  The budgets' arithmetic is below and in
+checks step says there is no GPU, the headline takes the CPU shapes, and each step has CPU_BUDGET_SCALE times
+its budget.  The budgets' arithmetic is below and in
 docs/gpu-job.md.
 """
 from __future__ import annotations
@@ -49,6 +50,10 @@ CALLS = {"1": ("checks", "headline"), "2": ("tests", "sweep", "train")}
 POINT_TIMEOUT_S = 45         # below every sweep step's budget: a hung point is a row, and the step goes on
 CHECK_TIMEOUT_S = 60
 HEADLINE = {"seq_lens": "512,2048", "batch": "16,128"}       # on a GPU; a CPU rehearsal takes the CPU shapes
+# A CPU rehearsal checks the commands, not the GPU's arithmetic: the interpreter and host timers on shared cores
+# (CI runs it beside other tests) get this many times each budget, and the quick shapes at their smallest batch.
+CPU_BUDGET_SCALE = 3
+CPU_HEADLINE_BATCH = "2"
 TRAIN_SECONDS = 10           # of training per model in call 2 (four models, compile and evaluation on top)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the checkout: steps run here
 
@@ -100,14 +105,15 @@ def headline_impls() -> tuple[list[str], list[str]]:
 
 def step_for(name: str, out: str, gpu: bool) -> Step:
     """One of the job's steps, with its budget."""
-    py, budget = [sys.executable], BUDGETS[name]
+    py, budget = [sys.executable], BUDGETS[name] * (1 if gpu else CPU_BUDGET_SCALE)
     run_dir = os.path.join(out, "run")
     if name == "checks":
         return Step(name, py + ["-m", "bench", "check", "--gpu-only", "--isolate", "--timeout", str(CHECK_TIMEOUT_S),
                                 "--out", os.path.join(out, "checks.jsonl")], budget)
     if name == "headline":
         workloads, impls = headline_impls()
-        shapes = ["--seq-len", HEADLINE["seq_lens"], "--batch", HEADLINE["batch"]] if gpu else ["--quick"]
+        shapes = (["--seq-len", HEADLINE["seq_lens"], "--batch", HEADLINE["batch"]] if gpu
+                  else ["--quick", "--batch", CPU_HEADLINE_BATCH])
         return Step(name, py + ["-m", "bench", "run", "--only", ",".join(workloads), "--impl", ",".join(impls),
                                 *shapes, "--mode", "both", "--order", "shape", "--no-checks", "--no-progress",
                                 "--point-timeout", str(POINT_TIMEOUT_S), "--resume", "--out", run_dir], budget)
@@ -164,7 +170,7 @@ def run_steps(names: list[str], out: str, archive: str | None = None, resume: bo
     from bench.measure.env import git_commit
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "suite.json")
-    state = (schema.read_json(path) if resume else {}) or {"steps": [], "finished": []}
+    state = {"steps": [], "finished": []} | ((schema.read_json(path) if resume else {}) or {})
     state["commit"] = git_commit()
     gpu = torch.cuda.is_available()
     steps_for = steps_for or (lambda name: step_for(name, out, gpu))
@@ -195,10 +201,20 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     names = list(CALLS[a.call]) if a.call else [s for s in (a.steps or "").split(",") if s]
     bad = [s for s in names if s not in BUDGETS]
+    prog = "python -m bench.tools.gpu_suite"
     if bad or not names or (a.call and a.steps):
-        ap.exit(2, f"python -m bench.tools.gpu_suite: error: give --call 1, --call 2 or --steps from {list(BUDGETS)}"
+        ap.exit(2, f"{prog}: error: give --call 1, --call 2 or --steps from {list(BUDGETS)}"
                    f"{f'; unknown {bad}' if bad else ''}\n")
-    run_steps(names, a.out, a.archive, a.resume)
+    problem = schema.writable_folder(a.out) or (schema.writable_folder(os.path.dirname(os.path.abspath(a.archive)))
+                                                if a.archive else None)
+    if a.archive and os.path.isdir(a.archive):
+        problem = f"--archive {a.archive} is a folder; give the .tar.gz file to write"
+    if problem:
+        ap.exit(2, f"{prog}: error: {problem}\n")
+    try:
+        run_steps(names, a.out, a.archive, a.resume)
+    except (OSError, schema.RunFolderError) as exc:
+        ap.exit(2, f"{prog}: error: {exc}\n")
     return 0
 
 
