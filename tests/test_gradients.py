@@ -19,9 +19,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.parametrize("model", gr.MODELS)
 def test_kernel_gradients_equal_the_references(model):
-    """The 2x rule on relative errors: max over positions of |kernel − ref64| / ref64 is at most twice PyTorch's
-    own fp32 maximum, plus a floor of 8 fp32 rounding steps per time step.  Relative, because the gradients span
-    many orders of magnitude (a max-norm of absolute errors would see only the last positions); the maximum
+    """The 2x rule on relative errors: max over positions of |kernel − ref64| / max(ref64, its median) is at most
+    twice PyTorch's own fp32 maximum, plus a floor of 8 fp32 rounding steps per time step.  Relative, because the
+    gradients span many orders of magnitude (a max-norm of absolute errors would see only the last positions);
+    at least the median, because a position whose gradient nearly vanishes (a Transformer's, 1000× below the
+    others, on one CPU) is a difference of terms of the typical size, and rounds at that size; the maximum
     over positions, because at one position PyTorch's error can be ~0 by luck.  The floor: the kernels' tanh
     is 2σ(2x) − 1 (no libdevice in the interpreter), a few rounding steps off where torch.tanh is correctly
     rounded; any such tanh in the torch loop measured 1.9e-5 to 2.6e-5 here, against torch's 4.5e-6."""
@@ -30,7 +32,7 @@ def test_kernel_gradients_equal_the_references(model):
     want = gr.position_grads(model, T, seed=3, impl="torch", hidden=hidden, device=DEVICE, dtype=torch.float64)
     same = gr.position_grads(model, T, seed=3, impl="torch", hidden=hidden, device=DEVICE)
     assert got.shape == want.shape == (T,) and (want > 0).all()
-    rel = lambda g: ((g - want).abs() / want).max().item()  # noqa: E731
+    rel = lambda g: ((g - want).abs() / want.clamp(min=want.median().item())).max().item()  # noqa: E731
     assert rel(got) <= 2 * rel(same) + 8 * T * torch.finfo(torch.float32).eps, (rel(got), rel(same))
 
 
