@@ -106,7 +106,8 @@ def cmd_run(a) -> int:
         meta = sweep(out, [WORKLOADS[w] for w in a.workload], getattr(torch, a.dtype), a.quick, a.seq_lens, a.batch,
                      modes, a.resume, a.cuda_graph, progress=not a.no_progress and d.main, impls=impls,
                      checks=not a.no_checks, isolate=gpu if a.isolate is None else a.isolate, device=d.device,
-                     shard=(d.rank, d.world), barrier=d.barrier, order=a.order, point_timeout_s=a.point_timeout)
+                     shard=(d.rank, d.world), barrier=d.barrier, order=a.order, point_timeout_s=a.point_timeout,
+                     compile_budget_s=a.compile_budget)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished rows are in {out}/results.csv; rerun with --resume to go on", file=sys.stderr)
         return 130
@@ -276,7 +277,8 @@ def cmd_gradients(a) -> int:
 
 
 # --impl tags: a group of implementations in every workload, beside their names.
-IMPL_TAGS = {"triton": lambda i: i.triton, "torch": lambda i: not i.triton}
+IMPL_TAGS = {"triton": lambda i: i.triton, "torch": lambda i: not i.triton, "peers": lambda i: bool(i.peer),
+             "eager": lambda i: not i.triton and not i.compiles}
 
 
 def _chosen_impls(a, workloads):
@@ -351,10 +353,10 @@ def cmd_list(a) -> int:
     for w in (WORKLOADS[n] for n in (a.workload or WORKLOADS)):
         print(f"{w.name}: {w.description}")
         for i in w.impls.values():
-            flags = [f for f, on in (("baseline", i.baseline), ("triton", i.triton), ("needs CUDA", i.needs_cuda))
-                     if on]
+            flags = [f for f, on in (("baseline", i.baseline), ("triton", i.triton), (i.peer, i.peer),
+                                     ("needs CUDA", i.needs_cuda)) if on]
             runs = "" if gpu or not (i.triton or i.needs_cuda) else "  (skipped here: needs a GPU)"
-            print(f"  {i.name:<24} {', '.join(flags):<18} {i.note}{runs}")
+            print(f"  {i.name:<38} {', '.join(flags):<32} {i.note}{runs}")
         print("  shapes: " + "; ".join(shape_label(w, s) for s in w.default_shapes(a.quick, gpu)) + "\n")
     return 0
 
@@ -415,7 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     _old_name(r, "--workload", "workload", _names)
     r.add_argument("--impl", type=_names, metavar="NAMES",
                    help="comma list of implementation names (seqbench list shows them) or tags: triton (this "
-                        "project's kernels), torch (PyTorch: eager, cuDNN, SDPA); default all")
+                        "project's kernels), torch (everything else: PyTorch eager, cuDNN, SDPA and the peers), "
+                        "peers (torch.compile, FlexAttention), eager (torch without the peers); default all")
     r.add_argument("--seq-len", dest="seq_lens", type=_positive_ints, metavar="LENGTHS",
                    help="comma list of sequence lengths (replaces the defaults)")
     _old_name(r, "--seq-lens", "seq_lens", _positive_ints)
@@ -439,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--point-timeout", dest="point_timeout", type=_positive_float, default=300.0,
                    help="seconds before an isolated point counts as hung: a timeout row, tried again last by "
                         "--resume (default 300)")
+    r.add_argument("--compile-budget", dest="compile_budget", type=_positive_float,
+                   help="seconds a torch.compile'd implementation's setup and first call may take; past it the point "
+                        "is a timeout row and its longer lengths are skipped (default 120 on a GPU, 60 on a CPU)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(fn=cmd_run)
     t = sub.add_parser("train", help="train byte-level LSTM / ConvS2S / Transformer / minGRU LMs; time to a quality target")
@@ -464,7 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", dest="eval_every", type=_positive_int, help="steps between evaluations")
     t.add_argument("--val-tokens", dest="val_tokens", type=_positive_int, help="size of the fixed validation slice")
     t.add_argument("--seed", type=int, help="the seed of the initialisation and of every step's batch")
-    t.add_argument("--corpus", type=_path, help="a text file or a folder of them (default: the Python standard library's source)")
+    t.add_argument("--corpus", type=_path,
+                   help="a text file or a folder of them (default: the Python standard library's source)")
     t.add_argument("--target-bpb", dest="target_bpb", type=_positive_float,
                    help="time to this validation bits/byte (default: the best every model reached)")
     t.add_argument("--out", type=_path, help="output folder (default runs/<date>-<device>-train)")
@@ -481,8 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hidden", type=_positive_int, default=64, help="hidden size (default 64, the textbook's)")
     g.add_argument("--impl", type=_train_impl, default="kernels", metavar="{triton,torch}",
                    help="triton: this project's kernels (default); torch: the PyTorch references")
-    g.add_argument("--checkpoint", type=_path, help="a seqbench train checkpoint (runs/.../checkpoints/<model>-<impl>.pt): probe "
-                                        "that trained LM instead of default-initialised layers")
+    g.add_argument("--checkpoint", type=_path,
+                   help="a seqbench train checkpoint (runs/.../checkpoints/<model>-<impl>.pt): probe that trained LM "
+                        "instead of default-initialised layers")
     g.add_argument("--quick", action="store_true", help="T=100 (the chapter's length) and 2 seeds")
     g.add_argument("--out", type=_path, help="output folder (default runs/<date>-<device>-gradients)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")

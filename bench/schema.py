@@ -68,7 +68,7 @@ class Row(_CsvRow):
     tolerance: float | None = None
     accurate: bool | None = None
     config: str | None = None      # what the autotuner chose, where a Triton kernel ran
-    first_call_s: float | None = None  # the first call's wall time: Triton's compile and autotune included
+    compile_s: float | None = None     # setup and first call, wall time: torch.compile, Triton compile and autotune
     roofline_gpu: str | None = None
     floor_ms: float | None = None
     floor_bound: str | None = None

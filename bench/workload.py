@@ -61,6 +61,8 @@ class Impl:
     guide: tuple[str, str] | None = None   # (architecture, implementation) in the LSTM-vs-GRU guide table
     group: str | None = None        # impls computing one function: compared with their group's baseline
     note: str = ""
+    compiles: bool = False          # torch.compile'd: its setup and first call run under the compile budget
+    peer: str = ""                  # the library a user would pick instead of ours ("torch.compile", ...)
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,18 @@ class Workload:
             return fn
         return deco
 
+    def compiled(self, of: str, name: str | None = None, cudagraphs: bool = True, **flags):
+        """Register ``torch.compile`` of implementation ``of`` as ``name`` (default ``<of>_compile``; the same
+        textbook row and group unless ``flags`` say otherwise), and on a GPU ``<name>_cudagraphs``, the same under
+        mode="reduce-overhead" (CUDA graphs: no launch gaps, the whole story of a per-step recurrence)."""
+        base, name = self.impls[of], name or f"{of}_compile"
+        flags = {"textbook": base.textbook, "group": base.group, "note": f"torch.compile of {of}"} | flags
+        self.impl(name, compiles=True, peer="torch.compile", **flags)(compiled_setup(base.setup))
+        if cudagraphs:
+            self.impl(f"{name}_cudagraphs", compiles=True, needs_cuda=True, peer="torch.compile",
+                      **flags | {"note": flags["note"] + ', mode="reduce-overhead" (CUDA graphs)'})(
+                compiled_setup(base.setup, mode="reduce-overhead"))
+
     @property
     def baseline(self) -> Impl | None:
         return next((i for i in self.impls.values() if i.baseline), None)
@@ -147,6 +161,18 @@ class Workload:
 
     def tolerance(self, dtype: torch.dtype) -> float:
         return TOLERANCE[dtype]
+
+
+def compiled_setup(base_setup, mode: str | None = None):
+    """An impl's setup whose callable is ``torch.compile``'d (Inductor, static shapes: each point's shape and
+    mode compiles its own graph).  Dynamo's recompile limit is raised and made an error, so that a sweep of many
+    points never falls back to eager silently, as Dynamo does past its limit."""
+    def setup(inp):
+        import torch._dynamo.config as dynamo
+        dynamo.recompile_limit = max(dynamo.recompile_limit, 1024)
+        dynamo.fail_on_recompile_limit_hit = True
+        return torch.compile(base_setup(inp), dynamic=False, mode=mode)
+    return setup
 
 
 def shape_label(w: Workload, s: dict) -> str:
@@ -177,6 +203,7 @@ class Point:
         self._inputs = None
         self._grad = None
         self._references = {}       # group -> (baseline name, its tensors) or (name, error text)
+        self._callables = {}        # impl name -> its setup's callable (a compiled one compiles once)
 
     @property
     def inputs(self):
@@ -185,9 +212,15 @@ class Point:
             self._inputs = self.workload.inputs(self.shape, self.dtype, self.device, self.mode == "fwd+bwd")
         return self._inputs
 
+    def callable(self, impl: Impl):
+        """``impl``'s setup on these inputs, run once per point: the timing and the accuracy check share it."""
+        if impl.name not in self._callables:
+            self._callables[impl.name] = impl.setup(self.inputs)
+        return self._callables[impl.name]
+
     def runner(self, impl: Impl):
         """A zero-argument callable running ``impl`` once (and, for fwd+bwd, its backward from a fixed gradient)."""
-        fn = impl.setup(self.inputs)
+        fn = self.callable(impl)
         if self.mode == "fwd":
             def run():
                 with torch.no_grad():
@@ -211,7 +244,7 @@ class Point:
 
     def evaluate(self, impl: Impl) -> list[torch.Tensor]:
         """The output of one call, then (fwd+bwd) the gradients of the shared inputs, as float64."""
-        fn = impl.setup(self.inputs)
+        fn = self.callable(impl)
         if self.mode == "fwd":
             with torch.no_grad():
                 return [_first(fn()).detach().double()]

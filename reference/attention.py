@@ -2,7 +2,9 @@
 
 ``naive_attention`` is the textbook formula with the Nq×Nk matrix materialised, in whatever
 dtype it is given (the version users write, and the float64 ground truth of the tests).
-``sdpa`` is ``F.scaled_dot_product_attention`` pinned to one backend by name.
+``sdpa`` is ``F.scaled_dot_product_attention`` pinned to one backend by name.  ``flex`` is PyTorch's
+FlexAttention, compiled, with causality and a key mask as a BlockMask: what a user would pick instead of a
+custom attention kernel.
 """
 from __future__ import annotations
 
@@ -63,3 +65,27 @@ def available_backends(q, k, v, causal: bool = False) -> list[str]:
             continue
         found.append(name)
     return found
+
+
+_FLEX = None
+
+
+def flex(q, k, v, causal: bool = False, scale: float | None = None, key_mask=None) -> torch.Tensor:
+    """torch.nn.attention.flex_attention under torch.compile (its fused kernels: Triton on a GPU, C++ on a CPU),
+    causal through a mask_mod and ``key_mask`` (B, Nk) bool through a BlockMask.  A query with no key left
+    gets zeros, as with ``naive_attention``."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    global _FLEX
+    if _FLEX is None:
+        import torch._dynamo.config as dynamo
+        dynamo.recompile_limit = max(dynamo.recompile_limit, 1024)     # every shape compiles its own kernel
+        dynamo.fail_on_recompile_limit_hit = True                      # never a silent fall-back to eager
+        _FLEX = torch.compile(flex_attention, dynamic=False)
+    block_mask = None
+    if causal or key_mask is not None:
+        def mask_mod(b, h, q_idx, kv_idx):
+            keep = kv_idx <= q_idx if causal else kv_idx >= 0
+            return keep & key_mask[b, kv_idx] if key_mask is not None else keep
+        block_mask = create_block_mask(mask_mod, key_mask.shape[0] if key_mask is not None else None, None,
+                                       q.shape[2], k.shape[2], device=q.device)
+    return _FLEX(q, k, v, block_mask=block_mask, scale=scale, enable_gqa=q.shape[1] != k.shape[1])

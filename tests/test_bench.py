@@ -29,7 +29,8 @@ def test_registry_lists_the_workloads_and_impls():
                               "model_convs2s", "lstm_ragged", "gru_ragged", "attention_scores", "rnn_layer",
                               "recurrence", "model_mingru"}
     assert {"torch_loop", "nn_lstm", "triton_step", "triton_persistent"} <= set(WORKLOADS["lstm_layer"].impls)
-    assert {"naive", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math", "triton"} == set(WORKLOADS["attention"].impls)
+    assert {"naive", "sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math", "triton", "naive_compile",
+            "naive_compile_cudagraphs", "flex_attention"} == set(WORKLOADS["attention"].impls)
     for w in WORKLOADS.values():
         for quick in (True, False):
             for gpu in (True, False):
@@ -244,7 +245,9 @@ def test_cli_run_end_to_end(tmp_path, capsys):
     gpu = torch.cuda.is_available()
     # on a GPU the whole quick job (30 checks at real shapes, NVML windows) is the GPU job's, not a test's:
     # one small shape of the headline's workloads, without the GPU-scale checks
+    # the peers' compiles are tests/test_peers.py's
     scope = ["--only", "attention,model_lstm,model_transformer", "--no-checks"] if gpu else []
+    scope += ["--impl", "triton,eager"]
     assert cli(["run", "--quick", "--seq-len", "8", "--mode", "fwd", "--out", str(out), "--no-progress",
                 *scope]) == 0
     files = set(os.listdir(out))
@@ -895,18 +898,20 @@ def test_batch_option_does_not_measure_a_shape_twice(tmp_path, monkeypatch):
     assert sorted(r["shape"] for r in rows) == ["B=4 T=16 d=64", "B=4 T=64 d=64"]
 
 
-def test_a_failed_comparison_keeps_the_timing():
-    """If only the comparison run fails (here: its second setup), the row keeps its timing and says why."""
-    calls = []
-
+def test_a_failed_comparison_keeps_the_timing(monkeypatch):
+    """If only the comparison run fails (here: its evaluation), the row keeps its timing and says why."""
     def inputs(s, dtype, device, grad):
         return namespace(x=torch.ones(4))
 
     def flaky(inp):
-        calls.append(1)
-        if len(calls) > 1:
-            raise RuntimeError("CUDA out of memory on the comparison")
         return lambda: inp.x * 2
+    evaluate = Point.evaluate
+
+    def failing(self, impl):
+        if impl.name == "flaky":
+            raise RuntimeError("CUDA out of memory on the comparison")
+        return evaluate(self, impl)
+    monkeypatch.setattr(Point, "evaluate", failing)
 
     w = Workload("flaky", "", ("B", "T"), "T", Shapes(*[[dict(B=1, T=4)]] * 4), lambda s, m: 1, lambda s, d, m: 1,
                  lambda s: 4, inputs, register=False)
@@ -1010,8 +1015,9 @@ def test_fifth_row_parallel_scan():
     from bench.report import tables as table
     assert table.ROWS[-1] == table.BEYOND and table.textbook_ratio(table.BEYOND) == table.textbook_ratio(
         "LSTM (sequential)")
-    assert set(table.stand_ins(WORKLOADS)[table.BEYOND]) == {("model_mingru", "mingru_torch_scan"),
-                                                            ("model_mingru", "mingru_triton")}
+    assert set(table.stand_ins(WORKLOADS)[table.BEYOND]) == {("model_mingru", i) for i in (
+        "mingru_torch_scan", "mingru_triton", "mingru_torch_scan_compile", "mingru_torch_scan_compile_cudagraphs",
+        "mingru_fla_fused_recurrent", "mingru_fla_chunk")}
     t = {("model_transformer", "transformer_torch"): 100_000, ("model_mingru", "mingru_triton"): 90_000,
          ("model_mingru", "mingru_torch_loop"): 200_000}        # the sequential loop does not stand for the row
     rows = {r["row"]: r for r in table.table(_model_rows(t), WORKLOADS, "fwd")}

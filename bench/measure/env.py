@@ -53,6 +53,11 @@ def device_slug() -> str:
     return re.sub(r"[^a-z0-9_]+", "-", name.lower()).strip("-")
 
 
+def _version(package: str) -> str | None:
+    from bench.peers import version
+    return version(package)
+
+
 def environment(nvml_info: dict | None = None) -> dict:
     import triton
     env = {
@@ -65,6 +70,7 @@ def environment(nvml_info: dict | None = None) -> dict:
         "host": platform.node(),
         "cpu_threads": torch.get_num_threads(),
         "triton_interpret": os.environ.get("TRITON_INTERPRET", ""),
+        "fla_core": _version("fla-core") or "not installed",
     }
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)

@@ -13,8 +13,11 @@ measured again later in the run, and is ``unstable`` if it still is (``bench.swe
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import statistics
+import threading
 
 import torch
 
@@ -34,6 +37,46 @@ CPU_IQR = 0.10
 CPU_MIN_S, CPU_MAX_S = 0.1, 1.0
 
 CPU_PASSES = 3
+
+# How long a torch.compile'd implementation's setup and first call (its compile) may take, by default, by
+# device type: a Python loop over T is unrolled, and its compile grows with T (pytorch #97155: past 15 minutes at
+# T = 1024).  On a 2-core CPU an LSTM loop's training graph takes ~30 s at T = 16 and ~25 s forward at T = 64.
+COMPILE_BUDGET_S = {"cuda": 120.0, "cpu": 60.0}
+
+
+def compile_budget(device) -> float:
+    return COMPILE_BUDGET_S["cuda" if torch.device(device).type == "cuda" else "cpu"]
+
+
+class BudgetExceeded(Exception):
+    """A point's first call ran past its compile budget."""
+
+
+@contextlib.contextmanager
+def budget(seconds: float | None):
+    """Raise BudgetExceeded in the block once ``seconds`` of wall time have passed (SIGALRM).  The signal
+    interrupts Python between bytecodes, so a compile (Dynamo's tracing and Inductor's codegen are Python; its
+    C++ and Triton builds are waited on from Python) stops within moments.  No budget when ``seconds`` is None,
+    off the main thread, or where the OS has no SIGALRM; an isolated worker's point timeout still applies."""
+    if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
+        yield
+        return
+    fired = []
+
+    def stop(*_):
+        fired.append(True)
+        raise BudgetExceeded(f"ran past {seconds:g} s")
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except Exception as exc:
+        if fired and not isinstance(exc, BudgetExceeded):     # torch wrapped it in its own error
+            raise BudgetExceeded(f"ran past {seconds:g} s") from None
+        raise
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def summarize(times_ms: list[float], timer: str, calls_per_rep: int = 1) -> dict:

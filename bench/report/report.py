@@ -53,7 +53,8 @@ def _implausible(df: pd.DataFrame):
     lacking = df[list(MEASURED)].isna()
     yield lacking.any(axis=1), lacking.apply(lambda r: "an ok row without " + ", ".join(r.index[r]), axis=1)
     values = df[list(MEASURED)]
-    yield ~(np.isfinite(values) & (values > 0)).all(axis=1), "a number that no measurement gives (not finite or not > 0)"
+    yield (~(np.isfinite(values) & (values > 0)).all(axis=1),
+           "a number that no measurement gives (not finite or not > 0)")
     p20, p80 = df.ms_p20.fillna(df.ms), df.ms_p80.fillna(df.ms)
     yield (p20 > df.ms) | (df.ms > p80) | (p20 <= 0), "ms_p20 ≤ ms ≤ ms_p80 does not hold"
     yield ~pd.Series([_shape_ok(w, s) for w, s in zip(df.workload, df["shape"])], index=df.index, dtype=bool), \
@@ -159,17 +160,19 @@ def write_report(run_dir: str) -> str:
                   "inputs by more than the dtype's tolerance: their speed is not comparable.", ""]
         lines += frame(wrong[["workload", "impl", "mode", "shape", "baseline", "max_abs_err", "tolerance"]]) + [""]
     timed = df[df.status.isin(["ok", "unstable"])]
-    cols = [c for c in ("workload", "impl", "mode", "shape", "status", "ms", "ms_p20", "ms_p80", "spread", "reps",
+    cols = [c for c in ("workload", "impl", "mode", "shape", "status", "ms", "ms_p20", "ms_p80", "compile_s", "spread",
+                        "reps",
                         "tokens_per_s", "tflops", "pct_peak_flops", "floor_ms", "floor_bound", "measured_over_floor",
                         "max_abs_err", "accurate", "nvml_util_pct", "gpm_sm_util_pct", "power_w", "joules_per_token",
-                        "first_call_s", "config", "kernels_ran") if c in timed.columns and timed[c].notna().any()]
+                        "config", "kernels_ran") if c in timed.columns and timed[c].notna().any()]
     model = ok["roofline_gpu"].dropna().iloc[0] if "roofline_gpu" in ok and ok["roofline_gpu"].notna().any() else "none"
     lines += ["## All measured points", "",
               f"Roofline: floor_ms = max(FLOPs / peak, minimum bytes / HBM bandwidth), or T dependent steps for a "
               f"recurrence when that is longer; measured_over_floor = ms / floor_ms. Roofline GPU: {model}. "
               f"spread = (p80 − p20) / median; max_abs_err: the largest difference from the baseline's output (and, "
               f"for fwd+bwd, input gradients) on the same inputs; accurate: within the dtype's tolerance; "
-              f"first_call_s: the first call, Triton's compile and autotune included.", ""]
+              f"compile_s: the setup and first call, before any warm-up (torch.compile, Triton's compile and autotune "
+              f"included; Inductor's and Triton's on-disk caches, warm after a first run, included too).", ""]
     lines += frame(timed[cols]) + [""]
     plots = figures.make_plots(df, run_dir, device)
     lines += ["## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots] + [""]

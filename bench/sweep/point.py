@@ -10,6 +10,7 @@ import torch
 
 from bench import schema
 from bench.measure import roofline, timing
+from bench.peers import PeerMissing
 from bench.workload import Point, shape_label
 from kernels._common import deferred_checks, forget_tuned_configs, tuned_configs
 
@@ -29,18 +30,21 @@ def _kernels_ran(fn) -> str:
     return "; ".join(e.key[:80] for e in kernels[:3])
 
 
-def measure_point(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False, point=None) -> schema.Row:
+def measure_point(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False, point=None,
+                  compile_budget_s=None) -> schema.Row:
     """One row: timing, derived throughput, telemetry and accuracy against the baseline, or a failure
     status with its reason.  ``point`` carries the inputs and baseline output shared with the other impls.
     A timing whose spread is over the device's limit has status ``unstable`` (``sweep`` measures it again)."""
-    return measure_timed(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point)[0]
+    return measure_timed(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point, compile_budget_s)[0]
 
 
-def measure_timed(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False, point=None):
+def measure_timed(workload, impl, shape, mode, dtype, device, sampler, cuda_graph=False, point=None,
+                  compile_budget_s=None):
     """(``measure_point``'s row, the Timed point to pool more windows into, or None when it was not timed)."""
     point = point or Point(workload, shape, mode, dtype, device)
     timed: dict = {}
-    row = schema.Row(**_measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point, timed))
+    row = schema.Row(**_measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point, timed,
+                                compile_budget_s))
     return row, timed.get("point")
 
 
@@ -83,6 +87,20 @@ class Timed:
                                  self.calls_per_rep)
 
 
+# A compiled point's reason when its compile ran past the budget; the sweep then skips that implementation's
+# longer lengths (compile time grows with T).
+BUDGET_REASON = "compile budget"
+
+
+def over_budget(row) -> bool:
+    return row.status == "timeout" and (row.reason or "").startswith(BUDGET_REASON)
+
+
+def skipped(workload, impl, shape, mode, dtype, device, reason: str) -> schema.Row:
+    """The row of a point not measured, with why."""
+    return schema.Row(**_identity(workload, impl, shape, mode, dtype, device), status="skipped", reason=reason)
+
+
 def _identity(workload, impl, shape, mode, dtype, device) -> dict:
     """The fields that say which point a row is."""
     return {"workload": workload.name, "impl": impl.name, "mode": mode, "dtype": str(dtype).removeprefix("torch."),
@@ -90,7 +108,8 @@ def _identity(workload, impl, shape, mode, dtype, device) -> dict:
             "tokens": workload.tokens(shape), "device": str(device)}
 
 
-def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point, timed: dict) -> dict:
+def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point, timed: dict,
+             compile_budget_s=None) -> dict:
     """A row's fields; ``timed["point"]`` is then the Timed point (when it was timed), for more windows."""
     row = _identity(workload, impl, shape, mode, dtype, device)
     workload = workload.counted(impl)
@@ -108,12 +127,13 @@ def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, po
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         forget_tuned_configs()
-        fn = point.runner(impl)
         t0 = time.perf_counter()
-        fn()                                   # compiles and autotunes
-        if gpu:
-            torch.cuda.synchronize()
-        row["first_call_s"] = time.perf_counter() - t0
+        with timing.budget((compile_budget_s or timing.compile_budget(device)) if impl.compiles else None):
+            fn = point.runner(impl)            # a fwd+bwd runner calls the forward once (compiles it)
+            fn()                               # compiles and autotunes
+            if gpu:
+                torch.cuda.synchronize()
+        row["compile_s"] = time.perf_counter() - t0
         row["config"] = tuned_configs() or None
         if gpu:                                # the peak of one call, before do_bench allocates its L2 flush buffer
             torch.cuda.synchronize()
@@ -136,11 +156,16 @@ def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, po
         else:
             row["nvml_reason"] = "no GPU on this machine"
         row.update(point.accuracy(impl))
+    except PeerMissing as exc:
+        return row | {"status": "skipped", "reason": str(exc)}
+    except timing.BudgetExceeded as exc:
+        return row | {"status": "timeout", "reason": f"{BUDGET_REASON}: setup and first call {exc}"}
     except torch.cuda.OutOfMemoryError as exc:
         return row | {"status": "oom", "reason": str(exc).splitlines()[0][:300]}
     except (RuntimeError, ValueError, TypeError, NotImplementedError) as exc:
         msg = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        status = "unsupported" if "No available kernel" in str(exc) or isinstance(exc, (ValueError, TypeError)) else "error"
+        status = ("unsupported" if "No available kernel" in str(exc)
+                  or isinstance(exc, (ValueError, TypeError, NotImplementedError)) else "error")
         return row | {"status": status, "reason": f"{type(exc).__name__}: {msg}"}
     except Exception as exc:  # a Triton compile error or anything else: recorded, the sweep goes on
         return row | {"status": "error", "reason": schema.describe(exc)}

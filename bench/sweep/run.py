@@ -16,6 +16,7 @@ import torch
 from bench import schema
 from bench.measure import nvml, timing
 from bench.measure.env import environment
+from bench.sweep import point
 from bench.sweep.checks import run_checks
 from bench.sweep.shards import _shard_files, merge_shards
 from bench.sweep.worker import POINT_TIMEOUT_S, _InProcess, _Isolated
@@ -54,7 +55,8 @@ def run_meta(device, dtype, quick: bool, modes, workloads, sampler) -> dict:
 def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None, modes=MODES,
           resume: bool = False, cuda_graph: bool = False, progress=True, device=None, impls=None,
           checks: bool = True, isolate: bool = False, point_timeout_s: float = POINT_TIMEOUT_S,
-          shard: tuple[int, int] = (0, 1), barrier=None, order: str = "workload") -> dict:
+          shard: tuple[int, int] = (0, 1), barrier=None, order: str = "workload",
+          compile_budget_s: float | None = None) -> dict:
     """Run every point into out_dir/results.csv and write run.json; returns the run's metadata.
 
     ``seq_lens`` and ``batch`` (ints or lists) replace the default shapes with their grid.  ``order="shape"``
@@ -64,8 +66,11 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     ``isolate`` measures the points in a worker process (tritonbench's --isolate): a point that kills it,
     leaves a sticky CUDA error (an illegal address poisons every later launch in that process) is an error
     row, one that runs past ``point_timeout_s`` a ``timeout`` row, each with its reason, and a fresh worker
-    takes the rest.  ``resume`` keeps the ok rows and skips them, measures the failed points again, and the
-    timed-out ones last, after every other point; it keeps the kernel checks run.json already has.
+    takes the rest.  A torch.compile'd implementation's setup and first call get ``compile_budget_s``; past it
+    the point is a ``timeout`` row and that implementation's longer lengths (same workload and mode) are
+    ``skipped`` rows with the reason, not tried.  ``resume`` keeps the ok rows and skips them, measures the
+    failed points again, and the timed-out ones last, after every other point; it keeps the kernel checks
+    run.json already has.
 
     ``shard=(rank, world)`` (torchrun): this rank measures every world-th (workload, shape, mode) group of
     points into results.rank<r>.csv,
@@ -74,6 +79,7 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     rank, world = shard
     os.makedirs(out_dir, exist_ok=True)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    compile_budget_s = compile_budget_s or timing.compile_budget(device)
     main = rank == 0
     csv_path = os.path.join(out_dir, "results.csv" if world == 1 else f"results.rank{rank}.csv")
     # Nothing on disk changes until the kept rows are safely in the new file (RowWriter): an interruption
@@ -105,6 +111,7 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     else:
         meta["checks"] = run_checks(device, isolate=isolate) if checks and main else []
     meta["isolated"] = isolate
+    meta["compile_budget_s"] = compile_budget_s
     groups = []
     for w in workloads:
         shapes = grid_shapes(w, w.default_shapes(quick, device.type == "cuda"), seq_lens, batch)
@@ -122,8 +129,8 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     writer = schema.RowWriter(csv_path, kept)  # resume: finished points stay, failed ones are tried again
     if main:
         schema.write_json(json_path, meta)
-    runner = _Isolated(device, dtype, cuda_graph, point_timeout_s) if isolate else _InProcess(device, dtype, sampler,
-                                                                                             cuda_graph)
+    runner = (_Isolated(device, dtype, cuda_graph, point_timeout_s, compile_budget_s) if isolate
+              else _InProcess(device, dtype, sampler, cuda_graph, compile_budget_s))
     # A CPU's speed drifts over seconds (other tenants of the host, clocks): each point is timed in `passes`
     # windows, one per pass over all points, and its statistics pool them, so its spread shows the drift.
     passes = timing.CPU_PASSES if device.type == "cpu" and not isolate else 1
@@ -155,12 +162,20 @@ def _time(runner, todo: dict, passes: int, progress: bool, label: str | None, on
     """Measure each point of ``todo`` (key -> (workload, impl, shape, mode)); then, on a CPU, ``passes`` − 1 more
     passes over them all, each pooling one more window into every timed point's row.  ``on_row(row)`` as each
     point's first measurement finishes, ``on_pass(rows)`` after each later pass.  Returns key -> row."""
-    rows, timed = {}, {}
+    rows, timed, over = {}, {}, {}      # over: (workload, impl, mode) -> the length whose compile ran past budget
     bar = _progress(len(todo), progress, label)
     try:
         for key, args in todo.items():
             bar(" ".join(key))
-            rows[key], timed[key] = runner.measure(*args, keep=passes > 1)
+            w, impl, s, mode = args
+            limit = over.get((w.name, impl.name, mode))
+            if limit is not None and s[w.seq_key] >= limit[0]:
+                rows[key], timed[key] = point.skipped(*args, runner.dtype, runner.device, limit[1]), None
+            else:
+                rows[key], timed[key] = runner.measure(*args, keep=passes > 1)
+                if point.over_budget(rows[key]):
+                    over[(w.name, impl.name, mode)] = (s[w.seq_key], f"{rows[key].reason} at {w.seq_key}="
+                                                       f"{s[w.seq_key]}; this length and longer not tried")
             if on_row:
                 on_row(rows[key])
     finally:

@@ -22,15 +22,16 @@ POINT_TIMEOUT_S = 300.0
 class _InProcess:
     """Measures points in this process, sharing inputs and the baseline's output between a shape's impls."""
 
-    def __init__(self, device, dtype, sampler, cuda_graph):
+    def __init__(self, device, dtype, sampler, cuda_graph, compile_budget_s=None):
         self.device, self.dtype, self.sampler, self.cuda_graph, self.point = device, dtype, sampler, cuda_graph, None
+        self.compile_budget_s = compile_budget_s
 
     def measure(self, w, impl, s, mode, keep: bool = False):
         """(row, the Timed point when ``keep`` and it was timed, else None)."""
         if self.point is None or (self.point.workload, self.point.shape, self.point.mode) != (w, s, mode):
             self.point = Point(w, s, mode, self.dtype, self.device)
         row, timed = point.measure_timed(w, impl, s, mode, self.dtype, self.device, self.sampler, self.cuda_graph,
-                                         self.point)
+                                         self.point, self.compile_budget_s)
         return row, (timed if keep else None)
 
     def close(self):
@@ -59,13 +60,14 @@ def sticky_cuda_error(device) -> str:
         return schema.describe(exc, 200)
 
 
-def _worker(conn, device: str, dtype: str, cuda_graph: bool, spread_limit: dict) -> None:
+def _worker(conn, device: str, dtype: str, cuda_graph: bool, spread_limit: dict,
+            compile_budget_s: float | None) -> None:
     """Worker loop: (workload, module, impl, shape, mode) in, a Row's fields out; exits after a sticky error.
     ``spread_limit``: the parent's limits (the spread rule is the run's, not the fresh process's defaults)."""
     timing.SPREAD_LIMIT.update(spread_limit)
     device, dtype = torch.device(device), getattr(torch, dtype)
     runner = _InProcess(device, dtype, nvml.NVMLSampler(device.index or 0) if device.type == "cuda" else None,
-                        cuda_graph)
+                        cuda_graph, compile_budget_s)
     while True:
         msg = conn.recv()
         if msg is None:
@@ -84,10 +86,11 @@ def _worker(conn, device: str, dtype: str, cuda_graph: bool, spread_limit: dict)
 class _Isolated:
     """Sends points to a worker process and restarts it when it dies, faults or hangs."""
 
-    def __init__(self, device, dtype, cuda_graph, timeout_s):
+    def __init__(self, device, dtype, cuda_graph, timeout_s, compile_budget_s=None):
         import multiprocessing
         self.ctx = multiprocessing.get_context("spawn")
-        self.args = (str(device), str(dtype).removeprefix("torch."), cuda_graph, dict(timing.SPREAD_LIMIT))
+        self.args = (str(device), str(dtype).removeprefix("torch."), cuda_graph, dict(timing.SPREAD_LIMIT),
+                     compile_budget_s)
         self.timeout_s, self.proc, self.conn = timeout_s, None, None
         self.device, self.dtype = device, dtype
 

@@ -103,3 +103,12 @@ def sdpa_cudnn(inp):
 def triton(inp):
     from kernels.attention import attention
     return lambda: attention(inp.q, inp.k, inp.v)
+
+
+attention.compiled("naive")
+
+
+@attention.impl(compiles=True, peer="FlexAttention", note="torch.nn.attention.flex_attention, compiled")
+def flex_attention(inp):
+    from reference.attention import flex
+    return lambda: flex(inp.q, inp.k, inp.v)

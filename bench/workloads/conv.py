@@ -78,3 +78,6 @@ def convs2s_triton(inp):
     from kernels.conv import ConvS2SBlock
     block = ConvS2SBlock.from_torch(inp.conv)
     return lambda: block(inp.x)
+
+
+model_convs2s.compiled("convs2s_torch")

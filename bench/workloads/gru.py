@@ -80,6 +80,8 @@ def triton_step(inp):
     return lambda: gru(inp.x, None, inp.w_ih, inp.w_hh, inp.b_ih, inp.b_hh)[0]
 
 
+gru_layer.compiled("torch_loop")
+
 gru_ragged = ragged_workload(
     __name__, "GRU", 3, torch.nn.GRU, _fused_gru, "FusedGRU on the PackedSequence: each step runs its active rows only",
     checks=(Check("FusedGRU on a ragged PackedSequence (2 layers, bidirectional)",

@@ -80,6 +80,9 @@ def triton_persistent(inp):
     return lambda: lstm_persistent(inp.x, None, *_weights(inp))[0]
 
 
+lstm_layer.compiled("torch_loop")
+
+
 def _fused_lstm_persistent(m):
     from kernels.lstm import FusedLSTM
     return FusedLSTM.from_torch(m, kernel="persistent")     # per-row lengths inside the kernel

@@ -86,3 +86,6 @@ def torch_loop(inp):
 def triton_persistent(inp):
     from kernels.lstm_persistent import lstm_persistent
     return lambda: lstm_persistent(inp.x, None, inp.w_ih, inp.w_hh, inp.b_ih, inp.b_hh, heads=inp.heads)[0]
+
+
+lstm_heads.compiled("torch_loop")

@@ -106,6 +106,8 @@ def lstm_triton_persistent(inp):
     return lambda: m(inp.x)[0]
 
 
+model_lstm.compiled("lstm_torch_loop")
+
 model_transformer = Workload(
     "model_transformer", "one Transformer block at d_model (the textbook's Transformer side)", ("B", "T", "d"), "T",
     SHAPES, flops("transformer"), min_bytes("transformer"), lambda s: s["B"] * s["T"], block_inputs)
@@ -121,3 +123,13 @@ def transformer_torch(inp):
 def transformer_triton(inp):
     from kernels.attention import attention
     return lambda: inp.block(inp.x, attention)
+
+
+model_transformer.compiled("transformer_torch")
+
+
+@model_transformer.impl(compiles=True, peer="FlexAttention", textbook="Transformer",
+                        note="attention through FlexAttention (compiled), the rest eager")
+def transformer_flex(inp):
+    from reference.attention import flex
+    return lambda: inp.block(inp.x, flex)

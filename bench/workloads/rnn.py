@@ -68,3 +68,6 @@ def nn_rnn(inp):
 def triton_step(inp):
     from kernels.rnn import rnn
     return lambda: rnn(inp.x, None, inp.w_ih, inp.w_hh, inp.b_ih, inp.b_hh)[0]
+
+
+rnn_layer.compiled("torch_loop")

@@ -89,6 +89,14 @@ def _min_args(inp, name, parts):
     return (inp.x.transpose(0, 1), *getattr(inp, f"{name}_w").chunk(parts), *getattr(inp, f"{name}_b").chunk(parts))
 
 
+def _fla(inp, fn, name, parts, kind):
+    """minGRU / minLSTM's gate math in torch, then flash-linear-attention's HGRN recurrence on the same a, b."""
+    import reference.scan as r
+    from bench.peers import fla_hgrn
+    scan = fla_hgrn(kind)
+    return lambda: getattr(r, fn)(*_min_args(inp, name, parts), scan=scan).transpose(0, 1)
+
+
 # ----------------------------------------------------------------------------------------------- checks
 
 def _small(device, T=37, D=19):
@@ -176,6 +184,11 @@ for _name, _parts in (("mingru", 2), ("minlstm", 3)):
                     note="one GEMM, then a doubling scan in torch ops (log2 T rounds)")(_doubling)
     recurrence.impl(name=f"{_name}_triton_scan", triton=True, group=_name,
                     note="one GEMM, then the chunked Triton scan")(_scan)
+    recurrence.compiled(f"{_name}_torch_loop")
+    for _kind in ("fused_recurrent", "chunk"):
+        recurrence.impl(name=f"{_name}_fla_{_kind}", triton=True, group=_name, peer="flash-linear-attention",
+                        note=f"one GEMM, then fla's {_kind}_hgrn (g = log a, x = b)")(
+            lambda inp, fn=_fn, name=_name, parts=_parts, kind=_kind: _fla(inp, fn, name, parts, kind))
 
 
 # ------------------------------------------------------------------------- the table's fifth row
@@ -223,3 +236,18 @@ def mingru_torch_scan(inp):
 def mingru_triton(inp):
     from kernels.scan import min_gru
     return lambda: min_gru(inp.x, *inp.w.chunk(2), *inp.b.chunk(2))
+
+
+model_mingru.compiled("mingru_torch_loop")
+model_mingru.compiled("mingru_torch_scan")
+
+
+for _kind in ("fused_recurrent", "chunk"):
+    def _fla_model(inp, kind=_kind):
+        from bench.peers import fla_hgrn
+        from reference.scan import min_gru
+        scan = fla_hgrn(kind)
+        return lambda: min_gru(inp.x, *inp.w.chunk(2), *inp.b.chunk(2), scan=scan)
+
+    model_mingru.impl(name=f"mingru_fla_{_kind}", triton=True, textbook=BEYOND, peer="flash-linear-attention",
+                      note=f"one GEMM, then fla's {_kind}_hgrn (g = log a, x = b)")(_fla_model)
