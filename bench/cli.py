@@ -418,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--impl", type=_names, metavar="NAMES",
                    help="comma list of implementation names (seqbench list shows them) or tags: triton (this "
                         "project's kernels), torch (everything else: PyTorch eager, cuDNN, SDPA and the peers), "
-                        "peers (torch.compile, FlexAttention), eager (torch without the peers); default all")
+                        "peers (torch.compile, FlexAttention, fla, FlashRNN), eager (torch without the peers); default all")
     r.add_argument("--seq-len", dest="seq_lens", type=_positive_ints, metavar="LENGTHS",
                    help="comma list of sequence lengths (replaces the defaults)")
     _old_name(r, "--seq-lens", "seq_lens", _positive_ints)
@@ -444,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "--resume (default 300)")
     r.add_argument("--compile-budget", dest="compile_budget", type=_positive_float,
                    help="seconds a torch.compile'd implementation's setup and first call may take; past it the point "
-                        "is a timeout row and its longer lengths are skipped (default 120 on a GPU, 60 on a CPU)")
+                        "is a timeout row and its longer lengths are skipped (default 120 on a GPU, 30 on a CPU)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(fn=cmd_run)
     t = sub.add_parser("train", help="train byte-level LSTM / ConvS2S / Transformer / minGRU LMs; time to a quality target")

@@ -1,5 +1,5 @@
 """The libraries a user would pick instead of this project's kernels, where torch does not ship them:
-flash-linear-attention's HGRN recurrence kernels (``pip install -e ".[peers]"``).  torch.compile and
+flash-linear-attention's HGRN recurrence kernels and FlashRNN's LSTM (``pip install -e ".[peers]"``).  torch.compile and
 FlexAttention come with torch (``bench.workload.compiled_setup``, ``reference.attention.flex``).
 
 Each adapter maps our problem onto the library's API.  A library that is not installed raises
@@ -47,6 +47,28 @@ def fla_hgrn(kind: str):
     def scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
         return fn(b, torch.log(a), initial_state=h0)[0]
     return scan
+
+
+def flashrnn_lstm(backend: str):
+    """A multi-head LSTM layer ``lstm(x, w_ih, w_hh, b_ih, b_hh, dtype)`` on FlashRNN (``backend``: vanilla, its
+    torch loop; triton_fused, its fused Triton kernels; cuda_fused, its CUDA kernels, built with nvcc at the
+    first call), in ``reference.lstm_persistent``'s layout: x (T, B, NH·DH), w_hh (NH, 4·DH, DH), gates i, f, g, o.
+    FlashRNN takes the input projection Wx (B, T, 4, NH, DH), R (4, NH, DH, DH) with R[g, n, d, p] = w_hh[n,
+    g·DH + d, p], and b (4, NH, DH); its gate order i, f, z, o is torch's."""
+    try:
+        from flashrnn import flashrnn
+    except ImportError as exc:
+        raise PeerMissing(f"FlashRNN is not installed ({INSTALL}; {exc})") from None
+
+    def lstm(x, w_ih, w_hh, b_ih, b_hh):
+        T, B, H = x.shape
+        NH, DH = w_hh.shape[0], w_hh.shape[2]
+        Wx = (x @ w_ih.t() + b_ih).view(T, B, 4, NH, DH).transpose(0, 1)
+        R = w_hh.view(NH, 4, DH, DH).permute(1, 0, 2, 3)
+        h, _ = flashrnn(Wx, R, b_hh.view(4, NH, DH), function="lstm", backend=backend,
+                        dtype=str(x.dtype).removeprefix("torch."))
+        return h[0].reshape(B, T, H).transpose(0, 1)
+    return lstm
 
 
 def version(package: str) -> str | None:

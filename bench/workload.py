@@ -163,14 +163,23 @@ class Workload:
         return TOLERANCE[dtype]
 
 
+def compile_settings() -> None:
+    """What every compiled implementation runs under.  Dynamo's recompile limit raised and made an error: each
+    point's shape and mode compiles its own graph, and past the limit Dynamo would silently run eager.  Inductor
+    compiles in this process (compile_threads = 1): with its pool of compile workers, 12 and 18 of the same 34
+    eager CPU points were unstable in two runs beside the compiled ones, 7 without the pool (4 and 7 in runs with
+    no compiled implementation); single runs on a 2-core VM, so a direction, not a measurement."""
+    import torch._dynamo.config as dynamo
+    import torch._inductor.config as inductor
+    dynamo.recompile_limit = max(dynamo.recompile_limit, 1024)
+    dynamo.fail_on_recompile_limit_hit = True
+    inductor.compile_threads = 1
+
+
 def compiled_setup(base_setup, mode: str | None = None):
-    """An impl's setup whose callable is ``torch.compile``'d (Inductor, static shapes: each point's shape and
-    mode compiles its own graph).  Dynamo's recompile limit is raised and made an error, so that a sweep of many
-    points never falls back to eager silently, as Dynamo does past its limit."""
+    """An impl's setup whose callable is ``torch.compile``'d (Inductor, static shapes), under compile_settings."""
     def setup(inp):
-        import torch._dynamo.config as dynamo
-        dynamo.recompile_limit = max(dynamo.recompile_limit, 1024)
-        dynamo.fail_on_recompile_limit_hit = True
+        compile_settings()
         return torch.compile(base_setup(inp), dynamic=False, mode=mode)
     return setup
 

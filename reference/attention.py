@@ -77,10 +77,7 @@ def flex(q, k, v, causal: bool = False, scale: float | None = None, key_mask=Non
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     global _FLEX
     if _FLEX is None:
-        import torch._dynamo.config as dynamo
-        dynamo.recompile_limit = max(dynamo.recompile_limit, 1024)     # every shape compiles its own kernel
-        dynamo.fail_on_recompile_limit_hit = True                      # never a silent fall-back to eager
-        _FLEX = torch.compile(flex_attention, dynamic=False)
+        _FLEX = torch.compile(flex_attention, dynamic=False)      # static shapes: each shape its own kernel
     block_mask = None
     if causal or key_mask is not None:
         def mask_mod(b, h, q_idx, kv_idx):

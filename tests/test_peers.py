@@ -1,7 +1,7 @@
 """The peers in every row, what a user would pick instead of our kernels: torch.compile of each workload's
-PyTorch reference, FlexAttention and flash-linear-attention's HGRN kernels.  Each is checked against its
-workload's baseline at a tiny shape on the CPU (Inductor's C++ backend; fla's Triton kernels through the
-interpreter), forward and backward, by the same accuracy rule as every measured point;
+PyTorch reference, FlexAttention, flash-linear-attention's HGRN kernels and FlashRNN's LSTM.  Each is checked
+against its workload's baseline at a tiny shape on the CPU (Inductor's C++ backend; fla's and FlashRNN's
+Triton kernels through the interpreter), forward and backward, by the same accuracy rule as every measured point;
 the compile budget stops a compile that runs past it, and a sweep then skips that implementation's longer
 lengths."""
 import csv
@@ -48,8 +48,9 @@ def test_peer_matches_its_baseline(workload, impl):
     fla's chunked kernel's, whose backward the interpreter cannot run."""
     w = WORKLOADS[workload]
     cpu = torch.device("cpu")
-    if w.impls[impl].peer == "flash-linear-attention":
-        pytest.importorskip("fla", reason=f"flash-linear-attention is not installed ({peers.INSTALL})")
+    module = {"flash-linear-attention": "fla", "FlashRNN": "flashrnn"}.get(w.impls[impl].peer)
+    if module:
+        pytest.importorskip(module, reason=f"{w.impls[impl].peer} is not installed ({peers.INSTALL})")
     if impl.endswith("_fla_chunk"):
         mode = "fwd"        # chunk_hgrn's backward kernel does not run in Triton's interpreter (a GPU checks it)
     elif w.impls[impl].peer == "FlexAttention":

@@ -71,6 +71,7 @@ def environment(nvml_info: dict | None = None) -> dict:
         "cpu_threads": torch.get_num_threads(),
         "triton_interpret": os.environ.get("TRITON_INTERPRET", ""),
         "fla_core": _version("fla-core") or "not installed",
+        "flashrnn": _version("flashrnn") or "not installed",
     }
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)

@@ -170,7 +170,7 @@ def markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
                                                              + ("",) * 8]) + [""]
     lines += [RULE, "", "Ratios are to the Transformer row at the same shape; they compare across GPUs where "
               "absolute tokens/s cannot.  Each row's number is its fastest accurate, stable implementation among this "
-              "project's kernels and what a user would pick instead (PyTorch eager, cuDNN, SDPA, torch.compile, "
+              "project's kernels and what a user would pick instead (PyTorch eager, cuDNN, SDPA, torch.compile, fla, "
               "FlexAttention); 'ours ÷ best library' is this project's best kernel against the best of the others "
               "(above 1: ours is faster).", "", SOURCES, ""]
     return lines

@@ -3,7 +3,8 @@
 FLOPs 4·B·H·N²·D forward, 2.5× that more backward (FlashAttention's convention).  Minimum bytes:
 q, k, v in and o out; the backward also reads o, dO and writes dq, dk, dv.
 """
-from bench.workload import Check, Shapes, Workload, dtype_bytes, forward_backward, namespace, randn
+from bench.workload import (Check, Shapes, Workload, compile_settings, dtype_bytes, forward_backward, namespace,
+                            randn)
 
 
 def flops(s, mode):
@@ -111,4 +112,5 @@ attention.compiled("naive")
 @attention.impl(compiles=True, peer="FlexAttention", note="torch.nn.attention.flex_attention, compiled")
 def flex_attention(inp):
     from reference.attention import flex
+    compile_settings()
     return lambda: flex(inp.q, inp.k, inp.v)

@@ -89,3 +89,17 @@ def triton_persistent(inp):
 
 
 lstm_heads.compiled("torch_loop")
+
+
+def _flashrnn(backend):
+    def setup(inp):
+        from bench.peers import flashrnn_lstm
+        lstm = flashrnn_lstm(backend)
+        return lambda: lstm(inp.x, inp.w_ih, inp.w_hh, inp.b_ih, inp.b_hh)
+    return setup
+
+
+lstm_heads.impl(name="flashrnn_vanilla", peer="FlashRNN", note="FlashRNN's vanilla backend (its torch loop)")(
+    _flashrnn("vanilla"))
+lstm_heads.impl(name="flashrnn_triton_fused", triton=True, peer="FlashRNN",
+                note="FlashRNN's triton_fused backend (one fused Triton kernel over time)")(_flashrnn("triton_fused"))

@@ -8,7 +8,7 @@ block with a different attention function.
 """
 import torch
 
-from bench.workload import Shapes, Workload, dtype_bytes, namespace, randn
+from bench.workload import Shapes, Workload, compile_settings, dtype_bytes, namespace, randn
 
 
 def flops(arch):
@@ -132,4 +132,5 @@ model_transformer.compiled("transformer_torch")
                         note="attention through FlexAttention (compiled), the rest eager")
 def transformer_flex(inp):
     from reference.attention import flex
+    compile_settings()
     return lambda: inp.block(inp.x, flex)
