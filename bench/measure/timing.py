@@ -17,6 +17,7 @@ import contextlib
 import os
 import signal
 import statistics
+import sys
 import threading
 
 import torch
@@ -57,27 +58,39 @@ class BudgetExceeded(Exception):
 def budget(seconds: float | None):
     """Raise BudgetExceeded in the block once ``seconds`` of wall time have passed (SIGALRM).  The signal
     interrupts Python between bytecodes, so a compile (Dynamo's tracing and Inductor's codegen are Python; its
-    C++ and Triton builds are waited on from Python) stops within moments.  No budget when ``seconds`` is None,
-    off the main thread, or where the OS has no SIGALRM; an isolated worker's point timeout still applies."""
+    C++ and Triton builds are waited on from Python) stops within moments.  An alarm that lands where Python
+    swallows exceptions (a weakref callback or ``__del__`` during the compile's garbage collection) is followed
+    by another every second until one stops the block; those swallowed are not reported.  No budget when
+    ``seconds`` is None, off the main thread, or where the OS has no SIGALRM; an isolated worker's point timeout
+    still applies."""
     if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
         yield
         return
-    fired = []
+    armed, fired = [True], []
+    message = f"ran past {seconds:g} s"
 
     def stop(*_):
-        fired.append(True)
-        raise BudgetExceeded(f"ran past {seconds:g} s")
-    old = signal.signal(signal.SIGALRM, stop)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+        if armed:
+            fired.append(True)
+            raise BudgetExceeded(message)
+
+    def unraisable(report, default=sys.unraisablehook):
+        if not isinstance(report.exc_value, BudgetExceeded):
+            default(report)
+    old, old_hook = signal.signal(signal.SIGALRM, stop), sys.unraisablehook
+    sys.unraisablehook = unraisable
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1.0)
     try:
         yield
     except Exception as exc:
         if fired and not isinstance(exc, BudgetExceeded):     # torch wrapped it in its own error
-            raise BudgetExceeded(f"ran past {seconds:g} s") from None
+            raise BudgetExceeded(message) from None
         raise
     finally:
+        armed.clear()                   # first: an alarm from here on is ignored
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+        sys.unraisablehook = old_hook
 
 
 def summarize(times_ms: list[float], timer: str, calls_per_rep: int = 1) -> dict:
