@@ -126,7 +126,10 @@ def table(df: pd.DataFrame, workloads, mode: str, cpu_only: bool = False) -> lis
             r = best(df, pairs.get(label, []), mode, batch, seq_len)
             interval = (1.0, 1.0, 1.0) if label == REFERENCE and r is not None else ratio_interval(r, ref)
             skipped = _rows(df, pairs.get(label, []), mode)
-            skipped = sorted(set(skipped[skipped.status == "skipped"].impl))
+            skipped = skipped[skipped.status == "skipped"]
+            needs_gpu = sorted(set(skipped[skipped.get("reason", pd.Series("", index=skipped.index)).fillna("").str.startswith(
+                "needs a CUDA GPU")].impl))
+            skipped = sorted(set(skipped.impl) - set(needs_gpu))
             shaky = unstable_at(df, pairs.get(label, []), mode, batch, seq_len)
             ruling = verdict(label, interval, cpu_only)
             if ruling == "not measured" and (shaky or (ref is None and unstable_at(
@@ -136,7 +139,7 @@ def table(df: pd.DataFrame, workloads, mode: str, cpu_only: bool = False) -> lis
             mine, lib = best(df, ours, mode, batch, seq_len), best(df, library, mode, batch, seq_len)
             out.append(dict(batch=int(batch), seq_len=seq_len, row=label, best=r,
                             ratio=interval[0] if interval else None, interval=interval,
-                            verdict=ruling, not_timed=skipped, unstable=shaky, library=lib,
+                            verdict=ruling, not_timed=skipped, needs_gpu=needs_gpu, unstable=shaky, library=lib,
                             ours_vs_library=ratio_interval(mine, lib)))
     return out
 
@@ -157,6 +160,8 @@ def markdown(df: pd.DataFrame, workloads, cpu_only: bool) -> list[str]:
                 "no stable point" if r["unstable"] else "not measured")
             if r["not_timed"]:
                 ours += f"; {', '.join(r['not_timed'])}: {'interpreter-checked, not timed' if cpu_only else 'not timed'}"
+            if r["needs_gpu"]:
+                ours += f"; {', '.join(r['needs_gpu'])}: need a CUDA GPU, not timed"
             if r["unstable"]:
                 ours += f"; {', '.join(r['unstable'])}: unstable, not judged"
             get = (lambda k: b.get(k) if b is not None else None)  # noqa: E731
