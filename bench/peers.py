@@ -8,10 +8,15 @@ Each adapter maps our problem onto the library's API.  A library that is not ins
 from __future__ import annotations
 
 import importlib
+import os
 
 import torch
 
 INSTALL = 'pip install -e ".[peers]"'
+# FlashRNN's fused Triton forward holds one head's recurrent matrix on chip.  Compiled for sm_90a (triton 3.6,
+# fp16, its one shipped config: 16 batch rows, 4 warps), DH = 64 takes 110 registers and 36 KB of shared memory,
+# 128 takes 179 and 134 KB, and 256 needs 524 KB, over the 227 KB a block may have (bench.tools.kernel_inspect).
+TRITON_FUSED_MAX_DH = 128
 
 
 class PeerMissing(ImportError):
@@ -59,16 +64,34 @@ def flashrnn_lstm(backend: str):
         from flashrnn import flashrnn
     except ImportError as exc:
         raise PeerMissing(f"FlashRNN is not installed ({INSTALL}; {exc})") from None
+    if backend == "cuda_fused":
+        missing = [tool for tool in ("nvcc", "ninja") if not _found(tool)]
+        if missing:
+            raise NotImplementedError(f"FlashRNN's cuda_fused backend is built with nvcc and ninja at its first "
+                                      f"call: {' and '.join(missing)} not found here")
 
     def lstm(x, w_ih, w_hh, b_ih, b_hh):
         T, B, H = x.shape
         NH, DH = w_hh.shape[0], w_hh.shape[2]
+        if backend == "triton_fused" and (DH > TRITON_FUSED_MAX_DH or DH & (DH - 1)):
+            raise NotImplementedError(
+                f"FlashRNN's triton_fused keeps a head's R (4·DH·DH) on chip: its head size is a power of 2 up to "
+                f"{TRITON_FUSED_MAX_DH} (fp16, sm_90a: DH=128 takes 134 KB of shared memory, DH=256 would take "
+                f"524 KB); here DH={DH}")
         Wx = (x @ w_ih.t() + b_ih).view(T, B, 4, NH, DH).transpose(0, 1)
         R = w_hh.view(NH, 4, DH, DH).permute(1, 0, 2, 3)
         h, _ = flashrnn(Wx, R, b_hh.view(4, NH, DH), function="lstm", backend=backend,
                         dtype=str(x.dtype).removeprefix("torch."))
         return h[0].reshape(B, T, H).transpose(0, 1)
     return lstm
+
+
+def _found(tool: str) -> bool:
+    """Whether ``tool`` is on PATH or in CUDA_HOME's bin (where torch's extension builder looks for nvcc)."""
+    import shutil
+
+    from torch.utils.cpp_extension import CUDA_HOME
+    return bool(shutil.which(tool) or (CUDA_HOME and os.path.exists(os.path.join(CUDA_HOME, "bin", tool))))
 
 
 def version(package: str) -> str | None:

@@ -61,7 +61,8 @@ class Impl:
     guide: tuple[str, str] | None = None   # (architecture, implementation) in the LSTM-vs-GRU guide table
     group: str | None = None        # impls computing one function: compared with their group's baseline
     note: str = ""
-    compiles: bool = False          # torch.compile'd: its setup and first call run under the compile budget
+    compiles: bool = False          # compiled at its first call (torch.compile, FlashRNN's nvcc build): its setup
+                                    # and first call run under the compile budget
     peer: str = ""                  # the library a user would pick instead of ours ("torch.compile", ...)
 
 

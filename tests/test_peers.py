@@ -36,6 +36,7 @@ def test_every_textbook_row_has_a_peer():
     for label in ROWS:
         peers = {WORKLOADS[w].impls[i].peer for w, i in rows[label]} - {""}
         assert ("torch.compile" in peers) == (label != "LSTM (optimized)"), label
+        assert ("FlashRNN" in peers) == label.startswith("LSTM"), label
     assert "FlexAttention" in {WORKLOADS[w].impls[i].peer for w, i in rows["Transformer"]}
     assert {"torch.compile", "FlexAttention"} <= {i.peer for i in WORKLOADS["attention"].impls.values()}
 
@@ -61,6 +62,21 @@ def test_peer_matches_its_baseline(workload, impl):
         mode = "fwd+bwd"
     got = Point(w, _tiny(w), mode, torch.float32, cpu).accuracy(w.impls[impl])
     assert got.get("accurate") is True, got
+
+
+def test_flashrnn_says_what_it_cannot_run(monkeypatch):
+    """FlashRNN's fused backends, where they cannot run, raise NotImplementedError (an 'unsupported' row with
+    the reason) before any kernel: triton_fused past the head size whose R fits on chip, or not a power of 2;
+    cuda_fused where nvcc or ninja is missing."""
+    pytest.importorskip("flashrnn")
+    lstm = peers.flashrnn_lstm("triton_fused")
+    for DH in (peers.TRITON_FUSED_MAX_DH * 2, 48):
+        x, w_ih = torch.zeros(2, 1, DH), torch.zeros(4 * DH, DH)
+        with pytest.raises(NotImplementedError, match=f"here DH={DH}"):
+            lstm(x, w_ih, torch.zeros(1, 4 * DH, DH), torch.zeros(4 * DH), torch.zeros(4 * DH))
+    monkeypatch.setattr(peers, "_found", lambda tool: tool != "nvcc")
+    with pytest.raises(NotImplementedError, match="nvcc not found here"):
+        peers.flashrnn_lstm("cuda_fused")
 
 
 def test_flex_attention_masks_like_the_reference():

@@ -103,3 +103,5 @@ lstm_heads.impl(name="flashrnn_vanilla", peer="FlashRNN", note="FlashRNN's vanil
     _flashrnn("vanilla"))
 lstm_heads.impl(name="flashrnn_triton_fused", triton=True, peer="FlashRNN",
                 note="FlashRNN's triton_fused backend (one fused Triton kernel over time)")(_flashrnn("triton_fused"))
+lstm_heads.impl(name="flashrnn_cuda_fused", needs_cuda=True, compiles=True, peer="FlashRNN",
+                note="FlashRNN's cuda_fused backend (CUDA, built with nvcc at its first call)")(_flashrnn("cuda_fused"))

@@ -108,6 +108,25 @@ def lstm_triton_persistent(inp):
 
 model_lstm.compiled("lstm_torch_loop")
 
+
+def _flashrnn(backend):
+    """FlashRNN's LSTM as one head of d units: the same dense layer as nn.LSTM's (bench.peers.flashrnn_lstm)."""
+    def setup(inp):
+        from bench.peers import flashrnn_lstm
+        lstm, m, d = flashrnn_lstm(backend), inp.lstm, inp.lstm.hidden_size
+        w_hh = m.weight_hh_l0.view(1, 4 * d, d)
+        return lambda: lstm(inp.x.transpose(0, 1), m.weight_ih_l0, w_hh, m.bias_ih_l0, m.bias_hh_l0).transpose(0, 1)
+    return setup
+
+
+model_lstm.impl(name="lstm_flashrnn_vanilla", peer="FlashRNN", textbook="LSTM (sequential)",
+                note="FlashRNN's vanilla backend (its torch loop), one head of d")(_flashrnn("vanilla"))
+model_lstm.impl(name="lstm_flashrnn_triton_fused", triton=True, peer="FlashRNN", textbook="LSTM (optimized)",
+                note="FlashRNN's triton_fused backend, one head of d (head size ≤ 128)")(_flashrnn("triton_fused"))
+model_lstm.impl(name="lstm_flashrnn_cuda_fused", needs_cuda=True, compiles=True, peer="FlashRNN",
+                textbook="LSTM (optimized)", note="FlashRNN's cuda_fused backend (built with nvcc at its first call), "
+                                                  "one head of d")(_flashrnn("cuda_fused"))
+
 model_transformer = Workload(
     "model_transformer", "one Transformer block at d_model (the textbook's Transformer side)", ("B", "T", "d"), "T",
     SHAPES, flops("transformer"), min_bytes("transformer"), lambda s: s["B"] * s["T"], block_inputs)
