@@ -36,7 +36,7 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _spread_rule_off_unless_tested(request, monkeypatch):
     """Tests of the sweep's mechanics must not depend on how busy this machine is: the spread rule's limits are
-    infinite there and a CPU point is timed in one window, except in tests marked ``spread_rule``, which drive
+    infinite there and a CPU point is timed in one window (SEQBENCH_CPU_PASSES=1 for the processes they start), except in tests marked ``spread_rule``, which drive
     the rule and the passes with timings of their own, and in the benchmarks, which measure for real."""
     if "spread_rule" in request.keywords or "benchmark_gpu" in request.keywords:
         return
@@ -44,6 +44,7 @@ def _spread_rule_off_unless_tested(request, monkeypatch):
     for device in list(timing.SPREAD_LIMIT):
         monkeypatch.setitem(timing.SPREAD_LIMIT, device, float("inf"))
     monkeypatch.setattr(timing, "CPU_PASSES", 1)
+    monkeypatch.setenv("SEQBENCH_CPU_PASSES", "1")      # and in the seqbench processes a test starts
 
 
 def pytest_collection_modifyitems(config, items):

@@ -273,7 +273,7 @@ def test_ddp_two_ranks_match_one_process(corpus, tmp_path):
 
 def test_sharded_sweep_has_every_point_once(tmp_path):
     args = ["run", "--quick", "--only", "model_lstm,model_transformer", "--impl", "triton,eager", "--no-checks",
-            "--no-progress", "--mode", "fwd"]
+            "--no-progress", "--mode", "fwd", "--seq-len", "8,16", "--batch", "2"]    # 4 groups of points
     one = _run([sys.executable, "-m", "bench", *args, "--out", str(tmp_path / "one")])
     two = _torchrun(2, *args, "--out", str(tmp_path / "two"))
     assert one.returncode == 0, one.stderr[-2000:]

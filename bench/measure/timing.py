@@ -37,7 +37,18 @@ CPU_IQR = 0.10
 
 CPU_MIN_S, CPU_MAX_S = 0.1, 1.0
 
-CPU_PASSES = 3
+# SEQBENCH_CPU_PASSES overrides the number of passes (1: each point timed once, as the pipeline's tests do).
+def _passes(default: int = 3) -> int:
+    value = os.environ.get("SEQBENCH_CPU_PASSES", "")
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    if value:
+        print(f"seqbench: SEQBENCH_CPU_PASSES={value!r} is not a whole number >= 1; {default} passes",
+              file=sys.stderr)
+    return default
+
+
+CPU_PASSES = _passes()
 
 # How long a torch.compile'd implementation's setup and first call (its compile) may take, by default, by
 # device type: a Python loop over T is unrolled, and its compile grows with T (pytorch #97155: past 15 minutes at

@@ -127,7 +127,7 @@ def write_report(run_dir: str) -> str:
     lines += ["## The run", ""] + environment_lines(env, {
         "dtype": meta.get("dtype"), "started": meta.get("started"), "finished": meta.get("finished"),
         "spread limit": stable.get("spread_limit"), "timed points": stable.get("timed"),
-        "unstable points": stable.get("unstable")}) + [""]
+        "unstable points": stable.get("unstable"), "timing windows per point": stable.get("passes")}) + [""]
     if meta.get("checks"):
         where = "through the Triton interpreter" if cpu_only else "on the GPU"
         lines += [f"## Kernel checks ({where}, against float64 PyTorch references)", "",

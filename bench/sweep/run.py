@@ -147,7 +147,7 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     finally:
         runner.close()
         writer.close()
-    meta["stability"] = stability(kept + list(written.values()), device)
+    meta["stability"] = stability(kept + list(written.values()), device) | {"passes": passes}
     if world > 1:
         barrier()
         if main:
