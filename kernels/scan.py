@@ -3,10 +3,18 @@ Needed?", arXiv 2410.01201) built on it, in Triton.
 
     h_t = a_t ∘ h_{t−1} + b_t,      h_{−1} = h0 (or 0)
 
-The pairs (a_t, b_t) compose associatively, (a₁, b₁) then (a₂, b₂) = (a₁a₂, a₂b₁ + b₂), so h over a
-chunk of T is one ``tl.associative_scan`` (O(log chunk) depth); a program walks the chunks of its
-(batch row, D block) in order and carries the last state into the next: any T, in T / BLOCK_T
-dependent steps instead of T.  The state is fp32 whatever the input dtype.
+Two plans, chosen by shape (``plan_for``); the state is fp32 whatever the input dtype:
+
+* **sequential**: each thread walks T for its own state lanes, h = a·h + b, one FMA per element, its loads
+  vectorised along D (fla's ``fused_recurrent_hgrn`` does the same).  Every step's loads are independent of
+  h, but a step waits for its own: the plan fills HBM only when the lanes together keep enough bytes in
+  flight.  Little's law puts the line at bandwidth × latency, about 4.8 TB/s × 0.6 µs ≈ 3 MB on an H200
+  (BYTES_IN_FLIGHT), so B·D lanes reading a and b (2 elements a step) take this plan from
+  B·D·2·element size ≥ 3 MB: 750k lanes in 16 bits, 375k in fp32.
+* **associative**, for fewer lanes: the pairs (a_t, b_t) compose associatively, (a₁, b₁) then (a₂, b₂) =
+  (a₁a₂, a₂b₁ + b₂), so h over a chunk of T is one ``tl.associative_scan`` (O(log chunk) depth); a program
+  walks the chunks of its (batch row, D block) in order and carries the last state into the next: T / BLOCK_T
+  dependent steps instead of T, BLOCK_T rows of work at each.
 
 Backward, for g_t = ∂L/∂h_t: the reverse scan dh_t = g_t + a_{t+1} ∘ dh_{t+1} (the same combine, with
 the chunk read backwards), then da_t = dh_t ∘ h_{t−1}, db_t = dh_t and dh0 = a_0 ∘ dh_0.
@@ -16,7 +24,7 @@ minLSTM: f, i = σ(x W_fᵀ + b_f), σ(x W_iᵀ + b_i),  h̃ = x W_hᵀ + b_h,
          h_t = f'_t ∘ h_{t−1} + i'_t ∘ h̃_t  with f' = f / (f + i), i' = i / (f + i)
 The gates read x only, never h: the projections of all steps are one GEMM, the recurrence one scan.
 
-Range: the carried state enters each chunk through its first b (b₀ + a₀·h), so a product of a's that
+Range (the associative plan; the sequential one is the loop itself): the carried state enters each chunk through its first b (b₀ + a₀·h), so a product of a's that
 overflows never multiplies a zero state (the loop's 0 · 1e20 · 1e20 = 0 stays 0, not inf · 0 = NaN).  What
 a scan cannot avoid: within a chunk, a segment whose ∏a overflows fp32 (|a| ≫ 1 over many steps) times a
 zero prefix state is NaN, and times a nonzero one is inf, where the sequential loop may come back to
@@ -121,28 +129,115 @@ def _scan_bwd(A, H0, H, G, DA, DB, DH0, T, D,
                  mask=offs_d < D)
 
 
+@triton.jit
+def _scan_seq_fwd(A, Bv, H0, H, T, D,
+                  stride_ab, stride_at, stride_ad, stride_bb, stride_bt, stride_bd, stride_h0b, stride_h0d,
+                  stride_hb, stride_ht, stride_hd,
+                  HAS_H0: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One program: one batch row × BLOCK_D state lanes; every step, h = a·h + b (the pointers advance by a
+    step's stride, so no offset is ever formed from t: no 32-bit product to overflow)."""
+    pid_b = tl.program_id(0).to(tl.int64)
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    ok = offs_d < D
+    if HAS_H0:
+        h = tl.load(H0 + pid_b * stride_h0b + offs_d * stride_h0d, mask=ok, other=0.0).to(tl.float32)
+    else:
+        h = tl.zeros([BLOCK_D], tl.float32)
+    pa = A + pid_b * stride_ab + offs_d * stride_ad
+    pb = Bv + pid_b * stride_bb + offs_d * stride_bd
+    ph = H + pid_b * stride_hb + offs_d * stride_hd
+    for _ in range(T):
+        h = tl.load(pa, mask=ok, other=0.0).to(tl.float32) * h + tl.load(pb, mask=ok, other=0.0).to(tl.float32)
+        tl.store(ph, cast(h, H.dtype.element_ty), mask=ok)
+        pa += stride_at
+        pb += stride_bt
+        ph += stride_ht
+
+
+@triton.jit
+def _scan_seq_bwd(A, H0, H, G, DA, DB, DH0, T, D,
+                  stride_ab, stride_at, stride_ad, stride_h0b, stride_h0d, stride_hb, stride_ht, stride_hd,
+                  stride_gb, stride_gt, stride_gd, stride_dab, stride_dat, stride_dad, stride_dbb, stride_dbt,
+                  stride_dbd, stride_dh0b, stride_dh0d,
+                  HAS_H0: tl.constexpr, BLOCK_D: tl.constexpr):
+    """One program: one batch row × BLOCK_D lanes, from the last step: dh_t = g_t + a_{t+1}·dh_{t+1},
+    da_t = dh_t·h_{t−1}, db_t = dh_t; a_t is kept for the step before, and step 0, whose h_{t−1} is h0 (read
+    once), is peeled off the loop, which then has no mask but D's."""
+    pid_b = tl.program_id(0).to(tl.int64)
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    ok = offs_d < D
+    last = pid_b * 0 + (T - 1)                       # 64-bit, also where T is specialised to a constant
+    pa = A + pid_b * stride_ab + offs_d * stride_ad + last * stride_at
+    ph = H + pid_b * stride_hb + offs_d * stride_hd + (last - 1) * stride_ht      # h_{t−1}
+    pg = G + pid_b * stride_gb + offs_d * stride_gd + last * stride_gt
+    pda = DA + pid_b * stride_dab + offs_d * stride_dad + last * stride_dat
+    pdb = DB + pid_b * stride_dbb + offs_d * stride_dbd + last * stride_dbt
+    if HAS_H0:
+        h0 = tl.load(H0 + pid_b * stride_h0b + offs_d * stride_h0d, mask=ok, other=0.0).to(tl.float32)
+    else:
+        h0 = tl.zeros([BLOCK_D], tl.float32)
+    dh = tl.zeros([BLOCK_D], tl.float32)
+    a_next = tl.zeros([BLOCK_D], tl.float32)        # a_T: nothing after the last step (dh is 0 there)
+    for _ in range(T - 1):                          # t = T − 1, ..., 1: h_{t−1} is in H
+        dh = tl.load(pg, mask=ok, other=0.0).to(tl.float32) + a_next * dh
+        a_next = tl.load(pa, mask=ok, other=0.0).to(tl.float32)
+        tl.store(pda, cast(dh * tl.load(ph, mask=ok, other=0.0).to(tl.float32), DA.dtype.element_ty), mask=ok)
+        tl.store(pdb, cast(dh, DB.dtype.element_ty), mask=ok)
+        pa -= stride_at
+        ph -= stride_ht
+        pg -= stride_gt
+        pda -= stride_dat
+        pdb -= stride_dbt
+    dh = tl.load(pg, mask=ok, other=0.0).to(tl.float32) + a_next * dh     # t = 0: h_{−1} is h0 (or 0)
+    tl.store(pda, cast(dh * h0, DA.dtype.element_ty), mask=ok)
+    tl.store(pdb, cast(dh, DB.dtype.element_ty), mask=ok)
+    if HAS_H0:
+        a0 = tl.load(pa, mask=ok, other=0.0).to(tl.float32)
+        tl.store(DH0 + pid_b * stride_dh0b + offs_d * stride_dh0d, cast(a0 * dh, DH0.dtype.element_ty), mask=ok)
+
+
 def _cfg(bt, bd, warps):
     return triton.Config({"BLOCK_T": bt, "BLOCK_D": bd}, num_warps=warps, num_stages=1)
+
+
+def _seq_cfg(bd, warps):
+    return triton.Config({"BLOCK_D": bd}, num_warps=warps, num_stages=1)
 
 
 # Autotune candidates (sm_80 and sm_90, compiled spill-free under triton 3.6 and 3.9 by `seqbench inspect`):
 # narrow D blocks give B·D/BLOCK_D programs to fill the SMs at small batch; longer chunks fewer carries.
 CONFIGS = [_cfg(32, 32, 2), _cfg(64, 32, 4), _cfg(32, 64, 4), _cfg(64, 64, 4), _cfg(128, 32, 4)]
+# The sequential plan: 8 lanes per thread (one 16-byte load of a 16-bit tensor) or 4 (fp32's 16 bytes).
+SEQ_CONFIGS = [_seq_cfg(256, 1), _seq_cfg(512, 2), _seq_cfg(1024, 4), _seq_cfg(128, 1)]
 # The interpreter runs one program at a time: small tiles so tests cross chunk and block edges.
 INTERPRETER = dict(BLOCK_T=16, BLOCK_D=16, num_warps=4)
 MAX_D = 65_535 * 16          # D blocks ride grid axis 1 (at most 65,535), BLOCK_D >= 16
+BYTES_IN_FLIGHT = 3_000_000  # HBM bandwidth × latency (Little's law): about 4.8 TB/s × 0.6 µs on an H200
+PLANS = ("sequential", "associative")
+
+
+def plan_for(B: int, D: int, dtype: torch.dtype) -> str:
+    """The plan for B·D lanes: sequential once the lanes' loads of a step (a and b, one element each) keep
+    BYTES_IN_FLIGHT in flight, the associative chunk scan below that."""
+    return "sequential" if B * D * 2 * dtype.itemsize >= BYTES_IN_FLIGHT else "associative"
 
 
 @functools.lru_cache(maxsize=None)
 def _tuned(kernel):
-    return autotune(kernel, CONFIGS, ["T", "D"], kernel.__name__.strip("_"))
+    seq = kernel in (_scan_seq_fwd, _scan_seq_bwd)
+    return autotune(kernel, SEQ_CONFIGS if seq else CONFIGS, ["T", "D"], kernel.__name__.strip("_"))
 
 
 def _launch(kernel, args: dict, B: int, D: int, device):
     if device.type == "cuda":
         _tuned(kernel)[lambda m: (B, triton.cdiv(D, m["BLOCK_D"]))](**args)
+    elif kernel in (_scan_seq_fwd, _scan_seq_bwd):
+        kernel[(B, triton.cdiv(D, INTERPRETER["BLOCK_D"]))](**args, BLOCK_D=INTERPRETER["BLOCK_D"])
     else:
         kernel[(B, triton.cdiv(D, INTERPRETER["BLOCK_D"]))](**args, **INTERPRETER)
+
+
+KERNELS = {"sequential": (_scan_seq_fwd, _scan_seq_bwd), "associative": (_scan_fwd, _scan_bwd)}
 
 
 def fwd_args(a, b, h0, h) -> dict:
@@ -159,17 +254,18 @@ def bwd_args(a, h0, h, g, da, db, dh0) -> dict:
                 HAS_H0=h0 is not None)
 
 
-def _scan(a, b, h0):
+def _scan(a, b, h0, plan):
     h = torch.empty(a.shape, device=a.device, dtype=a.dtype)
-    _launch(_scan_fwd, fwd_args(a, b, h0, h), a.shape[0], a.shape[2], a.device)
+    _launch(KERNELS[plan][0], fwd_args(a, b, h0, h), a.shape[0], a.shape[2], a.device)
     return h
 
 
 class _LinearScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, b, h0):
-        h = _scan(a, b, h0)
+    def forward(ctx, a, b, h0, plan):
+        h = _scan(a, b, h0, plan)
         ctx.save_for_backward(a, h0, h)
+        ctx.plan = plan
         return h
 
     @staticmethod
@@ -178,12 +274,13 @@ class _LinearScan(torch.autograd.Function):
         a, h0, h = ctx.saved_tensors
         da, db = torch.empty_like(a), torch.empty_like(a)
         dh0 = torch.empty_like(h0) if h0 is not None else None
-        _launch(_scan_bwd, bwd_args(a, h0, h, g, da, db, dh0), a.shape[0], a.shape[2], a.device)
-        return da, db, dh0
+        _launch(KERNELS[ctx.plan][1], bwd_args(a, h0, h, g, da, db, dh0), a.shape[0], a.shape[2], a.device)
+        return da, db, dh0, None
 
 
-def linear_scan(a, b, h0=None):
-    """h_t = a_t ∘ h_{t−1} + b_t for every t, as a parallel scan.
+def linear_scan(a, b, h0=None, *, _plan: str | None = None):
+    """h_t = a_t ∘ h_{t−1} + b_t for every t: the sequential plan or the associative chunk scan, by shape
+    (``plan_for``; ``_plan`` forces one, for the tests).
 
     a, b: (B, T, D) of one float dtype; h0: (B, D) or None for zeros.  Returns h (B, T, D) in that dtype,
     computed with an fp32 state.  Differentiable in a, b and h0.
@@ -203,10 +300,13 @@ def linear_scan(a, b, h0=None):
         raise ValueError(f"a and b must have B, T and D >= 1, got shape {tuple(a.shape)}")
     if a.shape[2] > MAX_D:
         raise ValueError(f"a and b: D must be at most {MAX_D:,} (CUDA's 65,535 grid rows of 16), got {a.shape[2]:,}")
+    if _plan is not None and _plan not in PLANS:
+        raise ValueError(f"_plan must be one of {PLANS} or None, got {_plan!r}")
+    plan = _plan or plan_for(a.shape[0], a.shape[2], a.dtype)
     args = (a, b, h0)
     if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in args):
-        return _LinearScan.apply(*args)
-    return _scan(*args)
+        return _LinearScan.apply(*args, plan)
+    return _scan(*args, plan)
 
 
 # ------------------------------------------------------------------------------------ minGRU, minLSTM
@@ -330,10 +430,13 @@ class MinLSTM(_MinRNN):
 # ----------------------------------------------------------------------------------------------
 
 def compile_builds(family: str, dtypes=(torch.float16,)):
-    """The scan forward and backward, every config, at B=16, T=1024, D=1024 with h0."""
+    """Both plans' forward and backward, every config, at B=16, T=1024, D=1024 with h0."""
     for dtype in dtypes:
         t = lambda *s: torch.empty(*s, device="meta", dtype=dtype)  # noqa: E731
         a, h0 = t(16, 1024, 1024), t(16, 1024)
         for cfg in CONFIGS:
             yield "scan.fwd", _scan_fwd, fwd_args(a, a, h0, a), cfg
             yield "scan.bwd", _scan_bwd, bwd_args(a, h0, a, a, a, a, h0), cfg
+        for cfg in SEQ_CONFIGS:
+            yield "scan.seq_fwd", _scan_seq_fwd, fwd_args(a, a, h0, a), cfg
+            yield "scan.seq_bwd", _scan_seq_bwd, bwd_args(a, h0, a, a, a, a, h0), cfg

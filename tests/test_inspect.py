@@ -8,6 +8,10 @@ from triton.runtime.jit import JITFunction
 
 from bench.tools import kernel_inspect as ins
 
+# One xdist worker takes every test here (--dist loadgroup, pyproject's addopts): the compiles are one
+# module fixture, minutes long, that a second worker would repeat.
+pytestmark = pytest.mark.xdist_group("inspect")
+
 
 @pytest.fixture(scope="module")
 def rows():

@@ -1,14 +1,23 @@
-"""kernels.scan (linear_scan, min_gru, min_lstm) against sequential float64 references, by the 2x rule."""
+"""kernels.scan (linear_scan, min_gru, min_lstm) against sequential float64 references, by the 2x rule; both
+plans (sequential, associative) on every linear_scan case, and the shape where the choice between them flips."""
+import functools
+
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernels.scan import INTERPRETER, MinGRU, MinLSTM, linear_scan, min_gru, min_lstm
+from kernels import scan
+from kernels.scan import INTERPRETER, PLANS, MinGRU, MinLSTM, linear_scan, min_gru, min_lstm
 from reference import scan as ref
 from tests.helpers import DEVICE, DTYPES, check_fn, double_backward
 
 CHUNK = INTERPRETER["BLOCK_T"]
+plans = pytest.mark.parametrize("plan", PLANS)
+
+
+def planned(plan):
+    return functools.partial(linear_scan, _plan=plan)
 
 
 def make(B, T, D, dtype, seed=0, lo=0.0, hi=1.0, state=True):
@@ -19,45 +28,74 @@ def make(B, T, D, dtype, seed=0, lo=0.0, hi=1.0, state=True):
     return a.to(DEVICE, dtype), b.to(DEVICE, dtype), (h0.to(DEVICE, dtype) if state else None)
 
 
+@plans
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("T", [1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5])
 @pytest.mark.parametrize("state", [True, False], ids=["h0", "no h0"])
-def test_matches_sequential(T, state, dtype):
-    check_fn(linear_scan, ref.linear_scan, make(2, T, 19, dtype, state=state), 1)
+def test_matches_sequential(T, state, dtype, plan):
+    check_fn(planned(plan), ref.linear_scan, make(2, T, 19, dtype, state=state), 1)
 
 
 @pytest.mark.parametrize("lo, hi", [(0.0, 1e-4), (1 - 1e-4, 1.0), (1 - 1e-7, 1.0), (0.0, 1.0)],
                          ids=["a near 0", "a near 1", "a within 1e-7 of 1", "a in [0, 1)"])
-def test_extreme_decays(lo, hi):
+@plans
+def test_extreme_decays(lo, hi, plan):
     """Where a log-space scan (log a summed, exp'd back) loses digits: a ~ 0 underflows and a ~ 1 needs
     log1p; the direct products here keep fp32 accuracy over 200 steps."""
     a, b, h0 = make(3, 200, 17, torch.float32, lo=lo, hi=hi)
-    check_fn(linear_scan, ref.linear_scan, (a, b, h0), 1)
+    check_fn(planned(plan), ref.linear_scan, (a, b, h0), 1)
 
 
-def test_constant_decay_closed_form():
+@plans
+def test_constant_decay_closed_form(plan):
     """a = ½ everywhere and b = 1: h0 = 3 gives h_t = 2 + 2^−(t+1), exactly."""
     T = 2 * CHUNK + 3
     a = torch.full((1, T, 5), 0.5, device=DEVICE)
     h0 = torch.full((1, 5), 3.0, device=DEVICE)
     t = torch.arange(T, device=DEVICE, dtype=torch.float32)[None, :, None]
-    torch.testing.assert_close(linear_scan(a, torch.ones_like(a), h0), (2 + 0.5 ** (t + 1)).expand(1, T, 5))
+    torch.testing.assert_close(planned(plan)(a, torch.ones_like(a), h0), (2 + 0.5 ** (t + 1)).expand(1, T, 5))
 
 
 @given(B=st.integers(1, 3), T=st.integers(1, 50), D=st.integers(1, 40), dtype=st.sampled_from(DTYPES),
-       seed=st.integers(0, 2**16), state=st.booleans())
-def test_random_shapes(B, T, D, dtype, seed, state):
-    check_fn(linear_scan, ref.linear_scan, make(B, T, D, dtype, seed, state=state), 1)
+       seed=st.integers(0, 2**16), state=st.booleans(), plan=st.sampled_from(PLANS))
+def test_random_shapes(B, T, D, dtype, seed, state, plan):
+    check_fn(planned(plan), ref.linear_scan, make(B, T, D, dtype, seed, state=state), 1)
 
 
-def test_strided_inputs():
+@plans
+def test_strided_inputs(plan):
     """a time-major in memory, b every other element of a wider tensor, h0 a column slice."""
     a, b, h0 = make(2, 21, 12, torch.float32)
     a_t = a.transpose(0, 1).contiguous().transpose(0, 1)
     b_t = torch.stack([b, torch.full_like(b, 1e3)], -1).reshape(2, 21, 24)[..., ::2]
     h0_t = torch.stack([h0, torch.full_like(h0, 1e3)], -1).reshape(2, 24)[:, ::2]
     assert not any(t.is_contiguous() for t in (a_t, b_t, h0_t))
-    check_fn(linear_scan, ref.linear_scan, (a_t, b_t, h0_t), 1)
+    check_fn(planned(plan), ref.linear_scan, (a_t, b_t, h0_t), 1)
+
+
+def test_plan_flips_where_the_lanes_fill_hbm(monkeypatch):
+    """plan_for: sequential from B·D·2·element size ≥ BYTES_IN_FLIGHT (750k 16-bit lanes, 375k fp32 ones on an
+    H200's 3 MB), the associative scan below; and linear_scan runs the plan it picks, on either side of the
+    line (moved down to a testable size), matching the reference there."""
+    line = scan.BYTES_IN_FLIGHT
+    assert scan.plan_for(1, line // 4, torch.float16) == "sequential"
+    assert scan.plan_for(1, line // 4 - 1, torch.float16) == "associative"
+    assert scan.plan_for(16, 1024, torch.float16) == "associative"              # 16k lanes: the issue's shape
+    assert scan.plan_for(-(-line // (8 * 1024)), 1024, torch.float32) == "sequential"   # 367 × 1024 fp32 lanes
+    monkeypatch.setattr(scan, "BYTES_IN_FLIGHT", 2 * 24 * 4)                    # 24 fp32 lanes
+    ran = []
+    launch = scan._launch
+    monkeypatch.setattr(scan, "_launch", lambda kernel, *a: ran.append(kernel.__name__) or launch(kernel, *a))
+    for B, D, plan in ((2, 12, "sequential"), (1, 23, "associative")):
+        ran.clear()
+        check_fn(linear_scan, ref.linear_scan, make(B, 9, D, torch.float32), 1)
+        assert ran == [k.__name__ for k in scan.KERNELS[plan]], (B, D, ran)
+
+
+def test_unknown_plan_is_refused():
+    a, b, h0 = make(2, 5, 3, torch.float32)
+    with pytest.raises(ValueError, match="_plan must be one of"):
+        linear_scan(a, b, h0, _plan="chunk")
 
 
 def _args(names, B, T, IN, D, dtype, seed=0, bias=True, state=True):
@@ -157,9 +195,10 @@ def test_h_n_does_not_alias_h(cls):
     assert torch.equal(hn, want) and want.abs().sum() > 0
 
 
+@plans
 @pytest.mark.parametrize("state", [False, True], ids=["no h0", "h0 = 0"])
 @pytest.mark.parametrize("T", [4, CHUNK + 4])
-def test_overflowing_products_meet_no_zero_state(T, state):
+def test_overflowing_products_meet_no_zero_state(T, state, plan):
     """∏a overflows fp32 (1e20 · 1e20) while the state is 0: the sequential loop in fp32 gives 0, 0, 1, 1 and
     so must the scan (it gave 0, nan, nan, nan when the carried state multiplied the chunk's product); its
     gradients are the fp32 loop's too (inf where dh really passes fp32, and the loop's own inf · 0 there)."""
@@ -174,7 +213,7 @@ def test_overflowing_products_meet_no_zero_state(T, state):
     assert torch.equal(want[0, -4:, 0], torch.tensor([0.0, 0.0, 1.0, 1.0]))
     want.sum().backward()
     args = [t.detach().to(DEVICE).requires_grad_() if t is not None else None for t in loop]
-    got = linear_scan(*args)
+    got = linear_scan(*args, _plan=plan)
     torch.testing.assert_close(got.cpu(), want.detach(), rtol=1e-6, atol=0)
     got.sum().backward()
     for ours, theirs in zip(args, loop):
