@@ -1307,7 +1307,7 @@ def test_impl_tags_select_a_group_in_every_workload(tmp_path, monkeypatch):
     assert cli(["run", "--only", "model_lstm", "--impl", "triton", "--seq-len", "8", "--mode", "fwd", "--no-progress",
                 "--out", str(tmp_path)]) == 0
     rows = schema.read_rows(str(tmp_path / "results.csv"))[0]
-    assert {r["impl"] for r in rows} == {"lstm_triton", "lstm_triton_persistent"}
+    assert {r["impl"] for r in rows} == {"lstm_triton", "lstm_triton_persistent", "lstm_flashrnn_triton_fused"}
 
 
 def test_version_and_help_on_every_flag(capsys):

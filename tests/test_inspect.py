@@ -8,14 +8,43 @@ from triton.runtime.jit import JITFunction
 
 from bench.tools import kernel_inspect as ins
 
-# One xdist worker takes every test here (--dist loadgroup, pyproject's addopts): the compiles are one
-# module fixture, minutes long, that a second worker would repeat.
-pytestmark = pytest.mark.xdist_group("inspect")
 
 
 @pytest.fixture(scope="module")
-def rows():
-    return ins.inspect_kernels(kernels=ins.KERNEL_MODULES, archs=("sm_80", "sm_90a"), dtypes=("float16", "float32"))
+def rows(tmp_path_factory):
+    """Every shipped config compiled, once per test run: under xdist the first worker to get here compiles (minutes)
+    and leaves the rows in the run's shared temporary folder; another worker waits for them instead of compiling
+    them again (xdist's pattern for a fixture run once)."""
+    import json
+    import os
+    import time
+
+    def compile_all():
+        return ins.inspect_kernels(kernels=ins.KERNEL_MODULES, archs=("sm_80", "sm_90a"), dtypes=("float16", "float32"))
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return compile_all()
+    shared = tmp_path_factory.getbasetemp().parent / "inspect-rows.json"
+    try:
+        os.close(os.open(f"{shared}.lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:                      # another worker compiles them
+        deadline = time.time() + 1800
+        while not shared.exists():
+            if time.time() > deadline:
+                raise TimeoutError(f"no {shared} after 30 minutes") from None
+            time.sleep(1)
+        found = json.loads(shared.read_text())
+        if isinstance(found, dict):
+            raise RuntimeError(f"the worker that compiled failed: {found['error']}")
+        return found
+    try:
+        found = compile_all()
+    except Exception as exc:
+        found = {"error": repr(exc)}
+        raise
+    finally:
+        shared.with_suffix(".tmp").write_text(json.dumps(found))
+        os.replace(shared.with_suffix(".tmp"), shared)
+    return found
 
 
 def _label(r):
