@@ -24,8 +24,8 @@ minLSTM: f, i = σ(x W_fᵀ + b_f), σ(x W_iᵀ + b_i),  h̃ = x W_hᵀ + b_h,
          h_t = f'_t ∘ h_{t−1} + i'_t ∘ h̃_t  with f' = f / (f + i), i' = i / (f + i)
 The gates read x only, never h: the projections of all steps are one GEMM, the recurrence one scan.
 
-Range (the associative plan; the sequential one is the loop itself): the carried state enters each chunk through its first b (b₀ + a₀·h), so a product of a's that
-overflows never multiplies a zero state (the loop's 0 · 1e20 · 1e20 = 0 stays 0, not inf · 0 = NaN).  What
+Range (the associative plan; the sequential one is the loop itself): the carried state enters each chunk
+through its first b (b₀ + a₀·h), so a product of a's that overflows never multiplies a zero state (the loop's 0 · 1e20 · 1e20 = 0 stays 0, not inf · 0 = NaN).  What
 a scan cannot avoid: within a chunk, a segment whose ∏a overflows fp32 (|a| ≫ 1 over many steps) times a
 zero prefix state is NaN, and times a nonzero one is inf, where the sequential loop may come back to
 finite values.  With |a| ≤ 1, as for the minGRU's 1 − z and the minLSTM's f', no product overflows.
@@ -222,22 +222,22 @@ def plan_for(B: int, D: int, dtype: torch.dtype) -> str:
     return "sequential" if B * D * 2 * dtype.itemsize >= BYTES_IN_FLIGHT else "associative"
 
 
+KERNELS = {"sequential": (_scan_seq_fwd, _scan_seq_bwd), "associative": (_scan_fwd, _scan_bwd)}
+
+
 @functools.lru_cache(maxsize=None)
 def _tuned(kernel):
-    seq = kernel in (_scan_seq_fwd, _scan_seq_bwd)
-    return autotune(kernel, SEQ_CONFIGS if seq else CONFIGS, ["T", "D"], kernel.__name__.strip("_"))
+    configs = SEQ_CONFIGS if kernel in KERNELS["sequential"] else CONFIGS
+    return autotune(kernel, configs, ["T", "D"], kernel.__name__.strip("_"))
 
 
 def _launch(kernel, args: dict, B: int, D: int, device):
     if device.type == "cuda":
         _tuned(kernel)[lambda m: (B, triton.cdiv(D, m["BLOCK_D"]))](**args)
-    elif kernel in (_scan_seq_fwd, _scan_seq_bwd):
+    elif kernel in KERNELS["sequential"]:          # its one tile size: no BLOCK_T
         kernel[(B, triton.cdiv(D, INTERPRETER["BLOCK_D"]))](**args, BLOCK_D=INTERPRETER["BLOCK_D"])
     else:
         kernel[(B, triton.cdiv(D, INTERPRETER["BLOCK_D"]))](**args, **INTERPRETER)
-
-
-KERNELS = {"sequential": (_scan_seq_fwd, _scan_seq_bwd), "associative": (_scan_fwd, _scan_bwd)}
 
 
 def fwd_args(a, b, h0, h) -> dict:
