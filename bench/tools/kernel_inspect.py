@@ -66,24 +66,55 @@ _SASS_INSTR = re.compile(r"^\s+/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z
 _BRA_TARGET = re.compile(r"0x([0-9a-f]+)")
 
 
+_EXIT = re.compile(r"^\s+/\*([0-9a-f]{4,})\*/\s+EXIT\b", re.M)     # an unpredicated EXIT
+
+
+def loops(sass: str) -> tuple[list, list]:
+    """(instructions as (address, op, operands), loops as (first, last) addresses).  A loop is a backward
+    branch that does not cross an unpredicated EXIT: the out-of-line stubs after the function's end (an
+    mbarrier wait that retries, then jumps back into the body) branch backwards too, but are no loop."""
+    instrs = [(int(a, 16), op, rest) for a, op, rest in _SASS_INSTR.findall(sass)]
+    exits = [int(a, 16) for a in _EXIT.findall(sass)]
+    spans = []
+    for addr, op, rest in instrs:
+        target = _BRA_TARGET.search(rest) if op == "BRA" else None
+        start = int(target.group(1), 16) if target else None
+        if start is not None and start < addr and not any(start <= e <= addr for e in exits):
+            spans.append((start, addr))
+    return instrs, spans
+
+
 def hot_loop(sass: str) -> tuple[int, int]:
     """(instructions, tensor-core MMAs) of the kernel's hot loop: of the loops (backward branches) holding
     the most HGMMA/HMMA, the shortest.  Instructions per MMA there is the proxy for the work around each
     tensor-core op (scaling, exp2, masks, address arithmetic) that the GPU cannot hide.  (0, 0): no loop MMA."""
-    instrs = [(int(a, 16), op) for a, op, _ in _SASS_INSTR.findall(sass)]
+    instrs, spans = loops(sass)
     best = (0, 0)
-    for addr, op, rest in _SASS_INSTR.findall(sass):
-        if op != "BRA":
-            continue
-        target = _BRA_TARGET.search(rest)
-        end, start = int(addr, 16), int(target.group(1), 16) if target else None
-        if start is None or start >= end:
-            continue
-        body = [o for a, o in instrs if start <= a <= end]
+    for start, end in spans:
+        body = [o for a, o, _ in instrs if start <= a <= end]
         mma = sum(o in ("HGMMA", "HMMA") for o in body)
         if mma > best[1] or (mma == best[1] and mma and len(body) < best[0]):
             best = (len(body), mma)
     return best
+
+
+# bytes a thread moves in one LDG/STG, by the width modifier (LDG.E.128: 16); none given is 32 bits
+_WIDTH = {"128": 16, "64": 8, "U16": 2, "S16": 2, "U8": 1, "S8": 1}
+
+
+def main_loop(sass: str) -> dict:
+    """Counts over the kernel's outermost loop (of its ``loops``, the one spanning the most instructions;
+    a nested loop's body counted once): instructions, tensor-core MMAs, block barriers
+    (BAR), global loads and stores, and the global bytes a thread moves per trip.  All zero: no loop."""
+    instrs, spans = loops(sass)
+    span = max(spans, key=lambda s: s[1] - s[0], default=(0, -1))
+    body = [(op, rest) for a, op, rest in instrs if span[0] <= a <= span[1]]
+    memory = [(op, rest.split()[0].split(".") if rest.startswith(".") else []) for op, rest in body
+              if op in ("LDG", "STG")]
+    return dict(instructions=len(body), mma=sum(op in ("HGMMA", "HMMA") for op, _ in body),
+                barriers=sum(op == "BAR" for op, _ in body), loads=sum(op == "LDG" for op, _ in memory),
+                stores=sum(op == "STG" for op, _ in memory),
+                global_bytes=sum(next((_WIDTH[m] for m in mods if m in _WIDTH), 4) for _, mods in memory))
 
 
 _RES = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
@@ -138,6 +169,8 @@ def specialize(fn, args: dict):
             attrs[(i,)] = [["tt.divisibility", 16]]
         elif isinstance(value, bool):
             signature[p.name] = "i1"
+        elif isinstance(value, int) and getattr(p, "do_not_specialize", False):   # the JIT's do_not_specialize
+            signature[p.name] = "i64" if abs(value) >= 2**31 else "i32"
         elif isinstance(value, int):
             if value == 1:
                 signature[p.name], constexprs[p.name] = "constexpr", 1
@@ -165,11 +198,30 @@ def occupancy(regs: int, shared: int, threads: int, arch: dict) -> tuple[int, fl
     return blocks, round(blocks * warps / (MAX_THREADS_PER_SM // 32), 4)
 
 
-def compile_one(name: str, fn, args: dict, config, arch_name: str) -> Row:
+def compile_sass(fn, args: dict, num_warps: int, num_stages: int, arch_name: str):
+    """(compiled kernel, ``cuobjdump -res-usage`` text, SASS) of ``fn`` specialised for ``args``."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    sig, constexprs, attrs = specialize(fn, args)
+    kernel = triton.compile(ASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", ARCHS[arch_name]["cap"], 32),
+                            options=dict(num_warps=num_warps, num_stages=num_stages))
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(kernel.asm["cubin"])
+        f.flush()
+        res = subprocess.run([_tool("cuobjdump"), "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+        sass = subprocess.run([_tool("cuobjdump"), "-sass", f.name], capture_output=True, text=True, check=True).stdout
+    return kernel, res, sass
+
+
+def resources(kernel, res: str) -> dict:
+    """Registers, spilled bytes (stack frame + local memory) and shared memory of a compiled kernel."""
+    regs, stack, shared_static, local = map(int, _RES.search(res).groups())
+    return dict(registers=regs, spill_bytes=stack + local, shared_bytes=max(kernel.metadata.shared, shared_static))
+
+
+def compile_one(name: str, fn, args: dict, config, arch_name: str) -> Row:
     arch = ARCHS[arch_name]
     args = dict(args, **config.kwargs)
     row = Row(kernel=name, arch=arch_name,
@@ -177,25 +229,16 @@ def compile_one(name: str, fn, args: dict, config, arch_name: str) -> Row:
               dtype=str(next(v.dtype for v in args.values() if hasattr(v, "dtype"))).replace("torch.", ""),
               head_dim=int(args.get("HEAD_DIM", 0)), uses_dot=False)
     try:
-        sig, constexprs, attrs = specialize(fn, args)
-        kernel = triton.compile(ASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", arch["cap"], 32),
-                                options=dict(num_warps=config.num_warps, num_stages=config.num_stages))
+        kernel, res, sass = compile_sass(fn, args, config.num_warps, config.num_stages, arch_name)
     except Exception as exc:  # a config that does not compile is a finding, not a crash
         row.ok, row.error = False, describe(exc, 200)
         return row
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(kernel.asm["cubin"])
-        f.flush()
-        res = subprocess.run([_tool("cuobjdump"), "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
-        sass = subprocess.run([_tool("cuobjdump"), "-sass", f.name], capture_output=True, text=True, check=True).stdout
-    regs, stack, shared_static, local = map(int, _RES.search(res).groups())
     ops = collections.Counter(_SASS_OP.findall(sass))
     row.uses_dot = "tt.dot" in kernel.asm["ttir"]
-    row.registers = regs
-    row.spill_bytes = stack + local
-    row.shared_bytes = max(kernel.metadata.shared, shared_static)
+    for key, value in resources(kernel, res).items():
+        setattr(row, key, value)
     row.threads = config.num_warps * 32
-    row.blocks_per_sm, row.occupancy = occupancy(regs, row.shared_bytes, row.threads, arch)
+    row.blocks_per_sm, row.occupancy = occupancy(row.registers, row.shared_bytes, row.threads, arch)
     row.sass = {op: ops.get(op, 0) for op in SASS_COUNTED}
     row.hot_loop_instructions, mmas = hot_loop(sass)
     row.instr_per_mma = round(row.hot_loop_instructions / mmas, 1) if mmas else 0.0
@@ -267,9 +310,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.error = lambda message: ap.exit(2, f"seqbench inspect: error: {message}\n")
     ap.add_argument("--arch", default=",".join(ARCHS), help=f"comma list from {', '.join(ARCHS)} (default both)")
     ap.add_argument("--only", dest="kernel", default=",".join(KERNEL_MODULES), metavar="NAMES",
-                    help=f"comma list of kernel families from {', '.join(KERNEL_MODULES)} (default all)")
+                    help=f"comma list of kernel families from {', '.join(KERNEL_MODULES)} (default all); with --peers, "
+                         "also a leading part of a comparison's name, such as scan.sequential")
     ap.add_argument("--kernel", dest="kernel", default=argparse.SUPPRESS, help=argparse.SUPPRESS)   # the old name
     ap.add_argument("--dtype", default="float16", help="comma list of float16, bfloat16, float32 (default float16)")
+    ap.add_argument("--peers", action="store_true",
+                    help="compile the peers' Triton kernels (fla, FlashRNN; the peers extra) beside ours at matched "
+                         "shapes and print the static counts with ours / peer and the targets (--arch, --jobs, "
+                         "--only, --json and --out apply)")
     ap.add_argument("--jobs", type=int, default=None, help="parallel compiles (default: the usable cores)")
     ap.add_argument("--json", metavar="FILE", help="write the rows as JSON ('-' for stdout, nothing else printed)")
     ap.add_argument("--out", metavar="DIR", help="folder for inspect.csv and inspect.md (default runs/<date>-inspect)")
@@ -284,8 +332,9 @@ def main(argv=None) -> int:
     archs = [x for x in a.arch.split(",") if x]
     kernels = [x for x in a.kernel.split(",") if x]
     dtypes = [x for x in a.dtype.split(",") if x]
-    for value, allowed, what in ((archs, ARCHS, "--arch"), (kernels, KERNEL_MODULES, "--only"),
-                                 (dtypes, ("float16", "bfloat16", "float32"), "--dtype")):
+    checked = ((archs, ARCHS, "--arch"), (kernels, KERNEL_MODULES, "--only"),
+               (dtypes, ("float16", "bfloat16", "float32"), "--dtype"))
+    for value, allowed, what in checked[::2] if a.peers else checked:     # --peers: its own names, below
         bad = [x for x in value if x not in allowed]
         if bad or not value:
             ap.error(f"{what}: {'unknown ' + str(bad) if bad else 'names nothing'}; expected some of {list(allowed)}")
@@ -295,8 +344,16 @@ def main(argv=None) -> int:
     if a.json not in (None, "-"):
         problem = problem or (f"--json {a.json} is a folder" if os.path.isdir(a.json) else
                               writable_folder(os.path.dirname(os.path.abspath(a.json))))
+    if a.peers:
+        from bench.tools.peer_inspect import COMPARISONS, comparisons_for
+        bad = [n for n in kernels if not comparisons_for([n], archs)]
+        if bad:
+            ap.error(f"--peers: no comparison for {', '.join(bad)} on {', '.join(archs)}; the comparisons are "
+                     f"{', '.join(c.kernel for c in COMPARISONS)} (a family or a leading part of a name picks them)")
     if problem:
         ap.error(problem)
+    if a.peers:
+        return _peers_main(archs, kernels, a)
     rows = inspect_kernels(kernels, archs, dtypes, a.jobs)
     if a.json == "-":
         json.dump(rows, sys.stdout)
@@ -320,6 +377,34 @@ def main(argv=None) -> int:
         print(f"\n{len(failed)} of {len(rows)} configurations failed to compile, overflowed shared memory or spilled",
               file=sys.stderr)
     return 1 if failed else 0
+
+
+def _peers_main(archs, kernels, a) -> int:
+    """``--peers``: the comparison records (bench.tools.peer_inspect) as a table, CSV, Markdown and JSON."""
+    import pandas as pd
+
+    from bench.tools import peer_inspect
+
+    records = peer_inspect.inspect_peers(archs, a.jobs, kernels)
+    if a.json == "-":
+        json.dump(records, sys.stdout)
+        return 0
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(records, f, indent=1)
+    md = peer_inspect.to_markdown(records)
+    print(md)
+    os.makedirs(a.out, exist_ok=True)
+    pd.DataFrame(records).to_csv(os.path.join(a.out, "peers.csv"), index=False)
+    with open(os.path.join(a.out, "peers.md"), "w") as f:
+        f.write(md + "\n")
+    print(f"\nsaved {a.out}/peers.csv and {a.out}/peers.md", file=sys.stderr)
+    targets = [r for r in records if r["met"] is not None]
+    print(f"targets met: {sum(r['met'] for r in targets)} of {len(targets)}", file=sys.stderr)
+    ours_bad = [r for r in records if r["note"].startswith("ours:") or (r["metric"] == "spill_bytes" and r["ours"])]
+    if ours_bad:
+        print(f"{len(ours_bad)} of our records failed to compile or spilled", file=sys.stderr)
+    return 1 if ours_bad else 0
 
 
 if __name__ == "__main__":
