@@ -403,7 +403,7 @@ def cmd_compare(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Every command and flag of ``seqbench`` (``inspect`` parses its own: bench.tools.kernel_inspect.build_parser)."""
+    """Every command and flag of ``seqbench`` (``inspect`` parses its own: bench.tools.inspect_cli.build_parser)."""
     from bench.workloads import WORKLOADS
 
     ap = _Parser(prog="seqbench", description="Does the textbook's hardware argument (LSTMs leave a GPU idle, "
@@ -533,7 +533,7 @@ def main(argv=None) -> int:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if args.cmd == "inspect":
-            from bench.tools.kernel_inspect import main as inspect_main
+            from bench.tools.inspect_cli import main as inspect_main
             return inspect_main(rest)
         return args.fn(args)
     except KeyboardInterrupt:

@@ -1317,9 +1317,9 @@ def test_version_and_help_on_every_flag(capsys):
     import argparse
     ap = cli_module.build_parser()
     subs = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction)).choices
-    from bench.tools import kernel_inspect
-    parsers = [(n, p) for n, p in subs.items() if n != "inspect"] + [("inspect", kernel_inspect.build_parser())]
+    from bench.tools import inspect_cli
+    parsers = [(n, p) for n, p in subs.items() if n != "inspect"] + [("inspect", inspect_cli.build_parser())]
     bare = [f"{name} {o.option_strings or o.dest}" for name, p in parsers for o in p._actions
             if not o.help and not isinstance(o, argparse._HelpAction)]
     assert not bare, bare
-    assert "(default runs/<date>-inspect)" in " ".join(kernel_inspect.build_parser().format_help().split())
+    assert "(default runs/<date>-inspect)" in " ".join(inspect_cli.build_parser().format_help().split())

@@ -236,8 +236,9 @@ def test_specialize_keeps_do_not_specialize():
 
 def test_peers_rejects_what_it_does_not_compare(capsys):
     """--peers picks comparisons by family or by a leading part of their names; anything else is one line, exit 2."""
+    from bench.tools.inspect_cli import main
     with pytest.raises(SystemExit) as exc:
-        ins.main(["--peers", "--only", "scan,conv"])
+        main(["--peers", "--only", "scan,conv"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "no comparison for conv" in err and err.count("\n") == 1
 

@@ -346,7 +346,7 @@ def inspect_peers(archs=tuple(ki.ARCHS), jobs=None, families=None) -> list[dict]
 def _in_child(archs, jobs, families) -> list[dict]:
     import subprocess
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    cmd = [sys.executable, "-m", "bench.tools.kernel_inspect", "--peers", "--json", "-", "--arch", ",".join(archs),
+    cmd = [sys.executable, "-m", "bench.tools.inspect_cli", "--peers", "--json", "-", "--arch", ",".join(archs),
            "--only", ",".join(families)]
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the checkout
     out = subprocess.run(cmd + (["--jobs", str(jobs)] if jobs else []), env=env, cwd=root, capture_output=True,
