@@ -1,5 +1,5 @@
 """kernels.scan (linear_scan, min_gru, min_lstm) against sequential float64 references, by the 2x rule; both
-plans (sequential, associative) on every linear_scan case, and the shape where the choice between them flips."""
+plans (sequential, chunked, associative) on every linear_scan case, and the shape where the choice flips."""
 import functools
 
 import pytest
@@ -75,21 +75,48 @@ def test_strided_inputs(plan):
 
 def test_plan_flips_where_the_lanes_fill_hbm(monkeypatch):
     """plan_for: sequential from B·D·2·element size ≥ BYTES_IN_FLIGHT (750k 16-bit lanes, 375k fp32 ones on an
-    H200's 3 MB), the associative scan below; and linear_scan runs the plan it picks, on either side of the
-    line (moved down to a testable size), matching the reference there."""
+    H200's 3 MB), the chunked scan below; and linear_scan runs the plan it picks, forward and backward, on
+    either side of the line (moved down to a testable size), matching the reference there."""
     line = scan.BYTES_IN_FLIGHT
     assert scan.plan_for(1, line // 4, torch.float16) == "sequential"
-    assert scan.plan_for(1, line // 4 - 1, torch.float16) == "associative"
-    assert scan.plan_for(16, 1024, torch.float16) == "associative"              # 16k lanes: the issue's shape
+    assert scan.plan_for(1, line // 4 - 1, torch.float16) == "chunked"
+    assert scan.plan_for(16, 1024, torch.float16) == "chunked"                  # 16k lanes: the issue's shape
     assert scan.plan_for(-(-line // (8 * 1024)), 1024, torch.float32) == "sequential"   # 367 × 1024 fp32 lanes
     monkeypatch.setattr(scan, "BYTES_IN_FLIGHT", 2 * 24 * 4)                    # 24 fp32 lanes
     ran = []
     launch = scan._launch
     monkeypatch.setattr(scan, "_launch", lambda kernel, *a: ran.append(kernel.__name__) or launch(kernel, *a))
-    for B, D, plan in ((2, 12, "sequential"), (1, 23, "associative")):
+    for B, D, plan in ((2, 12, "sequential"), (1, 23, "chunked")):
         ran.clear()
         check_fn(linear_scan, ref.linear_scan, make(B, 9, D, torch.float32), 1)
-        assert ran == [k.__name__ for k in scan.KERNELS[plan]], (B, D, ran)
+        assert ran == [k.__name__ for k in scan.KERNELS[plan][0] + scan.KERNELS[plan][1]], (B, D, ran)
+
+
+def test_chunks_multiply_the_lanes_up_to_the_line():
+    """chunk_for: B·D lanes × chunks reach BYTES_IN_FLIGHT where T has room; else as many chunks as chunks of
+    MIN_CHUNK steps allow (or MAX_CHUNKS, grid axis 2); one chunk for a sequence shorter than MIN_CHUNK."""
+    lanes = scan.BYTES_IN_FLIGHT // 4                                      # 16-bit: 2 elements of 2 bytes a lane
+    for B, T, D in ((16, 1024, 1024), (1, 100_000, 64), (4, 4096, 256), (1, 10, 8), (1, 17, 8), (1, 3_000_000, 1),
+                    (1024, 64, 1024)):
+        chunk = scan.chunk_for(B, T, D, torch.float16)
+        chunks = -(-T // chunk)
+        assert min(T, scan.MIN_CHUNK) <= chunk <= T and chunks <= scan.MAX_CHUNKS, (B, T, D, chunk)
+        # enough lanes, or chunks as short as allowed, or one step shorter would need more than the grid's chunks
+        assert (B * D * chunks >= lanes or chunk == min(T, scan.MIN_CHUNK)
+                or -(-T // (chunk - 1)) > scan.MAX_CHUNKS), (B, T, D, chunk)
+    assert scan.chunk_for(16, 1024, 1024, torch.float16) == 22      # 16k lanes: 46 chunks wanted, 47 of 22 steps
+    assert scan.chunk_for(1, 100_000, 64, torch.float16) == 16      # T-bound: 6,250 chunks of 16
+    assert scan.chunk_for(1, 3_000_000, 1, torch.float16) == 46     # grid-bound: 65,535 chunks at most
+    assert scan.chunk_for(1024, 64, 1024, torch.float16) == 64      # lanes enough: one chunk
+    assert scan.chunk_for(1, 10, 8, torch.float16) == 10
+
+
+@pytest.mark.parametrize("T", [1, 2, 7])
+def test_chunks_of_one_step(monkeypatch, T):
+    """Every step its own chunk: the carry pass then composes every step (the longest carry chain)."""
+    monkeypatch.setattr(scan, "MIN_CHUNK", 1)
+    check_fn(planned("chunked"), ref.linear_scan, make(2, T, 5, torch.float32), 1)
+    check_fn(planned("chunked"), ref.linear_scan, make(2, T, 5, torch.float32, state=False), 1)
 
 
 def test_unknown_plan_is_refused():
@@ -107,18 +134,41 @@ def _args(names, B, T, IN, D, dtype, seed=0, bias=True, state=True):
     return (x, *ws, *bs, r(B, D) if state else None)
 
 
+@plans
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("fn, gates", [(min_gru, 2), (min_lstm, 3)], ids=["min_gru", "min_lstm"])
 @pytest.mark.parametrize("T", [1, 2 * CHUNK + 3])
-def test_min_rnns_match_the_paper(fn, gates, T, dtype):
+def test_min_rnns_match_the_paper(fn, gates, T, dtype, plan):
+    """Every plan: the sequential and chunked ones with the gates inside the scan, the associative one
+    from a and b made in torch ops."""
     reference = getattr(ref, fn.__name__)
-    check_fn(fn, reference, _args(range(gates), 2, T, 13, 21, dtype), 1)
+    check_fn(functools.partial(fn, _plan=plan), reference, _args(range(gates), 2, T, 13, 21, dtype), 1)
 
 
+@plans
 @pytest.mark.parametrize("fn, gates", [(min_gru, 2), (min_lstm, 3)], ids=["min_gru", "min_lstm"])
 @pytest.mark.parametrize("bias, state", [(False, True), (True, False), (False, False)])
-def test_min_rnns_optional_bias_and_state(fn, gates, bias, state):
-    check_fn(fn, getattr(ref, fn.__name__), _args(range(gates), 3, 20, 7, 9, torch.float32, bias=bias, state=state), 1)
+def test_min_rnns_optional_bias_and_state(fn, gates, bias, state, plan):
+    check_fn(functools.partial(fn, _plan=plan), getattr(ref, fn.__name__),
+             _args(range(gates), 3, 20, 7, 9, torch.float32, bias=bias, state=state), 1)
+
+
+@pytest.mark.parametrize("plan", ["sequential", "chunked"])
+@pytest.mark.parametrize("fn, parts, gates", [(min_gru, 2, 1), (min_lstm, 3, 2)], ids=["min_gru", "min_lstm"])
+def test_min_rnns_take_the_gates_inside_the_scan(monkeypatch, fn, parts, gates, plan):
+    """#26: z and h̃ (f, i and h̃) are computed in the scan's kernels from the projections, forward and
+    backward, so a and b are never written: every launch has the model's GATES, and the torch-op path the
+    associative plan takes is never called."""
+    monkeypatch.setattr(scan, "_torch_coefficients", lambda *a: pytest.fail("a and b made in torch ops"))
+    seen = []
+    launch = scan._launch
+    monkeypatch.setattr(scan, "_launch", lambda kernel, args, *a: seen.append(
+        (kernel.__name__, args.get("GATES"))) or launch(kernel, args, *a))
+    check_fn(functools.partial(fn, _plan=plan), getattr(ref, fn.__name__),
+             _args(range(parts), 2, 2 * CHUNK + 3, 5, 8, torch.float32), 1)
+    assert {g for _, g in seen} == {gates}, seen
+    names = [k.__name__ for k in scan.KERNELS[plan][0] + scan.KERNELS[plan][1]]
+    assert [n for n, _ in seen] == names, seen
 
 
 @pytest.mark.parametrize("cls, fn", [(MinGRU, ref.min_gru), (MinLSTM, ref.min_lstm)], ids=["MinGRU", "MinLSTM"])

@@ -183,7 +183,7 @@ for _name, _parts in (("mingru", 2), ("minlstm", 3)):
     recurrence.impl(name=f"{_name}_torch_scan", group=_name,
                     note="one GEMM, then a doubling scan in torch ops (log2 T rounds)")(_doubling)
     recurrence.impl(name=f"{_name}_triton_scan", triton=True, group=_name,
-                    note="one GEMM, then the chunked Triton scan")(_scan)
+                    note="one GEMM, then the Triton scan with the gates inside (sequential or chunked plan)")(_scan)
     recurrence.compiled(f"{_name}_torch_loop")
     for _kind in ("fused_recurrent", "chunk"):
         recurrence.impl(name=f"{_name}_fla_{_kind}", triton=True, group=_name, peer="flash-linear-attention",
@@ -232,10 +232,18 @@ def mingru_torch_scan(inp):
     return lambda: min_gru(inp.x, *inp.w.chunk(2), *inp.b.chunk(2), scan=linear_scan_doubling)
 
 
-@model_mingru.impl(triton=True, textbook=BEYOND, note="one GEMM, then the chunked Triton scan")
+@model_mingru.impl(triton=True, textbook=BEYOND,
+                   note="one GEMM, then the Triton scan with the gates inside (sequential or chunked plan by shape)")
 def mingru_triton(inp):
     from kernels.scan import min_gru
     return lambda: min_gru(inp.x, *inp.w.chunk(2), *inp.b.chunk(2))
+
+
+@model_mingru.impl(triton=True, note="the earlier kernel, kept to time beside the new plans: one GEMM, gates in "
+                                     "torch ops, then tl.associative_scan over chunks of T")
+def mingru_triton_associative(inp):
+    from kernels.scan import min_gru
+    return lambda: min_gru(inp.x, *inp.w.chunk(2), *inp.b.chunk(2), _plan="associative")
 
 
 model_mingru.compiled("mingru_torch_loop")
