@@ -486,8 +486,9 @@ def _tma_cfg(bm, bn, warps, stages):
     return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "USE_TMA": True}, num_warps=warps, num_stages=stages)
 
 
-# The forward with Q/K/V/O moved by tensor descriptors (TMA), autotuned beside the pointer configs on sm90
-# when the layout allows (``tma_ok``): the first GPU run's ``config`` column says which structure won.  From
+# The forward with Q/K/V/O moved by tensor descriptors (TMA), the only candidates on sm90 when the layout
+# allows (``tma_ok``; the pointer configs are the fallback): the static counts put the pointer path at 1.05×
+# the TMA path's non-MMA instructions per MMA, and a GPU run's ``config`` column records the choice.  From
 # a compile sweep under triton 3.6 and 3.9: no spills, UTMALDG and HGMMA in the SASS.  Warp-specialised
 # loops (tl.range(warp_specialize=True), 4 warps) are not among them: triton 3.6's NVGPUWarpSpecialization
 # pass fails on this kernel.
@@ -540,13 +541,16 @@ def _signature(c) -> tuple:
 
 def configs_for(kernel: str, family: str, block_d: int, dtype: torch.dtype, tma: bool = False,
                 masked: bool = False) -> list:
-    """The autotune candidates; ``tma`` adds the tensor-descriptor forward variants (sm90, 16-bit);
-    ``masked``: those for a key mask (pointer path, MASKED_SKIP left out)."""
+    """The autotune candidates.  ``tma`` (the layout allows it, ``tma_ok``): the forward on sm90 in 16 bits
+    takes the tensor-descriptor configs only, the pointer ones being its fallback for layouts TMA cannot move
+    (their non-MMA work per MMA is 1.05× the TMA path's, `seqbench inspect --peers`).  ``masked``: those for a
+    key mask (pointer path, MASKED_SKIP left out)."""
     if dtype == torch.float32:
         found = FP32_CONFIGS[kernel][block_d]
+    elif tma and not masked and kernel == "fwd" and family == "sm90":
+        found = TMA_CONFIGS[block_d]
     else:
-        extra = TMA_CONFIGS[block_d] if tma and not masked and kernel == "fwd" and family == "sm90" else []
-        found = CONFIGS[kernel][family][block_d] + extra
+        found = CONFIGS[kernel][family][block_d]
     if masked:
         skip = MASKED_SKIP.get((kernel, family, dtype != torch.float32), set())
         found = [c for c in found if _signature(c) not in skip]
@@ -819,7 +823,8 @@ def compile_builds(family: str, dtypes=(torch.float16,)):
             per_kernel = {"fwd": fwd_args(q, k, v, o, lse, False, block_d ** -0.5), "dkdv": dkdv_args, "dq": dq_args}
             for kernel, args in per_kernel.items():
                 args.update(PREC="ieee" if dtype == torch.float32 else "tf32")
-                for cfg in configs_for(kernel, family, block_d, dtype, tma=True):
+                tma = [c for c in configs_for(kernel, family, block_d, dtype, tma=True) if c.kwargs.get("USE_TMA")]
+                for cfg in configs_for(kernel, family, block_d, dtype) + tma:    # the fallback and the TMA ones
                     yield f"attention.{kernel}", KERNELS[kernel], args, cfg
             yield "attention.delta", _attn_bwd_delta, delta_args(o, do, delta), DELTA_CONFIG
             if block_d == MASKED_INSPECT_D:   # the key-mask variants (pointer path), causal, at one head dim

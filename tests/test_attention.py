@@ -310,6 +310,22 @@ def test_tma_forward_path(monkeypatch, dtype):
     assert "USE_TMA" not in calls[-1] or dtype == torch.float32
 
 
+def test_tma_is_taken_whenever_the_layout_allows():
+    """#26: where TMA applies (the forward, sm90, 16-bit, no key mask) the candidates are the TMA configs only;
+    everywhere else (sm80, fp32, the backward, a key mask) the pointer configs, which are also the forward's
+    fallback for layouts TMA cannot move (tma=False)."""
+    from kernels.attention import CONFIGS, configs_for
+    for d in (16, 64, 128, 256):
+        for dtype in (torch.float16, torch.bfloat16):
+            assert all(c.kwargs.get("USE_TMA") for c in configs_for("fwd", "sm90", d, dtype, tma=True))
+            assert configs_for("fwd", "sm90", d, dtype) == CONFIGS["fwd"]["sm90"][d]
+            assert not any(c.kwargs.get("USE_TMA") for c in configs_for("fwd", "sm90", d, dtype, tma=True, masked=True))
+            assert configs_for("fwd", "sm80", d, dtype, tma=True) == CONFIGS["fwd"]["sm80"][d]
+            for kernel in ("dkdv", "dq"):
+                assert configs_for(kernel, "sm90", d, dtype, tma=True) == CONFIGS[kernel]["sm90"][d]
+        assert not any(c.kwargs.get("USE_TMA") for c in configs_for("fwd", "sm90", d, torch.float32, tma=True))
+
+
 def test_device_mismatch_is_reported_before_the_device_is_judged():
     """Issue 11: on a GPU, a CPU k among CUDA tensors was reported as "expected a CUDA tensor"; the devices are
     now compared first, so the error names the mismatch (here: a meta k beside a CPU or CUDA q)."""

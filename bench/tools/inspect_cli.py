@@ -57,11 +57,14 @@ def main(argv=None) -> int:
     if a.json not in (None, "-"):
         problem = problem or (f"--json {a.json} is a folder" if os.path.isdir(a.json) else
                               writable_folder(os.path.dirname(os.path.abspath(a.json))))
-    if a.peers:
+    if a.peers and a.kernel == ",".join(KERNEL_MODULES):      # no --only: every comparison
+        kernels = sorted({c.kernel.split(".")[0] for c in peer_inspect.COMPARISONS})
+    elif a.peers:
         bad = [n for n in kernels if not peer_inspect.comparisons_for([n], archs)]
         if bad:
             ap.error(f"--peers: no comparison for {', '.join(bad)} on {', '.join(archs)}; the comparisons are "
-                     f"{', '.join(c.kernel for c in peer_inspect.COMPARISONS)} (a family or a leading part of a name picks them)")
+                     f"{', '.join(c.kernel for c in peer_inspect.COMPARISONS)} (a family or a leading part of a "
+                     "name picks them)")
     if problem:
         ap.error(problem)
     if a.peers:

@@ -101,10 +101,34 @@ def hot_loop(sass: str) -> tuple[int, int]:
 _WIDTH = {"128": 16, "64": 8, "U16": 2, "S16": 2, "U8": 1, "S8": 1}
 
 
+_REG = re.compile(r"\bR(\d+)\b")
+_COUNTER = re.compile(r"^\s*R(\d+), R(\d+), (-?)0x([0-9a-f]+)\s*(?:,\s*RZ)?\s*$")   # Rk = Rk ± imm
+UNROLLS = (2, 4, 8, 16)       # the factors LLVM unrolls a loop with a runtime trip count by
+
+
+def steps(body: list) -> int:
+    """Source-loop steps one trip of a compiled loop covers.  LLVM unrolls a loop whose trip count is known
+    only at run time by k (2, 4, 8 or 16), stepping its counter by k and leaving a remainder loop: the counter
+    is a register the loop's last ISETP reads and the body updates by ±k (IADD3 Rk, Rk, -0x4, RZ).  1 where
+    there is no such counter.  It reads the counter, not the source: a loop written with a step of 2-16 reads
+    that step, so it is meant for loops over single steps (the scans' and the LSTMs' loops over T)."""
+    tests = [rest for op, rest in body if op == "ISETP"]
+    if not tests:
+        return 1
+    compared = set(_REG.findall(tests[-1]))
+    for op, rest in body:
+        m = _COUNTER.match(rest) if op in ("IADD3", "VIADD", "IADD") else None
+        if m and m.group(1) == m.group(2) and m.group(1) in compared:
+            k = int(m.group(4), 16)
+            return k if k in UNROLLS else 1
+    return 1
+
+
 def main_loop(sass: str) -> dict:
     """Counts over the kernel's outermost loop (of its ``loops``, the one spanning the most instructions;
     a nested loop's body counted once): instructions, tensor-core MMAs, block barriers
-    (BAR), global loads and stores, and the global bytes a thread moves per trip.  All zero: no loop."""
+    (BAR), global loads and stores, the global bytes a thread moves per trip, and the source-loop steps a
+    trip covers (``steps``: an unrolled loop's factor).  All zero (steps 1): no loop."""
     instrs, spans = loops(sass)
     span = max(spans, key=lambda s: s[1] - s[0], default=(0, -1))
     body = [(op, rest) for a, op, rest in instrs if span[0] <= a <= span[1]]
@@ -113,7 +137,8 @@ def main_loop(sass: str) -> dict:
     return dict(instructions=len(body), mma=sum(op in ("HGMMA", "HMMA") for op, _ in body),
                 barriers=sum(op == "BAR" for op, _ in body), loads=sum(op == "LDG" for op, _ in memory),
                 stores=sum(op == "STG" for op, _ in memory),
-                global_bytes=sum(next((_WIDTH[m] for m in mods if m in _WIDTH), 4) for _, mods in memory))
+                global_bytes=sum(next((_WIDTH[m] for m in mods if m in _WIDTH), 4) for _, mods in memory),
+                steps=steps(body))
 
 
 _RES = re.compile(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)")
