@@ -64,16 +64,19 @@ def grid_barrier(BAR, target, MAX_SPIN: tl.constexpr):
 
 
 @triton.jit
-def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, LENGTHS, t_lo, t_hi, B, HID, DH, TILES,
+def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, LENGTHS, t_lo, t_hi, B, HID: tl.constexpr, DH: tl.constexpr,
+                      TILES: tl.constexpr,
                       stride_xt, stride_xb, stride_xg, stride_ht, stride_hb, stride_hh, stride_wn, stride_wr,
                       stride_wk, stride_ct, stride_cb, stride_ch, stride_gt, stride_gb, stride_gh,
                       STORE_GATES: tl.constexpr, HAS_LEN: tl.constexpr, BARRIER: tl.constexpr, MAX_SPIN: tl.constexpr,
-                      HOIST_W: tl.constexpr, INDEX_64: tl.constexpr,
+                      HOIST_W: tl.constexpr, H_ON_CHIP: tl.constexpr, INDEX_64: tl.constexpr,
                       BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
                       PREC: tl.constexpr):
     """Steps t_lo … t_hi−1.  HS is (T+1, B, HID) with HS[0] = h0; c enters and leaves through CCARRY.
     With HAS_LEN a row at or past its length (LENGTHS[b]) keeps its h and c: each row's final state is
-    the one at its own last step."""
+    the one at its own last step.  H_ON_CHIP (the head is this program's, W_hh's slice one K block): h[t−1]
+    stays in registers for the next step's dot, not re-read from HS, and no barrier orders the two (the
+    launcher leaves it off with HAS_LEN)."""
     pid = tl.program_id(0)
     n = pid // TILES
     j0 = (pid % TILES) * BLOCK_H
@@ -95,6 +98,9 @@ def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, LENGTHS, t_lo, t_hi, B,
     c = tl.load(CCARRY + offs_b[None, :] * stride_cb + hcol[:, None] * stride_ch, mask=mask, other=0.0).to(tl.float32)
     if HAS_LEN:
         lens = tl.load(LENGTHS + offs_b, mask=b_ok, other=0)
+    if H_ON_CHIP:
+        h = tl.load(HS + t_lo * stride_ht + offs_b[None, :] * stride_hb + hcol[:, None] * stride_hh, mask=mask,
+                    other=0.0)
     for t32 in range(t_lo, t_hi):
         if INDEX_64:     # (T, B, 4·HID) passes 2³¹ elements at shipped shapes (B 512, T 2048, d 1024)
             t = tl.cast(t32, tl.int64)
@@ -102,41 +108,44 @@ def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, LENGTHS, t_lo, t_hi, B,
             t = t32
         acc = tl.load(XW + t * stride_xt + offs_b[None, :] * stride_xb + g_cols[:, None] * stride_xg,
                       mask=row_ok[:, None] & b_ok[None, :], other=0.0).to(tl.float32)
-        h_prev = HS + t * stride_ht + n * DH * stride_hh
-        for k0 in range(0, DH, BLOCK_K):
-            kk = k0 + offs_k
-            k_ok = kk < DH
-            if not HOIST_W:
-                w = tl.load(w_base + w_rows[:, None] * stride_wr + kk[None, :] * stride_wk,
-                            mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            hk = tl.load(h_prev + offs_b[None, :] * stride_hb + kk[:, None] * stride_hh,
-                         mask=b_ok[None, :] & k_ok[:, None], other=0.0)
-            acc = dot_acc(w, hk, acc, PREC)
+        if H_ON_CHIP:       # rows past DH or B hold 0 (their loads were masked), as HS's masked loads gave
+            acc = dot_acc(w, h, acc, PREC)
+        else:
+            h_prev = HS + t * stride_ht + n * DH * stride_hh
+            for k0 in range(0, DH, BLOCK_K):
+                kk = k0 + offs_k
+                k_ok = kk < DH
+                if not HOIST_W:
+                    w = tl.load(w_base + w_rows[:, None] * stride_wr + kk[None, :] * stride_wk,
+                                mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+                hk = tl.load(h_prev + offs_b[None, :] * stride_hb + kk[:, None] * stride_hh,
+                             mask=b_ok[None, :] & k_ok[:, None], other=0.0)
+                acc = dot_acc(w, hk, acc, PREC)
         a_i, a_f, a_g, a_o = split4(acc, BLOCK_H, BLOCK_B)
         i = tl.sigmoid(a_i)
         f = tl.sigmoid(a_f)
         g = tanh(a_g)
         o = tl.sigmoid(a_o)
         c_new = f * c + i * g
-        h = o * tanh(c_new)
+        h_new = o * tanh(c_new)
+        ty = HS.dtype.element_ty
         if HAS_LEN:
             live = (t32 < lens)[None, :]
             h_old = tl.load(HS + t * stride_ht + offs_b[None, :] * stride_hb + hcol[:, None] * stride_hh, mask=mask,
-                            other=0.0).to(tl.float32)
-            h = tl.where(live, h, h_old)
+                            other=0.0)
+            h = tl.where(live, cast(h_new, ty), h_old)
             c = tl.where(live, c_new, c)
         else:
+            h = cast(h_new, ty)
             c = c_new
-        ty = HS.dtype.element_ty
-        tl.store(HS + (t + 1) * stride_ht + offs_b[None, :] * stride_hb + hcol[:, None] * stride_hh, cast(h, ty),
-                 mask=mask)
+        tl.store(HS + (t + 1) * stride_ht + offs_b[None, :] * stride_hb + hcol[:, None] * stride_hh, h, mask=mask)
         tl.store(CS + t * stride_ct + offs_b[None, :] * stride_cb + hcol[:, None] * stride_ch, cast(c, ty), mask=mask)
         if STORE_GATES:
             store4(GATES + t * stride_gt + offs_b[None, :] * stride_gb + hcol[:, None] * stride_gh, HID * stride_gh, i,
                    f, g, o, mask)
         if BARRIER:
             grid_barrier(BAR, (t32 - t_lo + 1) * tl.num_programs(0) * tl.num_programs(1), MAX_SPIN)
-        else:
+        elif not H_ON_CHIP:
             tl.debug_barrier()  # this program's h[t] stores are visible to all its threads
     tl.store(CCARRY + offs_b[None, :] * stride_cb + hcol[:, None] * stride_ch, c, mask=mask)
 
@@ -267,6 +276,11 @@ class Plan:
     def constexprs(self) -> dict:
         return dict(BLOCK_H=self.BLOCK_H, BLOCK_B=self.BLOCK_B, BLOCK_K=self.BLOCK_K, TILES=self.TILES)
 
+    @property
+    def h_on_chip(self) -> bool:
+        """The forward keeps h[t−1] in registers: the head is one program and W_hh's slice one K block."""
+        return self.TILES == 1 and self.HOIST_W and self.BLOCK_K == self.BLOCK_H
+
     def launch(self) -> dict:
         """Launch options.  A barrier grid is launched cooperatively: the driver then refuses a grid that
         cannot be co-resident instead of letting it deadlock (MAX_SPIN stays as the last resort)."""
@@ -324,6 +338,7 @@ def fwd_args(xw, hs, ccarry, w, cs, gates, bar, HID, DH, p, lengths=None) -> dic
                 **strides("w", w, "nrk"), **strides("c", cs, "tbh"),
                 **strides("g", gates, "tbh"),
                 STORE_GATES=gates is not None, HAS_LEN=lengths is not None, MAX_SPIN=MAX_SPIN, HOIST_W=p.HOIST_W,
+                H_ON_CHIP=p.h_on_chip and lengths is None,   # with lengths, ptxas spilled 8 B (sm_80, fp16)
                 INDEX_64=wide_offsets(xw, hs, cs, gates),
                 **p.constexprs(),
                 **dot_options(xw.dtype, xw.device))

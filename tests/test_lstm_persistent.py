@@ -38,8 +38,10 @@ def _seq(T, B, I, dtype, seed=2):
 def test_plans():
     one = plan(768, 12, 16, torch.float16, sms=132)
     assert one.TILES == 1 and one.single_launch and not one.barrier and one.HOIST_W
+    assert one.h_on_chip                    # #26: h[t−1] stays in registers where the head is one program
     split = plan(768, 1, 16, torch.float16, sms=132)
-    assert split.TILES == 48 and split.single_launch and split.barrier
+    assert split.TILES == 48 and split.single_launch and split.barrier and not split.h_on_chip
+    assert plan(24, 1, 3, torch.float32, sms=0).h_on_chip and not plan(24, 1, 3, torch.float32, 0, 16).h_on_chip
     too_big = plan(1024, 1, 256, torch.float16, sms=132)      # 64 × 8 programs cannot all be resident
     assert not too_big.single_launch and not too_big.barrier
     interp = plan(768, 1, 16, torch.float16, sms=0)
