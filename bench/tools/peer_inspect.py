@@ -290,6 +290,7 @@ FLASHRNN = "flashrnn.flashrnn.triton_fused"
 _one_step = lambda a: 1                                     # noqa: E731
 _attention_d128 = lambda a, c, tma: a["HEAD_DIM"] == 128 and bool(c.kwargs.get("USE_TMA")) == tma   # noqa: E731
 
+
 def _pointer_not_taken() -> str:
     """#26's alternative for the attention target: the pointer path is not shipped where TMA applies (the
     forward, sm90, 16-bit, no key mask: kernels.attention.configs_for gives TMA configs only)."""
