@@ -208,6 +208,15 @@ def _input_grads(pa, pb, pi, ok, dh, h_prev, GATES: tl.constexpr):
 
 
 @triton.jit
+def _store_grads(pda, pdb, pdi, d1, d2, d3, ok, GATES: tl.constexpr):
+    """One step's input gradients, each in its tensor's dtype; the third input (minLSTM's k_i) only with GATES 2."""
+    tl.store(pda, cast(d1, pda.dtype.element_ty), mask=ok)
+    tl.store(pdb, cast(d2, pdb.dtype.element_ty), mask=ok)
+    if GATES == 2:
+        tl.store(pdi, cast(d3, pdi.dtype.element_ty), mask=ok)
+
+
+@triton.jit
 def _scan_seq_fwd(A, Bv, Iv, H0, H, T, D,
                   stride_ab, stride_at, stride_ad, stride_bb, stride_bt, stride_bd, stride_ib, stride_it, stride_id,
                   stride_h0b, stride_h0d, stride_hb, stride_ht, stride_hd,
@@ -267,10 +276,7 @@ def _scan_seq_bwd(A, Bv, Iv, H0, H, G, DA, DB, DI, DH0, T, D,
         dh = tl.load(pg, mask=ok, other=0.0).to(tl.float32) + a_next * dh
         h_prev = tl.load(ph, mask=ok, other=0.0).to(tl.float32)
         a_next, d1, d2, d3 = _input_grads(pa, pb, pi, ok, dh, h_prev, GATES)
-        tl.store(pda, cast(d1, DA.dtype.element_ty), mask=ok)
-        tl.store(pdb, cast(d2, DB.dtype.element_ty), mask=ok)
-        if GATES == 2:
-            tl.store(pdi, cast(d3, DI.dtype.element_ty), mask=ok)
+        _store_grads(pda, pdb, pdi, d1, d2, d3, ok, GATES)
         pa -= stride_at
         pb -= stride_bt
         pi -= stride_it
@@ -281,10 +287,7 @@ def _scan_seq_bwd(A, Bv, Iv, H0, H, G, DA, DB, DI, DH0, T, D,
         pdi -= stride_dit
     dh = tl.load(pg, mask=ok, other=0.0).to(tl.float32) + a_next * dh     # t = 0: h_{−1} is h0 (or 0)
     a0, d1, d2, d3 = _input_grads(pa, pb, pi, ok, dh, h0, GATES)
-    tl.store(pda, cast(d1, DA.dtype.element_ty), mask=ok)
-    tl.store(pdb, cast(d2, DB.dtype.element_ty), mask=ok)
-    if GATES == 2:
-        tl.store(pdi, cast(d3, DI.dtype.element_ty), mask=ok)
+    _store_grads(pda, pdb, pdi, d1, d2, d3, ok, GATES)
     if HAS_H0:
         tl.store(DH0 + pid_b * stride_dh0b + offs_d * stride_dh0d, cast(a0 * dh, DH0.dtype.element_ty), mask=ok)
 
@@ -310,7 +313,9 @@ def _scan_chunk_reduce(A, Bv, Iv, P, S, T, D, CHUNK,
         pa = A + pid_b * stride_ab + offs_d * stride_ad + last * stride_at
         pi = Iv + pid_b * stride_ib + offs_d * stride_id + last * stride_it
         pb = Bv + pid_b * stride_bb + offs_d * stride_bd + last * stride_bt
-        a_next = _gate_a(pa + stride_at, pi + stride_it, ok & (t0 + n < T), GATES)
+        # lanes whose step t0 + n exists.  Not ok & (a scalar): triton 3.9's interpreter makes that an int32
+        # mask it then refuses; the compare broadcast over the lanes first (0·offs_d: the compiler folds it)
+        a_next = _gate_a(pa + stride_at, pi + stride_it, ok & (t0 + n < T + 0 * offs_d), GATES)
         for _ in range(n):
             s = tl.load(pb, mask=ok, other=0.0).to(tl.float32) + a_next * s
             p = a_next * p
@@ -414,15 +419,12 @@ def _scan_chunk_bwd(A, Bv, Iv, H0, H, G, C, DA, DB, DI, T, D, CHUNK,
     pdb = DB + pid_b * stride_dbb + offs_d * stride_dbd + last * stride_dbt
     pdi = DI + pid_b * stride_dib + offs_d * stride_did + last * stride_dit
     dh = tl.load(C + pid_b * stride_cb + c * stride_cc + offs_d * stride_cd, mask=ok, other=0.0)
-    a_next = _gate_a(pa + stride_at, pi + stride_it, ok & (t0 + n < T), GATES)
+    a_next = _gate_a(pa + stride_at, pi + stride_it, ok & (t0 + n < T + 0 * offs_d), GATES)   # see the reduce
     for _ in range(n - (c == 0).to(tl.int32)):      # t = last, ..., max(t0, 1): h_{t−1} is in H
         dh = tl.load(pg, mask=ok, other=0.0).to(tl.float32) + a_next * dh
         h_prev = tl.load(ph, mask=ok, other=0.0).to(tl.float32)
         a_next, d1, d2, d3 = _input_grads(pa, pb, pi, ok, dh, h_prev, GATES)
-        tl.store(pda, cast(d1, DA.dtype.element_ty), mask=ok)
-        tl.store(pdb, cast(d2, DB.dtype.element_ty), mask=ok)
-        if GATES == 2:
-            tl.store(pdi, cast(d3, DI.dtype.element_ty), mask=ok)
+        _store_grads(pda, pdb, pdi, d1, d2, d3, ok, GATES)
         pa -= stride_at
         pb -= stride_bt
         pi -= stride_it
@@ -438,10 +440,7 @@ def _scan_chunk_bwd(A, Bv, Iv, H0, H, G, C, DA, DB, DI, T, D, CHUNK,
             h0 = tl.zeros([BLOCK_D], tl.float32)
         dh = tl.load(pg, mask=ok, other=0.0).to(tl.float32) + a_next * dh
         a0, d1, d2, d3 = _input_grads(pa, pb, pi, ok, dh, h0, GATES)     # a0: the carry pass's dh0
-        tl.store(pda, cast(d1, DA.dtype.element_ty), mask=ok)
-        tl.store(pdb, cast(d2, DB.dtype.element_ty), mask=ok)
-        if GATES == 2:
-            tl.store(pdi, cast(d3, DI.dtype.element_ty), mask=ok)
+        _store_grads(pda, pdb, pdi, d1, d2, d3, ok, GATES)
 
 
 def _cfg(bt, bd, warps):
