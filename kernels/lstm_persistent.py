@@ -38,7 +38,7 @@ import triton.language as tl
 
 from kernels._common import (capturing, check_rnn_step, check_tensor, dot_options, once_differentiable,
                              register_deferred_check, strides, wide_offsets)
-from kernels._rnn import load4, lstm_pointwise_bwd, split4, store4, tanh
+from kernels._rnn import lstm_pointwise_bwd, split4, store4, tanh
 from kernels._tl import cast, dot_acc
 
 
@@ -151,20 +151,23 @@ def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, LENGTHS, t_lo, t_hi, B,
 
 
 @triton.jit
-def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, LENGTHS, DHCARRY, t_lo, t_hi, T, B, HID,
-                      DH, TILES,
+def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, LENGTHS, DHCARRY, t_lo, t_hi, T, B,
+                      HID: tl.constexpr, DH: tl.constexpr, TILES: tl.constexpr,
                       stride_ot, stride_ob, stride_oh, stride_dt, stride_db, stride_dg, stride_gt, stride_gb,
                       stride_gh, stride_ct, stride_cb, stride_ch, stride_wn, stride_wr, stride_wk,
                       HAS_C0: tl.constexpr, HAS_DHN: tl.constexpr, HAS_LEN: tl.constexpr, FINAL: tl.constexpr,
                       BARRIER: tl.constexpr, INDEX_64: tl.constexpr,
-                      MAX_SPIN: tl.constexpr,
+                      MAX_SPIN: tl.constexpr, HOIST_W: tl.constexpr,
                       BLOCK_H: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
                       PREC: tl.constexpr):
     """Steps t_hi−1 down to t_lo; with FINAL, then dh0 = Wᵀ ∂a[0].  dc enters and leaves through DCCARRY.
 
-    B-major tiles here: (BLOCK_B, BLOCK_H) for this program's units, dh = ∂a[t+1] W restricted to them.
+    Tiles are (BLOCK_H, BLOCK_B), the units by the batch rows, as in the forward: dhᵀ = W[n][:, units]ᵀ ∂a[t+1]ᵀ
+    restricted to them.  (The batch-major tiles this kernel had left each loaded tile in the dot's layout,
+    one conversion through shared memory apiece: 27 barriers a step against 20, `seqbench inspect --peers`.)
     With HAS_LEN a step at or past a row's length is the identity: its ∂a is zero and dh, dc pass through
-    (dh through DHCARRY, this program's units only).
+    (dh through DHCARRY, this program's units only).  HOIST_W (the head is this program's and BLOCK_K its
+    4·DH rows): W[n]'s slice for these units is loaded once and stays on chip; each step's dot is one K block.
     """
     pid = tl.program_id(0)
     n = pid // TILES
@@ -173,77 +176,94 @@ def _lstm_persist_bwd(DOUT, DG, GATES, CS, C0, W, DCCARRY, DHN, DH0, BAR, LENGTH
     b_ok = offs_b < B
     hj = j0 + tl.arange(0, BLOCK_H)
     h_ok = hj < DH
-    mask = b_ok[:, None] & h_ok[None, :]
+    mask = h_ok[:, None] & b_ok[None, :]
     hcol = n * DH + hj
+    r = tl.arange(0, 4 * BLOCK_H)          # stacked gate rows, gate r // BLOCK_H, as the forward's
+    g_ok = j0 + r % BLOCK_H < DH
+    g_cols = (r // BLOCK_H) * HID + n * DH + j0 + r % BLOCK_H
     offs_k = tl.arange(0, BLOCK_K)
     w_base = W + n * stride_wn
-    dc = tl.load(DCCARRY + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, mask=mask, other=0.0).to(tl.float32)
+    dc = tl.load(DCCARRY + offs_b[None, :] * stride_cb + hcol[:, None] * stride_ch, mask=mask, other=0.0).to(tl.float32)
+    w = None
+    if HOIST_W:     # rows r = q·DH + i of W[n] (gate q), columns this program's units
+        w = tl.load(w_base + offs_k[None, :] * stride_wr + hj[:, None] * stride_wk,
+                    mask=(offs_k < 4 * DH)[None, :] & h_ok[:, None], other=0.0)
+    # c[t] of the first step; each later step's is the c[t − 1] the one before it read (one load a step, not two)
+    t_last = t_hi - 1
+    if INDEX_64:
+        t_last = tl.cast(t_last, tl.int64)
+    c1 = tl.load(CS + t_last * stride_ct + offs_b[None, :] * stride_cb + hcol[:, None] * stride_ch,
+                 mask=mask & (offs_b < tl.where(t_hi > t_lo, B, 0))[None, :], other=0.0).to(tl.float32)
     for s in range(0, t_hi - t_lo):
         if INDEX_64:     # 64-bit time offsets, as in the forward
             t = tl.cast(t_hi - 1 - s, tl.int64)
         else:
             t = t_hi - 1 - s
         # dh[t] for this program's units: dout[t] + (∂a[t+1] of the whole head) W[n][:, units]
-        dh = tl.load(DOUT + t * stride_ot + offs_b[:, None] * stride_ob + hcol[None, :] * stride_oh, mask=mask,
+        dh = tl.load(DOUT + t * stride_ot + offs_b[None, :] * stride_ob + hcol[:, None] * stride_oh, mask=mask,
                      other=0.0).to(tl.float32)
         if t + 1 < T:
-            dh = _dh_from_next(dh, DG + (t + 1) * stride_dt, w_base, offs_b, b_ok, hj, h_ok, offs_k, n, HID, DH,
-                               stride_db, stride_dg, stride_wr, stride_wk, BLOCK_K, PREC)
+            dh = _dh_from_next(dh, DG + (t + 1) * stride_dt, w_base, w, offs_b, b_ok, hj, h_ok, offs_k, n, HID, DH,
+                               stride_db, stride_dg, stride_wr, stride_wk, BLOCK_K, HOIST_W, PREC)
             if HAS_LEN:   # step t+1 was the identity for a finished row: its dh passes straight down
-                done = (t + 1 >= tl.load(LENGTHS + offs_b, mask=b_ok, other=0))[:, None] & mask
-                dh += tl.load(DHCARRY + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, mask=done, other=0.0)
+                done = (t + 1 >= tl.load(LENGTHS + offs_b, mask=b_ok, other=0))[None, :] & mask
+                dh += tl.load(DHCARRY + offs_b[None, :] * stride_cb + hcol[:, None] * stride_ch, mask=done, other=0.0)
         elif HAS_DHN:
-            dh += tl.load(DHN + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, mask=mask,
+            dh += tl.load(DHN + offs_b[None, :] * stride_cb + hcol[:, None] * stride_ch, mask=mask,
                           other=0.0).to(tl.float32)
-        i, f, g, o = load4(GATES + t * stride_gt + offs_b[:, None] * stride_gb + hcol[None, :] * stride_gh,
-                           HID * stride_gh, mask)
-        c1 = tl.load(CS + t * stride_ct + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, mask=mask,
-                     other=0.0).to(tl.float32)
+        # the four gate tiles as one stacked load, split on chip (one layout change for the four, not four)
+        i, f, g, o = split4(tl.load(GATES + t * stride_gt + offs_b[None, :] * stride_gb + g_cols[:, None] * stride_gh,
+                                    mask=g_ok[:, None] & b_ok[None, :], other=0.0).to(tl.float32), BLOCK_H, BLOCK_B)
         if t > 0:
-            c = tl.load(CS + (t - 1) * stride_ct + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, mask=mask,
+            c = tl.load(CS + (t - 1) * stride_ct + offs_b[None, :] * stride_cb + hcol[:, None] * stride_ch, mask=mask,
                         other=0.0).to(tl.float32)
         elif HAS_C0:
-            c = tl.load(C0 + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, mask=mask,
+            c = tl.load(C0 + offs_b[None, :] * stride_cb + hcol[:, None] * stride_ch, mask=mask,
                         other=0.0).to(tl.float32)
         else:
-            c = tl.zeros([BLOCK_B, BLOCK_H], tl.float32)
+            c = tl.zeros([BLOCK_H, BLOCK_B], tl.float32)
         if HAS_LEN:
             # this program's own units, read back by the same threads next step (in memory, not registers)
-            tl.store(DHCARRY + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, dh, mask=mask)
-            live = (t < tl.load(LENGTHS + offs_b, mask=b_ok, other=0))[:, None]
+            tl.store(DHCARRY + offs_b[None, :] * stride_cb + hcol[:, None] * stride_ch, dh, mask=mask)
+            live = (t < tl.load(LENGTHS + offs_b, mask=b_ok, other=0))[None, :]
             # a finished row's step is the identity: zero dh and dc into it give ∂a = 0; its dc is kept
             da_i, da_f, da_g, da_o, dc_new = lstm_pointwise_bwd(i, f, g, o, c, c1, tl.where(live, dh, 0.0),
                                                                 tl.where(live, dc, 0.0))
             dc = tl.where(live, dc_new, dc)
         else:
             da_i, da_f, da_g, da_o, dc = lstm_pointwise_bwd(i, f, g, o, c, c1, dh, dc)
-        store4(DG + t * stride_dt + offs_b[:, None] * stride_db + hcol[None, :] * stride_dg, HID * stride_dg, da_i,
+        store4(DG + t * stride_dt + offs_b[None, :] * stride_db + hcol[:, None] * stride_dg, HID * stride_dg, da_i,
                da_f, da_g, da_o, mask)
+        c1 = c
         if BARRIER:
             grid_barrier(BAR, (s + 1) * tl.num_programs(0) * tl.num_programs(1), MAX_SPIN)
         else:
             tl.debug_barrier()
-    tl.store(DCCARRY + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, dc, mask=mask)
+    tl.store(DCCARRY + offs_b[None, :] * stride_cb + hcol[:, None] * stride_ch, dc, mask=mask)
     if FINAL:
-        dh0 = _dh_from_next(tl.zeros([BLOCK_B, BLOCK_H], tl.float32), DG, w_base, offs_b, b_ok, hj, h_ok, offs_k,
-                            n, HID, DH, stride_db, stride_dg, stride_wr, stride_wk, BLOCK_K, PREC)
-        tl.store(DH0 + offs_b[:, None] * stride_cb + hcol[None, :] * stride_ch, dh0, mask=mask)
+        dh0 = _dh_from_next(tl.zeros([BLOCK_H, BLOCK_B], tl.float32), DG, w_base, w, offs_b, b_ok, hj, h_ok, offs_k,
+                            n, HID, DH, stride_db, stride_dg, stride_wr, stride_wk, BLOCK_K, HOIST_W, PREC)
+        tl.store(DH0 + offs_b[None, :] * stride_cb + hcol[:, None] * stride_ch, dh0, mask=mask)
 
 
 @triton.jit
-def _dh_from_next(dh, DG_T, w_base, offs_b, b_ok, hj, h_ok, offs_k, n, HID, DH, stride_db, stride_dg, stride_wr,
+def _dh_from_next(dh, DG_T, w_base, w, offs_b, b_ok, hj, h_ok, offs_k, n, HID, DH, stride_db, stride_dg, stride_wr,
                   stride_wk,
-                  BLOCK_K: tl.constexpr, PREC: tl.constexpr):
-    """dh (BLOCK_B × units) += ∂a_t[:, head n's 4·DH gate columns] @ W[n][:, units], K over the 4·DH rows."""
+                  BLOCK_K: tl.constexpr, HOIST_W: tl.constexpr, PREC: tl.constexpr):
+    """dhᵀ (units × BLOCK_B) += W[n][:, units]ᵀ @ ∂a_t[:, head n's 4·DH gate columns]ᵀ, K over the 4·DH rows
+    (with HOIST_W one block, W's slice the caller's ``w``)."""
     for k0 in range(0, 4 * DH, BLOCK_K):
         rr = k0 + offs_k
         r_ok = rr < 4 * DH
         cols = (rr // DH) * HID + n * DH + rr % DH
-        da = tl.load(DG_T + offs_b[:, None] * stride_db + cols[None, :] * stride_dg,
-                     mask=b_ok[:, None] & r_ok[None, :], other=0.0)
-        w = tl.load(w_base + rr[:, None] * stride_wr + hj[None, :] * stride_wk, mask=r_ok[:, None] & h_ok[None, :],
-                    other=0.0)
-        dh = dot_acc(da, w, dh, PREC)
+        da = tl.load(DG_T + offs_b[None, :] * stride_db + cols[:, None] * stride_dg,
+                     mask=r_ok[:, None] & b_ok[None, :], other=0.0)
+        if HOIST_W:
+            wk = w
+        else:
+            wk = tl.load(w_base + rr[None, :] * stride_wr + hj[:, None] * stride_wk,
+                         mask=r_ok[None, :] & h_ok[:, None], other=0.0)
+        dh = dot_acc(wk, da, dh, PREC)
     return dh
 
 
@@ -293,7 +313,7 @@ class Plan:
 
 
 def plan(HID: int, heads: int, B: int, dtype: torch.dtype, sms: int, block_h: int | None = None,
-         backward: bool = False, hopper: bool = True, packed: bool = False) -> Plan:
+         backward: bool = False, hopper: bool = True) -> Plan:
     """Tiles and launch mode for a layer on a GPU with ``sms`` SMs (0: the interpreter)."""
     dh = HID // heads
     gpu = sms > 0
@@ -316,13 +336,14 @@ def plan(HID: int, heads: int, B: int, dtype: torch.dtype, sms: int, block_h: in
     budget = 128 * 1024 if tiles > 1 and hopper else 32 * 1024
     if backward:
         # (warps, K block) per tile size from a compile sweep: other pairs leave ptxas spilling a register
-        # (packed: the per-row-length backward of a split head holds more; 16 keeps fp32 on sm_80 spill-free)
-        block_k = 32 if rows < 256 and not (packed and tiles > 1) else 16
+        block_k = 32 if rows < 256 else 16
     elif rows * whole * elt <= budget:
         block_k = whole
     else:
         block_k = max(16, min(64, 8192 // rows))      # streamed in K blocks (from L2) every step
-    hoist = not backward and block_k >= dh
+    if backward and tiles == 1 and rows * whole * elt <= budget:
+        block_k = 4 * block_h       # the head's W_hh slice on chip: one K block over its 4·DH rows
+    hoist = block_k >= (4 * dh if backward else dh)
     grid = (heads * tiles, triton.cdiv(B, block_b))
     # One launch for all steps when no program waits on another, or (GPU) when the grid is co-resident.
     single = tiles == 1 or (gpu and grid[0] * grid[1] <= sms)
@@ -351,16 +372,16 @@ def bwd_args(dout, dg, gates, cs, c0, w, dccarry, dhn, dh0, bar, HID, DH, p, len
                 **strides("o", dout, "tbh"), **strides("d", dg, "tbg"),
                 **strides("g", gates, "tbh"), **strides("c", cs, "tbh"),
                 **strides("w", w, "nrk"), HAS_C0=c0 is not None, HAS_DHN=dhn is not None,
-                HAS_LEN=lengths is not None, MAX_SPIN=MAX_SPIN, INDEX_64=wide_offsets(dout, dg, gates, cs),
+                HAS_LEN=lengths is not None, MAX_SPIN=MAX_SPIN, HOIST_W=p.HOIST_W,
+                INDEX_64=wide_offsets(dout, dg, gates, cs),
                 **p.constexprs(), **dot_options(dout.dtype, dout.device))
 
 
-def _device_plan(HID, heads, B, dtype, device, block_h, backward=False, packed=False) -> Plan:
+def _device_plan(HID, heads, B, dtype, device, block_h, backward=False) -> Plan:
     if device.type != "cuda":
-        return plan(HID, heads, B, dtype, 0, block_h, backward, packed=packed)
+        return plan(HID, heads, B, dtype, 0, block_h, backward)
     props = torch.cuda.get_device_properties(device)
-    return plan(HID, heads, B, dtype, props.multi_processor_count, block_h, backward, hopper=props.major >= 9,
-                packed=packed)
+    return plan(HID, heads, B, dtype, props.multi_processor_count, block_h, backward, hopper=props.major >= 9)
 
 
 def _forward(xw, h0, c0, w, heads, store_gates, block_h=None, lengths=None):
@@ -483,7 +504,7 @@ register_deferred_check(check_barriers)
 def _backward(dout, dhn, dcn, hs, cs, gates, c0, w, heads, block_h=None, lengths=None):
     T, B, HID = dout.shape
     DH = HID // heads
-    p = _device_plan(HID, heads, B, dout.dtype, dout.device, block_h, backward=True, packed=lengths is not None)
+    p = _device_plan(HID, heads, B, dout.dtype, dout.device, block_h, backward=True)
     dg = torch.empty_like(gates)
     dccarry = dcn.to(torch.float32, copy=True).contiguous() if dcn is not None else torch.zeros(B, HID,
                                                                                                 device=dout.device)
@@ -630,7 +651,7 @@ def compile_builds(family: str, dtypes=(torch.float16,)):
                 args.update(t_lo=0, t_hi=T)
                 cfg_f = triton.Config({"BARRIER": pf.barrier}, num_warps=pf.num_warps, num_stages=pf.num_stages)
                 yield f"lstm_persistent.fwd.packed_{label}", _lstm_persist_fwd, args, cfg_f
-                pb = plan(HID, heads, B, dtype, INSPECT_SMS[family], backward=True, hopper=family == "sm90", packed=True)
+                pb = plan(HID, heads, B, dtype, INSPECT_SMS[family], backward=True, hopper=family == "sm90")
                 args = bwd_args(t(T, B, HID), t(T, B, 4 * HID), t(T, B, 4 * HID), cs, t(B, HID), w, f32(B, HID),
                                 t(B, HID), f32(B, HID), bar, HID, DH, pb, lens, f32(B, HID))
                 args.update(t_lo=0, t_hi=T)

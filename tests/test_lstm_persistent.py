@@ -48,11 +48,18 @@ def test_plans():
     assert not interp.single_launch                           # the interpreter cannot wait on programs
     assert plan(1024, 4, 16, torch.float16, sms=132).TILES == 1   # a 256-wide head is one program
     assert plan(1024, 4, 16, torch.float16, sms=132, backward=True).TILES == 2
+    # #26: the backward keeps W_hh's slice on chip where the head is one program and its four gate blocks fit
+    assert plan(768, 12, 16, torch.float16, sms=132, backward=True).HOIST_W
+    assert not plan(768, 1, 16, torch.float16, sms=132, backward=True).HOIST_W     # a split head streams it
+    # test_matches_textbook's 50 units, one program: 16-bit on chip, fp32 (4 × 64² × 4 B, over 32 KiB) streamed
+    assert plan(50, 1, 3, torch.float16, sms=0, backward=True).HOIST_W
+    assert not plan(50, 1, 3, torch.float32, sms=0, backward=True).HOIST_W
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("block_h", [None, 16], ids=["one-program", "split-head"])
-@pytest.mark.parametrize("T", [1, 37])
+# a split head runs one launch per step in the interpreter (two per step with the backward): 9 steps, not 37
+@pytest.mark.parametrize("T, block_h", [(1, None), (37, None), (1, 16), (9, 16)],
+                         ids=["1-one-program", "37-one-program", "1-split-head", "9-split-head"])
 def test_matches_textbook(T, block_h, dtype):
     x, h, c, *w = make(3, 24, 50, dtype)
     check_fn(_persistent(block_h), _ref(), (_seq(T, 3, 24, dtype), h, c, *w), 3)
