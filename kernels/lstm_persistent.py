@@ -39,7 +39,7 @@ import triton.language as tl
 from kernels._common import (capturing, check_rnn_step, check_tensor, dot_options, once_differentiable,
                              register_deferred_check, strides, wide_offsets)
 from kernels._rnn import lstm_pointwise_bwd, split4, store4, tanh
-from kernels._tl import cast, dot_acc
+from kernels._tl import cast, dot_acc, sigmoid
 
 
 @triton.jit
@@ -121,11 +121,16 @@ def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, LENGTHS, t_lo, t_hi, B,
                 hk = tl.load(h_prev + offs_b[None, :] * stride_hb + kk[:, None] * stride_hh,
                              mask=b_ok[None, :] & k_ok[:, None], other=0.0)
                 acc = dot_acc(w, hk, acc, PREC)
+        # the gates' activations on the stacked tile, one σ each: tanh(x) = 2σ(2x) − 1 on the g block (the
+        # module's tanh), so the gates are stored as one tile (one layout change for the four, not four)
         a_i, a_f, a_g, a_o = split4(acc, BLOCK_H, BLOCK_B)
-        i = tl.sigmoid(a_i)
-        f = tl.sigmoid(a_f)
+        i = sigmoid(a_i)
+        f = sigmoid(a_f)
         g = tanh(a_g)
-        o = tl.sigmoid(a_o)
+        o = sigmoid(a_o)
+        if STORE_GATES:
+            store4(GATES + t * stride_gt + offs_b[None, :] * stride_gb + hcol[:, None] * stride_gh, HID * stride_gh, i,
+                   f, g, o, mask)
         c_new = f * c + i * g
         h_new = o * tanh(c_new)
         ty = HS.dtype.element_ty
@@ -140,9 +145,6 @@ def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, LENGTHS, t_lo, t_hi, B,
             c = c_new
         tl.store(HS + (t + 1) * stride_ht + offs_b[None, :] * stride_hb + hcol[:, None] * stride_hh, h, mask=mask)
         tl.store(CS + t * stride_ct + offs_b[None, :] * stride_cb + hcol[:, None] * stride_ch, cast(c, ty), mask=mask)
-        if STORE_GATES:
-            store4(GATES + t * stride_gt + offs_b[None, :] * stride_gb + hcol[:, None] * stride_gh, HID * stride_gh, i,
-                   f, g, o, mask)
         if BARRIER:
             grid_barrier(BAR, (t32 - t_lo + 1) * tl.num_programs(0) * tl.num_programs(1), MAX_SPIN)
         elif not H_ON_CHIP:
