@@ -121,16 +121,11 @@ def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, LENGTHS, t_lo, t_hi, B,
                 hk = tl.load(h_prev + offs_b[None, :] * stride_hb + kk[:, None] * stride_hh,
                              mask=b_ok[None, :] & k_ok[:, None], other=0.0)
                 acc = dot_acc(w, hk, acc, PREC)
-        # the gates' activations on the stacked tile, one σ each: tanh(x) = 2σ(2x) − 1 on the g block (the
-        # module's tanh), so the gates are stored as one tile (one layout change for the four, not four)
         a_i, a_f, a_g, a_o = split4(acc, BLOCK_H, BLOCK_B)
         i = sigmoid(a_i)
         f = sigmoid(a_f)
         g = tanh(a_g)
         o = sigmoid(a_o)
-        if STORE_GATES:
-            store4(GATES + t * stride_gt + offs_b[None, :] * stride_gb + hcol[:, None] * stride_gh, HID * stride_gh, i,
-                   f, g, o, mask)
         c_new = f * c + i * g
         h_new = o * tanh(c_new)
         ty = HS.dtype.element_ty
@@ -145,6 +140,9 @@ def _lstm_persist_fwd(XW, HS, CCARRY, W, CS, GATES, BAR, LENGTHS, t_lo, t_hi, B,
             c = c_new
         tl.store(HS + (t + 1) * stride_ht + offs_b[None, :] * stride_hb + hcol[:, None] * stride_hh, h, mask=mask)
         tl.store(CS + t * stride_ct + offs_b[None, :] * stride_cb + hcol[:, None] * stride_ch, cast(c, ty), mask=mask)
+        if STORE_GATES:
+            store4(GATES + t * stride_gt + offs_b[None, :] * stride_gb + hcol[:, None] * stride_gh, HID * stride_gh, i,
+                   f, g, o, mask)
         if BARRIER:
             grid_barrier(BAR, (t32 - t_lo + 1) * tl.num_programs(0) * tl.num_programs(1), MAX_SPIN)
         elif not H_ON_CHIP:
@@ -336,15 +334,15 @@ def plan(HID: int, heads: int, B: int, dtype: torch.dtype, sms: int, block_h: in
     # W_hh's slice stays on chip for all steps when it fits: 32 KiB in general, 128 KiB for the slice of
     # a split head on Hopper, where wgmma reads it from shared memory (8 warps; on sm_80 it would spill).
     budget = 128 * 1024 if tiles > 1 and hopper else 32 * 1024
-    if backward:
+    if backward and tiles == 1 and rows * whole * elt <= budget:
+        block_k = 4 * block_h       # the head's W_hh slice on chip: one K block over its 4·DH rows
+    elif backward:
         # (warps, K block) per tile size from a compile sweep: other pairs leave ptxas spilling a register
         block_k = 32 if rows < 256 else 16
     elif rows * whole * elt <= budget:
         block_k = whole
     else:
         block_k = max(16, min(64, 8192 // rows))      # streamed in K blocks (from L2) every step
-    if backward and tiles == 1 and rows * whole * elt <= budget:
-        block_k = 4 * block_h       # the head's W_hh slice on chip: one K block over its 4·DH rows
     hoist = block_k >= (4 * dh if backward else dh)
     grid = (heads * tiles, triton.cdiv(B, block_b))
     # One launch for all steps when no program waits on another, or (GPU) when the grid is co-resident.

@@ -302,23 +302,29 @@ def test_attention_target_is_met_by_not_shipping_the_pointer_path_where_tma_appl
                 if r["metric"] == "non_mma_per_mma")["met"] is False
 
 
+def _peers_cli(tmp_path, *args) -> list[dict]:
+    """The records `seqbench inspect --peers *args` writes with --json, run as a user runs it (a child process
+    without the interpreter, output folder tmp_path/d)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    out = tmp_path / "peers.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-m", "bench.cli", "inspect", "--peers", *args, "--json", str(out),
+                           "--out", str(tmp_path / "d"), "--jobs", "2"],
+                          env=env, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
 def test_peers_the_scans_plans_meet_their_targets(tmp_path):
     """`seqbench inspect --peers` on the two plans linear_scan picks, the sequential one against fla's
     fused_recurrent_hgrn and the chunked one against fla's chunk_hgrn, compiled for sm_90a: the JSON records
     name kernel, peer, arch, metric, ours, peer_value and ratio, and the instructions per element stay within
     #26's target (1.2× fla's), spill-free.  The static performance goal, tracked."""
-    import json
-    import os
-    import subprocess
-    import sys
     pytest.importorskip("fla")
-    out = tmp_path / "peers.json"
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-m", "bench.cli", "inspect", "--peers", "--only", "scan.sequential,scan.chunked",
-                           "--arch", "sm_90a", "--json", str(out), "--out", str(tmp_path / "d"), "--jobs", "2"],
-                          env=env, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
-    assert done.returncode == 0, done.stderr[-2000:]
-    records = json.loads(out.read_text())
+    records = _peers_cli(tmp_path, "--only", "scan.sequential,scan.chunked", "--arch", "sm_90a")
     assert {r["kernel"] for r in records} == {"scan.sequential.fwd", "scan.sequential.bwd", "scan.chunked.fwd",
                                               "scan.chunked.bwd"}
     for r in records:
@@ -335,18 +341,8 @@ def test_peers_the_persistent_lstm_meets_its_targets(tmp_path):
     --peers` records them for sm_80 and sm_90a: the forward within 1.0× FlashRNN's non-MMA instructions per
     step, the backward at most 20 barriers a step (its W_hh slice on chip: test_lstm_persistent's test_plans),
     spill-free.  FlashRNN's own backward does not compile in fp16, so those records carry no ratio."""
-    import json
-    import os
-    import subprocess
-    import sys
     pytest.importorskip("flashrnn")
-    out = tmp_path / "peers.json"
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-m", "bench.cli", "inspect", "--peers", "--only", "lstm_persistent",
-                           "--json", str(out), "--out", str(tmp_path / "d"), "--jobs", "2"],
-                          env=env, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
-    assert done.returncode == 0, done.stderr[-2000:]
-    records = json.loads(out.read_text())
+    records = _peers_cli(tmp_path, "--only", "lstm_persistent")
     fwd = [r for r in records if r["kernel"] == "lstm_persistent.fwd" and r["metric"] == "non_mma_per_step"]
     barriers = [r for r in records if r["kernel"] == "lstm_persistent.bwd" and r["metric"] == "barriers_per_step"]
     assert {r["arch"] for r in fwd} == {r["arch"] for r in barriers} == {"sm_80", "sm_90a"}
