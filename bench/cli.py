@@ -1,4 +1,4 @@
-"""The ``seqbench`` command: run, train, gradients, check, list, report, compare, inspect."""
+"""The ``seqbench`` command: run, train, translate, gradients, check, list, report, compare, inspect."""
 from __future__ import annotations
 
 import argparse
@@ -147,6 +147,85 @@ def _version() -> str:
     except PackageNotFoundError:
         v = "(not installed)"
     return f"{v} (commit {git_commit()})"
+
+
+def cmd_translate(a) -> int:
+    """Train the encoder-decoder models on a language pair and score them by source length."""
+    import dataclasses
+
+    import torch
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    from bench.measure.env import device_slug
+    from bench.report import translation
+    from bench.schema import RunFolderError
+    from bench.train.dist import DistError, close_distributed, init_distributed
+    from bench.translate import run as tl
+    from bench.translate.data import DataError, load_corpus
+    gpu = torch.cuda.is_available()
+    chosen = tl.defaults(a.quick, gpu)
+    if a.tokens is not None or a.seconds is not None:
+        chosen.update(tokens=a.tokens, seconds=a.seconds)
+    for f in dataclasses.fields(tl.TranslateConfig):
+        if f.name not in ("tokens", "seconds") and getattr(a, f.name, None) is not None:
+            chosen[f.name] = getattr(a, f.name)
+    cfg = tl.TranslateConfig(**chosen)
+    try:
+        d = init_distributed()
+        tl.validate(cfg, d.world)
+        if cfg.corpus:                     # a corpus that cannot be used is refused before anything is written
+            load_corpus(*cfg.corpus)
+    except (DistError, tl.TranslateError, DataError) as exc:
+        return _fail("translate", exc)
+    try:
+        out = a.out or os.path.join("runs", f"{time.strftime('%Y-%m-%d')}-{device_slug()}-translate")
+        problem = writable_folder(out) if d.main else None
+        if problem:
+            return _fail("translate", problem)
+        if d.main:
+            print(f"seqbench translate -> {out} (world size {d.world})")
+            if not gpu:
+                print("No CUDA GPU here: tiny models trained for seconds, CPU timings"
+                      + (" of the PyTorch implementations (--impl torch)" if cfg.impl == "torch" else
+                         ", Triton kernels through the interpreter") + " - not GPU numbers.")
+        try:
+            tl.translate(cfg, out, resume=a.resume, progress=not a.no_progress, dist_=d)
+        except tl.TranslateError as exc:
+            return _fail("translate", exc)
+        except RunFolderError as exc:
+            return _fail("translate", f"{exc}; move it away or run without --resume")
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: finished evaluations are in {out}/translate.csv; rerun with --resume to go on",
+                  file=sys.stderr)
+            if d.main and os.path.exists(os.path.join(out, "translate.csv")):
+                translation.translation_report(out)
+            return 130
+        if not d.main:
+            return 0
+        report = translation.translation_report(out)
+        df = translation.load_rows(out)
+        for f in df[df.status != "ok"].itertuples():
+            print(f"  {f.model} ({f.impl}) failed: {f.status}: {f.reason}", file=sys.stderr)
+        last = translation.finals(df)
+        if not last.empty:
+            print(f"{'model':<12} {'impl':<8} {'BLEU':>6} " + " ".join(f"{b:>6}" for b in translation.NAMES))
+            for r in last.to_dict("records"):
+                cells = " ".join(f"{r[translation.column(b)]:6.1f}" if r[translation.column(b)] == r[translation.column(b)]
+                                 else f"{'':>6}" for b in translation.NAMES)
+                print(f"{r['model']:<12} {r['impl']:<8} {r['bleu']:6.1f} {cells}")
+        print(f"wrote {out}/translate.csv, bleu_by_length.png, alignment.png and {os.path.basename(report)}")
+        return 1 if last.empty and not df.empty else 0        # every model failed: the run did not work
+    finally:
+        close_distributed(d)
+
+
+def _translate_impl(text: str) -> str:
+    """--impl of translate: kernels (this project's; 'triton' also) or torch."""
+    if text in ("triton", "kernels"):
+        return "kernels"
+    if text == "torch":
+        return "torch"
+    raise argparse.ArgumentTypeError(f"expected kernels or torch, got {text!r}")
 
 
 def _old_name(parser, flag: str, dest: str, kind) -> None:
@@ -478,6 +557,36 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint of --out")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(fn=cmd_train)
+    tr = sub.add_parser("translate", help="encoder-decoder LSTM / Bahdanau / Luong / Transformer translation; BLEU by "
+                                          "source length and time to a BLEU target")
+    tr.add_argument("--quick", action="store_true", help="small and short (about three minutes on a CPU)")
+    tr.add_argument("--models", type=_names, metavar="NAMES",
+                    help="comma list of encdec,bahdanau,luong,transformer (default all four)")
+    tr.add_argument("--impl", type=_translate_impl, metavar="{kernels,torch}",
+                    help="kernels: this project's Triton kernels; torch: the PyTorch references (default: kernels on a "
+                         "GPU, torch on a CPU)")
+    tr.add_argument("--pairs", type=_positive_int, help="training pairs (default 200000 GPU, 20000 CPU)")
+    tr.add_argument("--max-len", dest="max_len", type=_positive_int, help="longest source sentence in words (default 60)")
+    tr.add_argument("--vocab", type=_positive_int, help="synthetic source words, or a corpus' sentencepiece pieces "
+                                                      "(default 4000 GPU, 200 CPU)")
+    tr.add_argument("--d-model", dest="d_model", type=_positive_int, help="the transformer's width (default 256 GPU, 64 CPU)")
+    tr.add_argument("--layers", type=_positive_int, help="layers per encoder and decoder (default 2 GPU, 1 CPU)")
+    tr.add_argument("--batch", type=_positive_int, help="sentence pairs per step, split across torchrun's ranks")
+    tr.add_argument("--tokens", type=_positive_int, help="token budget per model (source + target tokens)")
+    tr.add_argument("--seconds", type=_positive_float, help="training-time budget per model")
+    tr.add_argument("--lr", type=_positive_float, help="AdamW's peak learning rate")
+    tr.add_argument("--eval-every", dest="eval_every", type=_positive_int, help="steps between evaluations")
+    tr.add_argument("--test-per-bucket", dest="test_per_bucket", type=_positive_int,
+                    help="held-out pairs per source-length bucket (default 100 GPU, 25 CPU)")
+    tr.add_argument("--seed", type=int, help="the seed of the data, the initialisation and every step's batch")
+    tr.add_argument("--corpus", nargs=2, type=_path, metavar=("SRC", "TGT"),
+                    help="a parallel corpus, one sentence per line (default: the synthetic pair)")
+    tr.add_argument("--target-bleu", dest="target_bleu", type=_positive_float,
+                    help="time to this BLEU (default: the lowest best BLEU of the models)")
+    tr.add_argument("--out", type=_path, help="output folder (default runs/<date>-<device>-translate)")
+    tr.add_argument("--resume", action="store_true", help="continue from the last checkpoints of --out")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.set_defaults(fn=cmd_translate)
     g = sub.add_parser("gradients", help="the textbook's vanishing-gradient demo (‖∂L/∂x_t‖ per position) for every "
                                          "architecture")
     g.add_argument("--only", dest="models", type=_names, metavar="NAMES",

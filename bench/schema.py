@@ -148,6 +148,59 @@ TRAIN_COLUMNS = [f.name for f in fields(TrainRow)]
 
 
 @dataclass
+class TranslateRow(_CsvRow):
+    """One evaluation of one model in ``seqbench translate`` (translate.csv): greedy decoding of the fixed
+    held-out set scored by sacrebleu, overall and per source-length bucket (bench.translate.data.BUCKETS).
+    Tokens are source + target tokens; the NVML fields cover the training steps since the last row."""
+
+    model: str
+    impl: str
+    step: int
+    tokens_seen: int
+    train_seconds: float           # training wall time so far, evaluation excluded
+    wall_seconds: float | None = None      # since the model's start, evaluations included
+    train_loss: float | None = None        # mean over the interval, nats per target token
+    val_loss: float | None = None  # teacher-forced on the held-out set, nats per target token
+    bleu: float | None = None
+    bleu_1_4: float | None = None
+    bleu_5_10: float | None = None
+    bleu_11_14: float | None = None
+    bleu_15_20: float | None = None
+    bleu_21_24: float | None = None
+    bleu_25_30: float | None = None
+    bleu_31_39: float | None = None
+    bleu_40_plus: float | None = None
+    tokens_per_s: float | None = None
+    grad_norm: float | None = None
+    lr: float | None = None
+    params: int | None = None
+    d_model: int | None = None
+    world_size: int | None = None
+    dtype: str | None = None
+    final: bool | None = None
+    status: str = "ok"             # ok | error | oom
+    reason: str = ""
+    nvml_util_pct: float | None = None
+    nvml_mem_util_pct: float | None = None
+    sm_clock_mhz: float | None = None
+    power_w: float | None = None
+    energy_j: float | None = None
+    joules_per_token: float | None = None
+    throttle_reasons: str | None = None
+    gpm_sm_util_pct: float | None = None
+    gpm_sm_occupancy_pct: float | None = None
+    gpm_tensor_util_pct: float | None = None
+    gpm_dram_bw_util_pct: float | None = None
+    nvml_window_s: float | None = None
+    nvml_reason: str | None = None
+
+    REQUIRED = ("model", "impl", "step", "status")
+
+
+TRANSLATE_COLUMNS = [f.name for f in fields(TranslateRow)]
+
+
+@dataclass
 class GradientRow(_CsvRow):
     """One input position of one (model, seed) in ``seqbench gradients`` (gradients.csv): the norm of the
     loss's gradient with respect to the input at that position.  A failed (model, seed) is one row with

@@ -6,7 +6,7 @@ import os
 import pandas as pd
 
 from bench import schema
-from bench.report import figures, tables, training
+from bench.report import figures, tables, training, translation
 from bench.report.fmt import citation_lines, environment_lines, frame
 from bench.report.fmt import table as fmt_table
 from bench.workloads import WORKLOADS
@@ -94,8 +94,11 @@ def workload_table(df: pd.DataFrame, workload: str, mode: str, value: str = "tok
 def write_report(run_dir: str) -> str:
     """Rebuild REPORT.md and the PNG plots of a run folder (a sweep, a training run or both); returns the
     report's path.  It opens with the answer: the textbook's table beside ours, with verdicts."""
-    if not os.path.exists(os.path.join(run_dir, "results.csv")) and os.path.exists(os.path.join(run_dir, "train.csv")):
-        return training.training_report(run_dir)
+    if not os.path.exists(os.path.join(run_dir, "results.csv")):
+        if os.path.exists(os.path.join(run_dir, "train.csv")):
+            return training.training_report(run_dir)
+        if os.path.exists(os.path.join(run_dir, "translate.csv")):
+            return translation.translation_report(run_dir)
     df, meta = load(run_dir)
     env = meta.get("environment", {})
     cpu_only = bool(meta.get("cpu_only"))
@@ -122,6 +125,8 @@ def write_report(run_dir: str) -> str:
     if os.path.exists(os.path.join(run_dir, "train.csv")):     # the table's training-time column, measured
         training.plot(training.load_rows(run_dir), run_dir, f"seqbench train — {device}")
         lines += training.report_lines(run_dir)
+    if os.path.exists(os.path.join(run_dir, "translate.csv")):  # the same column in translation's terms
+        lines += translation.report_lines(run_dir)
 
     stable = meta.get("stability") or {}
     lines += ["## The run", ""] + environment_lines(env, {

@@ -112,15 +112,19 @@ def match_widths(models, d_model: int, layers: int, match: str = "params", refer
 
 
 def _closest_width(model: str, layers: int, target: int, most: int, tolerance: float) -> int:
-    """The width whose parameter count is closest to ``target`` (counts grow with width: bisection),
-    rounded to the model's width_step where that stays within ``tolerance``."""
-    lo, hi = 1, most
+    return closest_width(lambda d: count_params(model, d, layers), target, most, MODELS[model].width_step, tolerance)
+
+
+def closest_width(count: Callable[[int], int], target: int, most: int, step: int, tolerance: float,
+                  least: int = 1) -> int:
+    """The width d in [least, most] whose ``count(d)`` is closest to ``target`` (counts grow with width:
+    bisection), rounded to a multiple of ``step`` where that stays within ``tolerance``."""
+    lo, hi = least, most
     while lo < hi:
         mid = (lo + hi) // 2
-        lo, hi = (mid + 1, hi) if count_params(model, mid, layers) < target else (lo, mid)
-    off = lambda d: abs(count_params(model, d, layers) / target - 1)  # noqa: E731
-    exact = min({max(1, lo - 1), lo}, key=off)
-    step = MODELS[model].width_step
+        lo, hi = (mid + 1, hi) if count(mid) < target else (lo, mid)
+    off = lambda d: abs(count(d) / target - 1)  # noqa: E731
+    exact = min({max(least, lo - 1), lo}, key=off)
     rounded = [d for d in {step * (exact // step), step * (exact // step + 1)} if d >= step]
     good = [d for d in rounded if off(d) <= tolerance]
     return min(good, key=off) if good else exact
