@@ -1323,3 +1323,20 @@ def test_version_and_help_on_every_flag(capsys):
             if not o.help and not isinstance(o, argparse._HelpAction)]
     assert not bare, bare
     assert "(default runs/<date>-inspect)" in " ".join(inspect_cli.build_parser().format_help().split())
+
+
+def test_plots_take_one_repetition_points(tmp_path):
+    """A point timed once has p20 = p80 = its median, and v·ms/ms can round a hair past v: the error bars
+    start at zero, they are not negative (matplotlib refused the whole plot)."""
+    import pandas as pd
+    from bench.report import figures
+    _fake_run(tmp_path)
+    df = pd.read_csv(tmp_path / "results.csv")
+    ok = df.status == "ok"
+    df.loc[ok, ["ms", "ms_p20", "ms_p80"]] = 0.3
+    df.loc[ok, "tokens_per_s"] = 0.1 * 9          # 0.9000000000000001: (v × 0.3) / 0.3 > v
+    assert (df.loc[ok, "tokens_per_s"] * 0.3 / 0.3 > df.loc[ok, "tokens_per_s"]).all()
+    df.to_csv(tmp_path / "results.csv", index=False)
+    write_report(str(tmp_path))
+    assert os.path.getsize(tmp_path / "tokens_per_s.png") > 5000
+    assert figures._errors([1.0], [1.0 + 1e-16], [1.0 - 1e-16]) == [[0.0], [0.0]]

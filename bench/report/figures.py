@@ -34,7 +34,9 @@ def _best_per_length(df: pd.DataFrame, pairs, mode: str, batch: int) -> pd.DataF
 
 
 def _errors(mid, lo, hi):
-    return [[m - a for m, a in zip(mid, lo)], [b - m for m, b in zip(mid, hi)]]
+    """errorbar's yerr from bounds; at least 0 (a bound equal to the value can round a hair past it: one
+    repetition gives p20 = p80 = the median, and v·ms/ms need not be v in floating point)."""
+    return [[max(0.0, m - a) for m, a in zip(mid, lo)], [max(0.0, b - m) for m, b in zip(mid, hi)]]
 
 
 def figure(df: pd.DataFrame, workloads, run_dir: str, device: str, cpu_only: bool) -> str | None:
@@ -134,7 +136,7 @@ def make_plots(df: pd.DataFrame, run_dir: str, device: str) -> list[str]:
                         continue
                     # the p20/p80 times bound the value: throughput is inverse to time
                     lo, hi = g[col] * g.ms / g.ms_p80, g[col] * g.ms / g.ms_p20
-                    ax.errorbar(g.x, g[col], yerr=[g[col] - lo, hi - g[col]], marker="o", ms=4, capsize=3, label=label)
+                    ax.errorbar(g.x, g[col], yerr=_errors(g[col], lo, hi), marker="o", ms=4, capsize=3, label=label)
                 if col == "tflops" and peak:
                     ax.axhline(peak, color="k", ls=":", label=f"dense 16-bit peak {peak} TFLOP/s ({spec.name})")
                 if col == "nvml_util_pct" and not m[col].notna().any():
