@@ -20,7 +20,9 @@ def rows(tmp_path_factory):
     import time
 
     def compile_all():
-        return ins.inspect_kernels(kernels=ins.KERNEL_MODULES, archs=("sm_80", "sm_90a"), dtypes=("float16", "float32"))
+        # SASS only where a test reads it (tensor cores, TMA); spills come from cuobjdump -res-usage
+        return ins.inspect_kernels(kernels=ins.KERNEL_MODULES, archs=("sm_80", "sm_90a"), dtypes=("float16", "float32"),
+                                   sass="tensor-core")
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return compile_all()
     shared = tmp_path_factory.getbasetemp().parent / "inspect-rows.json"
@@ -85,8 +87,8 @@ def test_all_compile_and_fit(rows):
 
 
 def test_no_register_spills(rows):
-    spilled = [f"{_label(r)}: {r['spill_bytes']} B, LDL {r['sass']['LDL']} STL {r['sass']['STL']}"
-               for r in rows if r["spill_bytes"] or r["sass"]["LDL"] or r["sass"]["STL"]]
+    spilled = [f"{_label(r)}: {r['spill_bytes']} B, LDL {r['sass'].get('LDL')} STL {r['sass'].get('STL')}"
+               for r in rows if r["spill_bytes"] or r["sass"].get("LDL") or r["sass"].get("STL")]
     assert not spilled, "\n".join(spilled)
 
 

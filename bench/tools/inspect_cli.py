@@ -10,7 +10,7 @@ import sys
 
 from bench.schema import writable_folder
 from bench.tools import peer_inspect
-from bench.tools.kernel_inspect import ARCHS, KERNEL_MODULES, inspect_kernels, to_table
+from bench.tools.kernel_inspect import ARCHS, KERNEL_MODULES, SASS_MODES, inspect_kernels, to_table
 
 
 DESCRIPTION = ("Compile every shipped kernel configuration for sm_80 and sm_90a on this machine (no GPU needed) and "
@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="compile the peers' Triton kernels (fla, FlashRNN; the peers extra) beside ours at matched "
                          "shapes and print the static counts with ours / peer and the targets (--arch, --jobs, "
                          "--only, --json and --out apply)")
+    ap.add_argument("--sass", choices=SASS_MODES, default="all",
+                    help="all: disassemble every build (default); tensor-core: only 16-bit kernels with a dot and TMA "
+                         "configs, whose tensor-core use is checked (the compile check's fast path; the others' SASS "
+                         "columns stay empty)")
     ap.add_argument("--jobs", type=int, default=None, help="parallel compiles (default: the usable cores)")
     ap.add_argument("--json", metavar="FILE", help="write the rows as JSON ('-' for stdout, nothing else printed)")
     ap.add_argument("--out", metavar="DIR", help="folder for inspect.csv and inspect.md (default runs/<date>-inspect)")
@@ -69,7 +73,7 @@ def main(argv=None) -> int:
         ap.error(problem)
     if a.peers:
         return _peers_main(archs, kernels, a)
-    rows = inspect_kernels(kernels, archs, dtypes, a.jobs)
+    rows = inspect_kernels(kernels, archs, dtypes, a.jobs, a.sass)
     if a.json == "-":
         json.dump(rows, sys.stdout)
         return 0

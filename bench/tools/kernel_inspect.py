@@ -222,8 +222,8 @@ def occupancy(regs: int, shared: int, threads: int, arch: dict) -> tuple[int, fl
     return blocks, round(blocks * warps / (MAX_THREADS_PER_SM // 32), 4)
 
 
-def compile_sass(fn, args: dict, num_warps: int, num_stages: int, arch_name: str):
-    """(compiled kernel, ``cuobjdump -res-usage`` text, SASS) of ``fn`` specialised for ``args``."""
+def compile_kernel(fn, args: dict, num_warps: int, num_stages: int, arch_name: str):
+    """(compiled kernel, ``cuobjdump -res-usage`` text) of ``fn`` specialised for ``args``."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -231,12 +231,25 @@ def compile_sass(fn, args: dict, num_warps: int, num_stages: int, arch_name: str
     sig, constexprs, attrs = specialize(fn, args)
     kernel = triton.compile(ASTSource(fn, sig, constexprs, attrs), target=GPUTarget("cuda", ARCHS[arch_name]["cap"], 32),
                             options=dict(num_warps=num_warps, num_stages=num_stages))
+    return kernel, _cuobjdump(kernel, "-res-usage")
+
+
+def _cuobjdump(kernel, flag: str) -> str:
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(kernel.asm["cubin"])
         f.flush()
-        res = subprocess.run([_tool("cuobjdump"), "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
-        sass = subprocess.run([_tool("cuobjdump"), "-sass", f.name], capture_output=True, text=True, check=True).stdout
-    return kernel, res, sass
+        return subprocess.run([_tool("cuobjdump"), flag, f.name], capture_output=True, text=True, check=True).stdout
+
+
+def disassemble(kernel) -> str:
+    """The SASS of a compiled kernel (``cuobjdump -sass``: about 0.3 s, as long as a small kernel's compile)."""
+    return _cuobjdump(kernel, "-sass")
+
+
+def compile_sass(fn, args: dict, num_warps: int, num_stages: int, arch_name: str):
+    """(compiled kernel, ``cuobjdump -res-usage`` text, SASS) of ``fn`` specialised for ``args``."""
+    kernel, res = compile_kernel(fn, args, num_warps, num_stages, arch_name)
+    return kernel, res, disassemble(kernel)
 
 
 def resources(kernel, res: str) -> dict:
@@ -245,7 +258,17 @@ def resources(kernel, res: str) -> dict:
     return dict(registers=regs, spill_bytes=stack + local, shared_bytes=max(kernel.metadata.shared, shared_static))
 
 
-def compile_one(name: str, fn, args: dict, config, arch_name: str) -> Row:
+# --sass: "all" disassembles every build; "tensor-core" only those whose tensor-core use is checked (16-bit
+# kernels with a dot, TMA configs): the compile check's fast path, a third of the time (spills come from
+# cuobjdump -res-usage either way).
+SASS_MODES = ("all", "tensor-core")
+
+
+def _wants_sass(mode: str, row: Row) -> bool:
+    return mode == "all" or (row.uses_dot and row.dtype != "float32") or "USE_TMA=True" in row.config
+
+
+def compile_one(name: str, fn, args: dict, config, arch_name: str, sass: str = "all") -> Row:
     arch = ARCHS[arch_name]
     args = dict(args, **config.kwargs)
     row = Row(kernel=name, arch=arch_name,
@@ -253,19 +276,21 @@ def compile_one(name: str, fn, args: dict, config, arch_name: str) -> Row:
               dtype=str(next(v.dtype for v in args.values() if hasattr(v, "dtype"))).replace("torch.", ""),
               head_dim=int(args.get("HEAD_DIM", 0)), uses_dot=False)
     try:
-        kernel, res, sass = compile_sass(fn, args, config.num_warps, config.num_stages, arch_name)
+        kernel, res = compile_kernel(fn, args, config.num_warps, config.num_stages, arch_name)
+        row.uses_dot = "tt.dot" in kernel.asm["ttir"]
+        text = disassemble(kernel) if _wants_sass(sass, row) else None
     except Exception as exc:  # a config that does not compile is a finding, not a crash
         row.ok, row.error = False, describe(exc, 200)
         return row
-    ops = collections.Counter(_SASS_OP.findall(sass))
-    row.uses_dot = "tt.dot" in kernel.asm["ttir"]
     for key, value in resources(kernel, res).items():
         setattr(row, key, value)
     row.threads = config.num_warps * 32
     row.blocks_per_sm, row.occupancy = occupancy(row.registers, row.shared_bytes, row.threads, arch)
-    row.sass = {op: ops.get(op, 0) for op in SASS_COUNTED}
-    row.hot_loop_instructions, mmas = hot_loop(sass)
-    row.instr_per_mma = round(row.hot_loop_instructions / mmas, 1) if mmas else 0.0
+    if text is not None:
+        ops = collections.Counter(_SASS_OP.findall(text))
+        row.sass = {op: ops.get(op, 0) for op in SASS_COUNTED}
+        row.hot_loop_instructions, mmas = hot_loop(text)
+        row.instr_per_mma = round(row.hot_loop_instructions / mmas, 1) if mmas else 0.0
     if row.shared_bytes > arch["smem_per_block"]:
         row.ok, row.error = False, f"shared memory {row.shared_bytes} B > {arch['smem_per_block']} B per block"
     return row
@@ -283,22 +308,26 @@ def _builds(kernels, archs, dtypes):
 
 
 def _compile_task(task) -> dict:
-    mod_name, index, arch_name, dtypes = task
+    mod_name, index, arch_name, dtypes, sass = task
     for i, (name, fn, args, cfg, arch) in enumerate(_builds((mod_name,), (arch_name,), dtypes)):
         if i == index:
-            return asdict(compile_one(name, fn, args, cfg, arch))
+            return asdict(compile_one(name, fn, args, cfg, arch, sass))
     raise IndexError(index)
 
 
-def inspect_kernels(kernels=KERNEL_MODULES, archs=tuple(ARCHS), dtypes=("float16",), jobs=None) -> list[dict]:
-    """Compile every (kernel config, arch) pair; one dict per pair, in a stable order."""
+def inspect_kernels(kernels=KERNEL_MODULES, archs=tuple(ARCHS), dtypes=("float16",), jobs=None,
+                    sass: str = "all") -> list[dict]:
+    """Compile every (kernel config, arch) pair; one dict per pair, in a stable order.  ``sass``: which
+    builds are disassembled (SASS_MODES); the others' ``sass`` counts are empty."""
+    if sass not in SASS_MODES:
+        raise ValueError(f"sass must be one of {SASS_MODES}, got {sass!r}")
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        return _in_child(kernels, archs, dtypes, jobs)
+        return _in_child(kernels, archs, dtypes, jobs, sass)
     tasks = []
     for mod_name in kernels:
         for arch_name in archs:
             n = sum(1 for _ in _builds((mod_name,), (arch_name,), dtypes))
-            tasks += [(mod_name, i, arch_name, tuple(dtypes)) for i in range(n)]
+            tasks += [(mod_name, i, arch_name, tuple(dtypes), sass) for i in range(n)]
     jobs = jobs or os.cpu_count() or 1
     if jobs == 1:
         return [_compile_task(t) for t in tasks]
@@ -306,10 +335,10 @@ def inspect_kernels(kernels=KERNEL_MODULES, archs=tuple(ARCHS), dtypes=("float16
         return list(pool.map(_compile_task, tasks))
 
 
-def _in_child(kernels, archs, dtypes, jobs) -> list[dict]:
+def _in_child(kernels, archs, dtypes, jobs, sass) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     cmd = [sys.executable, "-m", "bench.tools.inspect_cli", "--json", "-", "--only", ",".join(kernels),
-           "--arch", ",".join(archs), "--dtype", ",".join(dtypes)] + (["--jobs", str(jobs)] if jobs else [])
+           "--arch", ",".join(archs), "--dtype", ",".join(dtypes), "--sass", sass] + (["--jobs", str(jobs)] if jobs else [])
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the checkout
     out = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
     if out.returncode != 0:
