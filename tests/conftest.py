@@ -36,8 +36,9 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _spread_rule_off_unless_tested(request, monkeypatch):
     """Tests of the sweep's mechanics must not depend on how busy this machine is: the spread rule's limits are
-    infinite there and a CPU point is timed in one window (SEQBENCH_CPU_PASSES=1 for the processes they start), except in tests marked ``spread_rule``, which drive
-    the rule and the passes with timings of their own, and in the benchmarks, which measure for real."""
+    infinite there and a CPU point is timed in one short window (SEQBENCH_CPU_PASSES=1 and SEQBENCH_CPU_WINDOW_S
+    for the processes they start), except in tests marked ``spread_rule``, which drive the rule and the passes
+    with timings of their own, and in the benchmarks, which measure for real."""
     if "spread_rule" in request.keywords or "benchmark_gpu" in request.keywords:
         return
     from bench.measure import timing
@@ -45,6 +46,10 @@ def _spread_rule_off_unless_tested(request, monkeypatch):
         monkeypatch.setitem(timing.SPREAD_LIMIT, device, float("inf"))
     monkeypatch.setattr(timing, "CPU_PASSES", 1)
     monkeypatch.setenv("SEQBENCH_CPU_PASSES", "1")      # and in the seqbench processes a test starts
+    # one short window per point: the tests check what a point records, not how well it is timed
+    monkeypatch.setattr(timing, "CPU_MIN_S", 0.01)
+    monkeypatch.setattr(timing, "CPU_MAX_S", 0.1)
+    monkeypatch.setenv("SEQBENCH_CPU_WINDOW_S", "0.01,0.1")
 
 
 def pytest_collection_modifyitems(config, items):

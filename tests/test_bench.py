@@ -1340,3 +1340,12 @@ def test_plots_take_one_repetition_points(tmp_path):
     write_report(str(tmp_path))
     assert os.path.getsize(tmp_path / "tokens_per_s.png") > 5000
     assert figures._errors([1.0], [1.0 + 1e-16], [1.0 - 1e-16]) == [[0.0], [0.0]]
+
+
+@pytest.mark.parametrize("value, want", [("", (0.1, 1.0)), ("0.02,0.2", (0.02, 0.2)), ("0.5,0.1", (0.1, 1.0)),
+                                         ("x", (0.1, 1.0)), ("0,1", (0.1, 1.0)), ("0.1,inf", (0.1, 1.0))])
+def test_cpu_window_from_the_environment(value, want, monkeypatch, capsys):
+    from bench.measure import timing
+    monkeypatch.setenv("SEQBENCH_CPU_WINDOW_S", value)
+    assert timing._window() == want
+    assert ("SEQBENCH_CPU_WINDOW_S" in capsys.readouterr().err) == (bool(value) and want == (0.1, 1.0))

@@ -35,7 +35,25 @@ SPREAD_LIMIT = {"cuda": 0.10, "cpu": 0.25}
 # windows, one per pass over all its points, because a shared machine's speed drifts over seconds.
 CPU_IQR = 0.10
 
-CPU_MIN_S, CPU_MAX_S = 0.1, 1.0
+
+
+def _window(default: tuple = (0.1, 1.0)) -> tuple:
+    """(CPU_MIN_S, CPU_MAX_S); SEQBENCH_CPU_WINDOW_S="MIN,MAX" overrides them (the tests' processes take
+    short windows: they check what a point records, not how well it is timed)."""
+    value = os.environ.get("SEQBENCH_CPU_WINDOW_S", "")
+    try:
+        lo, hi = (float(x) for x in value.split(","))
+        if 0 < lo <= hi < float("inf"):
+            return lo, hi
+    except ValueError:
+        pass
+    if value:
+        print(f"seqbench: SEQBENCH_CPU_WINDOW_S={value!r} is not 'MIN,MAX' seconds with 0 < MIN <= MAX; "
+              f"{default[0]},{default[1]}", file=sys.stderr)
+    return default
+
+
+CPU_MIN_S, CPU_MAX_S = _window()
 
 # SEQBENCH_CPU_PASSES overrides the number of passes (1: each point timed once, as the pipeline's tests do).
 def _passes(default: int = 3) -> int:
@@ -138,11 +156,13 @@ def load_average() -> float | None:
         return None
 
 
-def time_cpu(fn, min_s: float = CPU_MIN_S, max_s: float = CPU_MAX_S) -> dict:
+def time_cpu(fn, min_s: float | None = None, max_s: float | None = None) -> dict:
     """torch.utils.benchmark's adaptive_autorange on the host: blocks of calls (the block size it picks, after
-    its own warm-up) until IQR / median < CPU_IQR past ``min_s``, or ``max_s``; quantiles over the blocks'
-    per-call times.  ``times_ms`` holds them (for pytest-benchmark)."""
+    its own warm-up) until IQR / median < CPU_IQR past ``min_s``, or ``max_s`` (default CPU_MIN_S and CPU_MAX_S,
+    read at the call); quantiles over the blocks' per-call times.  ``times_ms`` holds them (for pytest-benchmark)."""
     from torch.utils.benchmark import Timer
+    min_s = CPU_MIN_S if min_s is None else min_s
+    max_s = CPU_MAX_S if max_s is None else max_s
     m = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()).adaptive_autorange(
         threshold=CPU_IQR, min_run_time=min_s, max_run_time=max_s)
     times = [t * 1e3 for t in m.times]
