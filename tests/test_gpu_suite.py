@@ -133,3 +133,13 @@ def test_unknown_step_is_a_one_line_error(capsys):
     with pytest.raises(SystemExit) as e:
         gpu_suite.main(["--steps", "smok", "--out", "x"])
     assert e.value.code == 2 and "unknown ['smok']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["sweep", "train", "translate"])
+def test_call_2s_seqbench_steps_parse(name, tmp_path):
+    """Call 2's seqbench commands are ones the CLI takes (a typo would cost a lent GPU's step)."""
+    from bench.cli import build_parser
+    step = gpu_suite.step_for(name, str(tmp_path), gpu=True)
+    assert step.cmd[1:3] == ["-m", "bench"]
+    a = build_parser().parse_args(step.cmd[3:])
+    assert a.fn.__name__ == f"cmd_{'run' if name == 'sweep' else name}" and a.resume

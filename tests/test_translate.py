@@ -259,3 +259,18 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys):
     assert cli(argv) == 0
     capsys.readouterr()
     _one_line_error(capsys, cli(argv[:-1] + ["--seed", "5", "--no-progress", "--resume"]), "different settings (seed)")
+
+
+def test_a_corpus_run_trains_on_its_pieces(tmp_path):
+    pairs = D.synthetic_pairs(1, 400, 12, 60, "train")
+    src, tgt = tmp_path / "s.txt", tmp_path / "t.txt"
+    src.write_text("".join(s + "\n" for s, _ in pairs))
+    tgt.write_text("".join(t + "\n" for _, t in pairs))
+    out = tmp_path / "t"
+    assert cli(["translate", "--out", str(out), "--tokens", "300", "--models", "encdec,luong",
+                "--corpus", str(src), str(tgt), *TINY]) == 0
+    meta = json.load(open(out / "translate.json"))
+    assert "sentencepiece" in meta["corpus"]["source"] and meta["corpus"]["test_pairs"] >= 10
+    assert (out / "source.model").exists() and (out / "target.model").exists()
+    rows = list(csv.DictReader(open(out / "translate.csv")))
+    assert {r["model"] for r in rows} == {"encdec", "luong"} and all(r["bleu"] != "" for r in rows)

@@ -12,7 +12,7 @@ a minute or more, included), each one prepared command of at most 10 minutes:
     batches, inference and training, with NVML, every row at a shape before the next shape.
 * Call 2, the rest in priority order: the kernel test files on the GPU (RNN and barrier tests first, the
   compile-heavy attention matrix last), the rest of the quick sweep into the same run folder (never the
-  checks again), and ``seqbench train --quick`` for a few seconds per model.
+  checks again), ``seqbench train --quick`` and ``seqbench translate --quick``, a few seconds per model each.
 
 Every step has a budget; past it the step gets SIGINT (pytest and ``seqbench run`` stop cleanly and keep what
 they have), then SIGKILL after GRACE_S.  SUITE.md, suite.json and the archive are rewritten after every step,
@@ -47,8 +47,9 @@ PACK_S = 5          # packing the archive after a step (a few MB)
 # (do_bench's 100 ms floor, the NVML window of 0.5 + 1 s, the profiler, accuracy), plus the torch loop's long
 # calls; FlashRNN's triton_fused answers 'unsupported' at once at d_model 1024.  Every row at a shape comes
 # before the next shape, so a headline cut at its budget still has whole rows at the first shapes.
-BUDGETS = {"checks": 160, "headline": 190, "tests": 90, "sweep": 130, "train": 70}
-CALLS = {"1": ("checks", "headline"), "2": ("tests", "sweep", "train")}
+# train and translate: four models each, a few seconds of training apiece, plus compiles and evaluations.
+BUDGETS = {"checks": 160, "headline": 190, "tests": 90, "sweep": 110, "train": 50, "translate": 50}
+CALLS = {"1": ("checks", "headline"), "2": ("tests", "sweep", "train", "translate")}
 POINT_TIMEOUT_S = 45         # below every sweep step's budget: a hung point is a row, and the step goes on
 CHECK_TIMEOUT_S = 60
 HEADLINE = {"seq_lens": "512,2048", "batch": "16,128"}       # on a GPU; a CPU rehearsal takes the CPU shapes
@@ -56,7 +57,8 @@ HEADLINE = {"seq_lens": "512,2048", "batch": "16,128"}       # on a GPU; a CPU r
 # (CI runs it beside other tests) get this many times each budget, and the quick shapes at their smallest batch.
 CPU_BUDGET_SCALE = 3
 CPU_HEADLINE_BATCH = "2"
-TRAIN_SECONDS = 10           # of training per model in call 2 (four models, compile and evaluation on top)
+TRAIN_SECONDS = 7            # of training per model in call 2 (four models, compile and evaluation on top)
+TRANSLATE_SECONDS = 5        # the same for seqbench translate (and its evaluations' greedy decoding)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the checkout: steps run here
 
 
@@ -140,6 +142,10 @@ def step_for(name: str, out: str, gpu: bool) -> Step:
         seconds = os.environ.get("SEQBENCH_SUITE_TRAIN_S", str(TRAIN_SECONDS))
         return Step(name, py + ["-m", "bench", "train", "--quick", "--seconds", seconds, "--resume", "--no-progress",
                                 "--out", os.path.join(out, "train")], budget)
+    if name == "translate":
+        seconds = os.environ.get("SEQBENCH_SUITE_TRANSLATE_S", str(TRANSLATE_SECONDS))
+        return Step(name, py + ["-m", "bench", "translate", "--quick", "--seconds", seconds, "--resume",
+                                "--no-progress", "--out", os.path.join(out, "translate")], budget)
     raise ValueError(f"unknown step {name!r}; expected some of {list(BUDGETS)}")
 
 
@@ -200,7 +206,7 @@ def run_steps(names: list[str], out: str, archive: str | None = None, resume: bo
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.tools.gpu_suite", description=__doc__.splitlines()[0])
     ap.add_argument("--call", choices=sorted(CALLS), help="the job's call: 1 (checks, headline) or 2 (tests, sweep, "
-                                                           "train)")
+                                                           "train, translate)")
     ap.add_argument("--steps", help=f"comma list from {', '.join(BUDGETS)} instead of a call's")
     ap.add_argument("--out", required=True, help="the suite's folder (results/<date>-<gpu> to commit it)")
     ap.add_argument("--archive", metavar="FILE.tar.gz", help="also pack the folder into one file after every step")

@@ -188,7 +188,7 @@ def _save_checkpoint(path: str, state: dict) -> None:
 CHECKPOINT_KEYS = {"model": dict, "optimizer": dict, "step": int, "tokens": int, "train_seconds": (int, float)}
 
 
-def _load_checkpoint(path: str, device) -> dict:
+def _load_checkpoint(path: str, device, command: str = "seqbench train") -> dict:
     """A checkpoint to resume from; TrainError naming it when it is damaged (a run killed mid-write by an old
     version, a full disk, a copy cut short) or not one of ours."""
     try:
@@ -201,7 +201,7 @@ def _load_checkpoint(path: str, device) -> dict:
     if not wrong and not all(k in state["optimizer"] for k in ("state", "param_groups")):
         wrong = ["optimizer"]
     if wrong:
-        raise TrainError(f"--resume: {path} is not a seqbench train checkpoint (its {wrong} missing or malformed); "
+        raise TrainError(f"--resume: {path} is not a {command} checkpoint (its {wrong} missing or malformed); "
                          f"delete it to train that model again from the start")
     return state
 

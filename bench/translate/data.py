@@ -292,7 +292,8 @@ class WordVocab:
 class SentencePieceVocab:
     """A sentencepiece unigram model trained on the training split's sentences of one side."""
 
-    def __init__(self, sentences, size: int, model_prefix: str):
+    def __init__(self, sentences, size: int, model_prefix: str | None = None):
+        """Train on ``sentences``; the model is written to ``model_prefix``.model unless that is None."""
         try:
             import sentencepiece as spm
         except ImportError:
@@ -304,8 +305,9 @@ class SentencePieceVocab:
                                        pad_id=PAD, bos_id=BOS, eos_id=EOS, unk_id=UNK, hard_vocab_limit=False,
                                        minloglevel=2)
         self.sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
-        with open(model_prefix + ".model", "wb") as f:
-            f.write(model.getvalue())
+        if model_prefix:
+            with open(model_prefix + ".model", "wb") as f:
+                f.write(model.getvalue())
 
     def __len__(self):
         return self.sp.get_piece_size()

@@ -59,8 +59,9 @@ def defaults(quick: bool, gpu: bool) -> dict:
     """On a GPU the kernels at d_model 256; on a CPU the references, small, a closed vocabulary of 200
     words: --quick trains each model for 30 s (about three minutes in all)."""
     if gpu:
-        return dict(d_model=256, layers=2, pairs=200_000, vocab=4000, batch=128, seconds=60.0 if quick else 900.0,
-                    eval_every=200 if quick else 500, impl="kernels", test_per_bucket=100)
+        return dict(d_model=256, layers=2, pairs=50_000 if quick else 200_000, vocab=4000, batch=128,
+                    seconds=60.0 if quick else 900.0, eval_every=200 if quick else 500, impl="kernels",
+                    test_per_bucket=50 if quick else 100)
     return dict(d_model=64, layers=1, pairs=20_000, vocab=200, batch=32, seconds=30.0 if quick else 300.0,
                 eval_every=150, impl="torch", test_per_bucket=25, lr=3e-3, warmup=50)
 
@@ -100,10 +101,11 @@ def prepare(cfg: TranslateConfig, out: str | None) -> Corpus:
                                   f"at least 20 are needed")
             train, test = D.split_corpus(pairs, cfg.test_per_bucket * len(D.BUCKETS))
             train = train[:cfg.pairs]
-            folder = out or "."
-            os.makedirs(folder, exist_ok=True)
-            src_v = D.SentencePieceVocab([s for s, _ in train], cfg.vocab, os.path.join(folder, "source"))
-            tgt_v = D.SentencePieceVocab([t for _, t in train], cfg.vocab, os.path.join(folder, "target"))
+            if out:                        # rank 0 keeps the models beside the run; the other ranks train their own
+                os.makedirs(out, exist_ok=True)
+            prefix = lambda side: os.path.join(out, side) if out else None  # noqa: E731
+            src_v = D.SentencePieceVocab([s for s, _ in train], cfg.vocab, prefix("source"))
+            tgt_v = D.SentencePieceVocab([t for _, t in train], cfg.vocab, prefix("target"))
             source = f"{cfg.corpus[0]} / {cfg.corpus[1]} (sentencepiece, {len(src_v)} / {len(tgt_v)} pieces)"
         else:
             test = D.test_pairs(cfg.seed, cfg.test_per_bucket, cfg.max_len, cfg.vocab)
@@ -341,7 +343,7 @@ def translate(cfg: TranslateConfig, out: str, resume: bool = False, progress: bo
                 kept += mine
                 states[m] = "finished"
             elif os.path.exists(path):
-                state = tr._load_checkpoint(path, d.device)
+                state = tr._load_checkpoint(path, d.device, "seqbench translate")
                 kept += [r for r in mine if int(r["step"]) <= state["step"]]
                 states[m] = state
     from bench.measure.env import environment
