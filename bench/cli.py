@@ -172,12 +172,15 @@ def cmd_translate(a) -> int:
     cfg = tl.TranslateConfig(**chosen)
     try:
         d = init_distributed()
-        tl.validate(cfg, d.world)
-        if cfg.corpus:                     # a corpus that cannot be used is refused before anything is written
-            load_corpus(*cfg.corpus)
-    except (DistError, tl.TranslateError, DataError) as exc:
+    except DistError as exc:
         return _fail("translate", exc)
     try:
+        try:
+            tl.validate(cfg, d.world)
+            if cfg.corpus:                 # a corpus that cannot be used is refused before anything is written
+                load_corpus(*cfg.corpus)
+        except (tl.TranslateError, DataError) as exc:
+            return _fail("translate", exc)
         out = a.out or os.path.join("runs", f"{time.strftime('%Y-%m-%d')}-{device_slug()}-translate")
         problem = writable_folder(out) if d.main else None
         if problem:
@@ -190,7 +193,7 @@ def cmd_translate(a) -> int:
                          ", Triton kernels through the interpreter") + " - not GPU numbers.")
         try:
             tl.translate(cfg, out, resume=a.resume, progress=not a.no_progress, dist_=d)
-        except tl.TranslateError as exc:
+        except (tl.TranslateError, DataError) as exc:
             return _fail("translate", exc)
         except RunFolderError as exc:
             return _fail("translate", f"{exc}; move it away or run without --resume")

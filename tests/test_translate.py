@@ -78,8 +78,9 @@ def test_corpus_files_are_read_and_split(tmp_path):
 
 def test_a_corpus_trains_sentencepiece(tmp_path):
     pairs = D.synthetic_pairs(0, 300, 12, 60, "train")
-    v = D.SentencePieceVocab([s for s, _ in pairs], 100, str(tmp_path / "source"))
-    assert (tmp_path / "source.model").exists()
+    v = D.SentencePieceVocab([s for s, _ in pairs], 100)
+    v.save(str(tmp_path / "source.model"))
+    assert (tmp_path / "source.model").stat().st_size > 1000
     ids = v.encode(pairs[0][0])
     assert min(ids) >= len(D.SPECIALS) - 1 and v.decode(ids) == pairs[0][0]
 
@@ -153,20 +154,40 @@ def test_greedy_steps_equal_the_teacher_forced_forward(name):
         assert toks[b, :n].tolist() == row[:n] and (toks[b, n:] == D.PAD).all()
 
 
-def test_the_kernels_decode_as_the_references_do():
-    """Greedy decoding through the kernels' decoder steps (the cell, the additive kernel at Nq = 1) gives
-    the references' words."""
+@pytest.mark.parametrize("name", M.MODELS)
+def test_the_kernels_decode_as_the_references_do(name):
+    """Greedy decoding through the kernels' decoder steps (the LSTM step kernel at T = 1, the cell, the
+    additive kernel and flash attention at Nq = 1) gives the references' words and step logits."""
     torch.manual_seed(0)
-    ref = M.build("bahdanau", 24, 26, 16, 1, "torch").to(DEVICE)
-    ours = M.build("bahdanau", 24, 26, 16, 1, "kernels").to(DEVICE)
+    ref = M.build(name, 24, 26, 16, 1, "torch").to(DEVICE).eval()
+    ours = M.build(name, 24, 26, 16, 1, "kernels").to(DEVICE).eval()
     ours.load_state_dict(ref.state_dict())
     src, src_len, _ = _batch()
     a, wa = M.greedy(ours, src, src_len, 4, weights=True)
     b, wb = M.greedy(ref, src, src_len, 4, weights=True)
     assert torch.equal(a, b)
-    torch.testing.assert_close(wa, wb, atol=1e-5, rtol=1e-4)
-    assert torch.allclose(wa.sum(-1), torch.ones(()), atol=1e-5)
-    assert (wa[1, :, 3:] == 0).all()               # the second sentence's padding is never attended
+    with torch.no_grad():
+        y = torch.full((2,), D.BOS, device=DEVICE)
+        la = ours.step(ours.encode(src, src_len), None, y)[0]
+        lb = ref.step(ref.encode(src, src_len), None, y)[0]
+    torch.testing.assert_close(la, lb, atol=1e-5, rtol=1e-4)
+    if name != "encdec":
+        torch.testing.assert_close(wa, wb, atol=1e-5, rtol=1e-4)
+        assert torch.allclose(wa.sum(-1), torch.ones(()), atol=1e-5)
+        assert (wa[1, :, 3:] == 0).all()           # the second sentence's padding is never attended
+
+
+def test_the_gpu_defaults_fit_the_kernels():
+    """At the GPU's defaults (the synthetic pair's vocabularies at --vocab 4000) the attention models'
+    matched widths stay within the kernels' 256; a wider transformer is refused before any work."""
+    gpu = tl.defaults(quick=True, gpu=True)
+    vocab = gpu["vocab"] + 4
+    widths = M.match_widths(M.MODELS, vocab, int(vocab * 1.1), gpu["d_model"], gpu["layers"])
+    tl.check_widths(widths, "kernels")
+    wide = M.match_widths(M.MODELS, vocab, int(vocab * 1.1), 256, gpu["layers"])
+    with pytest.raises(tl.TranslateError, match="past the attention kernels' 256"):
+        tl.check_widths(wide, "kernels")
+    tl.check_widths(wide, "torch")                  # the references take any width
 
 
 def test_widths_match_the_transformers_parameters():
@@ -206,13 +227,16 @@ def _one_line_error(capsys, code, expect):
     ("mismatched", "has 3 lines but"),
     ("empty", "is empty"),
     ("model", "unknown model(s) ['gnmt']"),
+    ("twice", "names a model twice"),
+    ("vocab", "--vocab must be 40 to 8000"),
 ])
 def test_bad_input_is_one_line_and_exit_2(case, expect, tmp_path, capsys):
     src, tgt = tmp_path / "s.txt", tmp_path / "t.txt"
     src.write_text("a b\nc d\ne f\n")
     tgt.write_text("" if case == "empty" else "x y\nz w\n")
     argv = ["translate", "--out", str(tmp_path / "out"), "--tokens", "10", *TINY]
-    argv += ["--models", "gnmt"] if case == "model" else ["--corpus", str(src), str(tgt)]
+    argv += {"model": ["--models", "gnmt"], "twice": ["--models", "encdec,encdec"],
+             "vocab": ["--vocab", "20000"]}.get(case, ["--corpus", str(src), str(tgt)])
     _one_line_error(capsys, cli(argv), expect)
     assert not (tmp_path / "out").exists()          # refused before anything was written
 
@@ -274,3 +298,28 @@ def test_a_corpus_run_trains_on_its_pieces(tmp_path):
     assert (out / "source.model").exists() and (out / "target.model").exists()
     rows = list(csv.DictReader(open(out / "translate.csv")))
     assert {r["model"] for r in rows} == {"encdec", "luong"} and all(r["bleu"] != "" for r in rows)
+
+
+def test_a_new_run_does_not_resume_an_older_runs_checkpoints(tmp_path, monkeypatch, capsys):
+    """A run without --resume into a folder removes its models' old checkpoints; a checkpoint from other
+    settings is refused by --resume, naming it."""
+    out = tmp_path / "t"
+    argv = ["translate", "--out", str(out), "--tokens", "300", "--models", "encdec", *TINY]
+    assert cli(argv) == 0
+    monkeypatch.setenv(tr.STOP_AFTER_EVALS_ENV, "1")      # a new run with another seed, stopped at once
+    assert cli(argv[:-1] + ["--seed", "3", "--no-progress"]) == 130
+    ck = out / "checkpoints" / "encdec-torch.pt"
+    saved = torch.load(ck, weights_only=False)          # the new run's own, at its first evaluation
+    assert saved["config"]["seed"] == 3 and saved["step"] == 0
+    monkeypatch.delenv(tr.STOP_AFTER_EVALS_ENV)
+    assert cli(argv[:-1] + ["--seed", "3", "--no-progress", "--resume"]) == 0
+    saved = torch.load(ck, weights_only=False)
+    saved["config"]["lr"] = 0.5                                          # as if another run had written it
+    torch.save(saved, ck)
+    rows = [r for r in csv.DictReader(open(out / "translate.csv"))]
+    with open(out / "translate.csv", "w", newline="") as f:              # its final row gone: --resume reads ck
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows[:-1])
+    capsys.readouterr()
+    _one_line_error(capsys, cli(argv[:-1] + ["--seed", "3", "--no-progress", "--resume"]), "other settings or data")

@@ -25,21 +25,28 @@ def load_rows(out: str):
 
 
 def finals(df):
-    """Each model run's last evaluation."""
+    """Each model run's last evaluation (``final`` False: a run stopped short of its budget)."""
     ok = df[(df.status == "ok") & df.bleu.notna()]
-    return ok.sort_values("step").groupby(["model", "impl"], sort=False).tail(1)
+    return ok.sort_values("step", kind="stable").groupby(["model", "impl"], sort=False).tail(1)
+
+
+# A default target below this BLEU would be met by untrained models' noise.
+MIN_DEFAULT_TARGET = 1.0
 
 
 def time_to_bleu(df, target: float | None = None) -> tuple[float | None, list[dict]]:
-    """(target, one dict per model run): the first evaluation at or above the target BLEU, with its training
-    wall time and tokens.  The default target is the lowest of the runs' best BLEU (one every run reached)."""
-    ok = df[(df.status == "ok") & df.bleu.notna()]
+    """(target, one dict per model run): the first evaluation after training began at or above the target
+    BLEU, with its training wall time and tokens.  The default target is the lowest of the runs' best BLEU
+    (one every run reached), leaving out runs whose best is under MIN_DEFAULT_TARGET (those did not learn:
+    they show "not reached")."""
+    ok = df[(df.status == "ok") & df.bleu.notna() & (df.step > 0)]
     runs = list(dict.fromkeys(zip(ok.model, ok.impl)))
     if not runs:
         return target, []
     best = {r: ok[(ok.model == r[0]) & (ok.impl == r[1])].bleu.max() for r in runs}
     if target is None:
-        target = min(best.values())
+        learned = [b for b in best.values() if b >= MIN_DEFAULT_TARGET]
+        target = min(learned) if learned else MIN_DEFAULT_TARGET
     out = []
     for m, i in runs:
         g = ok[(ok.model == m) & (ok.impl == i)].sort_values("step")
@@ -142,7 +149,8 @@ def report_lines(out: str) -> list[str]:
     last = finals(df)
     if last.empty:
         return lines + ["No model finished an evaluation.", ""] + [f"- {f}" for f in failed] + [""]
-    head = ["source words", "the chapter (plain enc-dec)"] + [f"{r.model} ({r.impl})" for r in last.itertuples()]
+    head = ["source words", "the chapter (plain enc-dec)"] + [
+        f"{r.model} ({r.impl})" + ("" if str(r.final) == "True" else ", unfinished") for r in last.itertuples()]
     body = []
     for b in NAMES:
         ch = CHAPTER_BLEU.get(b)
@@ -152,7 +160,12 @@ def report_lines(out: str) -> list[str]:
     body.append(["5-10 minus 40+", "> 20"] + [length_drop(r._asdict()) for r in last.itertuples()])
     lines += table(head, body) + [""]
     target, runs = time_to_bleu(df, cfg.get("target_bleu"))
-    how = "given with --target-bleu" if cfg.get("target_bleu") is not None else "the lowest best BLEU of the models"
+    if not runs:
+        lines += ["No model has trained past its first evaluation: no time to a BLEU target yet."]
+        lines += ([""] + [f"- {f}" for f in failed]) if failed else []
+        return lines + [""]
+    how = ("given with --target-bleu" if cfg.get("target_bleu") is not None else
+           f"the lowest best BLEU of the models that reached {MIN_DEFAULT_TARGET:.0f}")
     lines += [f"Time to **BLEU {target:.1f}** ({how}), training wall time (evaluation excluded); tokens are "
               f"source + target.", ""]
     lines += table(("model", "impl", "params", "d_model", "time to target (s)", "tokens to target", "best BLEU",

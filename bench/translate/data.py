@@ -73,6 +73,8 @@ _VERB_END = ("o", "a", "on", "an")                                              
 
 
 def _words(rng: random.Random, n: int, syllables: int, taken: set) -> list:
+    if n > len(_SYL) ** syllables // 2:
+        raise DataError(f"a lexicon of {n} {syllables}-syllable words is past what the syllables make; a smaller --vocab")
     out = []
     while len(out) < n:
         w = "".join(rng.choice(_SYL) for _ in range(syllables))
@@ -288,26 +290,39 @@ class WordVocab:
     def decode(self, ids) -> str:
         return " ".join(self.itos[i] for i in ids if i >= len(SPECIALS))
 
+    def pieces(self, ids) -> list[str]:
+        return [self.itos[i] for i in ids]
+
 
 class SentencePieceVocab:
     """A sentencepiece unigram model trained on the training split's sentences of one side."""
 
-    def __init__(self, sentences, size: int, model_prefix: str | None = None):
-        """Train on ``sentences``; the model is written to ``model_prefix``.model unless that is None."""
+    def __init__(self, sentences, size: int):
+        """Train on ``sentences`` (in memory: ``save`` writes the model).  DataError when sentencepiece
+        cannot make that many pieces of them."""
         try:
             import sentencepiece as spm
         except ImportError:
             raise DataError("--corpus needs sentencepiece: pip install sentencepiece") from None
         import io
-        size = max(len(SPECIALS) + 20, min(size, len({w for s in sentences for w in s.split()}) + len(SPECIALS)))
+        units = {w for s in sentences for w in s.split()} | {c for s in sentences for c in s}
+        size = max(len(SPECIALS) + 20, min(size, len(units) + len(SPECIALS)))
         model = io.BytesIO()
-        spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=model, vocab_size=size,
-                                       pad_id=PAD, bos_id=BOS, eos_id=EOS, unk_id=UNK, hard_vocab_limit=False,
-                                       minloglevel=2)
-        self.sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
-        if model_prefix:
-            with open(model_prefix + ".model", "wb") as f:
-                f.write(model.getvalue())
+        try:
+            spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=model, vocab_size=size,
+                                           pad_id=PAD, bos_id=BOS, eos_id=EOS, unk_id=UNK, hard_vocab_limit=False,
+                                           minloglevel=2, num_threads=1)      # one thread: the same model every time
+        except RuntimeError as exc:
+            raise DataError(f"--corpus: sentencepiece could not train {size} pieces: {exc}") from None
+        self.proto = model.getvalue()
+        self.sp = spm.SentencePieceProcessor(model_proto=self.proto)
+
+    def save(self, path: str) -> None:
+        with open(path, "wb") as f:
+            f.write(self.proto)
+
+    def pieces(self, ids) -> list[str]:
+        return [self.sp.id_to_piece(i) for i in ids]
 
     def __len__(self):
         return self.sp.get_piece_size()

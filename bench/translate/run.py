@@ -36,7 +36,7 @@ class TranslateError(tr.TrainError):
 class TranslateConfig:
     models: list = field(default_factory=lambda: list(M.MODELS))
     impl: str = "kernels"          # kernels | torch
-    d_model: int = 256             # the transformer's width; the others match its parameters
+    d_model: int = 192             # the transformer's width; the others match its parameters
     layers: int = 2
     pairs: int = 200_000           # training pairs (synthetic: generated; a corpus: the first N)
     max_len: int = 60              # source words at most (synthetic); longer corpus pairs are dropped
@@ -56,18 +56,24 @@ class TranslateConfig:
 
 
 def defaults(quick: bool, gpu: bool) -> dict:
-    """On a GPU the kernels at d_model 256; on a CPU the references, small, a closed vocabulary of 200
+    """On a GPU the kernels at d_model 192 (the LSTM models' matched widths, about 230, stay within the
+    attention kernels' 256); on a CPU the references, small, a closed vocabulary of 200
     words: --quick trains each model for 30 s (about three minutes in all)."""
     if gpu:
-        return dict(d_model=256, layers=2, pairs=50_000 if quick else 200_000, vocab=4000, batch=128,
+        return dict(d_model=192, layers=2, pairs=50_000 if quick else 200_000, vocab=4000, batch=128,
                     seconds=60.0 if quick else 900.0, eval_every=200 if quick else 500, impl="kernels",
                     test_per_bucket=50 if quick else 100)
     return dict(d_model=64, layers=1, pairs=20_000, vocab=200, batch=32, seconds=30.0 if quick else 300.0,
                 eval_every=150, impl="torch", test_per_bucket=25, lr=3e-3, warmup=50)
 
 
+MAX_VOCAB = 8000       # the synthetic lexicon's syllable words run out past about 9,800
+
+
 def validate(cfg: TranslateConfig, world: int) -> None:
     unknown = [m for m in cfg.models if m not in M.MODELS]
+    if len(set(cfg.models)) != len(cfg.models):
+        raise TranslateError(f"--models names a model twice: {cfg.models}")
     if unknown or not cfg.models:
         raise TranslateError(f"unknown model(s) {unknown or cfg.models}; expected some of {list(M.MODELS)}")
     if cfg.impl not in M.IMPLS:
@@ -78,6 +84,22 @@ def validate(cfg: TranslateConfig, world: int) -> None:
         raise TranslateError("give a budget: --tokens or --seconds")
     if cfg.max_len < 1 or cfg.pairs < 1:
         raise TranslateError("--max-len and --pairs must be positive")
+    if not cfg.corpus and not 40 <= cfg.vocab <= MAX_VOCAB:
+        raise TranslateError(f"--vocab must be 40 to {MAX_VOCAB} words for the synthetic pair, got {cfg.vocab}")
+    if not 0 <= cfg.seed < 2 ** 40:
+        raise TranslateError(f"--seed must be in 0 .. 2^40, got {cfg.seed}")
+
+
+def check_widths(widths: dict, impl: str) -> None:
+    """The kernels' limits: an attention model's memory (its width) is the additive kernel's values and
+    Luong's head dim, at most 256 each; TranslateError before anything is written."""
+    from kernels.additive_attention import MAX_DV
+    from kernels.attention import MAX_HEAD_DIM
+    most = min(MAX_DV, MAX_HEAD_DIM)
+    wide = {m: w for m, w in widths.items() if m in ("bahdanau", "luong") and w > most}
+    if impl == "kernels" and wide:
+        raise TranslateError(f"matched widths {wide} are past the attention kernels' {most}; give a smaller --d-model "
+                             f"(the others' widths come out about 1.2x the transformer's)")
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -91,7 +113,7 @@ class Corpus:
     info: dict
 
 
-def prepare(cfg: TranslateConfig, out: str | None) -> Corpus:
+def prepare(cfg: TranslateConfig) -> Corpus:
     """The training pairs and the held-out set, tokenised; DataError (a TranslateError) for unusable text."""
     try:
         if cfg.corpus:
@@ -101,11 +123,8 @@ def prepare(cfg: TranslateConfig, out: str | None) -> Corpus:
                                   f"at least 20 are needed")
             train, test = D.split_corpus(pairs, cfg.test_per_bucket * len(D.BUCKETS))
             train = train[:cfg.pairs]
-            if out:                        # rank 0 keeps the models beside the run; the other ranks train their own
-                os.makedirs(out, exist_ok=True)
-            prefix = lambda side: os.path.join(out, side) if out else None  # noqa: E731
-            src_v = D.SentencePieceVocab([s for s, _ in train], cfg.vocab, prefix("source"))
-            tgt_v = D.SentencePieceVocab([t for _, t in train], cfg.vocab, prefix("target"))
+            src_v = D.SentencePieceVocab([s for s, _ in train], cfg.vocab)
+            tgt_v = D.SentencePieceVocab([t for _, t in train], cfg.vocab)
             source = f"{cfg.corpus[0]} / {cfg.corpus[1]} (sentencepiece, {len(src_v)} / {len(tgt_v)} pieces)"
         else:
             test = D.test_pairs(cfg.seed, cfg.test_per_bucket, cfg.max_len, cfg.vocab)
@@ -206,10 +225,8 @@ def alignment(model, corpus: Corpus, device) -> dict | None:
         return None
     row = toks[0].tolist()
     n = row.index(D.EOS) + 1 if D.EOS in row else len(row)
-    return {"source": longest[2].split(), "reference": longest[3].split(),
-            "output": [corpus.tgt_vocab.itos[i] if hasattr(corpus.tgt_vocab, "itos") else
-                       corpus.tgt_vocab.sp.id_to_piece(i) for i in row[:n]],
-            "weights": weights[0, :n, :len(longest[0])].tolist()}
+    return {"source": corpus.src_vocab.pieces(longest[0]), "reference": longest[3].split(),
+            "output": corpus.tgt_vocab.pieces(row[:n]), "weights": weights[0, :n, :len(longest[0])].tolist()}
 
 
 # --------------------------------------------------------------------------------------------- training
@@ -253,10 +270,11 @@ def train_one(cfg: TranslateConfig, name: str, width: int, corpus: Corpus, d: Di
                                       lr=opt.param_groups[0]["lr"], **scores, **interval)
             writer.write(row)
             if final:
-                a = alignment(model, corpus, d.device)
+                with autocast():
+                    a = alignment(model, corpus, d.device)
                 if a:
                     os.makedirs(os.path.join(out, "alignment"), exist_ok=True)
-                    schema.write_json(os.path.join(out, "alignment", f"{name}-{cfg.impl}.json"), a)
+                    schema.write_json(alignment_path(out, name, cfg.impl), a)
             tr._save_checkpoint(tr.checkpoint_path(out, name, cfg.impl),
                                 {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                                  "model_name": name, "impl": cfg.impl, "tokens": tokens, "train_seconds": train_s,
@@ -270,6 +288,8 @@ def train_one(cfg: TranslateConfig, name: str, width: int, corpus: Corpus, d: Di
 
     if resume_state is None:
         record({"nvml_reason": "initial evaluation (no training yet)"}, final=False)
+    elif done():               # stopped after its last training step, before the final evaluation
+        record({"nvml_reason": "resumed at its budget: the final evaluation only"}, final=True)
     while not done():
         losses, norms, t_start, tok_start = [], [], train_s, tokens
         window = sampler.window() if sampler else None
@@ -319,11 +339,12 @@ def translate(cfg: TranslateConfig, out: str, resume: bool = False, progress: bo
     validate(cfg, d.world)
     if cfg.corpus:
         cfg = dataclasses.replace(cfg, corpus=[os.path.abspath(p) for p in cfg.corpus])
-    corpus = prepare(cfg, out if d.main else None)
+    corpus = prepare(cfg)
     try:
         widths = M.match_widths(cfg.models, corpus.info["src_vocab"], corpus.info["tgt_vocab"], cfg.d_model, cfg.layers)
     except ValueError as exc:
         raise TranslateError(str(exc)) from None
+    check_widths(widths, cfg.impl)
     csv_path, json_path = os.path.join(out, "translate.csv"), os.path.join(out, "translate.json")
     kept, states = [], {}
     if resume:
@@ -343,7 +364,13 @@ def translate(cfg: TranslateConfig, out: str, resume: bool = False, progress: bo
                 kept += mine
                 states[m] = "finished"
             elif os.path.exists(path):
-                state = tr._load_checkpoint(path, d.device, "seqbench translate")
+                try:
+                    state = tr._load_checkpoint(path, d.device, "seqbench translate")
+                except tr.TrainError as exc:
+                    raise TranslateError(str(exc)) from None
+                if state.get("config") != dataclasses.asdict(cfg) or state.get("corpus") != corpus.info["sha1"]:
+                    raise TranslateError(f"--resume: {path} was written by a run with other settings or data than "
+                                         f"{out}'s; delete it to train {m} again from the start")
                 kept += [r for r in mine if int(r["step"]) <= state["step"]]
                 states[m] = state
     from bench.measure.env import environment
@@ -360,6 +387,14 @@ def translate(cfg: TranslateConfig, out: str, resume: bool = False, progress: bo
     writer = None
     if d.main:
         os.makedirs(out, exist_ok=True)
+        if not resume:         # a new run: an earlier run's checkpoints and alignments here are not its own
+            for m in cfg.models:
+                for stale in (tr.checkpoint_path(out, m, cfg.impl), alignment_path(out, m, cfg.impl)):
+                    if os.path.exists(stale):
+                        os.remove(stale)
+        for side, vocab in (("source", corpus.src_vocab), ("target", corpus.tgt_vocab)):
+            if hasattr(vocab, "save"):
+                vocab.save(os.path.join(out, side + ".model"))
         schema.write_json(json_path, meta)
         writer = schema.RowWriter(csv_path, kept, schema.TRANSLATE_COLUMNS)
     evals: list = []
@@ -370,12 +405,13 @@ def translate(cfg: TranslateConfig, out: str, resume: bool = False, progress: bo
                 continue
             try:
                 train_one(cfg, m, widths[m], corpus, d, writer, sampler, out, evals, progress, state)
-            except torch.cuda.OutOfMemoryError as exc:
-                _failed(writer, cfg, m, widths[m], d, "oom", schema.describe(exc))
-            except (RuntimeError, ValueError, TypeError) as exc:
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # a model that fails (OOM, a Triton compile error, ...) is a row
                 if d.world > 1:
-                    raise
-                _failed(writer, cfg, m, widths[m], d, "error", schema.describe(exc))
+                    raise          # a rank alone cannot go on: the others wait in its collectives
+                oom = isinstance(exc, torch.cuda.OutOfMemoryError)
+                _failed(writer, cfg, m, widths[m], d, "oom" if oom else "error", schema.describe(exc))
     finally:
         if writer:
             writer.close()
@@ -393,14 +429,18 @@ def _failed(writer, cfg, model, width, d, status, reason):
         torch.cuda.empty_cache()
 
 
+def alignment_path(out: str, model: str, impl: str) -> str:
+    return os.path.join(out, "alignment", f"{model}-{impl}.json")
+
+
 def read_alignments(out: str) -> dict:
-    """model -> the alignment record its final evaluation wrote."""
-    folder = os.path.join(out, "alignment")
+    """"model-impl" -> the alignment record its final evaluation wrote, for this run's models."""
+    cfg = schema.read_json(os.path.join(out, "translate.json")).get("config", {})
     found = {}
-    if os.path.isdir(folder):
-        for f in sorted(os.listdir(folder)):
-            if f.endswith(".json"):
-                with open(os.path.join(folder, f)) as fh:
-                    found[f[:-5]] = json.load(fh)
+    for m in cfg.get("models", []):
+        path = alignment_path(out, m, cfg.get("impl"))
+        if os.path.exists(path):
+            with open(path) as fh:
+                found[f"{m}-{cfg.get('impl')}"] = json.load(fh)
     return found
 
