@@ -104,11 +104,16 @@ def _peers_main(archs, kernels, a) -> int:
     if a.json == "-":
         json.dump(records, sys.stdout)
         return 0
-    import pandas as pd     # here: the records alone need no pandas (the newest-Triton CI venv has none)
-
     if a.json:
         with open(a.json, "w") as f:
             json.dump(records, f, indent=1)
+    try:
+        import pandas as pd     # here: the records alone need no pandas (the newest-Triton CI venv has none)
+    except ImportError:
+        print("seqbench inspect --peers: the table needs pandas (pip install pandas)"
+              + (f"; the records are in {a.json}" if a.json else "; --json FILE writes the records without it"),
+              file=sys.stderr)
+        return 0 if a.json else 2
     md = peer_inspect.to_markdown(records)
     print(md)
     os.makedirs(a.out, exist_ok=True)
