@@ -114,7 +114,7 @@ class Corpus:
 
 
 def prepare(cfg: TranslateConfig) -> Corpus:
-    """The training pairs and the held-out set, tokenised; DataError (a TranslateError) for unusable text."""
+    """The training pairs and the held-out set, tokenised; a TranslateError for unusable text."""
     try:
         if cfg.corpus:
             pairs = [p for p in D.load_corpus(*cfg.corpus) if len(p[0].split()) <= cfg.max_len]
