@@ -572,7 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--max-len", dest="max_len", type=_positive_int, help="longest source sentence in words (default 60)")
     tr.add_argument("--vocab", type=_positive_int, help="synthetic source words, or a corpus' sentencepiece pieces "
                                                       "(default 4000 GPU, 200 CPU)")
-    tr.add_argument("--d-model", dest="d_model", type=_positive_int, help="the transformer's width (default 192 GPU, 64 CPU; on the kernels the attention models' matched widths must stay within 256)")
+    tr.add_argument("--d-model", dest="d_model", type=_positive_int,
+                    help="the transformer's width (default 192 GPU, 64 CPU; on the kernels the attention models' "
+                         "matched widths must stay within 256)")
     tr.add_argument("--layers", type=_positive_int, help="layers per encoder and decoder (default 2 GPU, 1 CPU)")
     tr.add_argument("--batch", type=_positive_int, help="sentence pairs per step, split across torchrun's ranks")
     tr.add_argument("--tokens", type=_positive_int, help="token budget per model (source + target tokens)")
