@@ -210,6 +210,85 @@ def _load_checkpoint(path: str, device, command: str = "seqbench train") -> dict
 STOP_AFTER_EVALS_ENV = "SEQBENCH_TRAIN_STOP_AFTER_EVALS"
 
 
+def adamw(model, lr: float, weight_decay: float, betas: tuple, device) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices only (not biases or norms), fused on a GPU."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=betas,
+                             fused=device.type == "cuda")
+
+
+@dataclass
+class Progress:
+    """Where one model's training stands: steps taken, tokens seen, training wall time (s)."""
+    step: int = 0
+    tokens: int = 0
+    train_s: float = 0.0
+
+
+def run_intervals(cfg, p: Progress, model, opt, d: Dist, sampler, bar, train_step, record, resumed: bool) -> None:
+    """The training loop of ``seqbench train`` and ``seqbench translate``, to the budget of ``cfg`` (tokens or
+    seconds): ``eval_every`` steps, then ``record(interval, final)``, which evaluates and writes the row.
+
+    A step sets the learning rate (``lr_at``), calls ``train_step(step) -> (loss, tokens)`` (the forward and
+    loss of that step's batch, and the tokens it holds across every rank), then backward, clipping and the
+    optimizer's step.  An interval's fields: NVML's window over its steps, the mean loss and pre-clip gradient
+    norm, and tokens/s.  Under DDP with a time budget, each step takes the slowest rank's time, so every rank
+    stops at the same step.  A fresh model is evaluated before training; a resumed one at its budget only has
+    its final evaluation left."""
+    gpu = d.device.type == "cuda"
+
+    def done() -> bool:
+        return ((cfg.tokens is not None and p.tokens >= cfg.tokens)
+                or (cfg.seconds is not None and p.train_s >= cfg.seconds))
+
+    if not resumed:
+        record({"nvml_reason": "initial evaluation (no training yet)"}, final=False)
+    elif done():               # stopped after its last training step, before the final evaluation
+        record({"nvml_reason": "resumed at its budget: the final evaluation only"}, final=True)
+    while not done():
+        losses, norms, t_start, tok_start = [], [], p.train_s, p.tokens
+        window = sampler.window() if sampler else None
+        for _ in range(cfg.eval_every):
+            if done():
+                break
+            t0 = time.perf_counter()
+            frac = max(p.tokens / cfg.tokens if cfg.tokens else 0.0, p.train_s / cfg.seconds if cfg.seconds else 0.0)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, p.step, frac)
+            loss, n = train_step(p.step)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
+            norms.append(norm.detach())
+            p.step += 1
+            p.tokens += n
+            _sync(d.device)
+            dt = time.perf_counter() - t0
+            if d.world > 1 and cfg.seconds is not None:   # every rank stops at the same step
+                dt = d.all_reduce(torch.tensor([dt], device=d.device), _max_op()).item()
+            p.train_s += dt
+            bar.update(n if cfg.tokens else min(dt, max(0.0, bar.total - bar.n)))
+        _sync(d.device)
+        interval = window.finish(p.tokens - tok_start) if window else {
+            "nvml_reason": "no GPU on this machine" if not gpu else "NVML unavailable"}
+        loss_t = d.all_reduce(torch.stack(losses).mean().reshape(1)) / d.world
+        interval.update(train_loss=loss_t.item(), grad_norm=torch.stack(norms).float().mean().item(),
+                        tokens_per_s=(p.tokens - tok_start) / max(p.train_s - t_start, 1e-9))
+        record(interval, final=done())
+    bar.close()
+
+
+def stop_after_evals(evals_done: list, final: bool) -> None:
+    """The tests' interruption: a KeyboardInterrupt once STOP_AFTER_EVALS_ENV evaluations are done."""
+    stop_after = int(os.environ.get(STOP_AFTER_EVALS_ENV, "0"))
+    if stop_after and len(evals_done) >= stop_after and not final:
+        raise KeyboardInterrupt(f"{STOP_AFTER_EVALS_ENV}={stop_after}")
+
+
 def train_one(cfg: TrainConfig, model_name: str, width: int, data, windows, d: Dist, writer, sampler, out: str,
               evals_done: list, progress: bool = True, resume_state: dict | None = None,
               corpus: dict | None = None) -> None:
@@ -218,16 +297,12 @@ def train_one(cfg: TrainConfig, model_name: str, width: int, data, windows, d: D
     torch.manual_seed(cfg.seed)
     model = lm.ByteLM(model_name, width, cfg.layers, impl).to(d.device)
     params = sum(p.numel() for p in model.parameters())
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95),
-                            fused=d.device.type == "cuda")
-    step, tokens, train_s = 0, 0, 0.0
+    opt = adamw(model, cfg.lr, cfg.weight_decay, (0.9, 0.95), d.device)
+    p = Progress()
     if resume_state:
         model.load_state_dict(resume_state["model"])
         opt.load_state_dict(resume_state["optimizer"])
-        step, tokens, train_s = resume_state["step"], resume_state["tokens"], resume_state["train_seconds"]
+        p = Progress(resume_state["step"], resume_state["tokens"], resume_state["train_seconds"])
     net = model
     if d.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -237,69 +312,32 @@ def train_one(cfg: TrainConfig, model_name: str, width: int, data, windows, d: D
     tokens_per_step = cfg.batch * cfg.seq_len
     base = dict(model=model_name, impl=impl, params=params, d_model=width, world_size=d.world,
                 dtype="bfloat16 autocast" if gpu else "float32")
-    bar = _bar(cfg, f"{model_name} ({impl})", d.main and progress, tokens, train_s)
+    bar = _bar(cfg, f"{model_name} ({impl})", d.main and progress, p.tokens, p.train_s)
     micro = max(1, cfg.batch // d.world)
-    stop_after = int(os.environ.get(STOP_AFTER_EVALS_ENV, "0"))
 
-    def done() -> bool:
-        return (cfg.tokens is not None and tokens >= cfg.tokens) or (cfg.seconds is not None and train_s >= cfg.seconds)
+    def train_step(step: int):
+        x, y = batch_at(data, step, cfg.seed, cfg.batch, cfg.seq_len, d.rank, d.world)
+        x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
+        with autocast():
+            logits = net(x)
+        return F.cross_entropy(logits.float().reshape(-1, lm.VOCAB), y.reshape(-1)), tokens_per_step
 
     def record(interval: dict, final: bool):
         val = evaluate(model, windows, d, micro, autocast)
         if d.main:
-            row = schema.TrainRow(**base, step=step, tokens_seen=tokens, train_seconds=train_s, val_bpb=val,
+            row = schema.TrainRow(**base, step=p.step, tokens_seen=p.tokens, train_seconds=p.train_s, val_bpb=val,
                                   final=final, lr=opt.param_groups[0]["lr"], **interval)
             writer.write(row)      # then the checkpoint: a crash between them redoes this interval on --resume
             _save_checkpoint(checkpoint_path(out, model_name, impl),
-                             {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                             {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": p.step,
                               "model_name": model_name, "impl": impl, "corpus": corpus,
-                              "tokens": tokens, "train_seconds": train_s, "config": dataclasses.asdict(cfg)})
+                              "tokens": p.tokens, "train_seconds": p.train_s, "config": dataclasses.asdict(cfg)})
             bar.set_postfix(val_bpb=f"{val:.3f}")
         evals_done.append(1)
         d.barrier()
-        if stop_after and len(evals_done) >= stop_after and not final:
-            raise KeyboardInterrupt(f"{STOP_AFTER_EVALS_ENV}={stop_after}")
+        stop_after_evals(evals_done, final)
 
-    if resume_state is None:
-        record({"nvml_reason": "initial evaluation (no training yet)"}, final=False)
-    while not done():
-        losses, norms, t_start, tok_start = [], [], train_s, tokens
-        window = sampler.window() if sampler else None
-        for _ in range(cfg.eval_every):
-            if done():
-                break
-            t0 = time.perf_counter()
-            x, y = batch_at(data, step, cfg.seed, cfg.batch, cfg.seq_len, d.rank, d.world)
-            x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
-            progress_frac = max(tokens / cfg.tokens if cfg.tokens else 0.0,
-                                train_s / cfg.seconds if cfg.seconds else 0.0)
-            for g in opt.param_groups:
-                g["lr"] = lr_at(cfg, step, progress_frac)
-            with autocast():
-                logits = net(x)
-            loss = F.cross_entropy(logits.float().reshape(-1, lm.VOCAB), y.reshape(-1))
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.detach())
-            norms.append(norm.detach())
-            step += 1
-            tokens += tokens_per_step
-            _sync(d.device)
-            dt = time.perf_counter() - t0
-            if d.world > 1 and cfg.seconds is not None:   # every rank stops at the same step
-                dt = d.all_reduce(torch.tensor([dt], device=d.device), _max_op()).item()
-            train_s += dt
-            bar.update(tokens_per_step if cfg.tokens else min(dt, max(0.0, bar.total - bar.n)))
-        _sync(d.device)
-        interval = window.finish(tokens - tok_start) if window else {
-            "nvml_reason": "no GPU on this machine" if not gpu else "NVML unavailable"}
-        loss_t = d.all_reduce(torch.stack(losses).mean().reshape(1)) / d.world
-        interval.update(train_loss=loss_t.item(), grad_norm=torch.stack(norms).float().mean().item(),
-                        tokens_per_s=(tokens - tok_start) / max(train_s - t_start, 1e-9))
-        record(interval, final=done())
-    bar.close()
+    run_intervals(cfg, p, model, opt, d, sampler, bar, train_step, record, resumed=resume_state is not None)
 
 
 def _max_op():
@@ -336,6 +374,18 @@ def validate(cfg: TrainConfig, world: int) -> None:
         raise TrainError(f"--match must be 'params' or 'd_model', got {cfg.match!r}")
 
 
+def check_resume(old: dict, cfg, out: str, sha1: str, data: str, error=TrainError) -> None:
+    """``error`` (one line) when a resume of the run whose metadata is ``old`` has other settings than ``cfg``,
+    or other data: ``data`` (named so) hashes to ``sha1`` now."""
+    if old.get("config") and old["config"] != dataclasses.asdict(cfg):
+        changed = sorted(k for k, v in dataclasses.asdict(cfg).items() if old["config"].get(k) != v)
+        raise error(f"--resume with different settings ({', '.join(changed)}) than the run in {out}")
+    was = (old.get("corpus") or {}).get("sha1")
+    if was and was != sha1:
+        raise error(f"--resume onto other data: {data} now hashes to {sha1}, but the run in {out} trained on {was}; "
+                    f"restore it, or start a new run without --resume")
+
+
 def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = True, dist_: Dist | None = None) -> dict:
     """Train every model of ``cfg`` into ``out`` (train.csv, train.json, checkpoints/); returns the metadata.
     Rank 0 alone writes; other ranks return the same metadata."""
@@ -357,15 +407,7 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
     csv_path, json_path = os.path.join(out, "train.csv"), os.path.join(out, "train.json")
     kept, resume_states = [], {}
     if resume:
-        old = schema.read_json(json_path)
-        if old.get("config") and old["config"] != dataclasses.asdict(cfg):
-            changed = sorted(k for k, v in dataclasses.asdict(cfg).items() if old["config"].get(k) != v)
-            raise TrainError(f"--resume with different settings ({', '.join(changed)}) than the run in {out}")
-        was = (old.get("corpus") or {}).get("sha1")
-        if was and was != corpus["sha1"]:
-            raise TrainError(f"--resume onto other data: the corpus {corpus['source']} now hashes to "
-                             f"{corpus['sha1']}, but the run in {out} trained on {was}; restore it, or start a new "
-                             f"run without --resume")
+        check_resume(schema.read_json(json_path), cfg, out, corpus["sha1"], f"the corpus {corpus['source']}")
         rows, _ = schema.read_rows(csv_path, schema.TrainRow)
         for m in cfg.models:
             impl = cfg.impl_for(m)
@@ -403,11 +445,11 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
                 train_one(cfg, m, widths[m], data, windows, d, writer, sampler, out, evals, progress, state,
                           corpus=corpus)
             except torch.cuda.OutOfMemoryError as exc:
-                _failed(writer, cfg, m, widths[m], d, "oom", schema.describe(exc))
+                failed(writer, schema.TrainRow, m, cfg.impl_for(m), widths[m], d, "oom", schema.describe(exc))
             except (RuntimeError, ValueError, TypeError) as exc:
                 if d.world > 1:
                     raise          # a rank alone cannot go on: the others wait in its collectives
-                _failed(writer, cfg, m, widths[m], d, "error", schema.describe(exc))
+                failed(writer, schema.TrainRow, m, cfg.impl_for(m), widths[m], d, "error", schema.describe(exc))
     finally:
         if writer:
             writer.close()
@@ -417,10 +459,11 @@ def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = Tru
     return meta
 
 
-def _failed(writer, cfg, model, width, d, status, reason):
+def failed(writer, row_cls, model: str, impl: str, width: int, d: Dist, status: str, reason: str) -> None:
+    """The row of a model that could not train (``row_cls``: TrainRow or TranslateRow), and its memory freed."""
     if writer:
-        writer.write(schema.TrainRow(model=model, impl=cfg.impl_for(model), step=0, tokens_seen=0, train_seconds=0.0,
-                                     d_model=width, world_size=d.world, final=True, status=status, reason=reason))
+        writer.write(row_cls(model=model, impl=impl, step=0, tokens_seen=0, train_seconds=0.0, d_model=width,
+                             world_size=d.world, final=True, status=status, reason=reason))
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 

@@ -233,21 +233,18 @@ def alignment(model, corpus: Corpus, device) -> dict | None:
 
 def train_one(cfg: TranslateConfig, name: str, width: int, corpus: Corpus, d: Dist, writer, sampler, out: str,
               evals_done: list, progress: bool, resume_state: dict | None) -> None:
-    """Train one model to its budget, writing a row and a checkpoint at every evaluation."""
+    """Train one model to its budget (``seqbench train``'s loop), writing a row and a checkpoint at every
+    evaluation."""
     torch.manual_seed(cfg.seed)
     model = M.build(name, corpus.info["src_vocab"], corpus.info["tgt_vocab"], width, cfg.layers, cfg.impl).to(d.device)
     params = sum(p.numel() for p in model.parameters())
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98),
-                            fused=d.device.type == "cuda")
-    step, tokens, train_s, wall0 = 0, 0, 0.0, time.perf_counter()
+    opt = tr.adamw(model, cfg.lr, cfg.weight_decay, (0.9, 0.98), d.device)
+    p, wall0 = tr.Progress(), time.perf_counter()
     if resume_state:
         model.load_state_dict(resume_state["model"])
         opt.load_state_dict(resume_state["optimizer"])
-        step, tokens, train_s = resume_state["step"], resume_state["tokens"], resume_state["train_seconds"]
-        wall0 -= resume_state.get("wall_seconds", train_s)
+        p = tr.Progress(resume_state["step"], resume_state["tokens"], resume_state["train_seconds"])
+        wall0 -= resume_state.get("wall_seconds", p.train_s)
     net = model
     if d.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -256,16 +253,21 @@ def train_one(cfg: TranslateConfig, name: str, width: int, corpus: Corpus, d: Di
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if gpu else contextlib.nullcontext
     base = dict(model=name, impl=cfg.impl, params=params, d_model=width, world_size=d.world,
                 dtype="bfloat16 autocast" if gpu else "float32")
-    bar = tr._bar(cfg, f"{name} ({cfg.impl})", d.main and progress, tokens, train_s)
-    stop_after = int(os.environ.get(tr.STOP_AFTER_EVALS_ENV, "0"))
+    bar = tr._bar(cfg, f"{name} ({cfg.impl})", d.main and progress, p.tokens, p.train_s)
 
-    def done() -> bool:
-        return (cfg.tokens is not None and tokens >= cfg.tokens) or (cfg.seconds is not None and train_s >= cfg.seconds)
+    def train_step(step: int):
+        src, src_len, tgt_in, tgt_out = (t.to(d.device, non_blocking=True)
+                                         for t in batch_at(corpus.train, step, cfg.seed, cfg.batch, d.rank, d.world))
+        with autocast():
+            logits = net(src, src_len, tgt_in)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tgt_out.reshape(-1), ignore_index=D.PAD)
+        n = d.all_reduce(torch.tensor([tokens_of(src_len, tgt_out)], device=d.device)).item()
+        return loss, int(n)
 
     def record(interval: dict, final: bool):
         scores = evaluate(model, corpus, d.device, autocast)
         if d.main:
-            row = schema.TranslateRow(**base, step=step, tokens_seen=tokens, train_seconds=train_s,
+            row = schema.TranslateRow(**base, step=p.step, tokens_seen=p.tokens, train_seconds=p.train_s,
                                       wall_seconds=time.perf_counter() - wall0, final=final,
                                       lr=opt.param_groups[0]["lr"], **scores, **interval)
             writer.write(row)
@@ -276,59 +278,16 @@ def train_one(cfg: TranslateConfig, name: str, width: int, corpus: Corpus, d: Di
                     os.makedirs(os.path.join(out, "alignment"), exist_ok=True)
                     schema.write_json(alignment_path(out, name, cfg.impl), a)
             tr._save_checkpoint(tr.checkpoint_path(out, name, cfg.impl),
-                                {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                                 "model_name": name, "impl": cfg.impl, "tokens": tokens, "train_seconds": train_s,
+                                {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": p.step,
+                                 "model_name": name, "impl": cfg.impl, "tokens": p.tokens, "train_seconds": p.train_s,
                                  "wall_seconds": time.perf_counter() - wall0, "corpus": corpus.info["sha1"],
                                  "config": dataclasses.asdict(cfg)})
             bar.set_postfix(bleu=f"{scores['bleu']:.1f}")
         evals_done.append(1)
         d.barrier()
-        if stop_after and len(evals_done) >= stop_after and not final:
-            raise KeyboardInterrupt(f"{tr.STOP_AFTER_EVALS_ENV}={stop_after}")
+        tr.stop_after_evals(evals_done, final)
 
-    if resume_state is None:
-        record({"nvml_reason": "initial evaluation (no training yet)"}, final=False)
-    elif done():               # stopped after its last training step, before the final evaluation
-        record({"nvml_reason": "resumed at its budget: the final evaluation only"}, final=True)
-    while not done():
-        losses, norms, t_start, tok_start = [], [], train_s, tokens
-        window = sampler.window() if sampler else None
-        for _ in range(cfg.eval_every):
-            if done():
-                break
-            t0 = time.perf_counter()
-            src, src_len, tgt_in, tgt_out = (t.to(d.device, non_blocking=True)
-                                             for t in batch_at(corpus.train, step, cfg.seed, cfg.batch, d.rank, d.world))
-            progress_frac = max(tokens / cfg.tokens if cfg.tokens else 0.0, train_s / cfg.seconds if cfg.seconds else 0.0)
-            for g in opt.param_groups:
-                g["lr"] = tr.lr_at(cfg, step, progress_frac)
-            with autocast():
-                logits = net(src, src_len, tgt_in)
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tgt_out.reshape(-1),
-                                   ignore_index=D.PAD)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.detach())
-            norms.append(norm.detach())
-            step += 1
-            n = d.all_reduce(torch.tensor([tokens_of(src_len, tgt_out)], device=d.device)).item()
-            tokens += int(n)
-            tr._sync(d.device)
-            dt = time.perf_counter() - t0
-            if d.world > 1 and cfg.seconds is not None:   # every rank stops at the same step
-                dt = d.all_reduce(torch.tensor([dt], device=d.device), tr._max_op()).item()
-            train_s += dt
-            bar.update(n if cfg.tokens else min(dt, max(0.0, bar.total - bar.n)))
-        tr._sync(d.device)
-        interval = window.finish(tokens - tok_start) if window else {
-            "nvml_reason": "no GPU on this machine" if not gpu else "NVML unavailable"}
-        loss_t = d.all_reduce(torch.stack(losses).mean().reshape(1)) / d.world
-        interval.update(train_loss=loss_t.item(), grad_norm=torch.stack(norms).float().mean().item(),
-                        tokens_per_s=(tokens - tok_start) / max(train_s - t_start, 1e-9))
-        record(interval, final=done())
-    bar.close()
+    tr.run_intervals(cfg, p, model, opt, d, sampler, bar, train_step, record, resumed=resume_state is not None)
 
 
 def translate(cfg: TranslateConfig, out: str, resume: bool = False, progress: bool = True,
@@ -348,14 +307,8 @@ def translate(cfg: TranslateConfig, out: str, resume: bool = False, progress: bo
     csv_path, json_path = os.path.join(out, "translate.csv"), os.path.join(out, "translate.json")
     kept, states = [], {}
     if resume:
-        old = schema.read_json(json_path)
-        if old.get("config") and old["config"] != dataclasses.asdict(cfg):
-            changed = sorted(k for k, v in dataclasses.asdict(cfg).items() if old["config"].get(k) != v)
-            raise TranslateError(f"--resume with different settings ({', '.join(changed)}) than the run in {out}")
-        was = (old.get("corpus") or {}).get("sha1")
-        if was and was != corpus.info["sha1"]:
-            raise TranslateError(f"--resume onto other data: the pairs now hash to {corpus.info['sha1']}, but the "
-                                 f"run in {out} trained on {was}; restore them, or start a new run without --resume")
+        tr.check_resume(schema.read_json(json_path), cfg, out, corpus.info["sha1"],
+                        f"the pairs of {corpus.info['source']}", TranslateError)
         rows, _ = schema.read_rows(csv_path, schema.TranslateRow)
         for m in cfg.models:
             path = tr.checkpoint_path(out, m, cfg.impl)
@@ -411,7 +364,8 @@ def translate(cfg: TranslateConfig, out: str, resume: bool = False, progress: bo
                 if d.world > 1:
                     raise          # a rank alone cannot go on: the others wait in its collectives
                 oom = isinstance(exc, torch.cuda.OutOfMemoryError)
-                _failed(writer, cfg, m, widths[m], d, "oom" if oom else "error", schema.describe(exc))
+                tr.failed(writer, schema.TranslateRow, m, cfg.impl, widths[m], d, "oom" if oom else "error",
+                          schema.describe(exc))
     finally:
         if writer:
             writer.close()
@@ -419,14 +373,6 @@ def translate(cfg: TranslateConfig, out: str, resume: bool = False, progress: bo
     if d.main:
         schema.write_json(json_path, meta)
     return meta
-
-
-def _failed(writer, cfg, model, width, d, status, reason):
-    if writer:
-        writer.write(schema.TranslateRow(model=model, impl=cfg.impl, step=0, tokens_seen=0, train_seconds=0.0,
-                                         d_model=width, world_size=d.world, final=True, status=status, reason=reason))
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def alignment_path(out: str, model: str, impl: str) -> str:
