@@ -56,6 +56,7 @@ class Row(_CsvRow):
     threads: int | None = None     # torch's CPU threads while measuring
     load_start: float | None = None    # the host's 1-minute load average before and after the point
     load_end: float | None = None
+    host_probe_ms: float | None = None     # a fixed single-thread loop around the CPU windows: the host's speed
     tokens_per_s: float | None = None
     tflops: float | None = None
     gbps: float | None = None

@@ -1157,6 +1157,54 @@ def test_cpu_passes_pool_windows_spread_over_the_run(tmp_path, monkeypatch):
     assert meta["stability"]["unstable"] == 2 and len(calls) == 2 * 3 * 2      # 2 points, 3 passes, twice
 
 
+def test_windows_pool_with_equal_weights(tmp_path, monkeypatch):
+    """adaptive_autorange picks each window's block size: a first window of 1,000 single calls must not outvote
+    a second of 5 blocks; pooled, each window weighs the same, and the row counts every repetition."""
+    monkeypatch.setattr(brun, "run_checks", lambda device, **k: [])
+    w = Workload("blocks", "", ("B", "T"), "T", Shapes(*[[dict(B=1, T=4)]] * 4), lambda s, m: 1, lambda s, d, m: 1,
+                 lambda s: 4, lambda s, dtype, device, grad: namespace(x=torch.ones(4)), register=False)
+    w.impl("base", baseline=True)(lambda inp: lambda: inp.x * 2)
+    windows = iter([([1.0] * 1000, 0.5), ([2.0] * 5, 1.0)])        # the host twice as slow in the second
+
+    def fake(fn, *a, **k):
+        times, probe = next(windows)
+        return timing.summarize(times, "fake") | {"times_ms": times, "probe_ms": probe}
+    monkeypatch.setattr(timing, "time_cpu", fake)
+    monkeypatch.setattr(timing, "CPU_PASSES", 2)
+    brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), progress=False, device="cpu")
+    (row,) = schema.read_rows(str(tmp_path / "results.csv"))[0]
+    assert float(row["ms_p20"]) == 1.0 and float(row["ms_p80"]) == 2.0 and int(row["reps"]) == 1005
+    assert 1.0 <= float(row["ms"]) <= 2.0 and "equal weights" in row["timer"]
+    # each window is 2 probes a call: the median time is 2 of the row's host probe
+    assert float(row["host_probe_ms"]) == pytest.approx(float(row["ms"]) / 2)
+    assert timing.equal_weights([[1.0] * 1000, [2.0] * 5]).count(2.0) == 99
+
+
+def test_cpu_points_record_the_host_probe_and_threads(tmp_path, monkeypatch):
+    """The real CPU timer probes the host through each window; rows carry the probe and the
+    threads (the usable cores less one unless SEQBENCH_CPU_THREADS says otherwise)."""
+    t = timing.time_cpu(lambda: torch.ones(8) * 2)
+    assert t["probe_ms"] > 0
+    monkeypatch.delenv("SEQBENCH_CPU_THREADS", raising=False)
+    assert timing.cpu_threads() == max(1, timing.usable_cores() - 1)
+    monkeypatch.setenv("SEQBENCH_CPU_THREADS", "3")
+    assert timing.cpu_threads() == 3
+    monkeypatch.setenv("SEQBENCH_CPU_THREADS", "1")
+    monkeypatch.setattr(brun, "run_checks", lambda device, **k: [])
+    w = Workload("probed", "", ("B", "T"), "T", Shapes(*[[dict(B=1, T=4)]] * 4), lambda s, m: 1, lambda s, d, m: 1,
+                 lambda s: 4, lambda s, dtype, device, grad: namespace(x=torch.ones(4)), register=False)
+    w.impl("base", baseline=True)(lambda inp: lambda: inp.x * 2)
+    threads = torch.get_num_threads()
+    try:
+        meta = brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), progress=False, device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    (row,) = schema.read_rows(str(tmp_path / "results.csv"))[0]
+    assert row["threads"] == "1" and float(row["host_probe_ms"]) > 0
+    lo, hi = meta["stability"]["host_probe_ms"]
+    assert 0 < lo <= hi
+
+
 def _cite_rows(points: dict, batch=16, seq_len=512, mode="fwd"):
     """Synthetic rows {(workload, impl): (tokens/s, p20/median, p80/median, status)} with their times."""
     rows = []
@@ -1206,15 +1254,16 @@ def test_guide_verdict_needs_the_whole_interval():
     assert table.guide_verdict((1.1, 0.9, 1.3)) == "inconclusive"
 
 
-def _cite_run(path, points: dict, device="CPU"):
-    """A run folder of synthetic rows {(workload, impl, seq_len): (ms, p20/ms, p80/ms, status)}."""
+def _cite_run(path, points: dict, device="CPU", probe=None):
+    """A run folder of synthetic rows {(workload, impl, seq_len): (ms, p20/ms, p80/ms, status)}, each with the
+    host probe ``probe`` (ms) when one is given."""
     os.makedirs(path, exist_ok=True)
     rows = []
     for (wl, impl, t), (ms, lo, hi, status) in points.items():
         rows.append(dict(workload=wl, impl=impl, mode="fwd", dtype="float32", shape=f"B=2 H=1 N={t} D=8", seq_len=t,
                          batch=2,
                          tokens=2 * t, status=status, ms=ms, ms_p20=ms * lo, ms_p80=ms * hi,
-                         tokens_per_s=2 * t / (ms / 1e3)))
+                         tokens_per_s=2 * t / (ms / 1e3), **({"host_probe_ms": probe} if probe else {})))
     pd.DataFrame(rows).to_csv(os.path.join(path, "results.csv"), index=False)
     json.dump({"environment": {"device": device}, "cpu_only": True}, open(os.path.join(path, "run.json"), "w"))
 
@@ -1238,6 +1287,24 @@ def test_compare_calls_a_regression_only_outside_both_spreads(tmp_path, capsys):
     _cite_run(tmp_path / "c", {k: v for k, v in a.items() if k[2] == 8 and k[1] == "naive"})
     _cite_run(tmp_path / "d", {k: (v[0] * 1.25, 0.85, 1.15, "ok") for k, v in a.items() if k[2] == 8 and k[1] == "naive"})
     assert cli(["compare", str(tmp_path / "c"), str(tmp_path / "d")]) == 0
+
+
+def test_compare_takes_the_hosts_speed_out(tmp_path, capsys):
+    """A CPU point 1.6x slower in B while B's host probe was 1.6x slower too is the host, not a regression; the
+    same slowdown on an unchanged host is one.  A run without probes (older, or a GPU's) is compared as it is."""
+    a = {("attention", "naive", 8): (1.0, 0.98, 1.02, "ok")}
+    b = {("attention", "naive", 8): (1.6, 0.98, 1.02, "ok")}
+    _cite_run(tmp_path / "a", a, probe=0.5)
+    _cite_run(tmp_path / "slow-host", b, probe=0.8)
+    _cite_run(tmp_path / "same-host", b, probe=0.5)
+    _cite_run(tmp_path / "no-probe", b)
+    stable, _ = compare(str(tmp_path / "a"), str(tmp_path / "slow-host"))
+    assert stable.host_b_over_a.iloc[0] == pytest.approx(1.6) and stable.ratio_b_over_a.iloc[0] == pytest.approx(1.0)
+    assert not stable.regressed.any() and cli(["compare", str(tmp_path / "a"), str(tmp_path / "slow-host")]) == 0
+    assert "host_b_over_a" in capsys.readouterr().out
+    for other in ("same-host", "no-probe"):
+        stable, _ = compare(str(tmp_path / "a"), str(tmp_path / other))
+        assert stable.ratio_b_over_a.iloc[0] == pytest.approx(1 / 1.6) and stable.regressed.all()
 
 
 def test_compare_with_no_common_point_is_an_error(tmp_path, capsys):

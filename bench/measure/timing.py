@@ -19,6 +19,7 @@ import signal
 import statistics
 import sys
 import threading
+import time
 
 import torch
 
@@ -122,13 +123,24 @@ def budget(seconds: float | None):
         sys.unraisablehook = old_hook
 
 
-def summarize(times_ms: list[float], timer: str, calls_per_rep: int = 1) -> dict:
-    """Median, p20 and p80 (ms) of the repetitions, how many there were, the calls each one averages, and
-    the relative spread (p80 − p20) / median."""
+def summarize(times_ms: list[float], timer: str, calls_per_rep: int = 1, reps: int | None = None) -> dict:
+    """Median, p20 and p80 (ms) of the repetitions, how many there were (``reps``, default all of them), the
+    calls each one averages, and the relative spread (p80 − p20) / median."""
     q = statistics.quantiles(times_ms, n=10, method="inclusive") if len(times_ms) > 1 else [times_ms[0]] * 9
     med = statistics.median(times_ms)
-    return {"ms": med, "ms_p20": q[1], "ms_p80": q[7], "reps": len(times_ms), "calls_per_rep": calls_per_rep,
-            "spread": (q[7] - q[1]) / med if med > 0 else None, "timer": timer}
+    return {"ms": med, "ms_p20": q[1], "ms_p80": q[7], "reps": len(times_ms) if reps is None else reps,
+            "calls_per_rep": calls_per_rep, "spread": (q[7] - q[1]) / med if med > 0 else None, "timer": timer}
+
+
+def equal_weights(windows: list[list[float]], points: int = 100) -> list[float]:
+    """Timing windows pooled with equal weight: each window's ``points`` − 1 quantiles, together.  A window's
+    repetition count follows the block size adaptive_autorange picked for it (one window of 3,000 single calls,
+    the next of 5 blocks of 100), and pooling raw repetitions would let the first outvote the rest."""
+    pooled = []
+    for times in windows:
+        pooled += (statistics.quantiles(times, n=points, method="inclusive") if len(times) > 1
+                   else times * (points - 1))
+    return pooled
 
 
 def spread_limit(device) -> float:
@@ -148,6 +160,35 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def cpu_threads() -> int:
+    """torch's threads for a CPU sweep: SEQBENCH_CPU_THREADS, else the usable cores less one (at least one),
+    which leaves a core to the OS and to Python's own threads.  On the 2-core CI VM two threads made a small
+    point's time depend on the process (nn.LSTM fwd+bwd at B 4, T 32: 1.65 ms in two processes, 0.83 ms in a
+    third, each steady within itself), which no probe of the host followed; one thread did not."""
+    value = os.environ.get("SEQBENCH_CPU_THREADS", "")
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    if value:
+        print(f"seqbench: SEQBENCH_CPU_THREADS={value!r} is not a whole number >= 1; the usable cores less one",
+              file=sys.stderr)
+    return max(1, usable_cores() - 1)
+
+
+# The host probe runs before a CPU window and after its blocks, at most every PROBE_EVERY_S of timed calls.
+PROBE_EVERY_S = 0.005
+
+
+def host_probe_ms(loops: int = 10_000) -> float:
+    """The host's own speed now: one run of a fixed single-threaded Python loop (about 0.3 ms on the CI VM).  A
+    VM's vCPU slows when the host's other tenants load it (a loop there alternated between 5.4 and 10 ms with
+    nothing else running inside the VM), which no load average sees.  ``time_cpu`` takes the median of the
+    probes through a window; ``seqbench compare`` divides each point's time by its probe's."""
+    t0, acc = time.perf_counter(), 0
+    for i in range(loops):
+        acc += i
+    return (time.perf_counter() - t0) * 1e3
+
+
 def load_average() -> float | None:
     """The 1-minute load average (runnable processes), or None where the OS has none."""
     try:
@@ -159,16 +200,25 @@ def load_average() -> float | None:
 def time_cpu(fn, min_s: float | None = None, max_s: float | None = None) -> dict:
     """torch.utils.benchmark's adaptive_autorange on the host: blocks of calls (the block size it picks, after
     its own warm-up) until IQR / median < CPU_IQR past ``min_s``, or ``max_s`` (default CPU_MIN_S and CPU_MAX_S,
-    read at the call); quantiles over the blocks' per-call times.  ``times_ms`` holds them (for pytest-benchmark)."""
+    read at the call); quantiles over the blocks' per-call times.  ``times_ms`` holds them (for pytest-benchmark),
+    ``probe_ms`` the median host probe through the window (``host_probe_ms``: before it, and after blocks)."""
     from torch.utils.benchmark import Timer
     min_s = CPU_MIN_S if min_s is None else min_s
     max_s = CPU_MAX_S if max_s is None else max_s
+    probes, since = [host_probe_ms()], [0.0]
+
+    def after_block(number, seconds):       # untimed: adaptive_autorange counts only the blocks' time
+        since[0] += seconds
+        if since[0] >= PROBE_EVERY_S:
+            probes.append(host_probe_ms())
+            since[0] = 0.0
     m = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()).adaptive_autorange(
-        threshold=CPU_IQR, min_run_time=min_s, max_run_time=max_s)
+        threshold=CPU_IQR, min_run_time=min_s, max_run_time=max_s, callback=after_block)
+    probes.append(host_probe_ms())
     times = [t * 1e3 for t in m.times]
     out = summarize(times, f"torch.utils.benchmark adaptive_autorange ({m.number_per_run} calls per repetition, "
                            f"{torch.get_num_threads()} threads)", m.number_per_run)
-    return out | {"times_ms": times}
+    return out | {"times_ms": times, "probe_ms": statistics.median(probes)}
 
 
 def estimate_ms(fn, calls: int = 3) -> float:

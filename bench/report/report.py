@@ -75,6 +75,10 @@ def stability_line(df: pd.DataFrame, meta: dict) -> str:
                        timed.get("load_end", pd.Series(dtype=float))]).dropna()
     seen = (f"load average {loads.min():g}–{loads.max():g} on {st.get('cores', '?')} cores" if not loads.empty
             else "no load average recorded")
+    probes = timed.get("host_probe_ms", pd.Series(dtype=float)).dropna()
+    if not probes.empty and probes.max() > 1.15 * probes.min():     # the host's tenants, which no load average sees
+        seen += (f"; the host's own speed varied {probes.max() / probes.min():.2f}x: a fixed single-thread loop "
+                 f"took {probes.min():.3g}–{probes.max():.3g} ms")
     shaky = int((timed.status == "unstable").sum())
     rule = f"spread (p80 − p20) / median over {limit:g}" if limit is not None else "spread over the device's limit"
     if shaky:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import statistics
 import time
 
 import torch
@@ -69,22 +70,47 @@ class Timed:
     dtype: torch.dtype
     device: torch.device
     spec: object               # the roofline GPU, or None
-    times: list
+    times: list                # every repetition's time (ms), all windows (pytest-benchmark's)
     calls_per_rep: int
     timer: str
-    windows: int = 1
+    per_window: list = dataclasses.field(default_factory=list)      # the repetitions of each window
+    probes: list = dataclasses.field(default_factory=list)          # each CPU window's host probe (ms)
+
+    def __post_init__(self):
+        self.per_window = self.per_window or [list(self.times)]
+
+    @property
+    def windows(self) -> int:
+        return len(self.per_window)
 
     def window(self, row: schema.Row) -> schema.Row:
         """One more CPU timing window, pooled with the earlier ones: the row's timing, throughput and status
-        recomputed over every repetition so far (load_start stays the first window's, load_end is this one's)."""
-        self.times += timing.time_cpu(self.fn)["times_ms"]
-        self.windows += 1
+        recomputed over every window so far, each weighted equally (load_start stays the first window's,
+        load_end is this one's)."""
+        t = timing.time_cpu(self.fn)
+        self.times += t["times_ms"]
+        self.per_window.append(t["times_ms"])
+        self.probes += [t["probe_ms"]] if "probe_ms" in t else []
         fields = dataclasses.asdict(row) | self.pooled() | {"load_end": timing.load_average()}
         return schema.Row(**fields | derived(fields, self))
 
     def pooled(self) -> dict:
-        return timing.summarize(self.times, f"{self.timer}; {self.windows} windows spread over the run, pooled",
-                                 self.calls_per_rep)
+        return timing.summarize(self.pooled_times(),
+                                f"{self.timer}; {self.windows} windows spread over the run, pooled with equal "
+                                f"weights", self.calls_per_rep, reps=len(self.times)) | self.host()
+
+    def host(self) -> dict:
+        """The row's host_probe_ms (none on a GPU): the probe that the median time is so many of, with each
+        window's times divided by its own window's probe first, so the host's speed in each window is taken out
+        (``seqbench compare`` divides by it: on the CI VM, with one thread, three processes timing 20 points
+        then agreed within 15% on all 20, raw on 7-14)."""
+        if len(self.probes) != len(self.per_window):
+            return {}
+        per_probe = timing.equal_weights([[t / p for t in w] for w, p in zip(self.per_window, self.probes)])
+        return {"host_probe_ms": statistics.median(self.pooled_times()) / statistics.median(per_probe)}
+
+    def pooled_times(self) -> list:
+        return timing.equal_weights(self.per_window)
 
 
 # A compiled point's reason when its compile ran past the budget; the sweep then skips that implementation's
@@ -147,8 +173,8 @@ def _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, po
         t = timing.time_gpu(fn, cuda_graph) if gpu else timing.time_cpu(fn)
         row["load_end"] = timing.load_average()
         timed["point"] = Timed(fn, workload, shape, mode, dtype, device, spec, t.pop("times_ms"), t["calls_per_rep"],
-                               t["timer"])
-        row.update(t)
+                               t["timer"], probes=[t.pop("probe_ms")] if "probe_ms" in t else [])
+        row.update(t | timed["point"].host())
         if gpu:
             row.update(sampler.measure(fn, workload.tokens(shape)))
             deferred_checks()          # errors the kernels flagged on the device, read outside the timed region

@@ -38,10 +38,10 @@ def grid_shapes(w, defaults: list[dict], seq_lens=None, batch=None) -> list[dict
 
 
 def run_meta(device, dtype, quick: bool, modes, workloads, sampler) -> dict:
-    """run.json's opening fields for a run on ``device`` (torch's CPU threads set to the usable cores first, as
-    every timed row records them)."""
+    """run.json's opening fields for a run on ``device`` (torch's CPU threads set first, ``timing.cpu_threads``,
+    as every timed row records them)."""
     if device.type == "cpu":
-        torch.set_num_threads(timing.usable_cores())
+        torch.set_num_threads(timing.cpu_threads())
     meta = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": quick, "dtype": str(dtype), "modes": list(modes),
             "workloads": [w.name for w in workloads],
             "environment": environment(sampler.static_info() if sampler else {"nvml": "no GPU on this machine"}),
@@ -219,7 +219,9 @@ def stability(rows, device) -> dict:
         return None if v in (None, "") else (float(v) if k != "status" else v)
     timed = [r for r in rows if get(r, "status") in ("ok", "unstable")]
     loads = [v for r in timed for v in (get(r, "load_start"), get(r, "load_end")) if v is not None]
+    probes = [v for r in timed if (v := get(r, "host_probe_ms")) is not None]
     return {"spread_limit": timing.spread_limit(device), "timed": len(timed),
+            "host_probe_ms": [min(probes), max(probes)] if probes else None,
             "unstable": sum(get(r, "status") == "unstable" for r in timed), "cores": timing.usable_cores(),
             "threads": torch.get_num_threads(), "load_average": [min(loads), max(loads)] if loads else None}
 

@@ -61,10 +61,11 @@ def sticky_cuda_error(device) -> str:
 
 
 def _worker(conn, device: str, dtype: str, cuda_graph: bool, spread_limit: dict,
-            compile_budget_s: float | None) -> None:
+            compile_budget_s: float | None, threads: int) -> None:
     """Worker loop: (workload, module, impl, shape, mode) in, a Row's fields out; exits after a sticky error.
-    ``spread_limit``: the parent's limits (the spread rule is the run's, not the fresh process's defaults)."""
+    ``spread_limit`` and ``threads``: the parent's (the run's, not the fresh process's defaults)."""
     timing.SPREAD_LIMIT.update(spread_limit)
+    torch.set_num_threads(threads)
     device, dtype = torch.device(device), getattr(torch, dtype)
     runner = _InProcess(device, dtype, nvml.NVMLSampler(device.index or 0) if device.type == "cuda" else None,
                         cuda_graph, compile_budget_s)
@@ -90,7 +91,7 @@ class _Isolated:
         import multiprocessing
         self.ctx = multiprocessing.get_context("spawn")
         self.args = (str(device), str(dtype).removeprefix("torch."), cuda_graph, dict(timing.SPREAD_LIMIT),
-                     compile_budget_s)
+                     compile_budget_s, torch.get_num_threads())
         self.timeout_s, self.proc, self.conn = timeout_s, None, None
         self.device, self.dtype = device, dtype
 
