@@ -52,6 +52,15 @@ def _spread_rule_off_unless_tested(request, monkeypatch):
     monkeypatch.setenv("SEQBENCH_CPU_WINDOW_S", "0.01,0.1")
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_kept():
+    """A CPU sweep sets torch's threads for its process (bench.measure.timing.cpu_threads); a test's leaves the
+    rest of the session as it was."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--benchmark") or config.getoption("benchmark_only", default=False):
         return

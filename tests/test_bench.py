@@ -179,6 +179,28 @@ def test_interrupted_sweep_keeps_rows_and_resumes(tmp_path, monkeypatch):
     assert ("good", 4, "fwd") not in calls     # the finished ok point was skipped
 
 
+def test_a_cpu_resume_times_again_rows_timed_otherwise(tmp_path, monkeypatch):
+    """A resume keeps only CPU rows timed as this run times them: another thread count, or no host probe (a
+    run from before the probe), is timed again, and run.json says how many."""
+    monkeypatch.setattr(brun, "run_checks", lambda device, **k: [])
+    w = _toy_workload()
+    brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), progress=False, device="cpu")
+    path = tmp_path / "results.csv"
+    rows = list(csv.DictReader(open(path)))
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == 6 and all(float(r["host_probe_ms"]) > 0 for r in ok)
+    ok[0]["threads"], ok[1]["host_probe_ms"] = "99", ""
+    with open(path, "w", newline="") as f:
+        out = csv.DictWriter(f, fieldnames=list(rows[0]))
+        out.writeheader()
+        out.writerows(rows)
+    meta = brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), resume=True, progress=False,
+                      device="cpu")
+    again = [r for r in csv.DictReader(open(path)) if r["status"] == "ok"]
+    assert len(again) == 6 and all(r["threads"] == str(torch.get_num_threads()) and r["host_probe_ms"] for r in again)
+    assert meta["resumed"]["timed_again"].startswith("2 row(s)")
+
+
 # ------------------------------------------------------------------------------ report, compare
 
 def _fake_run(path, factor=1.0, gpu=False):
@@ -1305,6 +1327,9 @@ def test_compare_takes_the_hosts_speed_out(tmp_path, capsys):
     for other in ("same-host", "no-probe"):
         stable, _ = compare(str(tmp_path / "a"), str(tmp_path / other))
         assert stable.ratio_b_over_a.iloc[0] == pytest.approx(1 / 1.6) and stable.regressed.all()
+    _cite_run(tmp_path / "other-cpu", b, device="CPU: another model (2 cores, x86_64)", probe=0.8)
+    stable, _ = compare(str(tmp_path / "a"), str(tmp_path / "other-cpu"))    # probes of two CPU models: not divided
+    assert stable.ratio_b_over_a.iloc[0] == pytest.approx(1 / 1.6) and "hosts differ" in stable.attrs["note"]
 
 
 def test_compare_with_no_common_point_is_an_error(tmp_path, capsys):

@@ -67,7 +67,8 @@ MEASURED = ("seq_len", "batch", "tokens", "ms", "tokens_per_s")
 
 def stability_line(df: pd.DataFrame, meta: dict) -> str:
     """How steady the machine was, from the rows: the unstable points (spread over the device's limit twice),
-    the load averages seen and the cores, in one sentence for the terminal and REPORT.md."""
+    the load averages seen and the cores, and the host probe's range where it varied by more than 15%, in one
+    sentence for the terminal and REPORT.md."""
     st = meta.get("stability") or {}
     limit = st.get("spread_limit")
     timed = df[df.status.isin(["ok", "unstable"])]

@@ -104,8 +104,8 @@ class Timed:
         window's times divided by its own window's probe first, so the host's speed in each window is taken out
         (``seqbench compare`` divides by it: on the CI VM, with one thread, three processes timing 20 points
         then agreed within 15% on all 20, raw on 7-14)."""
-        if len(self.probes) != len(self.per_window):
-            return {}
+        if not self.probes or len(self.probes) != len(self.per_window):
+            return {"host_probe_ms": None}
         per_probe = timing.equal_weights([[t / p for t in w] for w, p in zip(self.per_window, self.probes)])
         return {"host_probe_ms": statistics.median(self.pooled_times()) / statistics.median(per_probe)}
 

@@ -89,6 +89,10 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     kept, dropped = schema.read_rows(csv_path) if resume else ([], 0)
     hung = {schema.row_key(r) for r in kept if r["status"] == "timeout"}     # tried again last
     kept = [r for r in kept if r["status"] == "ok"]
+    retimed = 0
+    if device.type == "cpu" and kept:     # rows timed otherwise (other threads, no host probe) are timed again
+        same = [r for r in kept if r.get("threads") == str(timing.cpu_threads()) and r.get("host_probe_ms")]
+        retimed, kept = len(kept) - len(same), same
     done = {schema.row_key(r) for r in kept}
     if resume and world > 1:          # points merged before, or measured by another rank's shard
         for path in [os.path.join(out_dir, "results.csv"), *_shard_files(out_dir)]:
@@ -97,6 +101,9 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     meta = run_meta(device, dtype, quick, modes, workloads, sampler)
     if resume:
         meta["resumed"] = {"kept_rows": len(kept), "dropped_incomplete_rows": dropped}
+        if retimed:
+            meta["resumed"]["timed_again"] = (f"{retimed} row(s) timed with other CPU threads or without the host "
+                                              f"probe")
     if world > 1:
         meta["shards"] = world
     json_path = os.path.join(out_dir, "run.json")

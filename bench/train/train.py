@@ -382,8 +382,8 @@ def check_resume(old: dict, cfg, out: str, sha1: str, data: str, error=TrainErro
         raise error(f"--resume with different settings ({', '.join(changed)}) than the run in {out}")
     was = (old.get("corpus") or {}).get("sha1")
     if was and was != sha1:
-        raise error(f"--resume onto other data: {data} now hashes to {sha1}, but the run in {out} trained on {was}; "
-                    f"restore it, or start a new run without --resume")
+        raise error(f"--resume onto other data: the hash of {data} is now {sha1}, but the run in {out} trained on "
+                    f"{was}; restore that data, or start a new run without --resume")
 
 
 def train(cfg: TrainConfig, out: str, resume: bool = False, progress: bool = True, dist_: Dist | None = None) -> dict:

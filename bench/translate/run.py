@@ -256,12 +256,12 @@ def train_one(cfg: TranslateConfig, name: str, width: int, corpus: Corpus, d: Di
     bar = tr._bar(cfg, f"{name} ({cfg.impl})", d.main and progress, p.tokens, p.train_s)
 
     def train_step(step: int):
-        src, src_len, tgt_in, tgt_out = (t.to(d.device, non_blocking=True)
-                                         for t in batch_at(corpus.train, step, cfg.seed, cfg.batch, d.rank, d.world))
+        batch = batch_at(corpus.train, step, cfg.seed, cfg.batch, d.rank, d.world)
+        n = d.all_reduce(torch.tensor([tokens_of(batch[1], batch[3])], device=d.device)).item()  # counted on the host
+        src, src_len, tgt_in, tgt_out = (t.to(d.device, non_blocking=True) for t in batch)
         with autocast():
             logits = net(src, src_len, tgt_in)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tgt_out.reshape(-1), ignore_index=D.PAD)
-        n = d.all_reduce(torch.tensor([tokens_of(src_len, tgt_out)], device=d.device)).item()
         return loss, int(n)
 
     def record(interval: dict, final: bool):
@@ -308,7 +308,7 @@ def translate(cfg: TranslateConfig, out: str, resume: bool = False, progress: bo
     kept, states = [], {}
     if resume:
         tr.check_resume(schema.read_json(json_path), cfg, out, corpus.info["sha1"],
-                        f"the pairs of {corpus.info['source']}", TranslateError)
+                        f"the pairs ({corpus.info['source']})", TranslateError)
         rows, _ = schema.read_rows(csv_path, schema.TranslateRow)
         for m in cfg.models:
             path = tr.checkpoint_path(out, m, cfg.impl)

@@ -16,7 +16,8 @@ from bench.workloads import WORKLOADS
 
 class RunFolder:
     """Measures points as ``seqbench run`` does (bench.sweep.point.measure_point_times: the same timer, statistic and
-    accuracy check), sharing inputs between a shape's impls, and writes each row as it finishes."""
+    accuracy check), sharing inputs between a shape's impls, and writes each row as it finishes.  A row pools
+    its CPU windows with equal weights; pytest-benchmark's own table gets every repetition as timed."""
 
     def __init__(self, out: str, device: torch.device, dtype: torch.dtype):
         self.out, self.device, self.dtype, self.point, self.rows = out, device, dtype, None, []
