@@ -846,7 +846,8 @@ def test_a_point_that_hung_is_tried_again_last(tmp_path, monkeypatch):
     from tests.crashy_workload import crashy
     monkeypatch.setattr(brun, "run_checks", lambda device, **k: [])
     out = str(tmp_path)
-    rows = [dict(workload="crashy", impl=i, mode="fwd", dtype="float32", shape=f"B=1 T={t}", status=st, reason="")
+    rows = [dict(workload="crashy", impl=i, mode="fwd", dtype="float32", shape=f"B=1 T={t}", status=st, reason="",
+                 threads=timing.cpu_threads(), host_probe_ms=0.3)       # timed as this run times (else timed again)
             for i, t, st in (("fine", 4, "ok"), ("hang", 8, "timeout"), ("crash", 4, "error"))]
     schema.RowWriter(os.path.join(out, "results.csv"), rows).close()
     order = []
