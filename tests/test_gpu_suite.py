@@ -129,6 +129,22 @@ def test_call_1_rehearsed_on_the_cpu(tmp_path):
     assert "abc1234" in open(out / "run" / "run.json").read()
 
 
+def test_the_archive_leaves_out_checkpoints_and_large_files(tmp_path, monkeypatch):
+    """The device tool returns files of at most 16 MiB: train's checkpoints (500 MB on the first H200 run) and
+    any file over PACK_MAX_FILE stay out, named in left_out.txt; the results go in."""
+    out = tmp_path / "suite"
+    (out / "train" / "checkpoints").mkdir(parents=True)
+    (out / "train" / "checkpoints" / "lstm-step.pt").write_bytes(b"x" * 100)
+    (out / "train" / "train.csv").write_text("model\n")
+    (out / "big.log").write_bytes(b"y" * 2048)
+    monkeypatch.setattr(gpu_suite, "PACK_MAX_FILE", 1024)
+    left = gpu_suite.pack(str(out), str(tmp_path / "suite.tar.gz"))
+    names = _names(tmp_path / "suite.tar.gz")
+    assert "train/train.csv" in names and "left_out.txt" in names
+    assert not any("checkpoints" in n for n in names) and "big.log" not in names
+    assert sorted(left) == ["suite/big.log", "suite/train/checkpoints"]
+
+
 def test_unknown_step_is_a_one_line_error(capsys):
     with pytest.raises(SystemExit) as e:
         gpu_suite.main(["--steps", "smok", "--out", "x"])

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import glob
 import importlib.util
+import io
 import os
 import signal
 import subprocess
@@ -155,14 +156,39 @@ def call_fits(call: str, budgets: dict = BUDGETS, grace_s: float = GRACE_S) -> t
     return worst, CALL_LIMIT_S[call]
 
 
-def pack(out: str, archive: str) -> None:
-    """The whole folder as one .tar.gz, replaced atomically (an interrupted pack leaves the previous one)."""
+# The device tool returns files of at most 16 MiB: the archive leaves out what is not a result (the training
+# checkpoints, 500 MB on the first H200 run, made its archive too large to come back) and any file over this.
+PACK_SKIP_DIRS = ("checkpoints",)
+PACK_MAX_FILE = 4 * 2**20
+
+
+def pack(out: str, archive: str) -> list[str]:
+    """The folder as one .tar.gz, replaced atomically (an interrupted pack leaves the previous one), without
+    checkpoints or files over PACK_MAX_FILE; returns the paths it left out (also listed in the archive's
+    left_out.txt)."""
     os.makedirs(os.path.dirname(os.path.abspath(archive)), exist_ok=True)
+    root = os.path.basename(os.path.normpath(out))
+    left = []
+
+    def keep(info):
+        parts = info.name.split("/")
+        if any(p in PACK_SKIP_DIRS for p in parts[1:]) or (info.isfile() and info.size > PACK_MAX_FILE):
+            if not any(p in PACK_SKIP_DIRS for p in parts[1:-1]):
+                left.append(info.name)
+            return None
+        return info
 
     def write(f):
         with tarfile.open(fileobj=f, mode="w:gz") as tar:
-            tar.add(out, arcname=os.path.basename(os.path.normpath(out)))
+            tar.add(out, arcname=root, filter=keep)
+            if left:
+                text = ("left out of this archive (checkpoints, or over "
+                        f"{PACK_MAX_FILE // 2**20} MiB):\n" + "\n".join(left) + "\n").encode()
+                info = tarfile.TarInfo(f"{root}/left_out.txt")
+                info.size, info.mtime = len(text), int(time.time())
+                tar.addfile(info, io.BytesIO(text))
     schema.atomic_write(archive, write, binary=True)
+    return left
 
 
 def _write_state(out: str, state: dict) -> None:
@@ -196,10 +222,9 @@ def run_steps(names: list[str], out: str, archive: str | None = None, resume: bo
         if record["exit"] in (0, "skipped"):        # a step cut short or failing runs again on --resume
             state["finished"].append(name)
         _write_state(out, state)
-        if archive:
-            pack(out, archive)
-        print(f"{name}: exit {record['exit']} in {record['seconds']} s" + (f"; packed {archive}" if archive else ""),
-              flush=True)
+        left = pack(out, archive) if archive else []
+        print(f"{name}: exit {record['exit']} in {record['seconds']} s" + (f"; packed {archive}" if archive else "")
+              + (f" (left out: {', '.join(left)})" if left else ""), flush=True)
     return state
 
 
