@@ -179,6 +179,41 @@ def test_interrupted_sweep_keeps_rows_and_resumes(tmp_path, monkeypatch):
     assert ("good", 4, "fwd") not in calls     # the finished ok point was skipped
 
 
+def test_a_resume_with_another_plan_keeps_the_other_rows(tmp_path, monkeypatch):
+    """The GPU job's sweep resumes into its headline's folder with other implementations: the headline's rows,
+    failed ones too, stay as they were (the first H200 run lost its unstable rows so); run.json keeps the
+    earlier run's opening fields."""
+    monkeypatch.setattr(brun, "run_checks", lambda device, **k: [])
+    w = _toy_workload(fail_on="boom")
+    brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), progress=False, device="cpu",
+               impls=["good", "boom"])
+    before = {tuple(r[k] for k in brun.KEY): r for r in csv.DictReader(open(tmp_path / "results.csv"))}
+    assert {r["status"] for r in before.values()} == {"ok", "error"}
+    meta = brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), resume=True, progress=False,
+                      device="cpu", impls=["good", "gpu_kernel"])
+    after = {tuple(r[k] for k in brun.KEY): r for r in csv.DictReader(open(tmp_path / "results.csv"))}
+    booms = [k for k in before if k[1] == "boom"]
+    assert booms and all(after[k] == before[k] for k in booms)
+    assert {k[1] for k in after} == {"good", "boom", "gpu_kernel"}
+    assert meta["resumed"]["other_rows"].startswith(f"{len(booms)} row(s)")
+    assert meta["earlier_runs"][0]["workloads"] == ["toy"]
+
+
+def test_a_resume_on_another_device_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(brun, "run_checks", lambda device, **k: [])
+    w = _toy_workload()
+    brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), progress=False, device="cpu",
+               impls=["good"])
+    run = json.load(open(tmp_path / "run.json"))
+    run["environment"]["device"] = "NVIDIA H200"
+    json.dump(run, open(tmp_path / "run.json", "w"))
+    rows = (tmp_path / "results.csv").read_text()
+    with pytest.raises(brun.schema.RunFolderError, match="measured on NVIDIA H200"):
+        brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), resume=True, progress=False,
+                   device="cpu", impls=["good"])
+    assert (tmp_path / "results.csv").read_text() == rows
+
+
 def test_a_cpu_resume_times_again_rows_timed_otherwise(tmp_path, monkeypatch):
     """A resume keeps only CPU rows timed as this run times them: another thread count, or no host probe (a
     run from before the probe), is timed again, and run.json says how many."""
@@ -1134,8 +1169,13 @@ def test_spread_rule_remeasure_and_unstable(tmp_path, monkeypatch):
     df, run = load(str(tmp_path))
     from bench.report.report import stability_line
     assert "The machine was busy" in stability_line(df, run) and "1 of 2 timed points" in stability_line(df, run)
+    assert "measured twice)" in stability_line(df, run)
     write_report(str(tmp_path))
     assert "The machine was busy" in (tmp_path / "REPORT.md").read_text()
+    cut = df.copy()                                        # a run stopped before its second measurement
+    cut.loc[cut.status == "unstable", "reason"] = "spread 0.5 over the CPU limit 0.25"
+    assert "0 of them measured twice, 1 not measured again" in stability_line(cut, {})
+    assert "? cores" not in stability_line(cut, {})
 
 
 @pytest.mark.spread_rule

@@ -74,7 +74,8 @@ def stability_line(df: pd.DataFrame, meta: dict) -> str:
     timed = df[df.status.isin(["ok", "unstable"])]
     loads = pd.concat([timed.get("load_start", pd.Series(dtype=float)),
                        timed.get("load_end", pd.Series(dtype=float))]).dropna()
-    seen = (f"load average {loads.min():g}–{loads.max():g} on {st.get('cores', '?')} cores" if not loads.empty
+    cores = f" on {st['cores']} cores" if st.get("cores") else ""
+    seen = (f"load average {loads.min():g}–{loads.max():g} {cores}" if not loads.empty
             else "no load average recorded")
     probes = timed.get("host_probe_ms", pd.Series(dtype=float)).dropna()
     if not probes.empty and probes.max() > 1.15 * probes.min():     # the host's tenants, which no load average sees
@@ -83,8 +84,11 @@ def stability_line(df: pd.DataFrame, meta: dict) -> str:
     shaky = int((timed.status == "unstable").sum())
     rule = f"spread (p80 − p20) / median over {limit:g}" if limit is not None else "spread over the device's limit"
     if shaky:
-        return (f"**The machine was busy**: {shaky} of {len(timed)} timed points stayed unstable ({rule}, measured "
-                f"twice); they are flagged `unstable` and decide no verdict ({seen}).")
+        again = int(timed[timed.status == "unstable"].reason.fillna("").str.contains("measured again").sum())
+        how = ("measured twice" if again == shaky else
+               f"{again} of them measured twice, {shaky - again} not measured again before the run stopped")
+        return (f"**The machine was busy**: {shaky} of {len(timed)} timed points stayed unstable ({rule}, {how}); "
+                f"they are flagged `unstable` and decide no verdict ({seen}).")
     return f"All {len(timed)} timed points were stable (none with a {rule}; {seen})."
 
 

@@ -86,39 +86,6 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     # at any point of a resume loses no finished row.
     if world == 1 and resume:
         merge_shards(out_dir)         # rows a sharded run measured but did not merge before it stopped
-    kept, dropped = schema.read_rows(csv_path) if resume else ([], 0)
-    hung = {schema.row_key(r) for r in kept if r["status"] == "timeout"}     # tried again last
-    kept = [r for r in kept if r["status"] == "ok"]
-    retimed = 0
-    if device.type == "cpu" and kept:     # rows timed otherwise (other threads, no host probe) are timed again
-        same = [r for r in kept if r.get("threads") == str(timing.cpu_threads()) and r.get("host_probe_ms")]
-        retimed, kept = len(kept) - len(same), same
-    done = {schema.row_key(r) for r in kept}
-    if resume and world > 1:          # points merged before, or measured by another rank's shard
-        for path in [os.path.join(out_dir, "results.csv"), *_shard_files(out_dir)]:
-            done |= {schema.row_key(r) for r in schema.read_rows(path)[0] if r["status"] == "ok"}
-    sampler = nvml.NVMLSampler(device.index or 0) if device.type == "cuda" else None
-    meta = run_meta(device, dtype, quick, modes, workloads, sampler)
-    if resume:
-        meta["resumed"] = {"kept_rows": len(kept), "dropped_incomplete_rows": dropped}
-        if retimed:
-            meta["resumed"]["timed_again"] = (f"{retimed} row(s) timed with other CPU threads or without the host "
-                                              f"probe")
-    if world > 1:
-        meta["shards"] = world
-    json_path = os.path.join(out_dir, "run.json")
-    try:
-        earlier = schema.read_json(json_path) if resume else {}
-    except schema.RunFolderError:     # a run.json cut short: the rows are what a resume needs; it is rewritten
-        earlier = {}
-    if main and not (resume and os.path.exists(json_path)):
-        schema.write_json(json_path, meta)
-    if earlier.get("checks"):             # a resumed run does not check the kernels again
-        meta["checks"] = earlier["checks"]
-    else:
-        meta["checks"] = run_checks(device, isolate=isolate) if checks and main else []
-    meta["isolated"] = isolate
-    meta["compile_budget_s"] = compile_budget_s
     groups = []
     for w in workloads:
         shapes = grid_shapes(w, w.default_shapes(quick, device.type == "cuda"), seq_lens, batch)
@@ -132,7 +99,54 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     # a shard takes whole (workload, shape, mode) groups: their impls share inputs and the baseline's output
     points = [p for _, _, group in groups[rank::world] for p in group]
     key_of = lambda p: (p[0].name, p[1].name, p[3], str(dtype).removeprefix("torch."), shape_label(p[0], p[2]))  # noqa: E731
+    planned = {key_of(p) for p in points}
+    json_path = os.path.join(out_dir, "run.json")
+    try:
+        earlier = schema.read_json(json_path) if resume else {}
+    except schema.RunFolderError:     # a run.json cut short: the rows are what a resume needs; it is rewritten
+        earlier = {}
+    sampler = nvml.NVMLSampler(device.index or 0) if device.type == "cuda" else None
+    meta = run_meta(device, dtype, quick, modes, workloads, sampler)
+    was = (earlier.get("environment") or {}).get("device")
+    if resume and was and was != meta["environment"]["device"]:
+        raise schema.RunFolderError(f"--resume: {out_dir} was measured on {was}, not on this machine's "
+                                    f"{meta['environment']['device']}")
+    kept, dropped = schema.read_rows(csv_path) if resume else ([], 0)
+    # Rows of points this run does not plan (another run's shapes or implementations, resumed into the same
+    # folder: the GPU job's sweep after its headline) stay exactly as they are, whatever their status.
+    other = [r for r in kept if schema.row_key(r) not in planned]
+    kept = [r for r in kept if schema.row_key(r) in planned]
+    hung = {schema.row_key(r) for r in kept if r["status"] == "timeout"}     # tried again last
+    kept = [r for r in kept if r["status"] == "ok"]
+    retimed = 0
+    if device.type == "cpu" and kept:     # rows timed otherwise (other threads, no host probe) are timed again
+        same = [r for r in kept if r.get("threads") == str(timing.cpu_threads()) and r.get("host_probe_ms")]
+        retimed, kept = len(kept) - len(same), same
+    done = {schema.row_key(r) for r in kept}
+    if resume and world > 1:          # points merged before, or measured by another rank's shard
+        for path in [os.path.join(out_dir, "results.csv"), *_shard_files(out_dir)]:
+            done |= {schema.row_key(r) for r in schema.read_rows(path)[0] if r["status"] == "ok"}
+    if resume:
+        meta["resumed"] = {"kept_rows": len(kept), "dropped_incomplete_rows": dropped}
+        if other:
+            meta["resumed"]["other_rows"] = f"{len(other)} row(s) of points this run does not plan, kept as they were"
+            first = {k: earlier[k] for k in ("started", "finished", "quick", "workloads", "stability") if k in earlier}
+            meta["earlier_runs"] = earlier.get("earlier_runs", []) + ([first] if first else [])
+        if retimed:
+            meta["resumed"]["timed_again"] = (f"{retimed} row(s) timed with other CPU threads or without the host "
+                                              f"probe")
+    if world > 1:
+        meta["shards"] = world
+    if main and not (resume and os.path.exists(json_path)):
+        schema.write_json(json_path, meta)
+    if earlier.get("checks"):             # a resumed run does not check the kernels again
+        meta["checks"] = earlier["checks"]
+    else:
+        meta["checks"] = run_checks(device, isolate=isolate) if checks and main else []
+    meta["isolated"] = isolate
+    meta["compile_budget_s"] = compile_budget_s
     points.sort(key=lambda p: key_of(p) in hung)           # a point that hung last time goes last (stable sort)
+    kept = other + kept
     writer = schema.RowWriter(csv_path, kept)  # resume: finished points stay, failed ones are tried again
     if main:
         schema.write_json(json_path, meta)

@@ -60,8 +60,17 @@ def sticky_cuda_error(device) -> str:
         return schema.describe(exc, 200)
 
 
-def _worker(conn, device: str, dtype: str, cuda_graph: bool, spread_limit: dict,
-            compile_budget_s: float | None, threads: int) -> None:
+def _worker(*args) -> None:
+    """The worker process: an interruption (Ctrl-C, the GPU job's SIGINT to the process group) ends it quietly;
+    the parent says what was kept."""
+    try:
+        _serve(*args)
+    except KeyboardInterrupt:
+        os._exit(130)
+
+
+def _serve(conn, device: str, dtype: str, cuda_graph: bool, spread_limit: dict,
+           compile_budget_s: float | None, threads: int) -> None:
     """Worker loop: (workload, module, impl, shape, mode) in, a Row's fields out; exits after a sticky error.
     ``spread_limit`` and ``threads``: the parent's (the run's, not the fresh process's defaults)."""
     timing.SPREAD_LIMIT.update(spread_limit)
