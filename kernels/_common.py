@@ -115,11 +115,46 @@ def once_differentiable(backward):
 _AUTOTUNERS: list[tuple[str, object]] = []
 
 
+def size_bucket(v):
+    """The power of two at or above a positive int size (1, 2, 4, ... ); anything else (bools, dtypes) as is."""
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        return v
+    return 1 << (v - 1).bit_length()
+
+
+class BucketedKeys(dict):
+    """An autotuner's cache keyed on each size's power-of-two bucket, not the size itself.
+
+    Triton tunes again at every new value of a key argument: a packed batch (B shrinks step by step), a
+    translation batch of new lengths or greedy decoding (N_K grows by one) then spends its time benchmarking
+    configs, seconds per new size on a GPU.  A config is valid at every size (every kernel masks its edges), so
+    one tuned per bucket is reused across it."""
+
+    @staticmethod
+    def _key(key):
+        return tuple(size_bucket(v) for v in key) if isinstance(key, tuple) else key
+
+    def __contains__(self, key):
+        return super().__contains__(self._key(key))
+
+    def __getitem__(self, key):
+        return super().__getitem__(self._key(key))
+
+    def __setitem__(self, key, value):
+        super().__setitem__(self._key(key), value)
+
+    def get(self, key, default=None):
+        return super().get(self._key(key), default)
+
+
 def autotune(fn, configs, key: list[str], label: str, restore_value: list[str] | None = None):
-    """``triton.autotune`` that remembers the tuner, so a benchmark row can record the config it chose.
+    """``triton.autotune`` that remembers the tuner, so a benchmark row can record the config it chose, and
+    tunes once per power-of-two bucket of its size keys (BucketedKeys).
     ``restore_value``: buffers a kernel accumulates into, restored after every benchmarking run."""
     import triton
     tuner = triton.autotune(configs=configs, key=key, restore_value=restore_value)(fn)
+    if isinstance(getattr(tuner, "cache", None), dict):     # Triton 3.6-3.9; another keeps its per-size tuning
+        tuner.cache = BucketedKeys(tuner.cache)
     _AUTOTUNERS.append((label, tuner))
     return tuner
 

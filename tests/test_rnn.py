@@ -219,3 +219,28 @@ def test_batch_sizes_must_start_at_the_batch():
     x, h, *w = make(3, 5, 4, torch.float32)
     with pytest.raises(ValueError, match="batch_sizes must be 3 positive, non-increasing ints starting at"):
         rnn(torch.randn(3, 3, 5, device=DEVICE), None, *w, batch_sizes=[2, 2, 1])
+
+
+def test_autotuning_is_once_per_power_of_two_bucket():
+    """A ragged batch shrinks B step by step; Triton's autotuner, keyed on sizes, would benchmark every config
+    at every new B (seconds each on a GPU).  kernels._common.autotune tunes once per power-of-two bucket: nine
+    batch sizes from 9 to 33 are three tunings here, through this Triton's own Autotuner."""
+    import triton
+    import triton.language as tl
+
+    from kernels._common import autotune
+
+    @triton.jit
+    def _add_one(x_ptr, B, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        tl.store(x_ptr + offs, tl.load(x_ptr + offs, mask=offs < B) + 1, mask=offs < B)
+
+    tuner = autotune(_add_one, [triton.Config({"BLOCK": 64}), triton.Config({"BLOCK": 128})], ["B"], "test.add_one")
+    benched = []
+    tuner._do_bench = lambda call, quantiles: benched.append(call) or [1.0, 1.0, 1.0]
+    x = torch.zeros(64, device=DEVICE)
+    for b in (9, 12, 16, 17, 20, 31, 32, 33, 40):
+        tuner[(1,)](x, b)
+    assert len(benched) == 3 * 2                   # buckets 16, 32, 64 × two configs
+    assert {k[0] for k in tuner.cache} == {16, 32, 64}
+    assert x[0].item() == 9 and x[39].item() == 1           # every call ran, each with its own B
