@@ -116,6 +116,7 @@ class TrainRow(_CsvRow):
     step: int
     tokens_seen: int
     train_seconds: float           # training wall time so far, evaluation excluded
+    warmup_s: float | None = None  # this start's untimed first forward+backward (compiles, autotuning), first row
     train_loss: float | None = None        # mean over the steps since the previous evaluation, nats/byte
     val_bpb: float | None = None   # bits per byte on the fixed validation slice
     tokens_per_s: float | None = None      # over the interval, every rank counted
@@ -159,6 +160,7 @@ class TranslateRow(_CsvRow):
     step: int
     tokens_seen: int
     train_seconds: float           # training wall time so far, evaluation excluded
+    warmup_s: float | None = None  # this start's untimed first forward+backward (compiles, autotuning), first row
     wall_seconds: float | None = None      # since the model's start, evaluations included
     train_loss: float | None = None        # mean over the interval, nats per target token
     val_loss: float | None = None  # teacher-forced on the held-out set, nats per target token

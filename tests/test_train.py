@@ -159,6 +159,9 @@ def test_tiny_models_learn(trained):
         assert (trained_rows.tokens_per_s > 0).all() and (trained_rows.grad_norm > 0).all()
         assert (trained_rows.train_loss > 0).all() and trained_rows.train_seconds.is_monotonic_increasing
         assert trained_rows.nvml_reason.eq("no GPU on this machine").all()
+        # the untimed warm-up (compiles, autotuning) is on the first trained row alone
+        assert trained_rows.warmup_s.iloc[0] > 0 and trained_rows.warmup_s.iloc[1:].isna().all()
+        assert g.warmup_s.isna().iloc[0]
         assert os.path.exists(tr.checkpoint_path(out, m, "torch"))
 
 
@@ -186,6 +189,19 @@ def test_kernel_models_train_through_the_interpreter(corpus, tmp_path):
     df = training.load_rows(str(tmp_path))
     assert (df.status == "ok").all() and set(df.impl) == {"step", "triton"} and len(df) == len(cfg.models) * 3
     assert df.val_bpb.notna().all()
+
+
+def test_the_warm_up_changes_nothing_but_the_kernel_caches():
+    """warm_up runs a forward and backward outside the clock: no parameter, gradient or RNG state changes."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5))
+    opt = tr.adamw(model, 1e-3, 0.0, (0.9, 0.95), torch.device("cpu"))
+    before = copy.deepcopy(model.state_dict())
+    rng = torch.get_rng_state()
+    seconds = tr.warm_up(lambda step: (model(torch.ones(2, 4)).sum(), 8), 0, opt, Dist())
+    assert seconds > 0 and torch.equal(torch.get_rng_state(), rng)
+    assert all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 def test_window_shorter_than_a_second_has_no_power(monkeypatch):
