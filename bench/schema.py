@@ -70,6 +70,7 @@ class Row(_CsvRow):
     accurate: bool | None = None
     config: str | None = None      # what the autotuner chose, where a Triton kernel ran
     compile_s: float | None = None     # setup and first call, wall time: torch.compile, Triton compile and autotune
+    point_s: float | None = None       # the whole point, wall time: setup, timing, NVML, profiler, accuracy
     roofline_gpu: str | None = None
     floor_ms: float | None = None
     floor_bound: str | None = None

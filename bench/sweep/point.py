@@ -44,8 +44,9 @@ def measure_timed(workload, impl, shape, mode, dtype, device, sampler, cuda_grap
     """(``measure_point``'s row, the Timed point to pool more windows into, or None when it was not timed)."""
     point = point or Point(workload, shape, mode, dtype, device)
     timed: dict = {}
-    row = schema.Row(**_measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point, timed,
-                                compile_budget_s))
+    t0 = time.perf_counter()
+    fields = _measure(workload, impl, shape, mode, dtype, device, sampler, cuda_graph, point, timed, compile_budget_s)
+    row = schema.Row(**fields, point_s=time.perf_counter() - t0)
     return row, timed.get("point")
 
 

@@ -107,11 +107,11 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
         earlier = {}
     sampler = nvml.NVMLSampler(device.index or 0) if device.type == "cuda" else None
     meta = run_meta(device, dtype, quick, modes, workloads, sampler)
+    kept, dropped = schema.read_rows(csv_path) if resume else ([], 0)
     was = (earlier.get("environment") or {}).get("device")
-    if resume and was and was != meta["environment"]["device"]:
+    if kept and was and was != meta["environment"]["device"]:
         raise schema.RunFolderError(f"--resume: {out_dir} was measured on {was}, not on this machine's "
                                     f"{meta['environment']['device']}")
-    kept, dropped = schema.read_rows(csv_path) if resume else ([], 0)
     # Rows of points this run does not plan (another run's shapes or implementations, resumed into the same
     # folder: the GPU job's sweep after its headline) stay exactly as they are, whatever their status.
     other = [r for r in kept if schema.row_key(r) not in planned]
