@@ -796,6 +796,23 @@ def test_nvml_window_arithmetic(monkeypatch):
     assert "gpm_tensor_util_pct failed" in row["nvml_reason"]
 
 
+def test_nvml_window_of_a_long_call_runs_it_few_times(monkeypatch):
+    """The window synchronizes after about CHECK_S of calls: a call longer than that is checked after each one
+    (eight at a time made a 0.45 s call run 16 times, 7 s, for a 1.5 s window); short calls go in batches."""
+    fake = FakeNVML()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    syncs = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: syncs.append(1))
+    s = nvml.NVMLSampler(interval_s=0.01)
+    import time as _t
+    calls = []
+    s.measure(lambda: calls.append(1) or _t.sleep(0.06), tokens_per_call=10, min_seconds=0.12, settle_s=0.06)
+    assert len(calls) <= 5 and len(syncs) == len(calls)
+    calls.clear(), syncs.clear()
+    s.measure(lambda: calls.append(1) or _t.sleep(0.001), tokens_per_call=10, min_seconds=0.12, settle_s=0.06)
+    assert len(syncs) < len(calls) / 5
+
+
 def test_nvml_picks_the_gpu_torch_uses_by_pci_bus_id(monkeypatch):
     """Under CUDA_VISIBLE_DEVICES=3, torch's cuda:0 is the host's GPU 3: NVML is asked for it by PCI bus id, not
     by index 0; without bus ids it falls back to the UUID, then to the visible list."""
@@ -832,10 +849,13 @@ def test_nvml_picks_the_gpu_torch_uses_by_pci_bus_id(monkeypatch):
 
 
 def test_repetition_budget_takes_enough_samples():
-    """A 100 ms budget gave one sample of a 150 ms call (p20 = p80 = median): the budget grows with the call."""
+    """A 100 ms budget gave one sample of a 150 ms call (p20 = p80 = median): the budget grows with the call,
+    20 repetitions up to 2 s of calls, then 10."""
     assert timing.repetition_budget_ms(0.01) == 100.0
-    assert timing.repetition_budget_ms(150.0) / 150.0 >= timing.MIN_REPS == 20
-    assert timing.repetition_budget_ms(5000.0) / 5000.0 >= 3                 # capped, still three samples
+    assert timing.repetition_budget_ms(50.0) / 50.0 >= timing.MIN_REPS == 20
+    assert timing.repetition_budget_ms(150.0) / 150.0 == 2000 / 150        # past 2 s of calls: fewer, at least 10
+    assert timing.repetition_budget_ms(450.0) / 450.0 == 10
+    assert timing.repetition_budget_ms(5000.0) / 5000.0 == 3                 # past 10 s: three samples
     t = timing.summarize([3.0, 1.0, 2.0, 4.0, 5.0], "x")
     assert t["ms"] == 3.0 and t["reps"] == 5 and t["ms_p20"] < t["ms"] < t["ms_p80"]
 

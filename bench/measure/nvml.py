@@ -15,6 +15,7 @@ from bench.schema import NVML_FIELDS
 
 # Utilisation samples in the first SETTLE_S of an NVML window are dropped (see NVMLSampler.measure).
 SETTLE_S = 0.5
+CHECK_S = 0.05     # measure() synchronizes about this often, to see the window's end
 
 
 def pci_bus_id(device_index: int) -> str | None:
@@ -101,19 +102,20 @@ class NVMLSampler:
             return {k: None for k in NVML_FIELDS} | {"nvml_reason": self.reason}
         w = Window(self, gpm=False)
         calls, t0 = 0, time.perf_counter()
-        settled = None
+        settled, batch = None, 1
         while True:
-            fn()
-            calls += 1
-            if calls % 8 == 0:
-                torch.cuda.synchronize()
-                now = time.perf_counter()
-                if settled is None and now - t0 >= settle_s:
-                    settled = now
-                    w.settle()
-                if settled is not None and now - settled >= min_seconds:
-                    break
-        torch.cuda.synchronize()
+            for _ in range(batch):      # calls between synchronizes: about CHECK_S of work, one for a long call
+                fn()
+            calls += batch
+            torch.cuda.synchronize()
+            now = time.perf_counter()
+            if calls == 1:              # a fixed 8 made a 0.45 s call run 16 times (7 s) for a 1.5 s window
+                batch = max(1, min(64, int(CHECK_S / max(now - t0, 1e-6))))
+            if settled is None and now - t0 >= settle_s:
+                settled = now
+                w.settle()
+            if settled is not None and now - settled >= min_seconds:
+                break
         return w.finish(calls * tokens_per_call, min_power_s=min_seconds)
 
     def _energy_mj(self):

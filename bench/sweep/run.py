@@ -27,13 +27,14 @@ COLUMNS, KEY = schema.COLUMNS, schema.KEY
 
 def grid_shapes(w, defaults: list[dict], seq_lens=None, batch=None) -> list[dict]:
     """A workload's shapes: its defaults, or the grid of ``seq_lens`` × ``batch`` (each an int or a list) over its
-    first default shape; the same shape once (--batch can make two defaults one)."""
+    first default shape, every batch at a length before the next length (a run cut short has both batches'
+    verdicts at the short length); the same shape once (--batch can make two defaults one)."""
     as_list = lambda v: [v] if isinstance(v, int) else list(v or [])  # noqa: E731
     shapes = defaults
     if seq_lens:
         shapes = [dict(shapes[0], **{w.seq_key: n}) for n in as_list(seq_lens)]
     if batch:
-        shapes = [dict(s, B=b) for b in as_list(batch) for s in shapes]
+        shapes = [dict(s, B=b) for s in shapes for b in as_list(batch)]
     return list({shape_label(w, s): s for s in shapes}.values())
 
 
