@@ -197,6 +197,11 @@ def test_a_resume_with_another_plan_keeps_the_other_rows(tmp_path, monkeypatch):
     assert {k[1] for k in after} == {"good", "boom", "gpu_kernel"}
     assert meta["resumed"]["other_rows"].startswith(f"{len(booms)} row(s)")
     assert meta["earlier_runs"][0]["workloads"] == ["toy"]
+    planned = [r for k, r in after.items() if k[1] != "boom" and r["status"] in ("ok", "unstable")]
+    assert meta["stability"]["timed"] == len(planned)      # this run's points, not the earlier run's
+    again = brun.sweep(str(tmp_path), [w], torch.float32, True, modes=("fwd",), resume=True, progress=False,
+                       device="cpu", impls=["good", "gpu_kernel"])
+    assert len(again["earlier_runs"]) == 1                 # the same plan resumed is not another earlier run
 
 
 def test_a_resume_on_another_device_is_refused(tmp_path, monkeypatch):

@@ -143,6 +143,12 @@ def test_the_archive_leaves_out_checkpoints_and_large_files(tmp_path, monkeypatc
     assert "train/train.csv" in names and "left_out.txt" in names
     assert not any("checkpoints" in n for n in names) and "big.log" not in names
     assert sorted(left) == ["suite/big.log", "suite/train/checkpoints"]
+    (out / "noise-a.bin").write_bytes(os.urandom(900))      # incompressible: past the whole archive's limit
+    (out / "noise-b.bin").write_bytes(os.urandom(600))
+    monkeypatch.setattr(gpu_suite, "PACK_MAX_ARCHIVE", 1400)
+    left = gpu_suite.pack(str(out), str(tmp_path / "suite.tar.gz"))
+    assert "suite/noise-a.bin" in left and os.path.getsize(tmp_path / "suite.tar.gz") <= 1400
+    assert "train/train.csv" in _names(tmp_path / "suite.tar.gz")
 
 
 def test_unknown_step_is_a_one_line_error(capsys):

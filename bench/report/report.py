@@ -75,7 +75,7 @@ def stability_line(df: pd.DataFrame, meta: dict) -> str:
     loads = pd.concat([timed.get("load_start", pd.Series(dtype=float)),
                        timed.get("load_end", pd.Series(dtype=float))]).dropna()
     cores = f" on {st['cores']} cores" if st.get("cores") else ""
-    seen = (f"load average {loads.min():g}–{loads.max():g} {cores}" if not loads.empty
+    seen = (f"load average {loads.min():g}–{loads.max():g}{cores}" if not loads.empty
             else "no load average recorded")
     probes = timed.get("host_probe_ms", pd.Series(dtype=float)).dropna()
     if not probes.empty and probes.max() > 1.15 * probes.min():     # the host's tenants, which no load average sees

@@ -85,6 +85,16 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     csv_path = os.path.join(out_dir, "results.csv" if world == 1 else f"results.rank{rank}.csv")
     # Nothing on disk changes until the kept rows are safely in the new file (RowWriter): an interruption
     # at any point of a resume loses no finished row.
+    json_path = os.path.join(out_dir, "run.json")
+    try:
+        earlier = schema.read_json(json_path) if resume else {}
+    except schema.RunFolderError:     # a run.json cut short: the rows are what a resume needs; it is rewritten
+        earlier = {}
+    from bench.measure.env import device_name
+    was, now = (earlier.get("environment") or {}).get("device"), device_name()
+    has_rows = any(schema.read_rows(p)[0] for p in [os.path.join(out_dir, "results.csv"), *_shard_files(out_dir)])
+    if resume and was and was != now and has_rows:
+        raise schema.RunFolderError(f"--resume: {out_dir} was measured on {was}, not on this machine's {now}")
     if world == 1 and resume:
         merge_shards(out_dir)         # rows a sharded run measured but did not merge before it stopped
     groups = []
@@ -101,18 +111,11 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     points = [p for _, _, group in groups[rank::world] for p in group]
     key_of = lambda p: (p[0].name, p[1].name, p[3], str(dtype).removeprefix("torch."), shape_label(p[0], p[2]))  # noqa: E731
     planned = {key_of(p) for p in points}
-    json_path = os.path.join(out_dir, "run.json")
-    try:
-        earlier = schema.read_json(json_path) if resume else {}
-    except schema.RunFolderError:     # a run.json cut short: the rows are what a resume needs; it is rewritten
-        earlier = {}
     sampler = nvml.NVMLSampler(device.index or 0) if device.type == "cuda" else None
     meta = run_meta(device, dtype, quick, modes, workloads, sampler)
+    as_list = lambda v: [v] if isinstance(v, int) else (list(v) if v else None)  # noqa: E731
+    meta["plan"] = {"impls": sorted(impls) if impls else None, "seq_lens": as_list(seq_lens), "batch": as_list(batch)}
     kept, dropped = schema.read_rows(csv_path) if resume else ([], 0)
-    was = (earlier.get("environment") or {}).get("device")
-    if kept and was and was != meta["environment"]["device"]:
-        raise schema.RunFolderError(f"--resume: {out_dir} was measured on {was}, not on this machine's "
-                                    f"{meta['environment']['device']}")
     # Rows of points this run does not plan (another run's shapes or implementations, resumed into the same
     # folder: the GPU job's sweep after its headline) stay exactly as they are, whatever their status.
     other = [r for r in kept if schema.row_key(r) not in planned]
@@ -131,8 +134,11 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
         meta["resumed"] = {"kept_rows": len(kept), "dropped_incomplete_rows": dropped}
         if other:
             meta["resumed"]["other_rows"] = f"{len(other)} row(s) of points this run does not plan, kept as they were"
-            first = {k: earlier[k] for k in ("started", "finished", "quick", "workloads", "stability") if k in earlier}
-            meta["earlier_runs"] = earlier.get("earlier_runs", []) + ([first] if first else [])
+            first = {k: earlier[k] for k in ("started", "finished", "quick", "workloads", "plan", "stability")
+                     if k in earlier}
+            runs = earlier.get("earlier_runs", [])
+            same_plan = all(earlier.get(k) == meta.get(k) for k in ("quick", "workloads", "modes", "dtype", "plan"))
+            meta["earlier_runs"] = runs + ([first] if first and not same_plan else [])
         if retimed:
             meta["resumed"]["timed_again"] = (f"{retimed} row(s) timed with other CPU threads or without the host "
                                               f"probe")
@@ -147,8 +153,7 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     meta["isolated"] = isolate
     meta["compile_budget_s"] = compile_budget_s
     points.sort(key=lambda p: key_of(p) in hung)           # a point that hung last time goes last (stable sort)
-    kept = other + kept
-    writer = schema.RowWriter(csv_path, kept)  # resume: finished points stay, failed ones are tried again
+    writer = schema.RowWriter(csv_path, other + kept)  # resume: finished points stay, failed ones are tried again
     if main:
         schema.write_json(json_path, meta)
     runner = (_Isolated(device, dtype, cuda_graph, point_timeout_s, compile_budget_s) if isolate
@@ -157,7 +162,7 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     # windows, one per pass over all points, and its statistics pool them, so its spread shows the drift.
     passes = timing.CPU_PASSES if device.type == "cpu" and not isolate else 1
     todo = {key_of(p): p for p in points if key_of(p) not in done}
-    rewrite = lambda rows: writer.rewrite(kept + [dataclasses.asdict(r) for r in rows.values()])  # noqa: E731
+    rewrite = lambda rows: writer.rewrite(other + kept + [dataclasses.asdict(r) for r in rows.values()])  # noqa: E731
     try:
         written = _time(runner, todo, passes, progress, None, on_row=writer.write, on_pass=rewrite)
         again = [k for k, r in written.items() if r.status == "unstable"]

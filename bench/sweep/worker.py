@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 
 import torch
 
@@ -114,7 +115,7 @@ class _Isolated:
         """(row, None): an isolated point is timed in one window."""
         if self.proc is None or not self.proc.is_alive():
             self._start()
-        failed = None
+        failed, t0 = None, time.perf_counter()
         try:
             self.conn.send((w.name, w.module, impl.name, s, mode))
             if self.conn.poll(self.timeout_s):
@@ -125,7 +126,8 @@ class _Isolated:
             self.proc.join(5)
             status, failed = "error", f"worker process died (exit code {self.proc.exitcode}); restarted for the next point"
         self.close()
-        return schema.Row(**point._identity(w, impl, s, mode, self.dtype, self.device), status=status, reason=failed), None
+        return schema.Row(**point._identity(w, impl, s, mode, self.dtype, self.device), status=status, reason=failed,
+                          point_s=time.perf_counter() - t0), None
 
     def close(self):
         if self.proc is not None:
