@@ -474,7 +474,8 @@ def cmd_compare(a) -> int:
         return _fail("compare", exc)
     print(f"tokens/s of {a.dir_b} over {a.dir_a}; low/high: the ratio's p20/p80 bounds; host_b_over_a: B's host "
           f"probe time over A's (a fixed single-thread loop timed through each CPU window), which the ratio is "
-          f"multiplied by, so a host slowed by its other tenants is not a regression\n")
+          f"multiplied by, so a host slowed by its other tenants is not a regression; raw_b_over_a: as measured (a "
+          f"regression must be one both ways)\n")
     if stable.attrs.get("note"):
         print(f"note: {stable.attrs['note']}\n")
     print(stable.to_markdown(index=False, floatfmt=".4g") if not stable.empty else "no point stable in both runs")

@@ -50,6 +50,8 @@ def _spread_rule_off_unless_tested(request, monkeypatch):
     monkeypatch.setattr(timing, "CPU_MIN_S", 0.01)
     monkeypatch.setattr(timing, "CPU_MAX_S", 0.1)
     monkeypatch.setenv("SEQBENCH_CPU_WINDOW_S", "0.01,0.1")
+    monkeypatch.setattr(timing, "HOST_WAIT_S", 0.0)      # nor wait for a quiet host
+    monkeypatch.setenv("SEQBENCH_HOST_WAIT_S", "0")
 
 
 @pytest.fixture(autouse=True)

@@ -189,6 +189,60 @@ def host_probe_ms(loops: int = 10_000) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
+# A CPU window starts when the host runs at its usual speed.  On the CI VM, with nothing else running, the probe
+# spent phases of seconds at about twice its best time (the host's other tenants); a window timed in one was a
+# point 2x slower, and two runs agreed on half their points.  So before each window the median of HOST_BURST
+# probes must be within HOST_SLOW of the best such median this process has seen, waiting at most HOST_WAIT_S.
+def _host_wait(default: float = 3.0) -> float:
+    """HOST_WAIT_S; SEQBENCH_HOST_WAIT_S overrides it (0: never wait, as the tests' processes do)."""
+    value = os.environ.get("SEQBENCH_HOST_WAIT_S", "")
+    try:
+        if value and float(value) >= 0:
+            return float(value)
+    except ValueError:
+        pass
+    if value:
+        print(f"seqbench: SEQBENCH_HOST_WAIT_S={value!r} is not a number of seconds >= 0; {default}", file=sys.stderr)
+    return default
+
+
+HOST_BURST, HOST_SLOW, HOST_WAIT_S = 16, 1.3, _host_wait()
+HOST_CALIBRATE_S = 0.25         # the first wait first looks this long for the host's best
+HOST_RETRIES = 2              # a window the host slowed during is taken again so many times at most
+HOST_WAITS = {"windows": 0, "waited_s": 0.0, "gave_up": 0, "retaken": 0, "best_ms": None}
+
+
+def _burst_ms() -> float:
+    return statistics.median(host_probe_ms() for _ in range(HOST_BURST))
+
+
+def wait_for_host(max_wait_s: float | None = None) -> float:
+    """Wait until the host runs at its usual speed (see HOST_SLOW), at most ``max_wait_s`` (HOST_WAIT_S);
+    returns the seconds waited.  HOST_WAITS counts the windows, the time waited, the waits given up and (in
+    ``time_cpu``) the windows taken again."""
+    max_wait_s = HOST_WAIT_S if max_wait_s is None else max_wait_s
+    t0 = time.perf_counter()
+    if HOST_WAITS["best_ms"] is None:
+        best = _burst_ms()
+        while time.perf_counter() - t0 < min(HOST_CALIBRATE_S, max_wait_s):
+            best = min(best, _burst_ms())
+        HOST_WAITS["best_ms"] = best
+        t0 = time.perf_counter()
+    while True:
+        now = _burst_ms()
+        HOST_WAITS["best_ms"] = min(HOST_WAITS["best_ms"], now)
+        waited = time.perf_counter() - t0
+        if now <= HOST_SLOW * HOST_WAITS["best_ms"]:
+            break
+        if waited >= max_wait_s:
+            HOST_WAITS["gave_up"] += 1
+            break
+        time.sleep(0.02)
+    HOST_WAITS["windows"] += 1
+    HOST_WAITS["waited_s"] += waited
+    return waited
+
+
 def load_average() -> float | None:
     """The 1-minute load average (runnable processes), or None where the OS has none."""
     try:
@@ -201,10 +255,25 @@ def time_cpu(fn, min_s: float | None = None, max_s: float | None = None) -> dict
     """torch.utils.benchmark's adaptive_autorange on the host: blocks of calls (the block size it picks, after
     its own warm-up) until IQR / median < CPU_IQR past ``min_s``, or ``max_s`` (default CPU_MIN_S and CPU_MAX_S,
     read at the call); quantiles over the blocks' per-call times.  ``times_ms`` holds them (for pytest-benchmark),
-    ``probe_ms`` the median host probe through the window (``host_probe_ms``: before it, and after blocks)."""
+    ``probe_ms`` the median host probe through the window (``host_probe_ms``: before it, and after blocks).
+
+    The window starts once the host runs at its usual speed (``wait_for_host``).  A window whose probe says the
+    host slowed during it anyway is taken again, up to HOST_RETRIES times, and the one with the fastest probe
+    kept (HOST_WAITS["retaken"] counts them): dividing by the probe alone over-corrected such a window."""
+    kept = None
+    for _ in range(1 + (HOST_RETRIES if HOST_WAIT_S > 0 else 0)):
+        out = _cpu_window(fn, CPU_MIN_S if min_s is None else min_s, CPU_MAX_S if max_s is None else max_s)
+        if kept is None or out["probe_ms"] < kept["probe_ms"]:
+            kept = out
+        if out["probe_ms"] <= HOST_SLOW * HOST_WAITS["best_ms"]:
+            break
+        HOST_WAITS["retaken"] += 1
+    return kept
+
+
+def _cpu_window(fn, min_s: float, max_s: float) -> dict:
     from torch.utils.benchmark import Timer
-    min_s = CPU_MIN_S if min_s is None else min_s
-    max_s = CPU_MAX_S if max_s is None else max_s
+    wait_for_host()
     probes, since = [host_probe_ms()], [0.0]
 
     def after_block(number, seconds):       # untimed: adaptive_autorange counts only the blocks' time

@@ -247,7 +247,9 @@ def stability(rows, device) -> dict:
     timed = [r for r in rows if get(r, "status") in ("ok", "unstable")]
     loads = [v for r in timed for v in (get(r, "load_start"), get(r, "load_end")) if v is not None]
     probes = [v for r in timed if (v := get(r, "host_probe_ms")) is not None]
+    waits = {k: round(v, 3) if isinstance(v, float) else v for k, v in timing.HOST_WAITS.items()}
     return {"spread_limit": timing.spread_limit(device), "timed": len(timed),
+            "host_waits": waits if torch.device(device).type == "cpu" else None,
             "host_probe_ms": [min(probes), max(probes)] if probes else None,
             "unstable": sum(get(r, "status") == "unstable" for r in timed), "cores": timing.usable_cores(),
             "threads": torch.get_num_threads(), "load_average": [min(loads), max(loads)] if loads else None}
