@@ -1,5 +1,6 @@
 """The harness: workload formulas against hand-computed values, CSV/JSON schema, failure rows,
 accuracy against the baseline, resume, report, compare, CLI errors and the NVML sampler's degraded paths."""
+import collections
 import csv
 import json
 import os
@@ -854,19 +855,25 @@ def test_nvml_picks_the_gpu_torch_uses_by_pci_bus_id(monkeypatch):
 
 
 def test_a_cpu_window_waits_for_the_host_at_its_usual_speed(monkeypatch):
-    """Before a CPU window the host probe's burst median must be within HOST_SLOW of the best seen: a slow phase
-    (the host's other tenants) is waited out, at most max_wait_s, and counted in HOST_WAITS."""
+    """Before a CPU window the host probe's burst median must be within HOST_SLOW of the best of the last
+    HOST_MEMORY_S: a slow phase (the host's other tenants) is waited out, at most max_wait_s, and counted in
+    HOST_WAITS; a host slow for longer than the memory is the host as it is."""
     monkeypatch.setattr(timing, "HOST_WAITS", {"windows": 0, "waited_s": 0.0, "gave_up": 0, "retaken": 0,
                                                "best_ms": None})
+    monkeypatch.setattr(timing, "_BURSTS", collections.deque())
     monkeypatch.setattr(timing, "HOST_CALIBRATE_S", 0.0)
     bursts = iter([1.0, 1.1, 2.0, 2.1, 1.2])         # calibration, a window at once, one after two slow
     monkeypatch.setattr(timing, "_burst_ms", lambda: next(bursts))
-    assert timing.wait_for_host(1.0) < 0.02                                   # within 1.3x of the best: at once
-    assert timing.wait_for_host(1.0) >= 0.04                                  # two slow bursts waited out
+    waited, ok = timing.wait_for_host(1.0)
+    assert ok and waited < 0.02                       # within 1.3x of the best: at once
+    waited, ok = timing.wait_for_host(1.0)
+    assert ok and waited >= 0.04                      # two slow bursts waited out
     assert timing.HOST_WAITS["gave_up"] == 0 and timing.HOST_WAITS["windows"] == 2
     monkeypatch.setattr(timing, "_burst_ms", lambda: 2.0)
-    assert timing.wait_for_host(0.05) >= 0.05 and timing.HOST_WAITS["gave_up"] == 1
-    assert timing.HOST_WAITS["best_ms"] == 1.0
+    waited, ok = timing.wait_for_host(0.05)
+    assert not ok and waited >= 0.05 and timing.HOST_WAITS["gave_up"] == 1 and timing.HOST_WAITS["best_ms"] == 1.0
+    monkeypatch.setattr(timing, "HOST_MEMORY_S", 0.0)         # the fast bursts forgotten: 2.0 is the host now
+    assert timing.wait_for_host(1.0)[1] and timing.HOST_WAITS["best_ms"] == 2.0
 
 
 def test_a_cpu_window_the_host_slowed_is_taken_again(monkeypatch):
@@ -880,6 +887,8 @@ def test_a_cpu_window_the_host_slowed_is_taken_again(monkeypatch):
     assert timing.time_cpu(lambda: None) == {"ms": 1.1, "probe_ms": 1.1} and timing.HOST_WAITS["retaken"] == 1
     windows = iter([{"ms": 3.0, "probe_ms": 3.0}, {"ms": 2.0, "probe_ms": 2.0}, {"ms": 2.5, "probe_ms": 2.5}])
     assert timing.time_cpu(lambda: None)["probe_ms"] == 2.0 and timing.HOST_WAITS["retaken"] == 4
+    windows = iter([{"ms": 3.0, "probe_ms": 3.0, "host_ok": False}])   # the wait gave up: no retake
+    assert timing.time_cpu(lambda: None) == {"ms": 3.0, "probe_ms": 3.0} and timing.HOST_WAITS["retaken"] == 4
 
 
 def test_repetition_budget_takes_enough_samples():
