@@ -25,16 +25,20 @@ from bench.workload import MODES, shape_label
 COLUMNS, KEY = schema.COLUMNS, schema.KEY
 
 
+def _as_list(v) -> list:
+    """--seq-len / --batch as a list: an int, a list, or nothing."""
+    return [v] if isinstance(v, int) else list(v or [])
+
+
 def grid_shapes(w, defaults: list[dict], seq_lens=None, batch=None) -> list[dict]:
     """A workload's shapes: its defaults, or the grid of ``seq_lens`` × ``batch`` (each an int or a list) over its
     first default shape, every batch at a length before the next length (a run cut short has both batches'
     verdicts at the short length); the same shape once (--batch can make two defaults one)."""
-    as_list = lambda v: [v] if isinstance(v, int) else list(v or [])  # noqa: E731
     shapes = defaults
     if seq_lens:
-        shapes = [dict(shapes[0], **{w.seq_key: n}) for n in as_list(seq_lens)]
+        shapes = [dict(shapes[0], **{w.seq_key: n}) for n in _as_list(seq_lens)]
     if batch:
-        shapes = [dict(s, B=b) for s in shapes for b in as_list(batch)]
+        shapes = [dict(s, B=b) for s in shapes for b in _as_list(batch)]
     return list({shape_label(w, s): s for s in shapes}.values())
 
 
@@ -92,8 +96,8 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
         earlier = {}
     from bench.measure.env import device_name
     was, now = (earlier.get("environment") or {}).get("device"), device_name()
-    has_rows = any(schema.read_rows(p)[0] for p in [os.path.join(out_dir, "results.csv"), *_shard_files(out_dir)])
-    if resume and was and was != now and has_rows:
+    if resume and was and was != now and any(
+            schema.read_rows(p)[0] for p in [os.path.join(out_dir, "results.csv"), *_shard_files(out_dir)]):
         raise schema.RunFolderError(f"--resume: {out_dir} was measured on {was}, not on this machine's {now}")
     if world == 1 and resume:
         merge_shards(out_dir)         # rows a sharded run measured but did not merge before it stopped
@@ -113,8 +117,8 @@ def sweep(out_dir: str, workloads, dtype, quick: bool, seq_lens=None, batch=None
     planned = {key_of(p) for p in points}
     sampler = nvml.NVMLSampler(device.index or 0) if device.type == "cuda" else None
     meta = run_meta(device, dtype, quick, modes, workloads, sampler)
-    as_list = lambda v: [v] if isinstance(v, int) else (list(v) if v else None)  # noqa: E731
-    meta["plan"] = {"impls": sorted(impls) if impls else None, "seq_lens": as_list(seq_lens), "batch": as_list(batch)}
+    meta["plan"] = {"impls": sorted(impls) if impls else None, "seq_lens": _as_list(seq_lens) or None,
+                    "batch": _as_list(batch) or None}
     kept, dropped = schema.read_rows(csv_path) if resume else ([], 0)
     # Rows of points this run does not plan (another run's shapes or implementations, resumed into the same
     # folder: the GPU job's sweep after its headline) stay exactly as they are, whatever their status.
